@@ -1,0 +1,77 @@
+"""The registry: one SQL database (SQLite by default, PostgreSQL via STARLIGHT_DB_URL) plus the blob store."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlmodel import Session
+
+from starcli import settings
+
+from . import migrations
+from .store import CheckpointStore
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def make_engine(url: str) -> sa.Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    # Driver-level autocommit, with our own BEGIN IMMEDIATE: every transaction takes the write lock up
+    # front and waits for it (busy timeout). A deferred transaction that upgrades from read to write fails
+    # at once with "database is locked" under WAL when another process wrote in between.
+    engine = sa.create_engine(url, connect_args={"isolation_level": None, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Registry:
+    """The registry at one home: `registry.db` (or $STARLIGHT_DB_URL) and `blobs/`."""
+
+    def __init__(self, home: Path, url: str | None = None):
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.url = url or settings.db_url(self.home)
+        self.engine = make_engine(self.url)
+        migrations.apply(self.engine)
+        self.store = CheckpointStore(self.home / "blobs")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    def describe(self) -> str:
+        return self.url if not self.url.startswith("sqlite") else str(self.home / "registry.db")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_registry(home: str | Path | None = None, create: bool = True) -> Registry | None:
+    """Open (and migrate) the registry at `home`; with create=False, None when there is none yet.
+
+    Read-only commands pass create=False so that `starlight list` in an empty folder leaves no trace.
+    """
+    home_dir = settings.home(home)
+    url = settings.db_url(home_dir)
+    if not create and url.startswith("sqlite") and not (home_dir / "registry.db").exists():
+        return None
+    return Registry(home_dir, url)

@@ -1,0 +1,56 @@
+"""SQLModel tables. Their columns are created by registry/migrations.py; keep the two in step."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, DateTime
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Solution(SQLModel, table=True):
+    """One trained network: an anchor, a star, an imported checkpoint, an aligned copy, a soup..."""
+
+    __tablename__ = "solutions"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    # sha256 of (kind, resolved config, seed): the idempotency key that makes retraining a no-op.
+    key: str = Field(index=True, unique=True, max_length=64)
+    kind: str = Field(index=True, max_length=32)
+    arch: str = Field(index=True, max_length=128)
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    width: Optional[int] = Field(default=None, index=True)
+    seed: Optional[int] = None
+    dataset: str = Field(index=True, max_length=64)
+    recipe: Optional[str] = Field(default=None, max_length=128)
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    epochs: Optional[int] = None
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    sha256: str = Field(max_length=64)
+    device: str = Field(default="cpu", max_length=32)
+    wall_seconds: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime, nullable=False))
+    versions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="complete", max_length=16)
+    anchors: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    source_id: Optional[int] = Field(default=None, foreign_key="solutions.id")
+    target_id: Optional[int] = Field(default=None, foreign_key="solutions.id")
+
+
+class BarrierResult(SQLModel, table=True):
+    """The interpolation curves of one ordered pair under one set of settings."""
+
+    __tablename__ = "barriers"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    a_id: int = Field(foreign_key="solutions.id", index=True)
+    b_id: int = Field(foreign_key="solutions.id", index=True)
+    settings_hash: str = Field(max_length=64, index=True)
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime, nullable=False))

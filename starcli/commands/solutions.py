@@ -1,0 +1,158 @@
+"""train, register, list, show, doctor."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+
+from starcli.cli import app
+from starcli.errors import UsageError
+
+from . import common
+
+LIST_COLUMNS = ["id", "kind", "arch", "width", "seed", "dataset", "recipe", "epochs", "train_acc", "test_acc", "train_loss"]
+
+
+@app.command()
+def train(
+    recipe: str = typer.Option("mnist1d-mlp", "--recipe", "-r", help="Recipe name or path to a .toml file."),
+    seed: str = typer.Option("1", "--seed", "-s", help="Seeds: 3, 1-5, 1,3,7, 1-3,9."),
+    width: Optional[int] = typer.Option(None, "--width", help="Override the architecture's width."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Override the learning rate."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the batch size."),
+    set_: List[str] = typer.Option([], "--set", help="Any other setting, key=value (e.g. arch_kwargs.depth=2)."),
+    device: str = common.DeviceOpt,
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder of torchvision datasets."),
+    download: bool = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir."),
+    json_: bool = common.JsonOpt,
+) -> None:
+    """Train one solution per seed and register it as an anchor (seeds already trained are skipped)."""
+    from starcli import recipes, solutions, training
+
+    seeds = common.ids(seed, "seed")
+    config = recipes.resolve(
+        recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_)
+    )
+    reg = common.registry()
+    rep = common.reporter()
+    with rep.live():
+        outcomes = training.train(reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=rep)
+    records = [solutions.record(reg, o.solution) for o in outcomes]
+    if json_:
+        common.echo_json(records)
+    else:
+        sys.stdout.write(common.table_text(common.flatten_metrics(records), LIST_COLUMNS, None))
+
+
+@app.command()
+def register(
+    path: str = typer.Argument(..., help="A .safetensors, .pt or .pth state dict."),
+    arch: str = typer.Option(..., "--arch", help="Architecture name (ours or any timm model)."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset the checkpoint was trained on."),
+    arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help='JSON, e.g. \'{"width": 128}\'.'),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    width: Optional[int] = typer.Option(None, "--width"),
+    device: str = common.DeviceOpt,
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    json_: bool = common.JsonOpt,
+) -> None:
+    """Import an outside checkpoint (kind external); it must load strictly into the architecture."""
+    from starcli import importing, solutions
+
+    kwargs = parse_json_object(arch_kwargs, "--arch-kwargs")
+    reg = common.registry()
+    sol, created = importing.register(
+        reg, path, arch, dataset, arch_kwargs=kwargs, seed=seed, width=width, device=device, data_dir=data_dir
+    )
+    rec = solutions.record(reg, sol)
+    if json_:
+        common.echo_json(rec)
+    else:
+        verb = "registered" if created else "already registered"
+        m = rec["metrics"]
+        print(f"{verb} {path} as solution {sol.id}: train acc {m['train_acc']:.1f}%, test acc {m['test_acc']:.1f}%")
+
+
+@app.command("list")
+def list_(
+    kind: Optional[str] = typer.Option(None, "--kind", help="anchor, star, external, aligned, soup..."),
+    arch: Optional[str] = typer.Option(None, "--arch"),
+    dataset: Optional[str] = typer.Option(None, "--dataset"),
+    width: Optional[int] = typer.Option(None, "--width"),
+    json_: bool = common.JsonOpt,
+    csv_: bool = typer.Option(False, "--csv", help="CSV on stdout."),
+    md: bool = typer.Option(False, "--md", help="Markdown table on stdout."),
+) -> None:
+    """List registered solutions."""
+    from starcli import solutions
+
+    fmt = common.one_format(json=json_, csv=csv_, md=md)
+    reg = common.registry(create=False)
+    records = [solutions.record(reg, s) for s in solutions.query(reg, kind, arch, dataset, width)] if reg else []
+    if fmt == "json":
+        common.echo_json(records)
+    elif not records and fmt is None:
+        print("no solutions registered yet; train some with `starlight train --seed 1-5`", file=sys.stderr)
+    else:
+        sys.stdout.write(common.table_text(common.flatten_metrics(records), LIST_COLUMNS, fmt))
+
+
+@app.command()
+def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = common.JsonOpt) -> None:
+    """Show one solution with the settings that produced it."""
+    from starcli import solutions
+    from starcli.errors import StarlightError
+
+    try:
+        sid = int(id)
+    except ValueError:
+        raise UsageError(f"solution id must be an integer, got {id!r}") from None
+    reg = common.registry(create=False)
+    if reg is None:
+        raise StarlightError(f"no solution with id {sid}: there is no registry here yet (train some first)")
+    rec = solutions.record(reg, solutions.get(reg, sid), full=True)
+    if json_:
+        common.echo_json(rec)
+        return
+    for key, value in rec.items():
+        if isinstance(value, dict):
+            value = json.dumps(value, default=str)
+        print(f"{key:>13}: {value}")
+
+
+@app.command()
+def doctor(
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"), json_: bool = common.JsonOpt
+) -> None:
+    """Versions, devices, registry location and which datasets are available."""
+    from starcli import doctor as doc
+
+    info = doc.report(common.state.home, data_dir)
+    if json_:
+        common.echo_json(info)
+        return
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k:<14} {v}")
+        elif isinstance(value, list):
+            print(f"{key}: {', '.join(value)}")
+        else:
+            print(f"{key}: {value}")
+
+
+def parse_json_object(text: str | None, flag: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{flag} is not valid JSON ({e.msg}); write e.g. '{{\"width\": 128}}'") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag} must be a JSON object, got {type(value).__name__}")
+    return value

@@ -1,0 +1,167 @@
+"""Datasets as evaluation-ready tensors: `load(name, split, data_dir=None) -> (x, y)`.
+
+Everything fits in memory and is held as tensors (on the training device during training): the
+small datasets this project uses gain nothing from DataLoader worker processes, only start-up cost.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import settings
+from .errors import StarlightError
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    in_chans: int
+    input_size: int  # features per channel, what an MLP flattens
+    shape: tuple[int, ...]  # one sample's shape
+    augmentation: str  # the training augmentation the paper's recipes use on it
+    embedded: bool  # generated or bundled: needs no --data-dir
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+DATASETS = {
+    "mnist1d": DatasetInfo("mnist1d", 10, 1, 40, (40,), "none", True),
+    "digits": DatasetInfo("digits", 10, 1, 64, (1, 8, 8), "none", True),
+    "mnist": DatasetInfo("mnist", 10, 1, 784, (1, 28, 28), "none", False, (0.1307,), (0.3081,)),
+    "fashion_mnist": DatasetInfo("fashion_mnist", 10, 1, 784, (1, 28, 28), "none", False, (0.2860,), (0.3530,)),
+    "cifar10": DatasetInfo(
+        "cifar10", 10, 3, 1024, (3, 32, 32), "flip-crop", False, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", 100, 3, 1024, (3, 32, 32), "flip-crop", False, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+    ),
+}
+
+_TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+
+
+def info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise StarlightError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+def load(
+    name: str, split: str, data_dir: str | os.PathLike | None = None, download: bool = False, home: Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float inputs (normalised, un-augmented, shaped as the models expect) and int64 labels, on the CPU."""
+    meta = info(name)
+    if split not in SPLITS:
+        raise StarlightError(f"unknown split {split!r}; use train or test")
+    if name == "mnist1d":
+        return _mnist1d(split, home or settings.home())
+    if name == "digits":
+        return _digits(split)
+    return _torchvision(meta, split, data_dir, download)
+
+
+def _mnist1d(split: str, home: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    # Generated procedurally by the mnist1d package (seeded, ~1 s), then cached: never downloaded.
+    cache = home / "datasets" / "mnist1d.npz"
+    if not cache.exists():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        d = make_dataset(get_dataset_args())
+        x, xt = d["x"].astype(np.float32), d["x_test"].astype(np.float32)
+        mean, std = x.mean(), x.std()
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, x=(x - mean) / std, y=d["y"], x_test=(xt - mean) / std, y_test=d["y_test"])
+        os.replace(tmp, cache)
+    with np.load(cache) as d:
+        x, y = (d["x"], d["y"]) if split == "train" else (d["x_test"], d["y_test"])
+        return torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
+
+
+def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.data.astype(np.float32) / 16.0 - 0.5) / 0.5
+    x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.2, random_state=0, stratify=d.target)
+    x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
+    return torch.from_numpy(x.reshape(-1, 1, 8, 8)), torch.from_numpy(y.astype(np.int64))
+
+
+def _torchvision(meta: DatasetInfo, split: str, data_dir, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision
+
+    root = settings.data_dir(data_dir)
+    if root is None:
+        raise StarlightError(
+            f"dataset {meta.name} is read from a data folder: pass --data-dir DIR or set STARLIGHT_DATA_DIR"
+            " (add --download to fetch it there)"
+        )
+    cls = getattr(torchvision.datasets, _TORCHVISION[meta.name])
+    try:
+        ds = cls(str(root), train=(split == "train"), download=download)
+    except RuntimeError:
+        raise StarlightError(
+            f"dataset {meta.name} not found under {root} (torchvision's {cls.__name__} layout);"
+            " pass --download to fetch it, or point --data-dir at the folder that holds it"
+        ) from None
+    x = torch.as_tensor(np.asarray(ds.data))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # MNIST is N×H×W, CIFAR N×H×W×C
+    return normalise(x, meta), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+
+
+def normalise(x_uint8: torch.Tensor, meta: DatasetInfo) -> torch.Tensor:
+    mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
+    std = torch.tensor(meta.std).view(1, -1, 1, 1)
+    return ((x_uint8.float() / 255.0) - mean) / std
+
+
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Training augmentation on a whole batch at once, on its own device.
+
+    `flip-crop` is the paper's CIFAR augmentation: random horizontal flip, then a random 32×32 crop of
+    the image zero-padded by 4 pixels. The random draws come from `generator` (CPU), so a seed fixes them.
+    """
+    if kind == "none":
+        return x
+    if kind != "flip-crop":
+        raise StarlightError(f"unknown augmentation {kind!r}; use none or flip-crop")
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(flip.to(x.device).view(n, 1, 1, 1), x.flip(3), x)
+    pad = 4
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    rows = (dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h)).view(n, 1, h, 1)
+    cols = (dx.view(n, 1) + torch.arange(w, device=x.device).view(1, w)).view(n, 1, 1, w)
+    c = x.shape[1]
+    return padded.gather(2, rows.expand(n, c, h, padded.shape[3])).gather(3, cols.expand(n, c, h, w))
+
+
+def available(data_dir=None) -> dict[str, str]:
+    """For `doctor`: which datasets can be loaded here, and why not."""
+    out = {}
+    root = settings.data_dir(data_dir)
+    for name, meta in DATASETS.items():
+        if meta.embedded:
+            out[name] = "embedded"
+        elif root is None:
+            out[name] = "needs --data-dir"
+        else:
+            folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}.get(name, _TORCHVISION[name])
+            out[name] = f"found in {root}" if (root / folder).exists() else f"missing under {root}"
+    return out

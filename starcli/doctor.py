@@ -1,0 +1,28 @@
+"""`starlight doctor`: versions, devices, where the registry is, which datasets can be loaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def report(home=None, data_dir=None) -> dict[str, Any]:
+    import torch
+
+    from registry import open_registry
+
+    from . import data, settings, solutions
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devices.append("mps")
+    reg = open_registry(home, create=False)
+    return {
+        "versions": solutions.versions(),
+        "devices": devices,
+        "home": str(settings.home(home)),
+        "database": reg.describe() if reg else f"{settings.db_url(settings.home(home))} (not created yet)",
+        "solutions": len(solutions.query(reg)) if reg else 0,
+        "datasets": data.available(data_dir),
+    }

@@ -1,0 +1,113 @@
+"""`starlight register`: import an outside checkpoint as an `external` solution.
+
+`.pt`/`.pth` files are read only with `torch.load(weights_only=True)`, which refuses arbitrary pickled
+objects without executing them; the weights are then re-saved as safetensors in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import data, evaluation, models, solutions, training
+from .errors import StarlightError
+from .recipes import config_hash
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise StarlightError(f"checkpoint file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as e:
+            raise StarlightError(f"{path} is not a readable safetensors file: {e}") from None
+    elif suffix in (".pt", ".pth", ".bin"):
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StarlightError(
+                f"{path} is not a plain state dict that loads with weights_only=True (nothing in it was executed): "
+                f"{first[:200]}"
+            ) from None
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+            raise StarlightError(f"{path} holds no state dict (a dict of tensors, or one under 'state_dict')")
+        state = obj
+    else:
+        raise StarlightError(f"{path}: unsupported checkpoint type {suffix or '(none)'}; use .safetensors, .pt or .pth")
+    # Checkpoints saved from DataParallel / DistributedDataParallel prefix every key with `module.`.
+    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def register(
+    reg,
+    path: str | Path,
+    arch: str,
+    dataset: str,
+    arch_kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
+    width: int | None = None,
+    device: str = "auto",
+    data_dir=None,
+):
+    """Load `path` strictly into `arch`, compute its metrics, register it; returns (solution, created)."""
+    from . import devices
+
+    path = Path(path).expanduser().resolve()
+    meta = data.info(dataset)
+    kwargs = dict(arch_kwargs or {})
+    if width is not None:
+        kwargs["width"] = width
+    kwargs = models.arch_kwargs_for(arch, meta, kwargs)
+    state = read_state_dict(path)
+    model = models.create(arch, **kwargs)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        parts = []
+        if result.missing_keys:
+            parts.append(f"missing keys {_preview(result.missing_keys)}")
+        if result.unexpected_keys:
+            parts.append(f"unexpected keys {_preview(result.unexpected_keys)}")
+        raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: {'; '.join(parts)}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: {str(e).splitlines()[-1].strip()}") from None
+    dev = devices.resolve(device)
+    model = model.to(dev)
+    splits = {s: training.load_split(dataset, s, dev, data_dir, False, reg.home) for s in data.SPLITS}
+    metrics = evaluation.metrics(model, {s: (sp.x, sp.y) for s, sp in splits.items()})
+    file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    config = {"source": str(path), "source_sha256": file_sha, "arch": arch, "arch_kwargs": kwargs, "dataset": dataset}
+    return solutions.add(
+        reg,
+        model.state_dict(),
+        key=config_hash({"kind": "external", "config": config, "seed": seed}),
+        kind="external",
+        arch=arch,
+        arch_kwargs=kwargs,
+        width=width if width is not None else models.width_of(arch, kwargs),
+        seed=seed,
+        dataset=dataset,
+        recipe=None,
+        config=config,
+        epochs=None,
+        metrics=metrics,
+        device=str(dev),
+        wall_seconds=0.0,
+        versions=solutions.versions(),
+    )
+
+
+def _preview(keys: list[str], n: int = 5) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")

@@ -1,0 +1,146 @@
+"""Recipes: TOML files naming a dataset, an architecture and how to train it, resolved into one flat config.
+
+The resolved config is what gets stored with every solution, and its hash (with the seed) is the key
+that makes training idempotent. Lookup order for `--recipe NAME`: a path to a .toml file, then the
+recipes shipped in the `recipes` package.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import StarlightError, UsageError
+
+DEFAULT_RECIPE = "mnist1d-mlp"
+
+# Every key a resolved config has, with its default. Anything else in a recipe or --set is an error.
+DEFAULTS: dict[str, Any] = {
+    "dataset": None,
+    "arch": None,
+    "arch_kwargs": {},
+    "epochs": 10,
+    "batch_size": 128,
+    "optimizer": "sgd",  # sgd | adam | adamw
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",  # cosine | constant | step
+    "milestones": [],  # epochs at which `step` multiplies the lr by gamma
+    "gamma": 0.1,
+    "warmup_epochs": 0,
+    "augmentation": None,  # none | flip-crop; None: the dataset's default
+    "label_smoothing": 0.0,
+    "precision": "fp32",  # fp32 | bf16 (autocast, CUDA only)
+}
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant", "step")
+
+
+def available() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("recipes").iterdir() if p.name.endswith(".toml"))
+
+
+def read(name_or_path: str) -> tuple[str, dict[str, Any]]:
+    """The recipe's name and its raw table."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.exists():
+        if not path.is_file():
+            raise StarlightError(f"recipe file {path} does not exist")
+        text, name = path.read_text(), path.stem
+    else:
+        res = resources.files("recipes") / f"{name_or_path}.toml"
+        if not res.is_file():
+            raise StarlightError(f"unknown recipe {name_or_path!r}; available: {', '.join(available())}, or a .toml path")
+        text, name = res.read_text(), name_or_path
+    try:
+        return name, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise StarlightError(f"recipe {name_or_path} is not valid TOML: {e}") from None
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs; values are read as TOML (numbers, booleans, lists), else as strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def resolve(
+    recipe: str = DEFAULT_RECIPE,
+    *,
+    width: int | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The complete training config: defaults < recipe < --set < the named flags."""
+    from . import data, models
+
+    name, table = read(recipe)
+    config = copy.deepcopy(DEFAULTS)
+    _merge(config, table, f"recipe {name}")
+    _merge(config, overrides or {}, "--set")
+    for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)):
+        if value is not None:
+            config[key] = value
+    if width is not None:
+        config["arch_kwargs"]["width"] = width
+    if not config["dataset"] or not config["arch"]:
+        raise StarlightError(f"recipe {name} must name a dataset and an arch")
+    meta = data.info(config["dataset"])
+    config["arch_kwargs"] = models.arch_kwargs_for(config["arch"], meta, config["arch_kwargs"])
+    if config["augmentation"] is None:
+        config["augmentation"] = meta.augmentation
+    config["recipe"] = name
+    validate(config)
+    return config
+
+
+def _merge(config: dict[str, Any], updates: dict[str, Any], origin: str) -> None:
+    for key, value in updates.items():
+        head, _, rest = key.partition(".")
+        if head == "arch_kwargs" and rest:
+            config["arch_kwargs"][rest] = value
+        elif key == "arch_kwargs":
+            config["arch_kwargs"].update(value)
+        elif key in DEFAULTS:
+            config[key] = value
+        elif key not in ("name", "description"):
+            raise UsageError(f"{origin}: unknown setting {key!r}; known: {', '.join(DEFAULTS)}, arch_kwargs.NAME")
+
+
+def validate(config: dict[str, Any]) -> None:
+    if not isinstance(config["epochs"], int) or config["epochs"] < 1:
+        raise UsageError(f"epochs must be a positive integer, got {config['epochs']!r}")
+    if not isinstance(config["batch_size"], int) or config["batch_size"] < 1:
+        raise UsageError(f"batch size must be a positive integer, got {config['batch_size']!r}")
+    if not isinstance(config["lr"], (int, float)) or config["lr"] <= 0:
+        raise UsageError(f"lr must be a positive number, got {config['lr']!r}")
+    if config["optimizer"] not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {config['optimizer']!r}; use {', '.join(OPTIMIZERS)}")
+    if config["schedule"] not in SCHEDULES:
+        raise UsageError(f"unknown schedule {config['schedule']!r}; use {', '.join(SCHEDULES)}")
+    width = config["arch_kwargs"].get("width")
+    if width is not None and (not isinstance(width, int) or width < 1):
+        raise UsageError(f"width must be a positive integer, got {width!r}")
+
+
+def config_hash(payload: dict[str, Any]) -> str:
+    """A stable hash of a JSON-able dict (sorted keys, no whitespace)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

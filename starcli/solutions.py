@@ -1,0 +1,154 @@
+"""Solutions in the registry: adding them atomically, fetching them by id, turning them into records."""
+
+from __future__ import annotations
+
+import platform
+from typing import TYPE_CHECKING, Any, Iterable
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from registry import Registry, Solution
+
+from .errors import StarlightError
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+RECORD_KEYS = (
+    "id kind arch arch_kwargs width seed dataset recipe epochs metrics checkpoint sha256 device "
+    "wall_seconds created_at anchors"
+).split()
+
+
+def record(reg: Registry, sol: Solution, full: bool = False) -> dict[str, Any]:
+    """The JSON record of a solution (`show --json` adds config, versions and provenance)."""
+    out = {
+        "id": sol.id,
+        "kind": sol.kind,
+        "arch": sol.arch,
+        "arch_kwargs": sol.arch_kwargs,
+        "width": sol.width,
+        "seed": sol.seed,
+        "dataset": sol.dataset,
+        "recipe": sol.recipe,
+        "epochs": sol.epochs,
+        "metrics": sol.metrics,
+        "checkpoint": str(reg.store.path(sol.sha256)),
+        "sha256": sol.sha256,
+        "device": sol.device,
+        "wall_seconds": round(sol.wall_seconds, 3),
+        "created_at": sol.created_at.isoformat(timespec="seconds") + "Z",
+        "anchors": list(sol.anchors or []),
+    }
+    if full:
+        out.update(config=sol.config, versions=sol.versions, source_id=sol.source_id, target_id=sol.target_id)
+    return out
+
+
+def versions() -> dict[str, str]:
+    import safetensors
+    import timm
+    import torch
+
+    import starcli
+
+    return {
+        "starlight": starcli.__version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def by_key(reg: Registry, key: str) -> Solution | None:
+    with reg.session() as s:
+        return s.exec(select(Solution).where(Solution.key == key)).first()
+
+
+def get(reg: Registry, sid: int) -> Solution:
+    with reg.session() as s:
+        sol = s.get(Solution, sid)
+    if sol is None:
+        raise StarlightError(f"no solution with id {sid}; see `starlight list` for the ids that exist")
+    return sol
+
+
+def get_many(reg: Registry, ids: Iterable[int]) -> list[Solution]:
+    ids = list(ids)
+    with reg.session() as s:
+        found = {sol.id: sol for sol in s.exec(select(Solution).where(col(Solution.id).in_(ids)))}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise StarlightError(
+            f"no solution with id {', '.join(map(str, missing))}; see `starlight list` for the ids that exist"
+        )
+    return [found[i] for i in ids]
+
+
+def query(
+    reg: Registry, kind: str | None = None, arch: str | None = None, dataset: str | None = None, width: int | None = None
+) -> list[Solution]:
+    stmt = select(Solution).order_by(Solution.id)
+    for column, value in ((Solution.kind, kind), (Solution.arch, arch), (Solution.dataset, dataset), (Solution.width, width)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    with reg.session() as s:
+        return list(s.exec(stmt))
+
+
+def add(reg: Registry, tensors: dict[str, "torch.Tensor"], **fields: Any) -> tuple[Solution, bool]:
+    """Store the checkpoint, then insert the row: a row never points at a missing or partial blob.
+
+    Returns (solution, created). A concurrent writer that registered the same key first wins and
+    its row is returned, so two workers given the same seed do not produce two solutions.
+    """
+    sha = reg.store.put(tensors, metadata={"arch": fields["arch"]})
+    sol = Solution(sha256=sha, **fields)
+    try:
+        with reg.session() as s:
+            s.add(sol)
+            s.commit()
+            s.refresh(sol)
+        return sol, True
+    except IntegrityError:
+        existing = by_key(reg, fields["key"])
+        if existing is None:
+            raise
+        return existing, False
+
+
+def state_dict(reg: Registry, sol: Solution, device: "torch.device | str" = "cpu") -> dict[str, "torch.Tensor"]:
+    return reg.store.load(sol.sha256, device=str(device))
+
+
+def network(reg: Registry, sol: Solution, device: "torch.device | str" = "cpu") -> "nn.Module":
+    """Rebuild the solution's architecture from its arch_kwargs and load its verified weights."""
+    from . import models
+
+    model = models.create(sol.arch, **sol.arch_kwargs)
+    model.load_state_dict(state_dict(reg, sol), strict=True)
+    return model.to(device).eval()
+
+
+def require_same_task(sols: list[Solution], role: str = "solutions") -> None:
+    """Interpolating across architectures or datasets is meaningless: refuse with the mismatch named."""
+    first = sols[0]
+    for other in sols[1:]:
+        for field in ("arch", "dataset"):
+            if getattr(other, field) != getattr(first, field):
+                raise StarlightError(
+                    f"{role} must share {field}: solution {first.id} has {getattr(first, field)!r} but "
+                    f"{other.id} has {getattr(other, field)!r}"
+                )
+        if _shape_kwargs(other.arch_kwargs) != _shape_kwargs(first.arch_kwargs):
+            raise StarlightError(
+                f"{role} must share arch_kwargs: solution {first.id} has {first.arch_kwargs} but "
+                f"{other.id} has {other.arch_kwargs}"
+            )
+
+
+def _shape_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return dict(sorted(kwargs.items()))

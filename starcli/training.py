@@ -1,0 +1,271 @@
+"""Training one solution: a plain loop over tensors already on the device (airbench style).
+
+Reproducibility: the initialisation is seeded by the seed alone, and every epoch's shuffle and
+augmentation by (seed, epoch) alone, so an interrupted run that resumes from its last epoch
+checkpoint continues exactly as if it had never stopped, and on the CPU the same seed and config
+give a byte-identical checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import data, models
+from .errors import StarlightError
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def build_optimizer(params, config: dict[str, Any]) -> torch.optim.Optimizer:
+    if config["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=config["lr"],
+            momentum=config["momentum"],
+            nesterov=bool(config["nesterov"]) and config["momentum"] > 0,
+            weight_decay=config["weight_decay"],
+        )
+    cls = torch.optim.Adam if config["optimizer"] == "adam" else torch.optim.AdamW
+    return cls(params, lr=config["lr"], weight_decay=config["weight_decay"])
+
+
+def lr_at(config: dict[str, Any], step: int, steps_per_epoch: int) -> float:
+    """Learning rate of one optimizer step; a pure function of the step, so resuming needs no scheduler state."""
+    base, total = config["lr"], config["epochs"] * steps_per_epoch
+    warmup = config["warmup_epochs"] * steps_per_epoch
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if config["schedule"] == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return base * 0.5 * (1 + math.cos(math.pi * progress))
+    if config["schedule"] == "step":
+        epoch = step // steps_per_epoch
+        return base * config["gamma"] ** sum(epoch >= m for m in config["milestones"])
+    return base
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled epoch; a trailing batch of one sample joins its predecessor (BatchNorm needs two)."""
+    order = torch.randperm(n, generator=generator)
+    parts = list(order.split(batch_size))
+    if len(parts) > 1 and len(parts[-1]) == 1:
+        parts[-2] = torch.cat([parts[-2], parts.pop()])
+    return parts
+
+
+def autocast(device: torch.device, config: dict[str, Any]):
+    enabled = config.get("precision") == "bf16" and device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def prepare_model(model: nn.Module, device: torch.device, config: dict[str, Any]) -> nn.Module:
+    model = model.to(device)
+    # channels_last speeds convolutions on tensor-core GPUs; it changes no values.
+    if device.type == "cuda" and config["arch"] not in ("mlp", "linear2"):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+class ResumeFile:
+    """The last finished epoch of one run: model, optimizer state and epoch, as safetensors + JSON.
+
+    Lives outside the content-addressed store (under $STARLIGHT_HOME/runs/<key>/) and is removed once
+    the solution is registered.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.tensors = folder / "last.safetensors"
+
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        scalars: dict[str, Any] = {}
+        for idx, state in optimizer.state_dict()["state"].items():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars[f"{idx}.{key}"] = value
+        tmp = self.folder / f".tmp{os.getpid()}.safetensors"
+        save_file(tensors, str(tmp), metadata={"epoch": str(epoch), "scalars": json.dumps(scalars)})
+        os.replace(tmp, self.tensors)
+
+    def load(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> int:
+        """Restore and return the number of finished epochs (0 when there is nothing to resume)."""
+        from safetensors import safe_open
+
+        if not self.tensors.exists():
+            return 0
+        with safe_open(str(self.tensors), framework="pt", device="cpu") as f:
+            meta = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, key = k.split(".", 2)
+                state.setdefault(int(idx), {})[key] = v.to(device)
+        for k, v in json.loads(meta["scalars"]).items():
+            idx, key = k.split(".", 1)
+            state.setdefault(int(idx), {})[key] = v
+        sd = optimizer.state_dict()
+        optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+        return int(meta["epoch"])
+
+    def remove(self) -> None:
+        self.tensors.unlink(missing_ok=True)
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass
+
+
+def fit(
+    config: dict[str, Any],
+    seed: int,
+    device: torch.device,
+    train: Split,
+    resume: ResumeFile | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> nn.Module:
+    """Train one network from `seed`; returns it with its final weights (train mode)."""
+    torch.manual_seed(seed)
+    model = prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
+    optimizer = build_optimizer(model.parameters(), config)
+    start = resume.load(model, optimizer, device) if resume else 0
+    steps_per_epoch = len(batches(len(train.x), config["batch_size"], epoch_generator(seed, 0)))
+    model.train()
+    for epoch in range(start, config["epochs"]):
+        g = epoch_generator(seed, epoch)
+        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and other global-RNG users
+        total = 0.0
+        for i, idx in enumerate(batches(len(train.x), config["batch_size"], g)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(config, epoch * steps_per_epoch + i, steps_per_epoch)
+            xb = data.augment(train.x[idx.to(train.x.device)], config["augmentation"], g)
+            with autocast(device, config):
+                loss = F.cross_entropy(model(xb), train.y[idx.to(train.y.device)], label_smoothing=config["label_smoothing"])
+            if not torch.isfinite(loss):
+                raise StarlightError(
+                    f"seed {seed}: the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
+                    "nothing was registered. Lower --lr or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        if resume:
+            resume.save(model, optimizer, epoch + 1)
+        if on_epoch:
+            on_epoch(epoch + 1, total / steps_per_epoch)
+    return model
+
+
+# --- the `starlight train` command as a function -------------------------------------------------
+
+
+_SPLIT_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def load_split(dataset: str, split: str, device: torch.device, data_dir=None, download=False, home=None) -> Split:
+    """A split as tensors on `device`, loaded once per process and reused by every seed."""
+    key = (dataset, split, str(device), str(data_dir), str(home))
+    if key not in _SPLIT_CACHE:
+        x, y = data.load(dataset, split, data_dir=data_dir, download=download, home=home)
+        _SPLIT_CACHE[key] = (x.to(device), y.to(device))
+    return Split(*_SPLIT_CACHE[key])
+
+
+@dataclass
+class Outcome:
+    solution: Any  # registry.Solution
+    trained: bool  # False: the (config, seed) was already registered and was skipped
+
+
+def anchor_key(config: dict[str, Any], seed: int) -> str:
+    from .recipes import config_hash
+
+    return config_hash({"kind": "anchor", "config": config, "seed": seed})
+
+
+def train(
+    reg,
+    config: dict[str, Any],
+    seeds: list[int],
+    device: str = "auto",
+    data_dir=None,
+    download: bool = False,
+    reporter=None,
+) -> list[Outcome]:
+    """Train and register one anchor per seed; seeds already registered with this config are skipped."""
+    import time
+
+    from . import devices, evaluation, solutions
+    from .progress import Reporter
+
+    reporter = reporter or Reporter()
+    dev = devices.resolve(device)
+    outcomes: list[Outcome] = []
+    for seed in seeds:
+        key = anchor_key(config, seed)
+        existing = solutions.by_key(reg, key)
+        if existing is not None:
+            reporter.log(f"seed {seed}: already registered as solution {existing.id}, skipped")
+            outcomes.append(Outcome(existing, False))
+            continue
+        train_split = load_split(config["dataset"], "train", dev, data_dir, download, reg.home)
+        test_split = load_split(config["dataset"], "test", dev, data_dir, download, reg.home)
+        resume = ResumeFile(reg.home / "runs" / key[:24])
+        task = reporter.task(f"seed {seed}", config["epochs"])
+        start = time.perf_counter()
+        model = fit(config, seed, dev, train_split, resume, on_epoch=lambda e, loss: task.advance(loss=loss))
+        wall = time.perf_counter() - start
+        task.done()
+        metrics = evaluation.metrics(model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)})
+        from . import models
+
+        sol, created = solutions.add(
+            reg,
+            model.state_dict(),
+            key=key,
+            kind="anchor",
+            arch=config["arch"],
+            arch_kwargs=config["arch_kwargs"],
+            width=models.width_of(config["arch"], config["arch_kwargs"]),
+            seed=seed,
+            dataset=config["dataset"],
+            recipe=config["recipe"],
+            config=config,
+            epochs=config["epochs"],
+            metrics=metrics,
+            device=str(dev),
+            wall_seconds=wall,
+            versions=solutions.versions(),
+        )
+        resume.remove()
+        reporter.log(
+            f"seed {seed}: solution {sol.id}  train acc {metrics['train_acc']:.1f}%  test acc {metrics['test_acc']:.1f}%"
+            f"  ({wall:.1f}s)"
+        )
+        outcomes.append(Outcome(sol, created))
+    return outcomes

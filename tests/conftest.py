@@ -1,0 +1,69 @@
+"""Shared fixtures: every test gets its own STARLIGHT_HOME with a real SQLite registry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    h = tmp_path / "home"
+    monkeypatch.setenv("STARLIGHT_HOME", str(h))
+    monkeypatch.delenv("STARLIGHT_DB_URL", raising=False)
+    monkeypatch.delenv("STARLIGHT_DATA_DIR", raising=False)
+    return h
+
+
+@pytest.fixture
+def reg(home: Path):
+    from registry import open_registry
+
+    r = open_registry(home)
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="session")
+def mnist1d_cache(tmp_path_factory) -> Path:
+    """Generate MNIST-1D once per test session; tests copy the cache into their home."""
+    from starcli import data
+
+    h = tmp_path_factory.mktemp("mnist1d-home")
+    data.load("mnist1d", "train", home=h)
+    return h / "datasets" / "mnist1d.npz"
+
+
+@pytest.fixture
+def tiny_config(home: Path, mnist1d_cache: Path):
+    """A seconds-long MNIST-1D MLP recipe for tests that train."""
+    import shutil
+
+    from starcli import recipes
+
+    (home / "datasets").mkdir(parents=True, exist_ok=True)
+    shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")
+    return recipes.resolve("mnist1d-mlp", width=32, epochs=3)
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from starcli.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")

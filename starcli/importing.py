@@ -70,7 +70,11 @@ def register(
     kwargs = models.arch_kwargs_for(arch, meta, kwargs)
     state = read_state_dict(path)
     model = models.create(arch, **kwargs)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even when strict=False
+        detail = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[-1])
+        raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: {detail}") from None
     if result.missing_keys or result.unexpected_keys:
         parts = []
         if result.missing_keys:
@@ -78,10 +82,6 @@ def register(
         if result.unexpected_keys:
             parts.append(f"unexpected keys {_preview(result.unexpected_keys)}")
         raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: {'; '.join(parts)}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: {str(e).splitlines()[-1].strip()}") from None
     dev = devices.resolve(device)
     model = model.to(dev)
     splits = {s: training.load_split(dataset, s, dev, data_dir, False, reg.home) for s in data.SPLITS}

@@ -40,9 +40,14 @@ class RichReporter(Reporter):
             console=self.console,
             transient=False,
         )
+        self._live = self._started = False
 
     def task(self, description: str, total: int | None) -> Task:
         progress = self.progress
+        if self._live and not self._started:
+            # Started on the first task, not on entry: an early error then prints no empty display.
+            progress.start()
+            self._started = True
         tid = progress.add_task(description, total=total, info="")
 
         class _Task(Task):
@@ -60,5 +65,10 @@ class RichReporter(Reporter):
 
     @contextmanager
     def live(self) -> Iterator["RichReporter"]:
-        with self.progress:
+        self._live = True
+        try:
             yield self
+        finally:
+            if self._started:
+                self.progress.stop()
+            self._live = self._started = False

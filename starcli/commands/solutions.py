@@ -28,19 +28,41 @@ def train(
     device: str = common.DeviceOpt,
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder of torchvision datasets."),
     download: bool = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir."),
+    executor: str = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where the seeds train."),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j",
+        help="Seeds at once. local: worker processes (default one per visible GPU, else 1 = this process); "
+        "slurm: array parallelism; ray: tasks in flight.",
+    ),
+    partition: Optional[str] = typer.Option(None, "--partition", help="slurm: the partition to submit to."),
+    time: str = typer.Option("4:00:00", "--time", help="slurm: time limit per seed (90, 4:00:00, 1-12:00:00)."),
+    gpus_per_job: Optional[float] = typer.Option(
+        None, "--gpus-per-job", help="slurm/ray: GPUs per seed (default 1, or 0 with --device cpu; ray: 0.5 shares)."
+    ),
+    slurm_cluster: str = typer.Option(
+        "slurm", "--slurm-cluster", help="slurm: slurm, or local/debug to try the submission on this machine."
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray)."
+    ),
     json_: bool = common.JsonOpt,
 ) -> None:
     """Train one solution per seed and register it as an anchor (seeds already trained are skipped)."""
-    from starcli import recipes, solutions, training
+    from starcli import executors, recipes, solutions
 
     seeds = common.ids(seed, "seed")
+    executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     config = recipes.resolve(
         recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_)
     )
     reg = common.registry()
     rep = common.reporter()
     with rep.live():
-        outcomes = training.train(reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=rep)
+        outcomes = executors.train(
+            reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
+            reporter=rep, partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster,
+            ray_address=ray_address,
+        )
     records = [solutions.record(reg, o.solution) for o in outcomes]
     if json_:
         common.echo_json(records)

@@ -1,0 +1,246 @@
+"""Sweeps: one of the paper's experiments as one TOML file and one command.
+
+A sweep file declares a grid over a recipe — widths, how many anchors build each star, how t is
+sampled, which seeds are held out — and `run` walks it with the registry's idempotent engine calls:
+`training.train` skips (config, seed) pairs already registered, `star.build_star` returns an existing
+star, and `barriers.measure` reads cached curves. So a finished sweep re-runs in seconds, and an
+interrupted one resumes where it stopped. The report folder (CSV, markdown, PNG) is rewritten each time.
+
+    name = "width-mnist1d"            # default: the file's stem
+    description = "..."
+    recipe = "mnist1d-mlp"
+    [train]                           # recipe overrides, as `train --set`
+    epochs = 60
+    [grid]
+    widths = [4, 8, 16]               # default: the recipe's own width
+    anchor_seeds = "1-10"             # a seed selector or a list
+    anchors = [2, 10]                 # star sizes: the first N anchor seeds (default: all of them)
+    held_out_seeds = "101-103"
+    t_sampling = ["uniform"]          # uniform | beta:A,B | constant:T
+    star_seeds = [0]
+    [star]                            # build_star options: epochs, samples_per_step, mu_star, align_anchors
+    [barriers]                        # measure options: points, splits, bn_calibration, batch_size, align
+    [paper]                           # optional reference numbers quoted in the report
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import StarlightError, UsageError
+
+SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers", "paper", "report"}
+GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds"}
+STAR_KEYS = {"epochs", "samples_per_step", "mu_star", "align_anchors"}
+BARRIER_KEYS = {"points", "splits", "bn_calibration", "batch_size", "align"}
+REPORT_KEYS = {"x", "title"}
+T_SAMPLING = re.compile(r"^(uniform|beta:\d+(\.\d*)?,\d+(\.\d*)?|constant:(0(\.\d*)?|1(\.0*)?))$")
+# The grid axes a figure can put on its x axis, in the order the summary table lists them.
+AXES = ("width", "n_anchors", "t_sampling", "star_seed")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One star of the grid: the anchors it is built from and how."""
+
+    width: int | None
+    n_anchors: int
+    t_sampling: str
+    star_seed: int
+
+
+@dataclass
+class Sweep:
+    name: str
+    description: str
+    recipe: str
+    train: dict[str, Any]
+    widths: list[int | None]
+    anchor_seeds: list[int]
+    anchors: list[int]
+    held_out_seeds: list[int]
+    t_sampling: list[str]
+    star_seeds: list[int]
+    star: dict[str, Any] = field(default_factory=dict)
+    barriers: dict[str, Any] = field(default_factory=dict)
+    paper: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def config(self, width: int | None) -> dict[str, Any]:
+        """The resolved training config of every anchor and held-out at `width`."""
+        from . import recipes
+
+        return recipes.resolve(self.recipe, width=width, overrides=self.train)
+
+    def cells(self) -> list[Cell]:
+        return [Cell(*c) for c in itertools.product(self.widths, self.anchors, self.t_sampling, self.star_seeds)]
+
+    def varying(self) -> list[str]:
+        """The grid axes with more than one value: what the report's figures are about."""
+        values = {"width": self.widths, "n_anchors": self.anchors, "t_sampling": self.t_sampling, "star_seed": self.star_seeds}
+        return [a for a in AXES if len(values[a]) > 1]
+
+    def x_axis(self) -> str:
+        return self.report.get("x") or (self.varying() or ["width"])[0]
+
+    def seeds_to_train(self) -> list[int]:
+        return self.anchor_seeds[: max(self.anchors)] + self.held_out_seeds
+
+    def plan(self) -> dict[str, Any]:
+        """What a full run needs: counts of training runs, stars and barrier pairs (cached or not)."""
+        n_pairs = sum(len(self.held_out_seeds) * (1 + c.n_anchors) for c in self.cells())
+        return {
+            "sweep": self.name,
+            "recipe": self.recipe,
+            "widths": self.widths,
+            "training_runs": len(self.widths) * len(self.seeds_to_train()),
+            "stars": len(self.cells()),
+            "barrier_pairs": n_pairs,
+        }
+
+
+# --- finding and reading sweep files ----------------------------------------------------------------
+
+
+def available() -> list[str]:
+    folder = resources.files("recipes") / "sweeps"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml")) if folder.is_dir() else []
+
+
+def load(name_or_path: str) -> Sweep:
+    """A sweep by bare name (shipped under recipes/sweeps/) or by path to a .toml file, validated."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.exists():
+        if not path.is_file():
+            raise StarlightError(f"sweep file {path} does not exist")
+        text, stem, source = path.read_text(), path.stem, str(path)
+    else:
+        res = resources.files("recipes") / "sweeps" / f"{name_or_path}.toml"
+        if not res.is_file():
+            raise StarlightError(
+                f"unknown sweep {name_or_path!r}; available: {', '.join(available()) or 'none'}, or a .toml path"
+            )
+        text, stem, source = res.read_text(), name_or_path, f"recipes/sweeps/{name_or_path}.toml"
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise StarlightError(f"sweep {name_or_path} is not valid TOML: {e}") from None
+    return parse(table, stem, source)
+
+
+def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") -> Sweep:
+    where = source or default_name
+    _known(table, SECTIONS, where, "top-level key")
+    if "recipe" not in table:
+        raise UsageError(f"sweep {where}: name a recipe, e.g. recipe = \"mnist1d-mlp\"")
+    grid = _table(table, "grid", where)
+    _known(grid, GRID_KEYS, where, "[grid] key")
+    star, barriers, report = (_table(table, s, where) for s in ("star", "barriers", "report"))
+    _known(star, STAR_KEYS, where, "[star] key")
+    _known(barriers, BARRIER_KEYS, where, "[barriers] key")
+    _known(report, REPORT_KEYS, where, "[report] key")
+
+    widths = grid.get("widths", [None])
+    if not isinstance(widths, list) or not widths or not all(w is None or (isinstance(w, int) and w > 0) for w in widths) \
+            or (len(widths) > 1 and None in widths):
+        raise UsageError(f"sweep {where}: [grid] widths must be a non-empty list of positive integers")
+    if "anchor_seeds" not in grid or "held_out_seeds" not in grid:
+        raise UsageError(f"sweep {where}: [grid] needs anchor_seeds and held_out_seeds, e.g. \"1-10\" and \"101-103\"")
+    anchor_seeds = _seeds(grid["anchor_seeds"], "anchor_seeds", where)
+    held_out = _seeds(grid["held_out_seeds"], "held_out_seeds", where)
+    shared = sorted(set(anchor_seeds) & set(held_out))
+    if shared:
+        # A held-out that was also an anchor is not independent of the star: the test would be void.
+        raise UsageError(f"sweep {where}: seeds {shared} are both anchors and held-outs; held-outs must be new seeds")
+    anchors = grid.get("anchors", [len(anchor_seeds)])
+    if not isinstance(anchors, list) or not anchors or not all(isinstance(n, int) and n >= 1 for n in anchors):
+        raise UsageError(f"sweep {where}: [grid] anchors must be a list of positive integers (star sizes)")
+    if max(anchors) > len(anchor_seeds):
+        raise UsageError(
+            f"sweep {where}: a star of {max(anchors)} anchors needs {max(anchors)} anchor_seeds, only {len(anchor_seeds)} given"
+        )
+    t_sampling = grid.get("t_sampling", ["uniform"])
+    if isinstance(t_sampling, str):
+        t_sampling = [t_sampling]
+    bad = [t for t in t_sampling if not isinstance(t, str) or not T_SAMPLING.match(t)]
+    if bad or not t_sampling:
+        raise UsageError(f"sweep {where}: t_sampling {bad} not understood; use uniform, beta:A,B or constant:T (0 ≤ T ≤ 1)")
+    star_seeds = grid.get("star_seeds", [0])
+    if not isinstance(star_seeds, list) or not star_seeds or not all(isinstance(s, int) and s >= 0 for s in star_seeds):
+        raise UsageError(f"sweep {where}: [grid] star_seeds must be a list of non-negative integers")
+    if report.get("x") is not None and report["x"] not in AXES:
+        raise UsageError(f"sweep {where}: [report] x must be one of {', '.join(AXES)}")
+    train = _table(table, "train", where)
+    if widths == [None]:
+        # No width grid: the recipe's own width, named so the report's tables and CSV show it.
+        widths = [_recipe_width(str(table["recipe"]), train, where)]
+
+    sweep = Sweep(
+        name=str(table.get("name", default_name)),
+        description=str(table.get("description", "")),
+        recipe=str(table["recipe"]),
+        train=train,
+        widths=widths,
+        anchor_seeds=anchor_seeds,
+        anchors=sorted(set(anchors)),
+        held_out_seeds=held_out,
+        t_sampling=list(dict.fromkeys(t_sampling)),
+        star_seeds=list(dict.fromkeys(star_seeds)),
+        star=star,
+        barriers=barriers,
+        paper=_table(table, "paper", where),
+        report=report,
+        source=source,
+    )
+    # Resolving every width's config checks the recipe, its overrides and the dataset name now,
+    # before anything is trained (and needs no data: GPU sweeps validate on a laptop).
+    for w in sweep.widths:
+        try:
+            sweep.config(w)
+        except StarlightError as e:
+            raise type(e)(f"sweep {where}: {e}") from None
+    return sweep
+
+
+def _recipe_width(recipe: str, train: dict[str, Any], where: str) -> int | None:
+    from . import models, recipes
+
+    try:
+        config = recipes.resolve(recipe, overrides=train)
+    except StarlightError as e:
+        raise type(e)(f"sweep {where}: {e}") from None
+    return models.width_of(config["arch"], config["arch_kwargs"])
+
+
+def _table(table: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise UsageError(f"sweep {where}: {key} must be a table ([{key}])")
+    return dict(value)
+
+
+def _known(table: dict[str, Any], known: set[str], where: str, what: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise UsageError(f"sweep {where}: unknown {what} {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+
+
+def _seeds(value: Any, key: str, where: str) -> list[int]:
+    from .selectors import parse_ids
+
+    if isinstance(value, list) and value and all(isinstance(v, int) and v >= 0 for v in value):
+        return list(dict.fromkeys(value))
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return parse_ids(str(value), "seed")
+        except UsageError as e:
+            raise UsageError(f"sweep {where}: [grid] {key}: {e}") from None
+    raise UsageError(f"sweep {where}: [grid] {key} must be a seed selector like \"1-10\" or a list of seeds")

@@ -31,6 +31,15 @@ class DatasetInfo:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
 
+    @property
+    def normalisation(self) -> str:
+        """How inputs were normalised, recorded with every solution trained on them."""
+        if self.name == "mnist1d":
+            return "standardised with the training split's global mean and std"
+        if self.name == "digits":
+            return "pixel/16 mapped to [-1, 1]"
+        return f"pixel/255, then per-channel mean {list(self.mean)} and std {list(self.std)}"
+
     def record(self) -> dict:
         return asdict(self)
 

@@ -108,6 +108,7 @@ def resolve(
     if config["augmentation"] is None:
         config["augmentation"] = meta.augmentation
     config["recipe"] = name
+    config["normalisation"] = meta.normalisation
     validate(config)
     return config
 

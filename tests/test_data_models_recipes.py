@@ -97,7 +97,7 @@ def test_unknown_architecture_is_a_clear_error():
 @pytest.mark.parametrize("name", recipes.available())
 def test_every_shipped_recipe_resolves_to_a_complete_config(name):
     config = recipes.resolve(name)
-    assert set(recipes.DEFAULTS) | {"recipe"} == set(config)
+    assert set(recipes.DEFAULTS) | {"recipe", "normalisation"} == set(config)
     assert {"num_classes", "in_chans"} <= set(config["arch_kwargs"])
 
 

@@ -1,0 +1,118 @@
+"""Permutation alignment for any architecture: derived, self-checked specs and weight matching.
+
+    spec_for(arch, arch_kwargs)        the permutation spec (cached, self-checked; StarlightError if none)
+    has_spec(arch, arch_kwargs)        whether spec_for would succeed (never raises)
+    self_check(arch, arch_kwargs)      the SelfCheck of the derived spec (ok, max |Δlogit| ...)
+    weight_matching(spec, a, b, seed)  group → permutation of B's units matching A's
+    apply_permutation(spec, perms, s)  a permuted copy of a state dict
+    align_state(arch, kw, a, b, seed)  B permuted to match A, in one call
+    register_spec(arch, builder)       a hand-written spec for an architecture the tracer cannot handle
+
+Modules: spec.py (the data), tracing.py + rules.py (deriving it), selfcheck.py (proving it),
+weight_matching.py (using it), aligned.py (registering aligned solutions).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn as nn
+
+from starcli.errors import StarlightError
+
+from .selfcheck import SelfCheck
+from .spec import PermutationSpec, apply_permutation
+from .weight_matching import weight_matching
+
+__all__ = [
+    "PermutationSpec",
+    "SelfCheck",
+    "align_state",
+    "apply_permutation",
+    "has_spec",
+    "register_spec",
+    "self_check",
+    "spec_for",
+    "weight_matching",
+]
+
+_HAND_WRITTEN: dict[str, Callable[[nn.Module], PermutationSpec]] = {}
+_CACHE: dict[tuple[str, str], SelfCheck | StarlightError] = {}
+
+
+def register_spec(arch: str, builder: Callable[[nn.Module], PermutationSpec]) -> None:
+    """Use `builder(model)` instead of tracing for `arch` (e.g. via PermutationSpec.from_axes); the
+    result is self-checked like a derived spec."""
+    _HAND_WRITTEN[arch] = builder
+    for key in [k for k in _CACHE if k[0] == arch]:
+        del _CACHE[key]
+
+
+def self_check(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> SelfCheck:
+    """Derive (or build) the spec of `arch` and check it; raises only if no spec can be made."""
+    key = (arch, json.dumps(dict(arch_kwargs or {}), sort_keys=True, default=str))
+    if key not in _CACHE:
+        try:
+            _CACHE[key] = _derive_and_check(arch, dict(arch_kwargs or {}))
+        except StarlightError as e:
+            _CACHE[key] = e
+    result = _CACHE[key]
+    if isinstance(result, StarlightError):
+        raise result
+    return result
+
+
+def spec_for(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> PermutationSpec:
+    result = self_check(arch, arch_kwargs)
+    if not result.ok:
+        raise StarlightError(
+            f"the permutation spec derived for {arch} failed its self-check ({result.summary()}); "
+            "please report it, or write a spec by hand (starcli.alignment.register_spec)"
+        )
+    return result.spec
+
+
+def has_spec(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> bool:
+    try:
+        spec_for(arch, arch_kwargs)
+        return True
+    except Exception:  # callers choose a default with this; a failed derivation must not stop them
+        return False
+
+
+def align_state(
+    arch: str,
+    arch_kwargs: Mapping[str, Any] | None,
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A copy of `state_b` with its hidden units permuted to match `state_a`; it computes the same
+    function as `state_b`."""
+    spec = spec_for(arch, arch_kwargs)
+    return apply_permutation(spec, weight_matching(spec, state_a, state_b, seed=seed), state_b)
+
+
+def _derive_and_check(arch: str, arch_kwargs: dict[str, Any]) -> SelfCheck:
+    from starcli import models
+
+    from . import selfcheck, tracing
+
+    model = models.create(arch, **arch_kwargs).eval()
+    example = selfcheck.example_input(arch, arch_kwargs, model)
+    if arch in _HAND_WRITTEN:
+        spec = _HAND_WRITTEN[arch](model)
+    else:
+        spec = tracing.derive_spec(model, example)
+    if spec.unpermuted:
+        layers = sorted(spec.unpermuted)
+        shown = ", ".join(layers[:3]) + (f" and {len(layers) - 3} more" if len(layers) > 3 else "")
+        warnings.warn(
+            f"{arch}: {len(layers)} hidden layers keep their unit order ({shown}: "
+            f"{spec.unpermuted[layers[0]]}); alignment permutes the rest",
+            stacklevel=3,
+        )
+    return selfcheck.check(spec, model, example)

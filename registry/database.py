@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -18,13 +20,39 @@ from .store import CheckpointStore
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 
+def json_dumps(value) -> str:
+    """JSON columns on every backend: a NaN or infinity is stored as null.
+
+    PostgreSQL's json type rejects NaN and Infinity (so does the JSON standard) while SQLite would keep
+    them; writing null on both makes a diverged metric storable and both backends read back the same.
+    """
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def make_engine(url: str) -> sa.Engine:
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
+        return sa.create_engine(url, pool_pre_ping=True, json_serializer=json_dumps)
     # Driver-level autocommit, with our own BEGIN IMMEDIATE: every transaction takes the write lock up
     # front and waits for it (busy timeout). A deferred transaction that upgrades from read to write fails
     # at once with "database is locked" under WAL when another process wrote in between.
-    engine = sa.create_engine(url, connect_args={"isolation_level": None, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = sa.create_engine(
+        url,
+        connect_args={"isolation_level": None, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        json_serializer=json_dumps,
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):
@@ -59,7 +87,9 @@ class Registry:
             yield s
 
     def describe(self) -> str:
-        return self.url if not self.url.startswith("sqlite") else str(self.home / "registry.db")
+        if self.url.startswith("sqlite"):
+            return str(self.home / "registry.db")
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)  # doctor output gets pasted
 
     def close(self) -> None:
         self.engine.dispose()

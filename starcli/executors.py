@@ -31,6 +31,7 @@ class Job:
     seed: int
     device: str
     data_dir: str | None = None
+    download: bool = False
 
 
 def run_job(job: Job) -> tuple[int, bool]:
@@ -41,10 +42,25 @@ def run_job(job: Job) -> tuple[int, bool]:
 
     reg = Registry(Path(job.home), job.db_url)
     try:
-        [outcome] = training.train(reg, job.config, [job.seed], device=job.device, data_dir=job.data_dir)
+        [outcome] = training.train(
+            reg, job.config, [job.seed], device=job.device, data_dir=job.data_dir, download=job.download
+        )
         return outcome.solution.id, outcome.trained
     finally:
         reg.close()
+
+
+class TrainSeed:
+    """`run_job` for submitit, which requeues a job whose callable has `checkpoint`: a seed that hits the
+    SLURM time limit or is preempted goes back in the queue and resumes from its last finished epoch."""
+
+    def __call__(self, job: Job) -> tuple[int, bool]:
+        return run_job(job)
+
+    def checkpoint(self, job: Job):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, job)
 
 
 def train(
@@ -69,21 +85,31 @@ def train(
 
     reporter = reporter or Reporter()
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
-    if executor == "local" and not _pool_slots(device, jobs):
+    slots = _pool_slots(device, jobs) if executor == "local" else []
+    if executor == "local" and not slots:
         return training.train(reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=reporter)
-    if executor != "ray" or ray_address is None:
-        # Load (and download) the data once here, not in every worker at once: no download race, and
-        # a missing --data-dir is one line now rather than fifty failed jobs later.
+    # Load (and download) the data once here, not in every worker at once: no download race, and a
+    # missing --data-dir is one line now rather than fifty failed jobs later. A remote Ray cluster has
+    # its own disks, so there each worker loads (and downloads) for itself.
+    remote = executor == "ray" and bool(ray_address or os.environ.get("RAY_ADDRESS"))
+    if reg.url.startswith("sqlite") and (remote or (executor == "slurm" and slurm_cluster == "slurm")):
+        # SQLite's WAL needs one machine's shared memory: on a network filesystem it corrupts or locks.
+        reporter.log("note: the registry is SQLite, which is safe on one node only; set STARLIGHT_DB_URL to a "
+                     "PostgreSQL database when jobs may land on several nodes")
+    if not remote:
         from . import data
 
         data.load(config["dataset"], "train", data_dir=data_dir, download=download, home=reg.home)
-    make = lambda seed, dev: Job(str(reg.home), reg.url, config, seed, dev, _str(data_dir))  # noqa: E731
+
+    def job(seed: int, dev: str) -> Job:
+        return Job(str(reg.home), reg.url, config, seed, dev, _str(data_dir), download and remote)
+
     if executor == "local":
-        results = _run_local(make, seeds, device, jobs, reporter)
+        results = _run_local(job, seeds, slots, reporter)
     elif executor == "slurm":
-        results = _run_slurm(make, seeds, device, jobs, reg.home, partition, time, gpus_per_job, slurm_cluster, reporter)
+        results = _run_slurm(job, seeds, device, jobs, reg.home, partition, time, gpus_per_job, slurm_cluster, reporter)
     else:
-        results = _run_ray(make, seeds, device, jobs, gpus_per_job, ray_address, reporter)
+        results = _run_ray(job, seeds, device, jobs, gpus_per_job, ray_address, reporter)
     return _outcomes(reg, seeds, results)
 
 
@@ -99,17 +125,16 @@ def check_options(
     """Options that only one executor understands are usage errors elsewhere, not silently ignored."""
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}; use local, slurm or ray")
-    misplaced = {
-        "--partition": partition is not None and executor != "slurm",
-        "--time": time != DEFAULT_TIME and executor != "slurm",
-        "--slurm-cluster": slurm_cluster != "slurm" and executor != "slurm",
-        "--ray-address": ray_address is not None and executor != "ray",
-        "--gpus-per-job": gpus_per_job is not None and executor == "local",
-    }
-    for flag, wrong in misplaced.items():
-        if wrong:
-            owner = "slurm or ray" if flag == "--gpus-per-job" else ("ray" if flag == "--ray-address" else "slurm")
-            raise UsageError(f"{flag} applies to --executor {owner}, not {executor}")
+    misplaced = [
+        ("--partition", "slurm", partition is not None),
+        ("--time", "slurm", time != DEFAULT_TIME),
+        ("--slurm-cluster", "slurm", slurm_cluster != "slurm"),
+        ("--ray-address", "ray", ray_address is not None),
+        ("--gpus-per-job", "slurm or ray", gpus_per_job is not None),
+    ]
+    for flag, owners, given in misplaced:
+        if given and executor not in owners.split(" or "):
+            raise UsageError(f"{flag} applies to --executor {owners}, not {executor}")
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
     if slurm_cluster not in SLURM_CLUSTERS:
@@ -153,9 +178,9 @@ def _pool_slots(device: str, jobs: int | None) -> list[tuple[str | None, str]]:
     return [(gpus[i % len(gpus)], "cuda") for i in range(n)]
 
 
-def _pin_worker(slots, threads: int) -> None:
+def _pin_worker(slots_queue, threads: int) -> None:
     # Runs first in each spawned worker, before torch initialises CUDA, so the worker sees one GPU.
-    visible, _ = slots.get()
+    visible, _ = slots_queue.get()
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
     import torch
@@ -164,11 +189,10 @@ def _pin_worker(slots, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_local(make: Callable[[int, str], Job], seeds, device, jobs, reporter) -> dict[int, Any]:
+def _run_local(make: Callable[[int, str], Job], seeds, slots, reporter) -> dict[int, Any]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    slots = _pool_slots(device, jobs)
     ctx = multiprocessing.get_context("spawn")  # fork would copy CUDA and lock state from this process
     queue = ctx.Queue()
     for slot in slots:
@@ -226,7 +250,7 @@ def _run_slurm(make, seeds, device, jobs, home: Path, partition, time, gpus_per_
             params["slurm_partition"] = partition
     executor.update_parameters(**params)
     # In the job, SLURM exposes the allocated GPUs as cuda:0..; `auto` finds them, cpu stays cpu.
-    submitted = executor.map_array(run_job, [make(seed, device) for seed in seeds])
+    submitted = executor.map_array(TrainSeed(), [make(seed, device) for seed in seeds])
     by_id = {job.job_id: seed for job, seed in zip(submitted, seeds)}
     reporter.log(f"submitted {len(seeds)} job(s) to {cluster}: {submitted[0].job_id.split('_')[0]} (logs in {folder.parent})")
     results = _Results(reporter, seeds, cluster)
@@ -241,8 +265,8 @@ def _run_slurm(make, seeds, device, jobs, home: Path, partition, time, gpus_per_
                 results[seed] = _job_error(e, f"job {job.job_id} failed; its log: {job.paths.stderr}")
     except KeyboardInterrupt:
         raise StarlightError(
-            "stopped waiting; the submitted jobs keep running. Rerun the same command later: seeds already "
-            "registered are skipped"
+            "stopped waiting, but the submitted jobs keep running (see squeue); once they finish, rerun the same "
+            "command to collect them: seeds already registered are skipped"
         ) from None
     return results
 
@@ -342,8 +366,11 @@ def _outcomes(reg, seeds: Iterable[int], results: dict[int, Any]) -> list:
     failed = [(s, results[s]) for s in seeds if isinstance(results.get(s), BaseException)]
     if failed:
         seed, error = failed[0]
+        detail = str(error).splitlines()[0]
+        if not detail.startswith(f"seed {seed}:"):
+            detail = f"seed {seed}: {detail}"
         raise StarlightError(
-            f"{len(failed)} of {len(seeds)} seed(s) failed (seed {seed}: {str(error).splitlines()[0]}); "
+            f"{len(failed)} of {len(seeds)} seed(s) failed ({detail}); "
             "rerun the same command to retry them: registered seeds are skipped"
         )
     sols = solutions.get_many(reg, [results[s][0] for s in seeds])

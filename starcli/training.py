@@ -17,9 +17,8 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from . import data, models
+from . import data, evaluation, models
 from .errors import StarlightError
 
 
@@ -95,9 +94,8 @@ class ResumeFile:
         self.tensors = folder / "last.safetensors"
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        self.folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         scalars: dict[str, Any] = {}
         for idx, state in optimizer.state_dict()["state"].items():
@@ -106,19 +104,31 @@ class ResumeFile:
                     tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
                 else:
                     scalars[f"{idx}.{key}"] = value
+        data = save(tensors, metadata={"epoch": str(epoch), "scalars": json.dumps(scalars)})
         tmp = self.folder / f".tmp{os.getpid()}.safetensors"
-        save_file(tensors, str(tmp), metadata={"epoch": str(epoch), "scalars": json.dumps(scalars)})
-        os.replace(tmp, self.tensors)
+        for attempt in (1, 2):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, self.tensors)
+                return
+            except FileNotFoundError:
+                # Another run of the same seed (a resubmitted job) finished and removed the folder
+                # between our mkdir and our write: make it again.
+                if attempt == 2:
+                    raise
 
     def load(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> int:
         """Restore and return the number of finished epochs (0 when there is nothing to resume)."""
         from safetensors import safe_open
 
-        if not self.tensors.exists():
+        try:
+            with safe_open(str(self.tensors), framework="pt", device="cpu") as f:
+                meta = f.metadata()
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except FileNotFoundError:
+            # Nothing to resume, or another run of the same seed just finished and removed it.
             return 0
-        with safe_open(str(self.tensors), framework="pt", device="cpu") as f:
-            meta = f.metadata()
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict[str, Any]] = {}
         for k, v in tensors.items():
@@ -164,7 +174,7 @@ def fit(
                 group["lr"] = lr_at(config, epoch * steps_per_epoch + i, steps_per_epoch)
             xb = data.augment(train.x[idx.to(train.x.device)], config["augmentation"], g)
             with autocast(device, config):
-                loss = F.cross_entropy(model(xb), train.y[idx.to(train.y.device)], label_smoothing=config["label_smoothing"])
+                loss = evaluation.loss_fn(model(xb), train.y[idx.to(train.y.device)], label_smoothing=config["label_smoothing"])
             if not torch.isfinite(loss):
                 raise StarlightError(
                     f"seed {seed}: the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "

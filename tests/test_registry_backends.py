@@ -1,0 +1,163 @@
+"""The registry on both backends: SQLite always, PostgreSQL when STARLIGHT_TEST_PG_URL names a server.
+
+Each PostgreSQL test gets its own schema (via the connection's search_path), so tests never see each
+other's rows and need no CREATEDB privilege. `.ci/run` starts a server and sets the variable.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from registry import Registry, Solution
+from registry.migrations import MIGRATIONS
+from starcli import executors, recipes, solutions
+
+PG_URL = os.environ.get("STARLIGHT_TEST_PG_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, home: Path):
+    """(home, database URL) of an empty registry on each backend."""
+    if request.param == "sqlite":
+        yield home, f"sqlite:///{home / 'registry.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("no PostgreSQL server: set STARLIGHT_TEST_PG_URL (bash .ci/run starts one)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield home, url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def open_reg(backend):
+    regs = []
+
+    def _open() -> Registry:
+        regs.append(Registry(*backend))
+        return regs[-1]
+
+    yield _open
+    for r in regs:
+        r.close()
+
+
+def _w(value: float = 1.0):
+    # torch is imported here, not at the top: spawned workers import this module and should start fast.
+    import torch
+
+    return {"w": torch.full((2,), value)}
+
+
+def _fields(key="k1", **kw):
+    base = dict(
+        key=key, kind="anchor", arch="mlp", arch_kwargs={"width": 4, "depth": 2}, width=4, seed=1, dataset="mnist1d",
+        recipe="r", config={"lr": 0.1, "milestones": [1, 2], "nested": {"a": [1.5, None, "x"]}}, epochs=1,
+        metrics={"train_acc": 99.5, "train_loss": 0.01}, device="cpu", wall_seconds=0.1, versions={"torch": "2"},
+        anchors=[3, 1, 2],
+    )
+    base.update(kw)
+    return base
+
+
+def _applied(reg: Registry) -> list[str]:
+    with reg.engine.connect() as conn:
+        return sorted(r[0] for r in conn.execute(sa.text("SELECT name FROM migrations")))
+
+
+def test_opening_applies_every_migration_once_and_reopening_applies_none(open_reg):
+    from registry import migrations
+
+    reg = open_reg()
+    assert _applied(reg) == sorted(n for n, _ in MIGRATIONS)
+    assert migrations.apply(reg.engine) == []
+    assert _applied(open_reg()) == sorted(n for n, _ in MIGRATIONS)
+
+
+def test_json_columns_round_trip_the_same_values_on_both_backends(open_reg):
+    reg = open_reg()
+    sol, created = solutions.add(reg, _w(), **_fields())
+    assert created
+    again = solutions.get(open_reg(), sol.id)
+    assert again.arch_kwargs == {"width": 4, "depth": 2}
+    assert again.config == {"lr": 0.1, "milestones": [1, 2], "nested": {"a": [1.5, None, "x"]}}
+    assert again.anchors == [3, 1, 2] and again.versions == {"torch": "2"}
+    assert again.metrics == {"train_acc": 99.5, "train_loss": 0.01}
+
+
+def test_a_non_finite_metric_is_stored_as_null_rather_than_refused(open_reg):
+    reg = open_reg()
+    sol, _ = solutions.add(reg, _w(), **_fields(metrics={"loss": float("nan"), "acc": [float("inf"), 1.0]}))
+    assert solutions.get(reg, sol.id).metrics == {"loss": None, "acc": [None, 1.0]}
+
+
+def test_a_repeated_key_returns_the_first_row_and_queries_filter(open_reg):
+    reg = open_reg()
+    first, created = solutions.add(reg, _w(), **_fields("a"))
+    again, created_again = solutions.add(reg, _w(), **_fields("a"))
+    solutions.add(reg, _w(0.0), **_fields("b", kind="star", width=8))
+    assert created and not created_again and again.id == first.id
+    assert [s.key for s in solutions.query(reg, kind="anchor")] == ["a"]
+    assert [s.key for s in solutions.query(reg, width=8)] == ["b"]
+
+
+def test_provenance_columns_reference_other_solutions(open_reg):
+    reg = open_reg()
+    a, _ = solutions.add(reg, _w(), **_fields("a"))
+    b, _ = solutions.add(reg, _w(0.0), **_fields("b", kind="aligned", source_id=a.id, target_id=a.id))
+    assert (solutions.get(reg, b.id).source_id, solutions.get(reg, b.id).target_id) == (a.id, a.id)
+
+
+# --- several processes at once ------------------------------------------------------------------
+
+
+def _open_and_count(home: str, url: str) -> int:
+    reg = Registry(Path(home), url)
+    try:
+        return len(_applied(reg))
+    finally:
+        reg.close()
+
+
+def _pool(n: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+
+
+def test_four_processes_opening_a_new_registry_at_once_migrate_it_once(backend):
+    home, url = backend
+    with _pool(4) as pool:
+        counts = list(pool.map(_open_and_count, [str(home)] * 4, [url] * 4))
+    assert counts == [len(MIGRATIONS)] * 4
+    reg = Registry(home, url)
+    assert _applied(reg) == sorted(n for n, _ in MIGRATIONS)  # a primary key: a second run would have failed
+    reg.close()
+
+
+def test_four_processes_training_into_one_registry_lose_no_rows_and_one_seed_twice_is_one_row(open_reg, tiny_config):
+    reg = open_reg()
+    config = recipes.resolve("mnist1d-mlp", width=16, epochs=1)
+    # Seed 3 twice: two processes race to register the same (config, seed) key.
+    jobs = [executors.Job(str(reg.home), reg.url, config, seed, "cpu") for seed in (1, 2, 3, 3)]
+    with _pool(4) as pool:
+        results = list(pool.map(executors.run_job, jobs))
+    assert results[2][0] == results[3][0]
+    assert sorted(trained for _, trained in results[2:]) == [False, True]  # one registered it, one found it
+    assert all(trained for _, trained in results[:2])
+    rows = solutions.query(reg, kind="anchor")
+    assert sorted(s.seed for s in rows) == [1, 2, 3]
+    assert {s.id for s in rows} == {sid for sid, _ in results}
+    assert all(reg.store.path(s.sha256).exists() for s in rows)

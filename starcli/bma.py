@@ -80,16 +80,20 @@ def run(
 ) -> dict[str, Any]:
     """Accuracy, NLL, ECE and AUROC on `split` of: the star alone, each anchor (mean over anchors), the
     deep ensemble of the anchors, and BMA over `samples` draws of (anchor, t) on the star's segments."""
+    import random
+
     from . import data, devices, evaluation, solutions, training
     from .progress import Reporter
+    from .star import TSampling
 
+    sampling = TSampling.parse(t_sampling)
     if samples < 1:
         raise StarlightError(f"--samples must be at least 1, got {samples}")
     reporter = reporter or Reporter()
     star = solutions.get(reg, star_id)
     if not star.anchors:
         raise StarlightError(f"solution {star_id} is a {star.kind}, not a star: it has no anchors to average over")
-    if data.info(star.dataset).num_classes < 2 or getattr(data.info(star.dataset), "task", "classification") != "classification":
+    if data.info(star.dataset).task != "classification":
         raise StarlightError(f"BMA compares classifiers; solution {star_id} is trained on regression data ({star.dataset})")
     anchors = solutions.get_many(reg, star.anchors)
     dev = devices.resolve(device)
@@ -116,12 +120,12 @@ def run(
     for state in anchor_states:
         anchor_ps.append(probs_of(state, recalibrate=False))
         task.advance()
-    g = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
     bma_p = torch.zeros_like(star_p)
     draws = []
     for _ in range(samples):
-        n = int(torch.randint(len(anchors), (1,), generator=g))
-        t = _draw_t(t_sampling, g)
+        n = rng.randrange(len(anchors))
+        t = sampling.draw(rng)
         draws.append({"anchor": anchors[n].id, "t": round(t, 4)})
         # Interior points need fresh BatchNorm statistics: the stored ones belong to neither end.
         bma_p += probs_of(interpolate_state(star_state, anchor_states[n], t), recalibrate=0 < t < 1)
@@ -141,7 +145,7 @@ def run(
         "split": split,
         "samples": samples,
         "seed": seed,
-        "t_sampling": t_sampling,
+        "t_sampling": str(sampling),
         "ece_bins": ECE_BINS,
         "methods": methods,
         "draws": draws,
@@ -154,41 +158,11 @@ def _as_star_saw_it(reg, star, anchor, star_state, device) -> dict[str, torch.Te
     from . import solutions
 
     state = {k: v.to(device) for k, v in solutions.state_dict(reg, anchor).items()}
-    if not (star.config or {}).get("star", {}).get("align_anchors", (star.config or {}).get("align_anchors", False)):
+    if not (star.config or {}).get("star", {}).get("align_anchors", False):
         return state
     from .alignment import align_state
 
-    aligned = align_state(star.arch, star.arch_kwargs, star_state, state)
-    return aligned[0] if isinstance(aligned, tuple) else aligned
-
-
-def _draw_t(scheme: str, g: torch.Generator) -> float:
-    kind, _, arg = scheme.partition(":")
-    if kind == "uniform":
-        return float(torch.rand((), generator=g))
-    if kind == "constant":
-        return float(arg)
-    if kind == "beta":
-        a, b = (float(v) for v in arg.split(","))
-        # Beta via two Gammas keeps the draw on our seeded generator (torch.distributions has none).
-        ga, gb = _gamma(a, g), _gamma(b, g)
-        return ga / (ga + gb)
-    raise StarlightError(f"t sampling {scheme!r} not understood; use uniform, beta:A,B or constant:T")
-
-
-def _gamma(shape: float, g: torch.Generator) -> float:
-    # Marsaglia & Tsang (shape ≥ 1; boosted for shape < 1).
-    import math
-
-    if shape < 1:
-        return _gamma(shape + 1, g) * float(torch.rand((), generator=g)) ** (1 / shape)
-    d = shape - 1 / 3
-    c = 1 / math.sqrt(9 * d)
-    while True:
-        x = float(torch.randn((), generator=g))
-        v = (1 + c * x) ** 3
-        if v > 0 and math.log(float(torch.rand((), generator=g)) + 1e-300) < 0.5 * x * x + d - d * v + d * math.log(v):
-            return d * v
+    return align_state(star.arch, star.arch_kwargs, star_state, state)
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -30,6 +30,9 @@ class DatasetInfo:
     embedded: bool  # generated or bundled: needs no --data-dir
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    # "classification": int64 labels, cross-entropy. "regression": float targets of num_classes outputs,
+    # mean squared error, and R² (%) where classification reports accuracy (see evaluation.loss_fn).
+    task: str = "classification"
 
     @property
     def normalisation(self) -> str:
@@ -38,15 +41,20 @@ class DatasetInfo:
             return "standardised with the training split's global mean and std"
         if self.name == "digits":
             return "pixel/16 mapped to [-1, 1]"
+        if self.name == "linreg":
+            return "synthetic: standard normal inputs, targets as generated (not normalised)"
         return f"pixel/255, then per-channel mean {list(self.mean)} and std {list(self.std)}"
 
     def record(self) -> dict:
         return asdict(self)
 
 
+LINREG_INPUTS, LINREG_OUTPUTS, LINREG_TRAIN, LINREG_TEST = 8, 1, 2000, 1000
+
 DATASETS = {
     "mnist1d": DatasetInfo("mnist1d", 10, 1, 40, (40,), "none", True),
     "digits": DatasetInfo("digits", 10, 1, 64, (1, 8, 8), "none", True),
+    "linreg": DatasetInfo("linreg", LINREG_OUTPUTS, 1, LINREG_INPUTS, (LINREG_INPUTS,), "none", True, task="regression"),
     "mnist": DatasetInfo("mnist", 10, 1, 784, (1, 28, 28), "none", False, (0.1307,), (0.3081,)),
     "fashion_mnist": DatasetInfo("fashion_mnist", 10, 1, 784, (1, 28, 28), "none", False, (0.2860,), (0.3530,)),
     "cifar10": DatasetInfo(
@@ -78,6 +86,8 @@ def load(
         return _mnist1d(split, home or settings.home())
     if name == "digits":
         return _digits(split)
+    if name == "linreg":
+        return _linreg(split)
     return _torchvision(meta, split, data_dir, download)
 
 
@@ -108,6 +118,20 @@ def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.2, random_state=0, stratify=d.target)
     x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
     return torch.from_numpy(x.reshape(-1, 1, 8, 8)), torch.from_numpy(y.astype(np.int64))
+
+
+def _linreg(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seed's toy task for two-layer linear networks: y = a·x + 0.1·noise, x ~ N(0, I_8).
+
+    Generated from a fixed seed on every call (no file, no download): 2000 train and 1000 test samples.
+    The target map a is a fixed vector with |a| ≈ 1, so a constant predictor has loss ≈ 1.
+    """
+    g = torch.Generator().manual_seed(2403_07968)  # the paper's arXiv id
+    a = torch.randn(LINREG_INPUTS, LINREG_OUTPUTS, generator=g) / LINREG_INPUTS**0.5
+    x = torch.randn(LINREG_TRAIN + LINREG_TEST, LINREG_INPUTS, generator=g)
+    y = x @ a + 0.1 * torch.randn(len(x), LINREG_OUTPUTS, generator=g)
+    part = slice(0, LINREG_TRAIN) if split == "train" else slice(LINREG_TRAIN, None)
+    return x[part].contiguous(), y[part].contiguous()
 
 
 def _torchvision(meta: DatasetInfo, split: str, data_dir, download: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,9 @@
-"""Mean cross-entropy and accuracy of a network on a whole split, in large inference batches."""
+"""Mean loss and accuracy of a network on a whole split, in large inference batches.
+
+Classification (integer labels): cross-entropy and accuracy. Regression (floating targets, datasets
+with task "regression"): mean squared error and R² in percent, reported where accuracy would be, so
+that every table, curve and accuracy barrier keeps its meaning (higher is better).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,38 @@ import torch.nn.functional as F
 EVAL_BATCH = 4096
 
 
+def loss_fn(
+    outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean", label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """The one loss of training, star training and evaluation, chosen by the targets' dtype.
+
+    Integer targets are class labels: cross-entropy. Floating targets are regression values: squared
+    error averaged over output dimensions, per sample. Dispatching on the data means no loop has to be
+    told which task it runs.
+    """
+    if targets.is_floating_point():
+        per_sample = (outputs.float() - targets.float()).pow(2).flatten(1).mean(1)
+        return {"mean": per_sample.mean, "sum": per_sample.sum}.get(reduction, lambda: per_sample)()
+    return F.cross_entropy(outputs, targets, reduction=reduction, label_smoothing=label_smoothing)
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in %) with the model in eval mode."""
+    """(mean loss, accuracy in %) with the model in eval mode; for regression, (MSE, R² in %)."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
+    regression = y.is_floating_point()
     for i in range(0, len(x), batch_size):
         logits = model(x[i : i + batch_size]).float()
         yb = y[i : i + batch_size]
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
+        loss_sum += loss_fn(logits, yb, reduction="sum").item()
+        if not regression:
+            correct += (logits.argmax(1) == yb).sum().item()
     model.train(was_training)
+    if regression:
+        variance = (y.float() - y.float().mean(0)).pow(2).flatten(1).mean(1).mean().item()
+        return loss_sum / len(x), 100.0 * (1.0 - (loss_sum / len(x)) / variance)
     return loss_sum / len(x), 100.0 * correct / len(x)
 
 

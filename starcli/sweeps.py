@@ -20,13 +20,14 @@ interrupted one resumes where it stopped. The report folder (CSV, markdown, PNG)
     star_seeds = [0]
     [star]                            # build_star options: epochs, samples_per_step, mu_star, align_anchors
     [barriers]                        # measure options: points, splits, bn_calibration, batch_size, align
+    [baselines]
+    soup = true                       # also test the aligned average of each star's anchors (soup.py)
     [paper]                           # optional reference numbers quoted in the report
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -36,12 +37,12 @@ from typing import Any
 
 from .errors import StarlightError, UsageError
 
-SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers", "paper", "report"}
+SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers", "baselines", "paper", "report"}
 GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds"}
 STAR_KEYS = {"epochs", "samples_per_step", "mu_star", "align_anchors"}
 BARRIER_KEYS = {"points", "splits", "bn_calibration", "batch_size", "align"}
-REPORT_KEYS = {"x", "title"}
-T_SAMPLING = re.compile(r"^(uniform|beta:\d+(\.\d*)?,\d+(\.\d*)?|constant:(0(\.\d*)?|1(\.0*)?))$")
+BASELINE_KEYS = {"soup"}
+REPORT_KEYS = {"x"}
 # The grid axes a figure can put on its x axis, in the order the summary table lists them.
 AXES = ("width", "n_anchors", "t_sampling", "star_seed")
 
@@ -72,6 +73,7 @@ class Sweep:
     barriers: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    soup: bool = False  # [baselines] soup: also test the aligned average of each star's anchors
     source: str = ""
 
     def config(self, width: int | None) -> dict[str, Any]:
@@ -95,14 +97,18 @@ class Sweep:
         return self.anchor_seeds[: max(self.anchors)] + self.held_out_seeds
 
     def plan(self) -> dict[str, Any]:
-        """What a full run needs: counts of training runs, stars and barrier pairs (cached or not)."""
-        n_pairs = sum(len(self.held_out_seeds) * (1 + c.n_anchors) for c in self.cells())
+        """What a full run needs, cached or not: training runs, stars, soups and distinct barrier pairs
+        (regular pairs are shared by every star of a width)."""
+        per_width = len(self.cells()) // len(self.widths)
+        centers = per_width * (2 if self.soup else 1)
+        n_pairs = len(self.widths) * len(self.held_out_seeds) * (centers + max(self.anchors))
         return {
             "sweep": self.name,
             "recipe": self.recipe,
             "widths": self.widths,
             "training_runs": len(self.widths) * len(self.seeds_to_train()),
             "stars": len(self.cells()),
+            "soups": len(self.cells()) if self.soup else 0,
             "barrier_pairs": n_pairs,
         }
 
@@ -147,6 +153,10 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
     _known(star, STAR_KEYS, where, "[star] key")
     _known(barriers, BARRIER_KEYS, where, "[barriers] key")
     _known(report, REPORT_KEYS, where, "[report] key")
+    baselines = _table(table, "baselines", where)
+    _known(baselines, BASELINE_KEYS, where, "[baselines] key")
+    if not isinstance(baselines.get("soup", False), bool):
+        raise UsageError(f"sweep {where}: [baselines] soup must be true or false")
 
     widths = grid.get("widths", [None])
     if not isinstance(widths, list) or not widths or not all(w is None or (isinstance(w, int) and w > 0) for w in widths) \
@@ -168,14 +178,12 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
             f"sweep {where}: a star of {max(anchors)} anchors needs {max(anchors)} anchor_seeds, only {len(anchor_seeds)} given"
         )
     t_sampling = grid.get("t_sampling", ["uniform"])
-    if isinstance(t_sampling, str):
-        t_sampling = [t_sampling]
-    bad = [t for t in t_sampling if not isinstance(t, str) or not T_SAMPLING.match(t)]
-    if bad or not t_sampling:
-        raise UsageError(f"sweep {where}: t_sampling {bad} not understood; use uniform, beta:A,B or constant:T (0 ≤ T ≤ 1)")
+    t_sampling = _t_samplings([t_sampling] if isinstance(t_sampling, str) else t_sampling, where)
     star_seeds = grid.get("star_seeds", [0])
     if not isinstance(star_seeds, list) or not star_seeds or not all(isinstance(s, int) and s >= 0 for s in star_seeds):
         raise UsageError(f"sweep {where}: [grid] star_seeds must be a list of non-negative integers")
+    _check_star(star, where)
+    _check_barriers(barriers, where)
     if report.get("x") is not None and report["x"] not in AXES:
         raise UsageError(f"sweep {where}: [report] x must be one of {', '.join(AXES)}")
     train = _table(table, "train", where)
@@ -198,6 +206,7 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
         barriers=barriers,
         paper=_table(table, "paper", where),
         report=report,
+        soup=baselines.get("soup", False),
         source=source,
     )
     # Resolving every width's config checks the recipe, its overrides and the dataset name now,
@@ -208,6 +217,52 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
         except StarlightError as e:
             raise type(e)(f"sweep {where}: {e}") from None
     return sweep
+
+
+def _check_star(star: dict[str, Any], where: str) -> None:
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if "epochs" in star and not positive_int(star["epochs"]):
+        raise UsageError(f"sweep {where}: [star] epochs must be a positive integer")
+    if "samples_per_step" in star and not positive_int(star["samples_per_step"]):
+        raise UsageError(f"sweep {where}: [star] samples_per_step must be a positive integer")
+    if "mu_star" in star and (not isinstance(star["mu_star"], (int, float)) or star["mu_star"] < 0):
+        raise UsageError(f"sweep {where}: [star] mu_star must be a number ≥ 0")
+    if "align_anchors" in star and not isinstance(star["align_anchors"], bool):
+        raise UsageError(f"sweep {where}: [star] align_anchors must be true or false")
+
+
+def _check_barriers(options: dict[str, Any], where: str) -> None:
+    """The options `barriers.measure` takes, checked now rather than after hours of training."""
+    from .barriers import ALIGN_CHOICES
+
+    points = options.get("points", 11)
+    if not isinstance(points, int) or isinstance(points, bool) or points < 2:
+        raise UsageError(f"sweep {where}: [barriers] points must be an integer ≥ 2")
+    splits = options.get("splits", ["train", "test"])
+    if not isinstance(splits, list) or not splits or not set(splits) <= {"train", "test"}:
+        raise UsageError(f"sweep {where}: [barriers] splits must be a list of train and/or test")
+    calibration = options.get("bn_calibration", "full")
+    if calibration != "full" and (not isinstance(calibration, int) or isinstance(calibration, bool) or calibration < 1):
+        raise UsageError(f"sweep {where}: [barriers] bn_calibration must be \"full\" or a positive number of samples")
+    batch = options.get("batch_size")
+    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise UsageError(f"sweep {where}: [barriers] batch_size must be a positive integer")
+    if options.get("align", "weight") not in ALIGN_CHOICES:
+        raise UsageError(f"sweep {where}: [barriers] align must be one of {', '.join(ALIGN_CHOICES)}")
+
+
+def _t_samplings(values: Any, where: str) -> list[str]:
+    """Each scheme as the star module writes it (so `beta:2,2` and `beta:2.0,2` are one star)."""
+    from .star import TSampling
+
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise UsageError(f"sweep {where}: [grid] t_sampling must be a list like [\"uniform\", \"beta:2,2\"]")
+    try:
+        return [str(TSampling.parse(v)) for v in values]
+    except UsageError as e:
+        raise UsageError(f"sweep {where}: [grid] t_sampling: {e}") from None
 
 
 def _recipe_width(recipe: str, train: dict[str, Any], where: str) -> int | None:
@@ -244,3 +299,196 @@ def _seeds(value: Any, key: str, where: str) -> list[int]:
         except UsageError as e:
             raise UsageError(f"sweep {where}: [grid] {key}: {e}") from None
     raise UsageError(f"sweep {where}: [grid] {key} must be a seed selector like \"1-10\" or a list of seeds")
+
+
+# --- running a sweep ---------------------------------------------------------------------------------
+
+
+def run(
+    reg,
+    sweep: Sweep,
+    out: Path | str,
+    device: str = "auto",
+    data_dir=None,
+    download: bool = False,
+    executor: str = "local",
+    jobs: int | None = None,
+    reporter=None,
+) -> dict[str, Any]:
+    """Train what is missing, build every star, measure every barrier, write the report folder.
+
+    Returns the sweep's results (also written as results.json): `cells` (per star: its summary and
+    pairs), `rows` (the summary table), `files` (what was written under `out`) and `computed` (how many
+    training runs, stars and barrier pairs this call computed rather than found in the registry).
+    """
+    from .progress import Reporter
+
+    reporter = reporter or Reporter()
+    out = Path(out)
+    start = time.perf_counter()
+    cells = sweep.cells()
+    computed = {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0}
+    overall = reporter.task(f"sweep {sweep.name}", len(sweep.widths) + (3 if sweep.soup else 2) * len(cells))
+
+    ids: dict[Any, dict[int, int]] = {}  # width → seed → solution id
+    for width in sweep.widths:
+        outcomes = _train(reg, sweep.config(width), sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter)
+        computed["training_runs"] += sum(o.trained for o in outcomes)
+        ids[width] = {o.solution.seed: o.solution.id for o in outcomes}
+        overall.advance(step=f"trained width {width}")
+
+    results = []
+    for cell in cells:
+        anchors = [ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]]
+        held_out = [ids[cell.width][s] for s in sweep.held_out_seeds]
+        star, created = _build_star(reg, sweep, cell, anchors, device, reporter)
+        computed["stars"] += int(created)
+        overall.advance(step=f"star {star.id}")
+        before = _barrier_rows(reg)
+        measured = _measure(reg, sweep, star.id, held_out, device, reporter)
+        overall.advance(step=f"barriers of star {star.id}")
+        result = _cell_result(reg, cell, star, anchors, held_out, measured)
+        if sweep.soup:
+            result["soup"], created = _soup(reg, sweep, anchors, held_out, device, reporter)
+            computed["soups"] += int(created)
+            overall.advance(step=f"soup {result['soup']['id']}")
+        computed["barrier_pairs"] += _barrier_rows(reg) - before
+        results.append(result)
+    overall.done()
+
+    payload = {
+        "sweep": sweep.name,
+        "description": sweep.description,
+        "source": sweep.source,
+        "recipe": sweep.recipe,
+        "train": sweep.train,
+        "star": sweep.star,
+        "barriers": _barrier_settings(sweep),
+        "x": sweep.x_axis(),
+        "task": _task(sweep),
+        "cells": results,
+        "computed": computed,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "device": device,
+    }
+    from . import reports
+
+    written = reports.write_sweep(payload, out, paper=sweep.paper)
+    return payload | {"out": str(out), "files": written["files"], "rows": written["rows"]}
+
+
+def _task(sweep: Sweep) -> str:
+    from . import data
+
+    return data.info(sweep.config(sweep.widths[0])["dataset"]).task
+
+
+def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter):
+    from . import executors
+
+    return executors.train(
+        reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download, reporter=reporter
+    )
+
+
+def _build_star(reg, sweep: Sweep, cell: Cell, anchors: list[int], device: str, reporter):
+    from .star import build_star
+
+    options = dict(sweep.star)
+    return build_star(
+        reg,
+        anchors,
+        epochs=options.get("epochs"),
+        t_sampling=cell.t_sampling,
+        samples_per_step=options.get("samples_per_step", 1),
+        mu_star=options.get("mu_star", 0.0),
+        seed=cell.star_seed,
+        device=device,
+        reporter=reporter,
+        align_anchors=options.get("align_anchors", False),
+    )
+
+
+def _barrier_settings(sweep: Sweep) -> dict[str, Any]:
+    # The paper permutes the second model of every pair to the first (weight matching) before
+    # interpolating; sweeps follow it unless the file says align = "none".
+    settings = {"points": 11, "splits": ["train", "test"], "bn_calibration": "full", "align": "weight"}
+    settings.update(sweep.barriers)
+    return settings
+
+
+def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, reporter) -> dict[str, Any]:
+    from . import barriers
+
+    settings = _barrier_settings(sweep)
+    return barriers.measure(
+        reg,
+        star=star_id,
+        held_out=held_out,
+        baseline="anchors",
+        points=settings["points"],
+        splits=tuple(settings["splits"]),
+        bn_calibration=settings["bn_calibration"],
+        batch_size=settings.get("batch_size"),
+        align=settings["align"],
+        device=device,
+        reporter=reporter,
+    )
+
+
+def _soup(reg, sweep: Sweep, anchors: list[int], held_out: list[int], device: str, reporter) -> tuple[dict[str, Any], bool]:
+    """The reviewers' baseline for one star: the aligned average of the same anchors, tested on the same
+    held-outs with the same barrier settings. Pairs are labelled soup-held-out."""
+    from . import soup
+
+    settings = _barrier_settings(sweep)
+    sol, created = soup.build_soup(
+        reg, anchors, align=settings["align"] == "weight", bn_calibration=settings["bn_calibration"], device=device, reporter=reporter
+    )
+    from . import barriers
+
+    measured = barriers.measure(
+        reg, star=sol.id, held_out=held_out, baseline="none", points=settings["points"], splits=tuple(settings["splits"]),
+        bn_calibration=settings["bn_calibration"], batch_size=settings.get("batch_size"), align=settings["align"],
+        device=device, reporter=reporter,
+    )
+    return {
+        "id": sol.id,
+        "metrics": dict(sol.metrics or {}),
+        "summary": measured["summary"].get("star-held-out", {}),
+        "pairs": [dict(p, kind="soup-held-out") for p in measured["pairs"]],
+    }, created
+
+
+def _barrier_rows(reg) -> int:
+    """Rows in the barrier cache: what `measure` computed is what it added."""
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from registry import BarrierResult
+
+    with reg.session() as s:
+        return int(s.exec(select(func.count()).select_from(BarrierResult)).one())
+
+
+def _cell_result(reg, cell: Cell, star, anchors: list[int], held_out: list[int], measured: dict[str, Any]) -> dict[str, Any]:
+    from . import solutions
+
+    anchor_sols = solutions.get_many(reg, anchors)
+    metric_keys = sorted({k for a in anchor_sols for k in (a.metrics or {})})
+    anchor_mean = {
+        k: sum(a.metrics[k] for a in anchor_sols if a.metrics.get(k) is not None) / len(anchor_sols) for k in metric_keys
+    }
+    return {
+        "width": cell.width,
+        "n_anchors": cell.n_anchors,
+        "t_sampling": cell.t_sampling,
+        "star_seed": cell.star_seed,
+        "star": star.id,
+        "anchors": anchors,
+        "held_out": held_out,
+        "star_metrics": dict(star.metrics or {}),
+        "anchor_metrics": anchor_mean,
+        "summary": measured.get("summary", {}),
+        "pairs": measured.get("pairs", []),
+    }

@@ -1,0 +1,155 @@
+"""Barrier measurement: `barriers.measure` against a straightforward implementation, same pairs and settings.
+
+The demo's setting: a star from 5 anchors and 3 held-outs of the default recipe (MNIST-1D MLP), so 18
+pairs (3 star–held-out, 15 regular–held-out), 11 points, train and test splits. The anchors are trained
+for a few epochs only: the cost of a barrier does not depend on how well the networks are trained.
+
+The straightforward implementation (what research code usually does): for every pair and every t, a
+deep copy of network A loaded with the interpolated state dict, BatchNorm re-estimated when present,
+evaluation in mini-batches of the recipe's batch size under `torch.no_grad`, and the endpoints t = 0, 1
+evaluated again for every pair. "naive, big batches" is the same with the fast path's batch size, to
+separate that one gain from the others (in-place lerp into one network, endpoints once per solution,
+`inference_mode`, losses summed on the device, one transaction for all results). The ablation times
+the interior points alone with several t per vmapped pass. Target: ≥ 3× on the MNIST-1D MLP.
+
+    python benchmarks/bench_barrier.py [--device cpu|cuda] [--batch-norm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from registry import open_registry  # noqa: E402
+from starcli import barriers, devices, evaluation, recipes, solutions, star, training  # noqa: E402
+
+
+def naive_measure(reg, plan, device, batch_size: int, points: int = 11) -> list:
+    """Curves of every pair, one deep copy per point, nothing shared between pairs."""
+    out = []
+    for a, b, _ in plan:
+        sol_a, sol_b = solutions.get(reg, a), solutions.get(reg, b)
+        net_a, net_b = solutions.network(reg, sol_a, device), solutions.network(reg, sol_b, device)
+        splits = {s: training.load_split(sol_a.dataset, s, device, home=reg.home) for s in ("train", "test")}
+        state_a, state_b = net_a.state_dict(), net_b.state_dict()
+        curve = {s: ([], []) for s in splits}
+        for i in range(points):
+            t = i / (points - 1)
+            net = copy.deepcopy(net_a)
+            net.load_state_dict(
+                {k: torch.lerp(v, state_b[k], t) if v.is_floating_point() else v for k, v in state_a.items()}
+            )
+            bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if bns and 0 < i < points - 1:
+                for m in bns:
+                    m.reset_running_stats()
+                    m.momentum = None
+                net.train()
+                with torch.no_grad():
+                    x = splits["train"].x
+                    # Calibration batches as in the fast path's settings: they change the estimate.
+                    for chunk in torch.tensor_split(x, math.ceil(len(x) / evaluation.EVAL_BATCH)):
+                        net(chunk)
+            net.eval()
+            for s, split in splits.items():
+                loss, correct = 0.0, 0
+                with torch.no_grad():
+                    for j in range(0, len(split.x), batch_size):
+                        logits = net(split.x[j : j + batch_size])
+                        yb = split.y[j : j + batch_size]
+                        loss += F.cross_entropy(logits, yb, reduction="sum").item()
+                        correct += (logits.argmax(1) == yb).sum().item()
+                curve[s][0].append(loss / len(split.x))
+                curve[s][1].append(100.0 * correct / len(split.x))
+        out.append(curve)
+    return out
+
+
+def line_ablation(reg, plan, device, repeats: int) -> dict[str, float]:
+    """Seconds for the interior points of all pairs, by number of t per pass (endpoints loaded once)."""
+    from starcli.interpolation import LineEvaluator
+
+    first = solutions.get(reg, plan[0][0])
+    splits = {s: training.load_split(first.dataset, s, device, home=reg.home) for s in ("train", "test")}
+    splits = {s: (sp.x, sp.y) for s, sp in splits.items()}
+    states = {i: solutions.state_dict(reg, solutions.get(reg, i), device) for a, b, _ in plan for i in (a, b)}
+    interior = [i / 10 for i in range(1, 10)]
+    out = {}
+    for t_batch in (1, 3, len(interior)):
+        line = LineEvaluator(first.arch, first.arch_kwargs, device, splits, splits["train"][0], evaluation.EVAL_BATCH, t_batch)
+        run = lambda: [line.curve(states[a], states[b], interior) for a, b, _ in plan]  # noqa: E731
+        run()
+        out[f"{line.t_batch} t per pass"] = timed(run, device, repeats)
+    return out
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats: int) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-norm", action="store_true", help="The same MLP with BatchNorm (calibration at every t).")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = devices.resolve(args.device)
+    overrides = {"arch_kwargs.batch_norm": True} if args.batch_norm else {}
+    config = recipes.resolve(recipes.DEFAULT_RECIPE, epochs=3, overrides=overrides)
+    with tempfile.TemporaryDirectory() as home:
+        reg = open_registry(home)
+        ids = [o.solution.id for o in training.train(reg, config, list(range(1, 9)), device=str(device))]
+        star_sol, _ = star.build_star(reg, ids[:5], epochs=1, device=str(device))
+        plan, _ = barriers.plan_pairs(reg, star_sol.id, ids[5:], None, "anchors")
+
+        def fast():
+            return barriers.measure(reg, star=star_sol.id, held_out=ids[5:], recompute=True, device=str(device))
+
+        result = fast()  # warm-up, and the numbers to check the naive ones against
+        naive_small = naive_measure(reg, plan, device, config["batch_size"])
+        for pair, curve in zip(result["pairs"], naive_small):
+            assert max(abs(u - v) for u, v in zip(pair["train"]["loss"], curve["train"][0])) < 1e-4
+        t_fast = timed(fast, device, args.repeats)
+        t_naive = timed(lambda: naive_measure(reg, plan, device, config["batch_size"]), device, args.repeats)
+        t_naive_big = timed(lambda: naive_measure(reg, plan, device, evaluation.EVAL_BATCH), device, args.repeats)
+        ablation = line_ablation(reg, plan, device, args.repeats)
+        reg.close()
+    arch = f"mlp width {config['arch_kwargs']['width']} depth {config['arch_kwargs']['depth']}"
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {arch}"
+          f"{' + BatchNorm' if args.batch_norm else ''}; {len(plan)} pairs × 11 points, train+test")
+    print(f"{'implementation':<44} {'seconds':>8} {'speed-up':>9}")
+    print(f"{'naive (deep copy per point, batch ' + str(config['batch_size']) + ')':<44} {t_naive:>8.3f} {1.0:>9.2f}")
+    print(f"{'naive, big batches (' + str(evaluation.EVAL_BATCH) + ')':<44} {t_naive_big:>8.3f} {t_naive / t_naive_big:>9.2f}")
+    print(f"{'starlight barriers.measure (--recompute)':<44} {t_fast:>8.3f} {t_naive / t_fast:>9.2f}")
+    print(f"\ninterior points only, by strategy ({'BatchNorm: one t per pass' if args.batch_norm else 'no BatchNorm'}):")
+    for label, seconds in ablation.items():
+        print(f"  {label:<42} {seconds:>8.3f}")
+    print(f"speed-up over the straightforward implementation: {t_naive / t_fast:.1f}x "
+          f"({t_naive_big / t_fast:.1f}x over its big-batch variant)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""sweep, soup, bma, report: the paper's experiments and the baselines it lacked, one command each."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from starcli.cli import app
+from starcli.errors import StarlightError, UsageError
+
+from . import common
+
+
+@app.command()
+def sweep(
+    name: Optional[str] = typer.Argument(None, help="A shipped sweep (e.g. width-mnist1d) or a sweep .toml file; omit to list them."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Report folder (default ./sweeps/NAME)."),
+    device: str = common.DeviceOpt,
+    executor: str = typer.Option("local", "--executor", help="Where training runs: local | slurm | ray."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="Training runs at once (local: worker processes)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder of torchvision datasets."),
+    download: bool = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir."),
+    plan: bool = typer.Option(False, "--plan", help="Validate the file and print what a run needs; compute nothing."),
+    json_: bool = common.JsonOpt,
+) -> None:
+    """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
+    from starcli import sweeps
+
+    if name is None:
+        rows = [{"sweep": n, "description": sweeps.load(n).description} for n in sweeps.available()]
+        if json_:
+            common.echo_json(rows)
+        else:
+            sys.stdout.write(common.table_text(rows, ["sweep", "description"], None))
+        return
+    spec = sweeps.load(name)
+    if plan:
+        info = spec.plan()
+        if json_:
+            common.echo_json(info)
+        else:
+            for key, value in info.items():
+                print(f"{key:>14}: {value}")
+        return
+    folder = Path(out) if out else Path("sweeps") / spec.name
+    reg = common.registry()
+    rep = common.reporter()
+    with rep.live():
+        result = sweeps.run(
+            reg, spec, folder, device=device, data_dir=data_dir, download=download, executor=executor, jobs=jobs, reporter=rep
+        )
+    if json_:
+        common.echo_json({k: v for k, v in result.items() if k != "cells"})  # cells hold every curve: see results.json
+        return
+    sys.stdout.write((folder / "summary.md").read_text())
+    c = result["computed"]
+    print(
+        f"\n{spec.name}: computed {c['training_runs']} training run(s), {c['stars']} star(s), {c['soups']} soup(s), "
+        f"{c['barrier_pairs']} barrier pair(s) in {result['wall_seconds']:.0f}s; report in {folder}",
+        file=sys.stderr,
+    )
+
+
+@app.command()
+def soup(
+    anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Anchor ids to average, e.g. 1-5 (the first is the reference)."),
+    star: Optional[int] = typer.Option(None, "--star", help="Average this star's anchors, and compare the soup with it."),
+    held_out: Optional[str] = typer.Option(None, "--held-out", help="Held-out ids: measure soup–held-out barriers."),
+    align: bool = typer.Option(True, "--align/--no-align", help="Permute every anchor to the first before averaging."),
+    bn_calibration: str = typer.Option("full", "--bn-calibration", help="BatchNorm re-estimation: full or a sample count."),
+    device: str = common.DeviceOpt,
+    json_: bool = common.JsonOpt,
+) -> None:
+    """Register the aligned average of anchors (kind soup): the star candidate the paper did not test."""
+    from starcli import soup as soups
+    from starcli import solutions
+
+    if (anchors is None) == (star is None):
+        raise UsageError("give the anchors to average: --anchors 1-5, or --star S for that star's anchors")
+    reg = common.registry(create=False)
+    if reg is None:
+        raise StarlightError("there is no registry here yet: train anchors first (`starlight train --seed 1-5`)")
+    star_sol = solutions.get(reg, star) if star is not None else None
+    if star_sol is not None and not star_sol.anchors:
+        raise StarlightError(f"solution {star} is a {star_sol.kind}, not a star: it has no anchors")
+    anchor_ids = list(star_sol.anchors) if star_sol is not None else common.ids(anchors, "anchor")
+    held = common.ids(held_out, "held-out") if held_out else []
+    calibration = _bn_calibration(bn_calibration)
+    rep = common.reporter()
+    with rep.live():
+        sol, created = soups.build_soup(reg, anchor_ids, align=align, bn_calibration=calibration, device=device, reporter=rep)
+        comparison = soups.compare(reg, sol.id, held, star=star, device=device, reporter=rep) if held else None
+    rec = solutions.record(reg, sol)
+    if json_:
+        common.echo_json(rec | ({"comparison": comparison} if comparison else {}))
+        return
+    m = rec["metrics"]
+    verb = "registered" if created else "already registered"
+    print(
+        f"{verb} the {'aligned' if align else 'plain'} average of {len(anchor_ids)} anchors as solution {sol.id}: "
+        f"train loss {m['train_loss']:.4f}, test acc {m['test_acc']:.1f}%"
+    )
+    if comparison:
+        sys.stdout.write(common.table_text(comparison["rows"], comparison["columns"], None))
+
+
+@app.command()
+def bma(
+    star: int = typer.Option(..., "--star", help="The star whose domain to average over."),
+    samples: int = typer.Option(32, "--samples", "-n", help="Networks drawn on the star's segments."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draws."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate: test or train."),
+    t_sampling: str = typer.Option("uniform", "--t-sampling", help="How t is drawn: uniform, beta:A,B or constant:T."),
+    device: str = common.DeviceOpt,
+    json_: bool = common.JsonOpt,
+) -> None:
+    """Bayesian model averaging over the star domain vs the deep ensemble of its anchors and the star alone."""
+    from starcli import bma as engine
+    from starcli.star import TSampling
+
+    if samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {samples}")
+    if split not in ("train", "test"):
+        raise UsageError(f"--split must be train or test, got {split!r}")
+    TSampling.parse(t_sampling)  # a malformed scheme is a usage error before the registry is opened
+    reg = common.registry(create=False)
+    if reg is None:
+        raise StarlightError(f"no solution with id {star}: there is no registry here yet")
+    rep = common.reporter()
+    with rep.live():
+        result = engine.run(reg, star, samples=samples, seed=seed, split=split, t_sampling=t_sampling, device=device, reporter=rep)
+    if json_:
+        common.echo_json(result)
+        return
+    rows = [{"predictor": name, **m} for name, m in result["methods"].items()]
+    print(f"star {star}: {len(result['anchors'])} anchors, {samples} BMA samples, {split} split")
+    sys.stdout.write(common.table_text(rows, ["predictor", "acc", "nll", "ece", "auroc"], None))
+
+
+@app.command()
+def report(
+    star: int = typer.Option(..., "--star", help="The star to report on."),
+    out: str = typer.Option(..., "--out", "-o", help="Folder for report.md and its figures."),
+    held_out: Optional[str] = typer.Option(None, "--held-out", help="Held-out ids (default: those already measured with the star)."),
+    samples: int = typer.Option(32, "--samples", help="BMA samples."),
+    soup: bool = typer.Option(True, "--soup/--no-soup", help="Compare with the aligned average of the anchors."),
+    device: str = common.DeviceOpt,
+    json_: bool = common.JsonOpt,
+) -> None:
+    """One markdown report about a star: anchors, own metrics, barriers and curves, soup and ensemble."""
+    from starcli import reports
+
+    if samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {samples}")
+    reg = common.registry(create=False)
+    if reg is None:
+        raise StarlightError(f"no solution with id {star}: there is no registry here yet")
+    held = common.ids(held_out, "held-out") if held_out else None
+    rep = common.reporter()
+    with rep.live():
+        result = reports.star_report(reg, star, Path(out), held_out=held, samples=samples, soup=soup, device=device, reporter=rep)
+    if json_:
+        common.echo_json(result)
+    else:
+        print(result["report"])
+
+
+def _bn_calibration(text: str) -> str | int:
+    if text == "full":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"--bn-calibration must be full or a positive sample count, got {text!r}")
+    return value

@@ -1,0 +1,166 @@
+"""Networks on the segment between two solutions, (1−t)θ_A + tθ_B, evaluated fast.
+
+- One network is allocated per architecture and its tensors are overwritten in place for every t
+  (`torch._foreach_lerp_`), instead of a deep copy per point. Integer buffers (BatchNorm's
+  num_batches_tracked) are never interpolated: they are A's.
+- BatchNorm: the running statistics of an interpolated network are meaningless, so at every interior t
+  they are reset and re-estimated as a cumulative average over the calibration data before evaluation
+  (`evaluation.recalibrate_bn`).
+- Losses and correct counts accumulate on the device: one synchronisation per split and t.
+- Networks without BatchNorm can evaluate several t in one pass (`torch.func.vmap` over stacked
+  weights). Measured on the MNIST-1D MLP it does not pay (benchmarks/bench_barrier.py), so
+  `barriers.measure` takes one t per pass; the option stays for larger-batch hardware.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.func import functional_call, vmap
+
+from . import evaluation, models
+
+Curves = dict[str, dict[str, list[float]]]  # split -> {"loss": [...], "acc": [...]}
+# Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes.
+CPU_ROWS = 1024
+
+
+class LineEvaluator:
+    """Evaluates one architecture at endpoints and interpolated weights on fixed splits.
+
+    splits: name -> (x, y) on the device. calibration: inputs for BatchNorm re-estimation (the training
+    split without augmentation, or a subset of it). t_batch: how many t share one pass (networks with
+    BatchNorm always take one at a time).
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        arch_kwargs: dict[str, Any],
+        device: torch.device,
+        splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        calibration: torch.Tensor | None,
+        batch_size: int = evaluation.EVAL_BATCH,
+        t_batch: int = 1,
+    ):
+        self.net = models.create(arch, **arch_kwargs).to(device).eval()
+        self.splits = splits
+        self.calibration = calibration
+        self.batch_size = batch_size
+        self.rows = min(batch_size, CPU_ROWS) if device.type == "cpu" else batch_size
+        self.has_bn = evaluation.has_batchnorm(self.net)
+        self.t_batch = 1 if self.has_bn else max(1, t_batch)
+        # state_dict() tensors share storage with the network: writing them rewrites the network.
+        own = self.net.state_dict()
+        self.float_keys = [k for k, v in own.items() if v.is_floating_point()]
+        self.other_keys = [k for k, v in own.items() if not v.is_floating_point()]
+        self.targets = [own[k] for k in self.float_keys]
+        self.others = [own[k] for k in self.other_keys]
+        self.param_names = [n for n, _ in self.net.named_parameters()]
+
+    @torch.inference_mode()
+    def endpoint(self, state: dict[str, torch.Tensor]) -> dict[str, tuple[float, float]]:
+        """(loss, acc) per split of a solution as stored: its own BatchNorm statistics, nothing re-estimated."""
+        _copy(self.targets + self.others, [state[k] for k in self.float_keys + self.other_keys])
+        return self._evaluate()
+
+    @torch.inference_mode()
+    def curve(self, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor], ts: list[float]) -> Curves:
+        """Loss and accuracy per split at each t of `ts` (meant for interior points: BN is re-estimated)."""
+        out: Curves = {split: {"loss": [], "acc": []} for split in self.splits}
+        for i in range(0, len(ts), self.t_batch):
+            group = ts[i : i + self.t_batch]
+            results = self._batched(state_a, state_b, group) if len(group) > 1 else [self._single(state_a, state_b, group[0])]
+            for result in results:
+                for split, (loss, acc) in result.items():
+                    out[split]["loss"].append(loss)
+                    out[split]["acc"].append(acc)
+        return out
+
+    def _single(self, state_a, state_b, t: float) -> dict[str, tuple[float, float]]:
+        _copy(self.targets, [state_a[k] for k in self.float_keys])
+        torch._foreach_lerp_(self.targets, [state_b[k] for k in self.float_keys], t)
+        _copy(self.others, [state_a[k] for k in self.other_keys])  # integer buffers: A's, never interpolated
+        if self.has_bn:
+            evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size)
+        return self._evaluate()
+
+    def _evaluate(self) -> dict[str, tuple[float, float]]:
+        self.net.eval()
+        result = {}
+        for split, (x, y) in self.splits.items():
+            tally = Tally(y, 1)
+            for i in range(0, len(y), self.rows):
+                tally.add(self.net(x[i : i + self.rows]).unsqueeze(0), i)
+            result[split] = tally.results()[0]
+        return result
+
+    def _batched(self, state_a, state_b, ts: list[float]) -> list[dict[str, tuple[float, float]]]:
+        """Several t in one vmapped pass; rows per pass shrink so that memory matches one plain batch."""
+        weights = torch.tensor(ts, device=self.targets[0].device)
+        params = {}
+        for name in self.param_names:
+            a, b = state_a[name].unsqueeze(0), state_b[name].unsqueeze(0)
+            params[name] = torch.lerp(a, b, weights.view(-1, *[1] * (a.dim() - 1)))
+        forward = vmap(lambda p, x: functional_call(self.net, p, (x,)), in_dims=(0, None))
+        step = max(1, self.rows // len(ts))
+        per_split = {}
+        for split, (x, y) in self.splits.items():
+            tally = Tally(y, len(ts))
+            for j in range(0, len(y), step):
+                tally.add(forward(params, x[j : j + step]), j)
+            per_split[split] = tally.results()
+        return [{split: per_split[split][k] for split in self.splits} for k in range(len(ts))]
+
+
+class Tally:
+    """Loss and accuracy of n networks on one split, chunk by chunk, accumulated on the device. Same
+    numbers as `evaluation.evaluate`: mean cross-entropy and accuracy in %, or for regression targets the
+    mean squared error and R² in %.
+    """
+
+    def __init__(self, y: torch.Tensor, n: int):
+        self.y = y
+        self.loss_sum = torch.zeros(n, dtype=torch.float64, device=y.device)
+        self.correct = torch.zeros(n, dtype=torch.int64, device=y.device)
+
+    def add(self, outputs: torch.Tensor, start: int) -> None:
+        """outputs: (n, rows, ...) for the rows of y from `start`."""
+        outputs = outputs.float()
+        yb = self.y[start : start + outputs.shape[1]]
+        if yb.is_floating_point():
+            per_sample = (outputs - yb.float()).pow(2).flatten(2).mean(2)  # as evaluation.loss_fn
+        else:
+            # log-sum-exp minus the true class's logit is the cross-entropy; on CPUs it runs ~3× faster
+            # than F.cross_entropy, whose log_softmax kernel is slow for few classes.
+            picked = outputs.gather(2, yb.expand(len(outputs), -1).unsqueeze(2)).squeeze(2)
+            per_sample = torch.logsumexp(outputs, 2) - picked
+            self.correct += (outputs.argmax(2) == yb).sum(1)
+        self.loss_sum += per_sample.sum(1, dtype=torch.float64)
+
+    def results(self) -> list[tuple[float, float]]:
+        n = len(self.y)
+        losses = (self.loss_sum / n).tolist()
+        if self.y.is_floating_point():
+            y = self.y.float()
+            variance = (y - y.mean(0)).pow(2).flatten(1).mean(1).mean().item()
+            return [(loss, 100.0 * (1.0 - loss / variance)) for loss in losses]
+        return [(loss, 100.0 * c / n) for loss, c in zip(losses, self.correct.tolist())]
+
+
+def _copy(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    if targets:
+        torch._foreach_copy_(targets, sources)
+
+
+def barrier(ts: list[float], values: list[float], higher_is_worse: bool = True) -> float:
+    """Largest excess over the straight line between the endpoint values, floored at 0.
+
+    Loss: max_t L(t) − ((1−t)L(0) + tL(1)).
+    Accuracy (higher_is_worse=False): max_t ((1−t)acc(0) + t·acc(1)) − acc(t).
+    """
+    first, last = values[0], values[-1]
+    sign = 1.0 if higher_is_worse else -1.0
+    # first + t·(last − first) rather than (1−t)·first + t·last: exactly `first` when the endpoints agree.
+    return max(0.0, max(sign * (v - (first + t * (last - first))) for t, v in zip(ts, values)))

@@ -1,0 +1,229 @@
+"""Sweeps: sweep files are validated up front, a sweep runs end to end, and a re-run recomputes nothing."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from starcli import solutions, sweeps
+from starcli.errors import StarlightError, UsageError
+
+GPU_SWEEPS = ["cifar10-resnet18", "cifar100-resnet18", "cifar10-vgg11", "cifar10-wrn", "mnist-mlp"]
+CPU_SWEEPS = ["width-mnist1d", "anchors-mnist1d", "t-sampling-mnist1d", "linear-toy"]
+
+
+def test_every_shipped_sweep_parses_validates_and_resolves_its_recipe():
+    assert set(GPU_SWEEPS + CPU_SWEEPS) <= set(sweeps.available())
+    for name in sweeps.available():
+        sweep = sweeps.load(name)
+        assert sweep.name == name and sweep.description
+        assert sweep.cells() and sweep.plan()["training_runs"] > 0
+        assert not set(sweep.anchor_seeds) & set(sweep.held_out_seeds)
+
+
+@pytest.mark.parametrize("name", GPU_SWEEPS)
+def test_gpu_sweeps_match_the_papers_settings(name):
+    sweep = sweeps.load(name)
+    config = sweep.config(sweep.widths[0])
+    assert config["dataset"] in ("cifar10", "cifar100", "mnist")
+    assert len(sweep.held_out_seeds) >= 3 and max(sweep.anchors) >= 17
+    paper = sweep.paper
+    assert len(paper["star"]) == len(paper["regular"]) == len(sweep.cells())
+    # Pairs are weight-matched as in the paper, so the architecture must have a permutation spec.
+    from starcli.alignment import has_spec
+
+    assert sweep.barriers["align"] == "weight" and has_spec(config["arch"], config["arch_kwargs"])
+
+
+def test_the_gpu_sweeps_name_the_papers_grids():
+    assert sweeps.load("cifar10-resnet18").anchors == [50] and len(sweeps.load("cifar10-resnet18").held_out_seeds) == 5
+    assert sweeps.load("cifar10-wrn").widths == [1, 2, 4, 8]
+    assert sweeps.load("mnist-mlp").widths == [4, 8, 16, 32, 64, 128, 256]
+    assert sweeps.load("cifar100-resnet18").anchors == [2, 10, 50]
+
+
+def test_a_sweep_loads_by_bare_name_or_by_path(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(_TINY)
+    assert sweeps.load(str(path)).name == "tiny"
+    assert sweeps.load("width-mnist1d").source == "recipes/sweeps/width-mnist1d.toml"
+    with pytest.raises(StarlightError, match="unknown sweep 'nosuch'; available: .*width-mnist1d"):
+        sweeps.load("nosuch")
+    with pytest.raises(StarlightError, match="does not exist"):
+        sweeps.load(str(tmp_path / "missing.toml"))
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda t: t.replace('held_out_seeds = "11-12"', 'held_out_seeds = "2-3"'), "both anchors and held-outs"),
+        (lambda t: t.replace("anchors = [2, 3]", "anchors = [2, 9]"), "needs 9 anchor_seeds"),
+        (lambda t: t.replace('t_sampling = ["uniform"]', 't_sampling = ["gauss"]'), "t_sampling"),
+        (lambda t: t.replace("[grid]", "[grid]\nwidth = [4]"), "unknown [grid] key 'width'"),
+        (lambda t: t.replace("[train]", "[train]\nepoch = 3"), "unknown setting 'epoch'"),
+        (lambda t: t.replace('recipe = "mnist1d-mlp"', 'recipe = "nosuch"'), "unknown recipe"),
+        (lambda t: t.replace("widths = [4, 8]", "widths = [4, -8]"), "positive integers"),
+        (lambda t: t.replace("[star]", "[star]\nmu = 1"), "unknown [star] key"),
+        (lambda t: t.replace("[star]", "[star]\nmu_star = -1"), "mu_star"),
+        (lambda t: t.replace("points = 5", "points = 1"), "points must be an integer"),
+        (lambda t: t.replace("points = 5", "points = 5\nalign = 'wieght'"), "align must be one of"),
+        (lambda t: t.replace('splits = ["train", "test"]', 'splits = ["val"]'), "splits must be"),
+        (lambda t: t + "\n[report]\nx = 'depth'\n", "[report] x"),
+        (lambda t: t.replace("epochs = 2", "epochs = 2\n[[bad"), "not valid TOML"),
+    ],
+)
+def test_a_malformed_sweep_file_is_refused_before_anything_runs(tmp_path, edit, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(edit(_TINY))
+    with pytest.raises(StarlightError) as e:
+        sweeps.load(str(path))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_figures_axis_is_the_grid_axis_that_varies():
+    assert sweeps.load("width-mnist1d").x_axis() == "width"
+    assert sweeps.load("anchors-mnist1d").x_axis() == "n_anchors"
+    assert sweeps.load("t-sampling-mnist1d").x_axis() == "t_sampling"
+
+
+# --- end to end ---------------------------------------------------------------------------------------
+
+_TINY = """
+name = "tiny"
+description = "a seconds-long sweep for tests"
+recipe = "mnist1d-mlp"
+[train]
+epochs = 2
+[grid]
+widths = [4, 8]
+anchor_seeds = "1-3"
+anchors = [2, 3]
+held_out_seeds = "11-12"
+t_sampling = ["uniform"]
+[star]
+epochs = 2
+[barriers]
+points = 5
+splits = ["train", "test"]
+[baselines]
+soup = true
+"""
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path, home, mnist1d_cache):
+    (home / "datasets").mkdir(parents=True, exist_ok=True)
+    shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")
+    path = tmp_path / "tiny.toml"
+    path.write_text(_TINY)
+    return path
+
+
+def test_a_tiny_sweep_runs_end_to_end_and_a_rerun_recomputes_nothing(reg, tiny_sweep, tmp_path, monkeypatch, cli):
+    out = tmp_path / "report"
+    first = sweeps.run(reg, sweeps.load(str(tiny_sweep)), out, device="cpu")
+    # 2 widths × (3 anchors + 2 held-outs); 2 widths × 2 star sizes; pairs: per star 2 held-outs × (1 + anchors).
+    assert first["computed"]["training_runs"] == 10
+    assert first["computed"]["stars"] == 4
+    assert first["computed"]["soups"] == 4
+    # per width: 2 stars and 2 soups × 2 held-outs, and 3 anchors × 2 held-outs shared by both stars' baselines
+    assert first["computed"]["barrier_pairs"] == 2 * (2 * 2 + 2 * 2 + 3 * 2)
+    plan = sweeps.load(str(tiny_sweep)).plan()
+    assert {k: plan[k] for k in first["computed"]} == first["computed"]  # --plan predicts a fresh run
+    assert len(solutions.query(reg, kind="star")) == 4
+
+    pairs = list(csv.DictReader((out / "pairs.csv").open()))
+    assert {p["group"] for p in pairs} == {"star-held-out", "regular-held-out", "soup-held-out"}
+    assert {p["split"] for p in pairs} == {"train", "test"}
+    assert all(float(p["loss_barrier"]) >= 0 for p in pairs)
+    # per width and star: 2 star pairs, 2 soup pairs and 2 × n anchor pairs, each on 2 splits
+    assert len(pairs) == 2 * 2 * sum(2 * (2 + n) for n in (2, 3))
+    summary = (out / "summary.md").read_text()
+    assert "star train" in summary and "regular train" in summary and "soup train" in summary
+    assert "![barrier-train](barrier-train.png)" in summary
+    for figure in ("barrier-train.png", "barrier-test.png", "scatter-train.png"):
+        assert (out / figure).stat().st_size > 1000
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(rows) == 4 and {r["width"] for r in rows} == {"4", "8"}
+    assert json.loads((out / "results.json").read_text())["sweep"] == "tiny"
+
+    # The second run must find everything in the registry: make any computation fail loudly.
+    from starcli import barriers, soup, star, training
+
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a solution was retrained"))
+    monkeypatch.setattr(star, "fit_star", lambda *a, **k: pytest.fail("a star was retrained"))
+    monkeypatch.setattr(soup, "average", lambda *a, **k: pytest.fail("a soup was recomputed"))
+    monkeypatch.setattr(barriers, "compute_pairs", lambda *a, **k: pytest.fail("a barrier was recomputed"))
+    n_solutions = len(solutions.query(reg))
+    second = sweeps.run(reg, sweeps.load(str(tiny_sweep)), out, device="cpu")
+    assert second["computed"] == {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0}
+    assert len(solutions.query(reg)) == n_solutions
+    assert [c["summary"] for c in second["cells"]] == [c["summary"] for c in first["cells"]]
+    assert list(csv.DictReader((out / "pairs.csv").open())) == pairs
+    # The command is the same call: JSON on stdout, the rich display on stderr, nothing recomputed.
+    code, stdout, err = cli("sweep", str(tiny_sweep), "--out", str(tmp_path / "again"), "--device", "cpu", "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["computed"] == {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0} and "cells" not in result
+    assert "summary.md" in result["files"] and len(result["rows"]) == 4
+    assert (tmp_path / "again" / "pairs.csv").read_text() == (out / "pairs.csv").read_text()
+
+
+def test_sweep_command_plans_lists_and_fails_in_one_line(home, cli):
+    code, out, err = cli("sweep", "width-mnist1d", "--plan", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["sweep"] == "width-mnist1d" and plan["stars"] == len(sweeps.load("width-mnist1d").cells())
+    code, out, _ = cli("sweep", "--json")
+    assert code == 0 and {r["sweep"] for r in json.loads(out)} >= set(CPU_SWEEPS + GPU_SWEEPS)
+    code, out, err = cli("sweep", "nosuch", "--out", str(home / "x"))
+    assert code == 1 and err.startswith("error: unknown sweep 'nosuch'") and err.count("\n") == 1 and out == ""
+    assert not (home / "x").exists() and not (home / "registry.db").exists()
+
+
+# --- the regression task behind linear-toy -------------------------------------------------------------
+
+
+def test_the_loss_is_cross_entropy_for_labels_and_mean_squared_error_for_regression_targets():
+    import torch
+    import torch.nn.functional as F
+
+    from starcli import evaluation
+
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert torch.allclose(evaluation.loss_fn(logits, labels), F.cross_entropy(logits, labels))
+    targets = torch.zeros(6, 3)
+    assert torch.allclose(evaluation.loss_fn(logits, targets), logits.pow(2).mean())
+    assert torch.allclose(evaluation.loss_fn(logits, targets, reduction="sum"), logits.pow(2).mean(1).sum())
+
+
+def test_regression_is_evaluated_as_mse_and_r2_percent():
+    import torch
+
+    from starcli import data, evaluation
+
+    x, y = data.load("linreg", "test")
+    assert data.info("linreg").task == "regression" and y.dtype == torch.float32 and y.shape == (len(x), 1)
+    mse, r2 = evaluation.evaluate(torch.nn.Identity(), y.clone(), y)  # a perfect predictor
+    assert mse == 0.0 and r2 == 100.0
+    mse, r2 = evaluation.evaluate(torch.nn.Identity(), torch.full_like(y, y.mean().item()), y)  # the mean
+    assert r2 == pytest.approx(0.0, abs=1e-4) and mse == pytest.approx(y.var(unbiased=False).item(), rel=1e-4)
+
+
+def test_a_tiny_linear_toy_sweep_trains_stars_and_barriers_on_regression(reg, tmp_path):
+    path = tmp_path / "lin.toml"
+    path.write_text(
+        'recipe = "linreg-linear2"\n[train]\nepochs = 3\n[grid]\nwidths = [2, 4]\nanchor_seeds = "1-3"\n'
+        'held_out_seeds = "11-12"\n[star]\nepochs = 3\n[barriers]\npoints = 5\n'
+    )
+    result = sweeps.run(reg, sweeps.load(str(path)), tmp_path / "out", device="cpu")
+    assert result["task"] == "regression" and result["computed"]["stars"] == 2 and result["computed"]["soups"] == 0
+    star = solutions.get(reg, result["cells"][0]["star"])
+    assert star.kind == "star" and star.metrics["train_loss"] < 1.0  # MSE, not cross-entropy
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "mean squared error" in text and "R² %" in text
+    pairs = list(csv.DictReader((tmp_path / "out" / "pairs.csv").open()))
+    assert len(pairs) == 2 * 2 * 2 * (1 + 3)

@@ -198,8 +198,8 @@ def _parse_options(points, splits, bn_calibration, batch_size, baseline, align):
         raise UsageError(f"--batch-size must be a positive integer, got {batch_size!r}")
     if baseline not in BASELINES:
         raise UsageError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
-    if align not in ALIGN_CHOICES:
-        raise UsageError(f"--align must be one of {', '.join(ALIGN_CHOICES)}, got {align!r}")
+    if align not in ALIGN_CHOICES + ("auto",):
+        raise UsageError(f"--align must be one of auto, {', '.join(ALIGN_CHOICES)}, got {align!r}")
     return splits, bn_calibration
 
 
@@ -227,7 +227,7 @@ def measure(
     batch_size: int | None = None,
     recompute: bool = False,
     device: str = "auto",
-    align: str = "none",
+    align: str = "auto",
     reporter=None,
 ) -> dict[str, Any]:
     """Barriers of star–held-out and regular–held-out pairs (or of `pairs`), with curves and a summary."""
@@ -238,6 +238,12 @@ def measure(
     splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align)
     batch_size = batch_size or evaluation.EVAL_BATCH
     plan, sols = plan_pairs(reg, star, held_out, pairs, baseline)
+    if align == "auto":
+        # As the paper measures: modulo permutations, wherever the architecture has a spec. Resolved
+        # before hashing, so the stored settings say which one was used.
+        from .alignment import has_spec
+
+        align = "weight" if has_spec(sols[0].arch, sols[0].arch_kwargs) else "none"
     settings = settings_for(points, splits, bn_calibration, batch_size, align)
     settings_hash = config_hash(settings)
     wanted = {(a, b) for a, b, _ in plan}

@@ -37,7 +37,7 @@ def demo(reg, out_dir: str | Path = "demo-out", device: str = "auto", reporter=N
     anchors, held_out = ids[: len(ANCHOR_SEEDS)], ids[len(ANCHOR_SEEDS) :]
     star_sol, _ = star.build_star(reg, anchors, device=device, reporter=reporter, align_anchors=True)
     result = barriers.measure(reg, star=star_sol.id, held_out=held_out, align="weight", device=device, reporter=reporter)
-    unaligned = barriers.measure(reg, star=star_sol.id, held_out=held_out, device=device, reporter=reporter)
+    unaligned = barriers.measure(reg, star=star_sol.id, held_out=held_out, align="none", device=device, reporter=reporter)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     barrier_plot.plot(result, out / "barriers.png")

@@ -81,7 +81,7 @@ def splits_of(reg):
 def test_fast_barrier_equals_a_plain_reference(reg, tiny_config, batch_norm):
     config = recipes.resolve("mnist1d-mlp", width=16, epochs=2, overrides={"arch_kwargs.batch_norm": batch_norm})
     a, b = train_anchors(reg, config, [1, 2])
-    result = barriers.measure(reg, pairs=[(a, b)], points=5, batch_size=1000)
+    result = barriers.measure(reg, pairs=[(a, b)], points=5, batch_size=1000, align="none")
     splits = splits_of(reg)
     nets = [solutions.network(reg, solutions.get(reg, i)) for i in (a, b)]
     expected = reference_curve(*nets, 5, splits, splits["train"][0], 1000)
@@ -98,7 +98,7 @@ def test_fast_barrier_equals_a_plain_reference(reg, tiny_config, batch_norm):
 def test_bn_calibration_on_a_seeded_subset_equals_the_reference(reg, tiny_config):
     config = recipes.resolve("mnist1d-mlp", width=8, epochs=1, overrides={"arch_kwargs.batch_norm": True})
     a, b = train_anchors(reg, config, [1, 2])
-    result = barriers.measure(reg, pairs=[(a, b)], points=3, splits=("test",), bn_calibration=500, batch_size=256)
+    result = barriers.measure(reg, pairs=[(a, b)], points=3, splits=("test",), bn_calibration=500, batch_size=256, align="none")
     splits = splits_of(reg)
     subset = splits["train"][0][torch.randperm(4000, generator=torch.Generator().manual_seed(0))[:500]]
     nets = [solutions.network(reg, solutions.get(reg, i)) for i in (a, b)]
@@ -132,7 +132,7 @@ def test_the_barrier_of_a_solution_with_itself_is_zero(reg, tiny_config):
 
 def test_curve_endpoints_equal_each_models_own_metrics(reg, tiny_config):
     a, b = train_anchors(reg, tiny_config, [1, 2])
-    pair = barriers.measure(reg, pairs=[(a, b)], points=3)["pairs"][0]
+    pair = barriers.measure(reg, pairs=[(a, b)], points=3, align="none")["pairs"][0]
     ma, mb = solutions.get(reg, a).metrics, solutions.get(reg, b).metrics
     for split in ("train", "test"):
         assert pair[split]["loss"][0] == pytest.approx(ma[f"{split}_loss"], abs=1e-5)
@@ -154,7 +154,7 @@ def test_star_measurement_reports_star_and_regular_pairs_with_a_summary(reg, sta
     result = barriers.measure(reg, star=star_id, held_out=held, points=3)
     assert set(result) == {"star", "settings", "pairs", "summary"} and result["star"] == star_id
     assert result["settings"] == {"points": 3, "splits": ["train", "test"], "bn_calibration": "full", "batch_size": 4096,
-                                  "align": "none"}
+                                  "align": "weight"}  # auto: the MLP has a permutation spec
     kinds = [(p["a"], p["b"], p["kind"]) for p in result["pairs"]]
     assert kinds == [(star_id, h, "star-held-out") for h in held] + [
         (a, h, "regular-held-out") for a in anchors for h in held
@@ -281,8 +281,9 @@ def test_weight_alignment_connects_a_solution_to_its_own_permutation(reg, tiny_c
     permuted["layers.3.weight"] = state["layers.3.weight"][:, perm]
     fields = {k: getattr(sol, k) for k in ("arch", "arch_kwargs", "width", "dataset", "recipe", "config", "metrics")}
     b, _ = solutions.add(reg, permuted, key="permuted-copy", kind="external", seed=None, **fields)
-    plain = barriers.measure(reg, pairs=[(a, b.id)], points=5)["pairs"][0]
+    plain = barriers.measure(reg, pairs=[(a, b.id)], points=5, align="none")["pairs"][0]
     aligned = barriers.measure(reg, pairs=[(a, b.id)], points=5, align="weight")
     assert plain["train"]["loss_barrier"] > 0.05
     assert aligned["pairs"][0]["train"]["loss_barrier"] == pytest.approx(0.0, abs=1e-5)
     assert aligned["settings"]["align"] == "weight"
+    assert barriers.measure(reg, pairs=[(a, b.id)], points=5) == aligned  # auto: weight, as the paper measures

@@ -64,7 +64,9 @@ def barrier(
     splits: str = typer.Option("train,test", "--splits", help="train, test or train,test."),
     bn_calibration: str = typer.Option("full", "--bn-calibration", help="full | N (a fixed seeded subset of N samples)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Evaluation and BN-calibration batch (4096)."),
-    align: str = typer.Option("none", "--align", help="none | weight (permute B to A before interpolating)."),
+    align: str = typer.Option(
+        "auto", "--align", help="auto (weight where the architecture has a spec) | weight | none: permute B to A first."
+    ),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the curves as a PNG."),
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
     device: str = common.DeviceOpt,

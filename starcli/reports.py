@@ -287,7 +287,7 @@ def _pair_splits(pair: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in pair.items() if k in ("train", "test") and isinstance(v, dict)}
 
 
-def _stat(summary: dict[str, Any], group: str, split: str, metric: str) -> dict[str, Any]:
+def summary_stat(summary: dict[str, Any], group: str, split: str, metric: str) -> dict[str, Any]:
     return ((summary.get(group) or {}).get(split) or {}).get(metric) or {}
 
 
@@ -306,7 +306,7 @@ def summary_row(cell: dict[str, Any], splits: list[str]) -> dict[str, Any]:
     for split in splits:
         for metric in ("loss_barrier", "acc_barrier"):
             for group, short in CENTERS:
-                stat = _stat(summary, group, split, metric)
+                stat = summary_stat(summary, group, split, metric)
                 for field in ("mean", "std", "n"):
                     row[f"{short}_{split}_{metric}_{field}"] = stat.get(field)
         star, regular = row.get(f"star_{split}_loss_barrier_mean"), row.get(f"regular_{split}_loss_barrier_mean")
@@ -377,7 +377,7 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path) -> list[Pat
             figures.append(line_plot(path, xs, series, label, "train loss", title, logx=x in LOG_AXES))
         else:
             figures.append(bar_plot(path, [str(v) for v in xs], series, "train loss", title))
-    curves = _curve_groups(cells, "train")
+    curves = curve_groups(cells, "train")
     if curves:
         path = out / "curves-train.png"
         where = f"{label} {cells[-1][x]}, star {cells[-1]['star']}"
@@ -385,7 +385,7 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path) -> list[Pat
     return figures
 
 
-def _curve_groups(cells, split: str) -> dict[str, Any] | None:
+def curve_groups(cells, split: str) -> dict[str, Any] | None:
     """Interpolation curves of the last cell (the largest star of the grid), if `measure` returned them."""
     cell = cells[-1]
     groups: dict[str, list[list[float]]] = {g: [] for g in GROUPS}  # star first: C0 in every figure
@@ -517,176 +517,4 @@ def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], paper: di
         f"barrier pair(s) in {payload['wall_seconds']:.0f} s on `{payload['device']}`; every pair is in `pairs.csv`.",
         "",
     ]
-    return "\n".join(lines)
-
-
-# --- one star's report ------------------------------------------------------------------------------
-
-
-def star_report(
-    reg,
-    star_id: int,
-    out: Path,
-    held_out: list[int] | None = None,
-    samples: int = 32,
-    soup: bool = True,
-    device: str = "auto",
-    reporter=None,
-) -> dict[str, Any]:
-    """report.md + figures about one star: its anchors, own metrics, barrier summary and curves, and how
-    it compares with the aligned soup of its anchors and with their deep ensemble (and BMA)."""
-    from . import barriers, bma, data, solutions
-    from . import soup as soups
-    from .errors import StarlightError
-
-    star = solutions.get(reg, star_id)
-    if not star.anchors:
-        raise StarlightError(f"solution {star_id} is a {star.kind}, not a star: it has no anchors to report on")
-    held = held_out or measured_held_outs(reg, star)
-    if not held:
-        raise StarlightError(f"no held-outs have been measured against star {star_id} yet; pass --held-out IDS")
-    anchors = solutions.get_many(reg, star.anchors)
-    settings = report_settings(reg, star)
-    measured = barriers.measure(
-        reg, star=star_id, held_out=held, baseline="anchors", device=device, reporter=reporter, **settings
-    )
-    classification = data.info(star.dataset).task == "classification"
-
-    soup_part = None
-    if soup:
-        from .alignment import has_spec
-
-        align = has_spec(star.arch, star.arch_kwargs)
-        soup_sol, _ = soups.build_soup(reg, list(star.anchors), align=align, device=device, reporter=reporter)
-        soup_measured = barriers.measure(
-            reg, star=soup_sol.id, held_out=held, baseline="none", device=device, reporter=reporter, **settings
-        )
-        soup_part = {
-            "solution": soup_sol,
-            "aligned": align,
-            "summary": soup_measured["summary"].get("star-held-out", {}),
-            "pairs": [dict(p, kind="soup-held-out") for p in soup_measured["pairs"]],
-        }
-    bma_part = bma.run(reg, star_id, samples=samples, device=device, reporter=reporter) if classification else None
-
-    out.mkdir(parents=True, exist_ok=True)
-    figures = []
-    for split in ("train", "test"):
-        groups = _pair_curves(measured["pairs"] + (soup_part["pairs"] if soup_part else []), star_id, split)
-        if groups:
-            figures.append(curves_plot(out / f"curves-{split}.png", groups["ts"], groups["groups"], f"{split} loss", f"{split} loss along the segments"))
-    bars = _barrier_bars(measured["summary"], soup_part)
-    if bars:
-        figures.append(bar_plot(out / "barriers.png", ["train", "test"], bars, "loss barrier (mean ± std)", "held-out barriers by center"))
-    text = _star_markdown(star, anchors, held, measured, soup_part, bma_part, figures, classification)
-    (out / "report.md").write_text(text)
-    payload = {
-        "star": star_id,
-        "anchors": list(star.anchors),
-        "held_out": held,
-        "summary": measured["summary"],
-        "soup": {"id": soup_part["solution"].id, "aligned": soup_part["aligned"], "metrics": soup_part["solution"].metrics,
-                 "summary": soup_part["summary"]} if soup_part else None,
-        "bma": bma_part,
-        "files": ["report.md"] + [f.name for f in figures],
-    }
-    (out / "report.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    return payload | {"report": str(out / "report.md")}
-
-
-def report_settings(reg, star) -> dict[str, Any]:
-    """The barrier settings last used with this star (so the report reads the cache), else the paper's:
-    11 points, train and test, full BatchNorm re-estimation, weight-matching alignment when possible."""
-    from sqlmodel import select
-
-    from registry import BarrierResult
-
-    with reg.session() as s:
-        row = s.exec(
-            select(BarrierResult).where(BarrierResult.a_id == star.id).order_by(BarrierResult.id.desc())  # type: ignore[union-attr]
-        ).first()
-    if row is not None:
-        saved = row.settings
-        return {"points": saved["points"], "splits": tuple(saved["splits"]), "bn_calibration": saved["bn_calibration"],
-                "batch_size": saved["batch_size"], "align": saved["align"]}
-    from .alignment import has_spec
-
-    return {"align": "weight" if has_spec(star.arch, star.arch_kwargs) else "none"}
-
-
-def measured_held_outs(reg, star) -> list[int]:
-    """Solutions whose barrier against the star is already cached, anchors excluded."""
-    from sqlmodel import or_, select
-
-    from registry import BarrierResult
-
-    with reg.session() as s:
-        rows = s.exec(select(BarrierResult).where(or_(BarrierResult.a_id == star.id, BarrierResult.b_id == star.id))).all()
-    others = {r.b_id if r.a_id == star.id else r.a_id for r in rows}
-    return sorted(others - set(star.anchors) - {star.id})
-
-
-def _pair_curves(pairs, star_id: int, split: str) -> dict[str, Any] | None:
-    cell = {"star": star_id, "pairs": pairs}
-    return _curve_groups([cell], split)
-
-
-def _barrier_bars(summary, soup_part) -> dict[str, tuple[list, list]]:
-    bars = {}
-    for label, part in (("star–held-out", summary.get("star-held-out")), ("regular–held-out", summary.get("regular-held-out")),
-                        ("soup–held-out", soup_part["summary"] if soup_part else None)):
-        if part:
-            stats = [_stat({"g": part}, "g", split, "loss_barrier") for split in ("train", "test")]
-            bars[label] = ([s.get("mean") for s in stats], [s.get("std") for s in stats])
-    return bars
-
-
-def _star_markdown(star, anchors, held, measured, soup_part, bma_part, figures, classification: bool = True) -> str:
-    score = score_name("classification" if classification else "regression")
-    summary = measured["summary"]
-    cfg = (star.config or {}).get("star") or {}
-    lines = [
-        f"# Star {star.id}",
-        "",
-        f"`{star.arch}` (width {star.width}) on `{star.dataset}`, built from {len(anchors)} anchors"
-        + (f" with {json.dumps(cfg)}" if cfg else "") + f"; tested on held-outs {', '.join(map(str, held))}.",
-        "",
-        "## The models' own metrics",
-        "",
-    ]
-    own = [{"model": f"star {star.id}", **(star.metrics or {})}]
-    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
-    own.append({"model": "anchors (mean)", **{k: sum(a.metrics.get(k, 0) for a in anchors) / len(anchors) for k in keys}})
-    if soup_part:
-        own.append({"model": f"{'aligned' if soup_part['aligned'] else 'plain'} soup {soup_part['solution'].id}", **soup_part["solution"].metrics})
-    lines += [markdown_table(own, ["model", *keys], ["model", "train loss", f"train {score}", "test loss", f"test {score}"]), ""]
-    lines += ["## Held-out barriers", "", "Loss barrier per paper Eq. 1 (per-t line, floored at 0); mean ± std over pairs.", ""]
-    rows = []
-    parts = [("star–held-out", summary.get("star-held-out")), ("regular–held-out (anchor × held-out)", summary.get("regular-held-out"))]
-    if soup_part:
-        parts.append(("soup–held-out", soup_part["summary"]))
-    for label, part in parts:
-        if not part:
-            continue
-        row = {"pairs": label}
-        for split in ("train", "test"):
-            for metric, short in (("loss_barrier", "loss"), ("acc_barrier", "acc")):
-                stat = _stat({"g": part}, "g", split, metric)
-                row[f"{split} {short}"] = mean_std(stat.get("mean"), stat.get("std"), stat.get("n"))
-        rows.append(row)
-    if rows:
-        lines += [markdown_table(rows, list(rows[0])), ""]
-    if bma_part:
-        lines += [
-            "## Star-domain BMA vs the deep ensemble",
-            "",
-            f"{bma_part['samples']} draws of (anchor, t ~ {bma_part['t_sampling']}) on the star's segments, softmax averaged; "
-            f"{bma_part['split']} split; ECE with {bma_part['ece_bins']} bins; AUROC of the max-softmax confidence (correct vs wrong).",
-            "",
-        ]
-        table = [{"predictor": k, **v} for k, v in bma_part["methods"].items()]
-        lines += [markdown_table(table, ["predictor", "acc", "nll", "ece", "auroc"], ["predictor", "acc %", "NLL", "ECE %", "AUROC"]), ""]
-    lines += ["## Anchors", ""]
-    lines += [markdown_table([{"id": a.id, "seed": a.seed, **a.metrics} for a in anchors], ["id", "seed", *keys]), ""]
-    lines += [f"![{f.stem}]({f.name})" for f in figures] + [""]
     return "\n".join(lines)

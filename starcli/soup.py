@@ -126,17 +126,14 @@ def _aligned(reference, ref_state: dict[str, torch.Tensor], state: dict[str, tor
 
 
 def compare(
-    reg, soup_id: int, held_out: list[int], star: int | None = None, align: str | None = None, device: str = "auto", reporter=None
+    reg, soup_id: int, held_out: list[int], star: int | None = None, align: str = "auto", device: str = "auto", reporter=None
 ) -> dict[str, Any]:
     """The soup's held-out barriers and own metrics next to the star's (when given) and the regular
-    anchor–held-out baseline: one row per candidate center. Pairs are aligned by weight matching (the
-    paper's protocol) when the architecture has a permutation spec, unless `align` says otherwise."""
+    anchor–held-out baseline: one row per candidate center. With align "auto", pairs are weight-matched
+    (the paper's protocol) wherever the architecture has a permutation spec."""
     from . import barriers, solutions
-    from .alignment import has_spec
 
     soup_sol = solutions.get(reg, soup_id)
-    if align is None:
-        align = "weight" if has_spec(soup_sol.arch, soup_sol.arch_kwargs) else "none"
     candidates = [("soup", soup_sol)] + ([("star", solutions.get(reg, star))] if star is not None else [])
     rows: list[dict[str, Any]] = []
     regular = None
@@ -145,13 +142,14 @@ def compare(
             reg, star=sol.id, held_out=held_out, baseline="anchors", align=align, device=device, reporter=reporter
         )
         summary = result["summary"]
+        resolved = result["settings"]["align"]
         regular = regular or summary.get("regular-held-out")
         rows.append(_row(name, sol, summary.get("star-held-out") or {}))
     if regular:
         anchors = solutions.get_many(reg, soup_sol.anchors)
         mean = {k: sum(a.metrics[k] for a in anchors) / len(anchors) for k in ("train_loss", "test_acc")}
         rows.append(_row("regular (anchors)", None, regular, mean))
-    return {"held_out": held_out, "align": align, "columns": list(rows[0]), "rows": rows}
+    return {"held_out": held_out, "align": resolved, "columns": list(rows[0]), "rows": rows}
 
 
 def _row(name: str, sol, summary: dict[str, Any], metrics: dict[str, float] | None = None) -> dict[str, Any]:

@@ -249,8 +249,8 @@ def _check_barriers(options: dict[str, Any], where: str) -> None:
     batch = options.get("batch_size")
     if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
         raise UsageError(f"sweep {where}: [barriers] batch_size must be a positive integer")
-    if options.get("align", "weight") not in ALIGN_CHOICES:
-        raise UsageError(f"sweep {where}: [barriers] align must be one of {', '.join(ALIGN_CHOICES)}")
+    if options.get("align", "auto") not in ("auto",) + ALIGN_CHOICES:
+        raise UsageError(f"sweep {where}: [barriers] align must be one of auto, {', '.join(ALIGN_CHOICES)}")
 
 
 def _t_samplings(values: Any, where: str) -> list[str]:
@@ -349,7 +349,7 @@ def run(
         overall.advance(step=f"barriers of star {star.id}")
         result = _cell_result(reg, cell, star, anchors, held_out, measured)
         if sweep.soup:
-            result["soup"], created = _soup(reg, sweep, anchors, held_out, device, reporter)
+            result["soup"], created = _soup(reg, sweep, anchors, held_out, measured["settings"]["align"], device, reporter)
             computed["soups"] += int(created)
             overall.advance(step=f"soup {result['soup']['id']}")
         computed["barrier_pairs"] += _barrier_rows(reg) - before
@@ -363,7 +363,8 @@ def run(
         "recipe": sweep.recipe,
         "train": sweep.train,
         "star": sweep.star,
-        "barriers": _barrier_settings(sweep),
+        # As measured: "auto" alignment is reported as what it resolved to.
+        "barriers": _barrier_settings(sweep) | ({"align": results[0]["align"]} if results else {}),
         "x": sweep.x_axis(),
         "task": _task(sweep),
         "cells": results,
@@ -411,8 +412,8 @@ def _build_star(reg, sweep: Sweep, cell: Cell, anchors: list[int], device: str, 
 
 def _barrier_settings(sweep: Sweep) -> dict[str, Any]:
     # The paper permutes the second model of every pair to the first (weight matching) before
-    # interpolating; sweeps follow it unless the file says align = "none".
-    settings = {"points": 11, "splits": ["train", "test"], "bn_calibration": "full", "align": "weight"}
+    # interpolating; "auto" does so wherever the architecture has a permutation spec.
+    settings = {"points": 11, "splits": ["train", "test"], "bn_calibration": "full", "align": "auto"}
     settings.update(sweep.barriers)
     return settings
 
@@ -436,14 +437,17 @@ def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, 
     )
 
 
-def _soup(reg, sweep: Sweep, anchors: list[int], held_out: list[int], device: str, reporter) -> tuple[dict[str, Any], bool]:
-    """The reviewers' baseline for one star: the aligned average of the same anchors, tested on the same
-    held-outs with the same barrier settings. Pairs are labelled soup-held-out."""
+def _soup(
+    reg, sweep: Sweep, anchors: list[int], held_out: list[int], align: str, device: str, reporter
+) -> tuple[dict[str, Any], bool]:
+    """The reviewers' baseline for one star: the average of the same anchors, aligned when the star's pairs
+    were (`align`, as `measure` resolved it), tested on the same held-outs with the same barrier settings.
+    Pairs are labelled soup-held-out."""
     from . import soup
 
-    settings = _barrier_settings(sweep)
+    settings = dict(_barrier_settings(sweep), align=align)
     sol, created = soup.build_soup(
-        reg, anchors, align=settings["align"] == "weight", bn_calibration=settings["bn_calibration"], device=device, reporter=reporter
+        reg, anchors, align=align == "weight", bn_calibration=settings["bn_calibration"], device=device, reporter=reporter
     )
     from . import barriers
 
@@ -485,6 +489,7 @@ def _cell_result(reg, cell: Cell, star, anchors: list[int], held_out: list[int],
         "t_sampling": cell.t_sampling,
         "star_seed": cell.star_seed,
         "star": star.id,
+        "align": measured["settings"]["align"],
         "anchors": anchors,
         "held_out": held_out,
         "star_metrics": dict(star.metrics or {}),

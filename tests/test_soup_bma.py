@@ -184,13 +184,13 @@ def test_soup_compares_its_held_out_barriers_with_the_stars(reg, measured_star):
 
 
 def test_a_star_report_reuses_the_measured_settings_and_compares_soup_and_ensemble(reg, measured_star, tmp_path, monkeypatch):
-    from starcli import barriers, reports
+    from starcli import barriers, star_report
 
     built, held = measured_star
     real = barriers.compute_pairs
     computed = []
     monkeypatch.setattr(barriers, "compute_pairs", lambda reg, by_id, todo, *a, **k: computed.extend(todo) or real(reg, by_id, todo, *a, **k))
-    result = reports.star_report(reg, built.id, tmp_path / "r", samples=3, device="cpu")
+    result = star_report.write(reg, built.id, tmp_path / "r", samples=3, device="cpu")
     # The star's own pairs came from the cache (same 5-point aligned settings); only the soup's were new.
     soup_id = result["soup"]["id"]
     assert computed == [(soup_id, held.id)]

@@ -3,12 +3,11 @@
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from starcli import solutions, sweeps
-from starcli.errors import StarlightError, UsageError
+from starcli.errors import StarlightError
 
 GPU_SWEEPS = ["cifar10-resnet18", "cifar100-resnet18", "cifar10-vgg11", "cifar10-wrn", "mnist-mlp"]
 CPU_SWEEPS = ["width-mnist1d", "anchors-mnist1d", "t-sampling-mnist1d", "linear-toy"]

@@ -151,7 +151,7 @@ def report(
     json_: bool = common.JsonOpt,
 ) -> None:
     """One markdown report about a star: anchors, own metrics, barriers and curves, soup and ensemble."""
-    from starcli import reports
+    from starcli import star_report
 
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, got {samples}")
@@ -161,7 +161,7 @@ def report(
     held = common.ids(held_out, "held-out") if held_out else None
     rep = common.reporter()
     with rep.live():
-        result = reports.star_report(reg, star, Path(out), held_out=held, samples=samples, soup=soup, device=device, reporter=rep)
+        result = star_report.write(reg, star, Path(out), held_out=held, samples=samples, soup=soup, device=device, reporter=rep)
     if json_:
         common.echo_json(result)
     else:

@@ -147,15 +147,10 @@ def fit_star(
                 if mu_star > 0:
                     own = evaluation.loss_fn(model(xb), yb, label_smoothing=config["label_smoothing"])
                     loss = (loss + mu_star * own) / (1 + mu_star)
-            if not torch.isfinite(loss):
-                raise StarlightError(
-                    f"star seed {seed}: the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
-                    "nothing was registered. Check the anchors, or lower the recipe's lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            total += training.descend(
+                optimizer, loss, f"star seed {seed}, epoch {epoch + 1}, step {i + 1}",
+                "Check the anchors, or lower the recipe's lr",
+            )
         if on_epoch:
             on_epoch(epoch + 1, total / steps_per_epoch)
     return model

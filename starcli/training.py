@@ -82,6 +82,19 @@ def prepare_model(model: nn.Module, device: torch.device, config: dict[str, Any]
     return model
 
 
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, where: str, advice: str) -> float:
+    """One optimizer step on `loss`, returning its value; shared by anchor and star training.
+
+    A NaN or infinite loss stops the run before it touches the weights: nothing half-trained is registered.
+    """
+    if not torch.isfinite(loss):
+        raise StarlightError(f"{where}: the loss became {loss.item()}; nothing was registered. {advice}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 class ResumeFile:
     """The last finished epoch of one run: model, optimizer state and epoch, as safetensors + JSON.
 
@@ -175,15 +188,9 @@ def fit(
             xb = data.augment(train.x[idx.to(train.x.device)], config["augmentation"], g)
             with autocast(device, config):
                 loss = evaluation.loss_fn(model(xb), train.y[idx.to(train.y.device)], label_smoothing=config["label_smoothing"])
-            if not torch.isfinite(loss):
-                raise StarlightError(
-                    f"seed {seed}: the loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
-                    "nothing was registered. Lower --lr or check the data"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            total += descend(
+                optimizer, loss, f"seed {seed}, epoch {epoch + 1}, step {i + 1}", "Lower --lr or check the data"
+            )
         if resume:
             resume.save(model, optimizer, epoch + 1)
         if on_epoch:

@@ -148,7 +148,7 @@ def fit_star(
                     own = evaluation.loss_fn(model(xb), yb, label_smoothing=config["label_smoothing"])
                     loss = (loss + mu_star * own) / (1 + mu_star)
             total += training.descend(
-                optimizer, loss, f"star seed {seed}, epoch {epoch + 1}, step {i + 1}",
+                optimizer, loss, f"star seed {seed}", f"epoch {epoch + 1}, step {i + 1}",
                 "Check the anchors, or lower the recipe's lr",
             )
         if on_epoch:

@@ -82,13 +82,13 @@ def prepare_model(model: nn.Module, device: torch.device, config: dict[str, Any]
     return model
 
 
-def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, where: str, advice: str) -> float:
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, who: str, when: str, advice: str) -> float:
     """One optimizer step on `loss`, returning its value; shared by anchor and star training.
 
     A NaN or infinite loss stops the run before it touches the weights: nothing half-trained is registered.
     """
     if not torch.isfinite(loss):
-        raise StarlightError(f"{where}: the loss became {loss.item()}; nothing was registered. {advice}")
+        raise StarlightError(f"{who}: the loss became {loss.item()} at {when}; nothing was registered. {advice}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -189,7 +189,7 @@ def fit(
             with autocast(device, config):
                 loss = evaluation.loss_fn(model(xb), train.y[idx.to(train.y.device)], label_smoothing=config["label_smoothing"])
             total += descend(
-                optimizer, loss, f"seed {seed}, epoch {epoch + 1}, step {i + 1}", "Lower --lr or check the data"
+                optimizer, loss, f"seed {seed}", f"epoch {epoch + 1}, step {i + 1}", "Lower --lr or check the data"
             )
         if resume:
             resume.save(model, optimizer, epoch + 1)

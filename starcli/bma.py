@@ -90,9 +90,7 @@ def run(
     if samples < 1:
         raise StarlightError(f"--samples must be at least 1, got {samples}")
     reporter = reporter or Reporter()
-    star = solutions.get(reg, star_id)
-    if not star.anchors:
-        raise StarlightError(f"solution {star_id} is a {star.kind}, not a star: it has no anchors to average over")
+    star = solutions.get_star(reg, star_id, "to average over")
     if data.info(star.dataset).task != "classification":
         raise StarlightError(f"BMA compares classifiers; solution {star_id} is trained on regression data ({star.dataset})")
     anchors = solutions.get_many(reg, star.anchors)

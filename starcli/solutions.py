@@ -16,12 +16,6 @@ if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
-RECORD_KEYS = (
-    "id kind arch arch_kwargs width seed dataset recipe epochs metrics checkpoint sha256 device "
-    "wall_seconds created_at anchors"
-).split()
-
-
 def record(reg: Registry, sol: Solution, full: bool = False) -> dict[str, Any]:
     """The JSON record of a solution (`show --json` adds config, versions and provenance)."""
     out = {
@@ -133,6 +127,15 @@ def network(reg: Registry, sol: Solution, device: "torch.device | str" = "cpu") 
     return model.to(device).eval()
 
 
+def get_star(reg: Registry, sid: int, purpose: str) -> Solution:
+    """A solution that records its anchors (a star, or a soup): what BMA, soups and reports start from."""
+    sol = get(reg, sid)
+    if not sol.anchors:
+        article = "an" if sol.kind[:1] in "aeiou" else "a"
+        raise StarlightError(f"solution {sid} is {article} {sol.kind}, not a star: it has no anchors {purpose}")
+    return sol
+
+
 def require_same_task(sols: list[Solution], role: str = "solutions") -> None:
     """Interpolating across architectures or datasets is meaningless: refuse with the mismatch named."""
     first = sols[0]
@@ -143,12 +146,8 @@ def require_same_task(sols: list[Solution], role: str = "solutions") -> None:
                     f"{role} must share {field}: solution {first.id} has {getattr(first, field)!r} but "
                     f"{other.id} has {getattr(other, field)!r}"
                 )
-        if _shape_kwargs(other.arch_kwargs) != _shape_kwargs(first.arch_kwargs):
+        if other.arch_kwargs != first.arch_kwargs:
             raise StarlightError(
                 f"{role} must share arch_kwargs: solution {first.id} has {first.arch_kwargs} but "
                 f"{other.id} has {other.arch_kwargs}"
             )
-
-
-def _shape_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return dict(sorted(kwargs.items()))

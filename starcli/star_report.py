@@ -27,9 +27,7 @@ def write(
     from . import soup as soups
     from .errors import StarlightError
 
-    star = solutions.get(reg, star_id)
-    if not star.anchors:
-        raise StarlightError(f"solution {star_id} is a {star.kind}, not a star: it has no anchors to report on")
+    star = solutions.get_star(reg, star_id, "to report on")
     held = held_out or measured_held_outs(reg, star)
     if not held:
         raise StarlightError(f"no held-outs have been measured against star {star_id} yet; pass --held-out IDS")

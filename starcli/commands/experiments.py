@@ -83,9 +83,7 @@ def soup(
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError("there is no registry here yet: train anchors first (`starlight train --seed 1-5`)")
-    star_sol = solutions.get(reg, star) if star is not None else None
-    if star_sol is not None and not star_sol.anchors:
-        raise StarlightError(f"solution {star} is a {star_sol.kind}, not a star: it has no anchors")
+    star_sol = solutions.get_star(reg, star, "to average") if star is not None else None
     anchor_ids = list(star_sol.anchors) if star_sol is not None else common.ids(anchors, "anchor")
     held = common.ids(held_out, "held-out") if held_out else []
     calibration = _bn_calibration(bn_calibration)

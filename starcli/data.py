@@ -7,7 +7,7 @@ small datasets this project uses gain nothing from DataLoader worker processes, 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +44,6 @@ class DatasetInfo:
         if self.name == "linreg":
             return "synthetic: standard normal inputs, targets as generated (not normalised)"
         return f"pixel/255, then per-channel mean {list(self.mean)} and std {list(self.std)}"
-
-    def record(self) -> dict:
-        return asdict(self)
-
 
 LINREG_INPUTS, LINREG_OUTPUTS, LINREG_TRAIN, LINREG_TEST = 8, 1, 2000, 1000
 

@@ -237,7 +237,7 @@ def train(
     """Train and register one anchor per seed; seeds already registered with this config are skipped."""
     import time
 
-    from . import devices, evaluation, solutions
+    from . import devices, solutions
     from .progress import Reporter
 
     reporter = reporter or Reporter()
@@ -259,8 +259,6 @@ def train(
         wall = time.perf_counter() - start
         task.done()
         metrics = evaluation.metrics(model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)})
-        from . import models
-
         sol, created = solutions.add(
             reg,
             model.state_dict(),

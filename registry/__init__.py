@@ -4,7 +4,8 @@ Nothing here imports torch at module level, so listing the registry stays instan
 """
 
 from .database import Registry, open_registry
-from .store import CheckpointStore, CorruptBlobError
+from .errors import CorruptBlobError, RegistryError
+from .store import CheckpointStore
 from .tables import BarrierResult, Solution
 
-__all__ = ["Registry", "open_registry", "CheckpointStore", "CorruptBlobError", "Solution", "BarrierResult"]
+__all__ = ["Registry", "open_registry", "CheckpointStore", "CorruptBlobError", "RegistryError", "Solution", "BarrierResult"]

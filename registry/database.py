@@ -12,9 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlmodel import Session
 
-from starcli import settings
-
-from . import migrations
+from . import migrations, paths
 from .store import CheckpointStore
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -76,7 +74,7 @@ class Registry:
     def __init__(self, home: Path, url: str | None = None):
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.url = url or settings.db_url(self.home)
+        self.url = url or paths.db_url(self.home)
         self.engine = make_engine(self.url)
         migrations.apply(self.engine)
         self.store = CheckpointStore(self.home / "blobs")
@@ -100,8 +98,8 @@ def open_registry(home: str | Path | None = None, create: bool = True) -> Regist
 
     Read-only commands pass create=False so that `starlight list` in an empty folder leaves no trace.
     """
-    home_dir = settings.home(home)
-    url = settings.db_url(home_dir)
+    home_dir = paths.home(home)
+    url = paths.db_url(home_dir)
     if not create and url.startswith("sqlite") and not (home_dir / "registry.db").exists():
         return None
     return Registry(home_dir, url)

@@ -13,14 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from starcli.errors import StarlightError
+from .errors import CorruptBlobError
 
 if TYPE_CHECKING:
     import torch
-
-
-class CorruptBlobError(StarlightError):
-    pass
 
 
 class CheckpointStore:

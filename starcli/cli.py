@@ -48,13 +48,15 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
+    from registry import RegistryError
+
     from .errors import StarlightError
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         result = app(args=argv, standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except StarlightError as e:
+    except (StarlightError, RegistryError) as e:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)

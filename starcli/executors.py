@@ -329,13 +329,15 @@ def require(module: str, extra: str):
 
 def _job_error(e: BaseException, fallback: str) -> StarlightError:
     """A worker's failure as one line: its own StarlightError message, else the last line of its trace."""
-    if isinstance(e, StarlightError):
+    from registry import RegistryError
+
+    if isinstance(e, (StarlightError, RegistryError)):
         return StarlightError(str(e).strip().splitlines()[0])
     text = str(e)
     parts = text.split("----------------------")  # submitit quotes the job's traceback between these
     lines = [line.strip() for line in (parts[1] if len(parts) >= 3 else text).splitlines() if line.strip()]
     last = lines[-1] if lines else type(e).__name__
-    for prefix in ("starcli.errors.StarlightError: ", "starcli.errors.UsageError: "):
+    for prefix in ("starcli.errors.StarlightError: ", "starcli.errors.UsageError: ", "registry.errors.CorruptBlobError: "):
         if last.startswith(prefix):
             return StarlightError(last[len(prefix):])
     return StarlightError(f"{fallback} ({last})")

@@ -58,22 +58,23 @@ def fit_fewer_syncs(config, seed, device, train):
     import torch
     import torch.nn.functional as F
 
-    from starcli import models, training
+    from starcli import models
+    from starcli.engine import loop
 
     torch.manual_seed(seed)
-    model = training.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
-    optimizer = training.build_optimizer(model.parameters(), config)
-    steps = len(training.batches(len(train.x), config["batch_size"], training.epoch_generator(seed, 0)))
+    model = loop.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
+    optimizer = loop.build_optimizer(model.parameters(), config)
+    steps = len(loop.batches(len(train.x), config["batch_size"], loop.epoch_generator(seed, 0)))
     model.train()
     for epoch in range(config["epochs"]):
-        g = training.epoch_generator(seed, epoch)
+        g = loop.epoch_generator(seed, epoch)
         total = torch.zeros((), device=device)
-        for i, idx in enumerate(training.batches(len(train.x), config["batch_size"], g)):
+        for i, idx in enumerate(loop.batches(len(train.x), config["batch_size"], g)):
             for group in optimizer.param_groups:
-                group["lr"] = training.lr_at(config, epoch * steps + i, steps)
+                group["lr"] = loop.lr_at(config, epoch * steps + i, steps)
             idx = idx.to(device, non_blocking=True)
             xb = augment_few_syncs(train.x[idx], config["augmentation"], g)
-            with training.autocast(device, config):
+            with loop.autocast(device, config):
                 loss = F.cross_entropy(model(xb), train.y[idx], label_smoothing=config["label_smoothing"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -87,8 +88,11 @@ if __name__ == "__main__":
     import torch
 
     from registry import open_registry
-    from starcli import devices, executors, models, recipes, training
+    from starcli import models
+    from starcli.engine import data, devices, loop, recipes, training
     from starcli.errors import StarlightError
+    from starcli.solutions import anchors as anchor_training
+    from starcli.solutions import executors
 
     reg = open_registry(HOME)
     anchors: list[int] = []
@@ -107,12 +111,12 @@ if __name__ == "__main__":
     def _():
         dev = torch.device("cuda")
         cfg = recipes.resolve("cifar10-resnet18", width=16, epochs=2, overrides={"dataset": "digits", "precision": "bf16"})
-        model = training.prepare_model(models.create(cfg["arch"], **cfg["arch_kwargs"]), dev, cfg)
+        model = loop.prepare_model(models.create(cfg["arch"], **cfg["arch_kwargs"]), dev, cfg)
         conv = next(p for p in model.parameters() if p.ndim == 4)
-        x = training.load_split("digits", "train", dev, home=reg.home).x[:8]
-        with training.autocast(dev, cfg):
+        x = data.load_split("digits", "train", dev, cache_dir=reg.home / "datasets").x[:8]
+        with loop.autocast(dev, cfg):
             logits_dtype = str(model(x).dtype)
-        [o] = training.train(reg, cfg, [1], device="cuda")
+        [o] = anchor_training.train(reg, cfg, [1], device="cuda")
         return {
             "channels_last": conv.is_contiguous(memory_format=torch.channels_last),
             "logits_dtype_under_autocast": logits_dtype,
@@ -134,9 +138,9 @@ if __name__ == "__main__":
 
     @section("star_and_barrier")
     def _():
-        from starcli import barriers, star
+        from starcli.solutions import barriers, stars
 
-        sol, created = star.build_star(reg, anchors[:2], epochs=2, device="cuda")
+        sol, created = stars.build_star(reg, anchors[:2], epochs=2, device="cuda")
         result = barriers.measure(reg, star=sol.id, held_out=anchors[2:], points=5, device="cuda")
         return {"star": (sol.id, sol.device, sol.metrics), "created": created, "summary": result["summary"]}
 
@@ -145,13 +149,13 @@ if __name__ == "__main__":
         # The paper's recipe on 10240 synthetic CIFAR-shaped samples: one epoch = 80 steps of batch 128.
         dev = torch.device("cuda")
         g = torch.Generator().manual_seed(0)
-        split = training.Split(torch.randn(10240, 3, 32, 32, generator=g).to(dev), torch.randint(0, 10, (10240,), generator=g).to(dev))
+        split = data.Split(torch.randn(10240, 3, 32, 32, generator=g).to(dev), torch.randint(0, 10, (10240,), generator=g).to(dev))
         out = {}
         for precision in ("fp32", "bf16"):
             for bench in (False, True):
                 torch.backends.cudnn.benchmark = bench
                 cfg = recipes.resolve("cifar10-resnet18", epochs=1, overrides={"precision": precision})
-                training.fit(dict(cfg), 0, dev, training.Split(split.x[:1024], split.y[:1024]))  # warm-up
+                training.fit(dict(cfg), 0, dev, data.Split(split.x[:1024], split.y[:1024]))  # warm-up
                 torch.cuda.synchronize()
                 start = time.perf_counter()
                 training.fit(cfg, 1, dev, split)
@@ -161,21 +165,21 @@ if __name__ == "__main__":
         cfg = recipes.resolve("cifar10-resnet18", epochs=1, overrides={"precision": "bf16"})
         for name, fit in (("bf16_no_augmentation", training.fit), ("bf16_fewer_syncs", fit_fewer_syncs)):
             c = dict(cfg, augmentation="none") if name == "bf16_no_augmentation" else cfg
-            fit(c, 0, dev, training.Split(split.x[:1024], split.y[:1024]))
+            fit(c, 0, dev, data.Split(split.x[:1024], split.y[:1024]))
             torch.cuda.synchronize()
             start = time.perf_counter()
             fit(c, 1, dev, split)
             torch.cuda.synchronize()
             out[f"{name}_ms_per_step"] = round((time.perf_counter() - start) / 80 * 1000, 2)
         # The same model and optimizer with no host work between steps: the floor for the loop.
-        model = training.prepare_model(models.create(cfg["arch"], **cfg["arch_kwargs"]), dev, cfg)
-        opt = training.build_optimizer(model.parameters(), cfg)
+        model = loop.prepare_model(models.create(cfg["arch"], **cfg["arch_kwargs"]), dev, cfg)
+        opt = loop.build_optimizer(model.parameters(), cfg)
         xb, yb = split.x[:128], split.y[:128]
         for i in range(90):
             if i == 10:
                 torch.cuda.synchronize()
                 start = time.perf_counter()
-            with training.autocast(dev, cfg):
+            with loop.autocast(dev, cfg):
                 loss = torch.nn.functional.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -32,16 +32,22 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from registry import open_registry  # noqa: E402
-from starcli import barriers, devices, evaluation, recipes, solutions, star, training  # noqa: E402
+from starcli.engine import data, devices, evaluation, recipes
+from starcli.solutions import anchors as anchor_training
+from starcli.solutions import (
+    barriers,  # noqa: E402
+    records,
+    stars,
+)
 
 
 def naive_measure(reg, plan, device, batch_size: int, points: int = 11) -> list:
     """Curves of every pair, one deep copy per point, nothing shared between pairs."""
     out = []
     for a, b, _ in plan:
-        sol_a, sol_b = solutions.get(reg, a), solutions.get(reg, b)
-        net_a, net_b = solutions.network(reg, sol_a, device), solutions.network(reg, sol_b, device)
-        splits = {s: training.load_split(sol_a.dataset, s, device, home=reg.home) for s in ("train", "test")}
+        sol_a, sol_b = records.get(reg, a), records.get(reg, b)
+        net_a, net_b = records.network(reg, sol_a, device), records.network(reg, sol_b, device)
+        splits = {s: data.load_split(sol_a.dataset, s, device, cache_dir=reg.home / "datasets") for s in ("train", "test")}
         state_a, state_b = net_a.state_dict(), net_b.state_dict()
         curve = {s: ([], []) for s in splits}
         for i in range(points):
@@ -80,10 +86,10 @@ def line_ablation(reg, plan, device, repeats: int) -> dict[str, float]:
     """Seconds for the interior points of all pairs, by number of t per pass (endpoints loaded once)."""
     from starcli.interpolation import LineEvaluator
 
-    first = solutions.get(reg, plan[0][0])
-    splits = {s: training.load_split(first.dataset, s, device, home=reg.home) for s in ("train", "test")}
+    first = records.get(reg, plan[0][0])
+    splits = {s: data.load_split(first.dataset, s, device, cache_dir=reg.home / "datasets") for s in ("train", "test")}
     splits = {s: (sp.x, sp.y) for s, sp in splits.items()}
-    states = {i: solutions.state_dict(reg, solutions.get(reg, i), device) for a, b, _ in plan for i in (a, b)}
+    states = {i: records.state_dict(reg, records.get(reg, i), device) for a, b, _ in plan for i in (a, b)}
     interior = [i / 10 for i in range(1, 10)]
     out = {}
     for t_batch in (1, 3, len(interior)):
@@ -121,8 +127,8 @@ def main() -> None:
     config = recipes.resolve(recipes.DEFAULT_RECIPE, epochs=3, overrides=overrides)
     with tempfile.TemporaryDirectory() as home:
         reg = open_registry(home)
-        ids = [o.solution.id for o in training.train(reg, config, list(range(1, 9)), device=str(device))]
-        star_sol, _ = star.build_star(reg, ids[:5], epochs=1, device=str(device))
+        ids = [o.solution.id for o in anchor_training.train(reg, config, list(range(1, 9)), device=str(device))]
+        star_sol, _ = stars.build_star(reg, ids[:5], epochs=1, device=str(device))
         plan, _ = barriers.plan_pairs(reg, star_sol.id, ids[5:], None, "anchors")
 
         def fast():

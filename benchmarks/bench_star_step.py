@@ -1,6 +1,6 @@
 """Cost of a Starlight step against a plain training step of the same model and batch.
 
-Both loops are the project's own (`training.fit` and `star.fit_star`) over the same batches: one epoch
+Both loops are the project's own (`training.fit` and `starlight.fit_star`) over the same batches: one epoch
 of STEPS steps, run alternately REPEATS times; the table shows the median time per step. The star step
 adds drawing an anchor and a t, `torch._foreach_lerp` of the parameters, `functional_call`, and the
 (1−t) factor in the backward pass. Target: ratio ≤ 1.2.
@@ -20,7 +20,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from starcli import devices, models, recipes, star, training  # noqa: E402
+from starcli import models
+from starcli.engine import (
+    data,
+    devices,  # noqa: E402
+    recipes,
+    starlight,
+    training,
+)
 
 # (label, recipe, overrides): the demo's MLP, a wider deeper MLP, and a small CIFAR ResNet-18 with BatchNorm.
 CASES = [
@@ -30,15 +37,15 @@ CASES = [
 ]
 
 
-def synthetic_split(config: dict, n: int, device: torch.device) -> training.Split:
+def synthetic_split(config: dict, n: int, device: torch.device) -> data.Split:
     """Random inputs of the dataset's shape: the cost of a step does not depend on the values."""
-    from starcli import data
+    from starcli.engine import data
 
     info = data.info(config["dataset"])
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, *info.shape, generator=g)
     y = torch.randint(0, info.num_classes, (n,), generator=g)
-    return training.Split(x.to(device), y.to(device))
+    return data.Split(x.to(device), y.to(device))
 
 
 def sync(device: torch.device) -> None:
@@ -62,9 +69,9 @@ def bench(label: str, recipe: str, overrides: dict, device: torch.device, steps:
         torch.manual_seed(100 + seed)
         net = models.create(config["arch"], **config["arch_kwargs"])
         anchors.append({k: v.to(device) for k, v in net.state_dict().items()})
-    sampling = star.TSampling.parse("uniform")
+    sampling = starlight.TSampling.parse("uniform")
     plain = lambda: training.fit(config, 0, device, split)  # noqa: E731
-    starred = lambda: star.fit_star(config, anchors, 0, device, split, sampling)  # noqa: E731
+    starred = lambda: starlight.fit_star(config, anchors, 0, device, split, sampling)  # noqa: E731
     plain(), starred()  # warm-up: allocator, kernels, lazy imports
     plain_times, star_times = [], []
     for _ in range(repeats):

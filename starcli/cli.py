@@ -1,4 +1,5 @@
-"""The `starlight` command line: a Typer app whose commands live in starcli/commands/.
+"""The `starlight` entry point: the Typer app of starcli/commands/ with every command module loaded, and
+`main()`, which turns errors into one line.
 
 Errors a user can act on print as one line on stderr with exit 1 (usage errors exit 2); `--debug`
 shows the traceback instead.
@@ -7,44 +8,8 @@ shows the traceback instead.
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
-import typer
-
-from .commands import common
-
-app = typer.Typer(
-    name="starlight",
-    help="Star domains of neural-network solutions: train solutions, build star models, measure barriers.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-@app.callback()
-def _global(
-    home: Optional[str] = typer.Option(None, "--home", help="Registry folder (default $STARLIGHT_HOME or ./.starlight)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-) -> None:
-    common.state.home = home
-    common.state.debug = debug
-
-
-def _register_commands() -> None:
-    from .commands import solutions  # noqa: F401
-
-    for name in ("star", "alignment", "scale", "experiments"):
-        try:
-            __import__(f"starcli.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"starcli.commands.{name}":
-                raise
-
-
-_register_commands()
+from .commands import alignment, app, experiments, solutions, star  # noqa: F401  (each module adds its commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,10 @@ def reg(home: Path):
 @pytest.fixture(scope="session")
 def mnist1d_cache(tmp_path_factory) -> Path:
     """Generate MNIST-1D once per test session; tests copy the cache into their home."""
-    from starcli import data
+    from starcli.engine import data
 
     h = tmp_path_factory.mktemp("mnist1d-home")
-    data.load("mnist1d", "train", home=h)
+    data.load("mnist1d", "train", cache_dir=h / "datasets")
     return h / "datasets" / "mnist1d.npz"
 
 
@@ -41,7 +41,7 @@ def tiny_config(home: Path, mnist1d_cache: Path):
     """A seconds-long MNIST-1D MLP recipe for tests that train."""
     import shutil
 
-    from starcli import recipes
+    from starcli.engine import recipes
 
     (home / "datasets").mkdir(parents=True, exist_ok=True)
     shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")

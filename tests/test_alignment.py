@@ -10,10 +10,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from starcli import alignment, models, solutions, training
-from starcli.alignment import selfcheck, tracing
+from starcli import alignment, models
+from starcli.alignment import derive, selfcheck
 from starcli.alignment.spec import PermutationSpec
+from starcli.engine import data, training
 from starcli.errors import StarlightError
+from starcli.solutions import anchors as anchor_training
+from starcli.solutions import records
 
 ARCHITECTURES = [
     ("mlp", {"width": 16}),
@@ -149,10 +152,10 @@ def _loss_barrier(net, state_a, state_b, x, y, points=11):
 
 
 def test_on_mnist1d_mlps_the_aligned_barrier_is_lower_than_the_unaligned_one(tiny_config):
-    from starcli import recipes
+    from starcli.engine import recipes
 
     config = recipes.resolve("mnist1d-mlp", width=128, epochs=6)
-    train = training.load_split("mnist1d", "train", torch.device("cpu"), home=None)
+    train = data.load_split("mnist1d", "train", torch.device("cpu"), cache_dir=None)
     a = training.fit(config, 1, torch.device("cpu"), train).state_dict()
     b = training.fit(config, 2, torch.device("cpu"), train).state_dict()
     aligned = alignment.align_state("mlp", config["arch_kwargs"], a, b)
@@ -180,7 +183,7 @@ class _CumsumBlock(nn.Module):
 
 def test_an_operation_without_a_rule_is_refused_naming_it_and_its_module():
     with pytest.raises(StarlightError, match=r"cumsum.*'mix'"):
-        tracing.derive_spec(_Cumulative(), torch.randn(2, 4))
+        derive.derive_spec(_Cumulative(), torch.randn(2, 4))
 
 
 class _Mixed(nn.Module):
@@ -207,7 +210,7 @@ class _Mixed(nn.Module):
 
 def test_depthwise_convs_share_their_channels_and_grouped_convs_stay_in_place():
     net, x = _Mixed().eval(), torch.randn(2, 3, 8, 8)
-    spec = tracing.derive_spec(net, x)
+    spec = derive.derive_spec(net, x)
     assert spec.axes["depthwise.weight"][0] == spec.axes["stem.weight"][0] == ("stem",)
     assert "grouped.weight" not in spec.axes and "pre.weight" not in spec.axes
     assert spec.axes["ln.weight"][0] == (8, "branch")  # the grouped half stays, the other half permutes
@@ -237,7 +240,7 @@ def test_a_hand_written_spec_is_used_and_self_checked(monkeypatch):
 
 @pytest.fixture
 def two_anchors(reg, tiny_config):
-    return [o.solution for o in training.train(reg, tiny_config, [1, 2], device="cpu")]
+    return [o.solution for o in anchor_training.train(reg, tiny_config, [1, 2], device="cpu")]
 
 
 def test_align_registers_an_aligned_copy_computing_b_s_function_once(cli, reg, two_anchors):
@@ -245,17 +248,17 @@ def test_align_registers_an_aligned_copy_computing_b_s_function_once(cli, reg, t
     code, out, err = cli("align", str(b.id), "--to", str(a.id), "--json")
     assert code == 0, err
     rec = json.loads(out)
-    full = solutions.record(reg, solutions.get(reg, rec["id"]), full=True)
+    full = records.record(reg, records.get(reg, rec["id"]), full=True)
     assert rec["kind"] == "aligned" and full["source_id"] == b.id and full["target_id"] == a.id
     assert full["config"]["method"] == "weight_matching" and full["config"]["seed"] == 0
     assert rec["metrics"]["l2_to_target"] <= rec["metrics"]["l2_to_target_unaligned"]
     x = torch.randn(16, 40)
     with torch.no_grad():
-        expected = solutions.network(reg, b)(x)
-        got = solutions.network(reg, solutions.get(reg, rec["id"]))(x)
+        expected = records.network(reg, b)(x)
+        got = records.network(reg, records.get(reg, rec["id"]))(x)
     assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
     code, out, _ = cli("align", str(b.id), "--to", str(a.id))
-    assert code == 0 and "already aligned" in out and len(solutions.query(reg)) == 3
+    assert code == 0 and "already aligned" in out and len(records.query(reg)) == 3
 
 
 @pytest.mark.parametrize(
@@ -265,7 +268,7 @@ def test_align_registers_an_aligned_copy_computing_b_s_function_once(cli, reg, t
 def test_align_errors_are_one_line_and_register_nothing(cli, reg, two_anchors, args, code, message):
     got, out, err = cli("align", *args)
     assert got == code and message in err and len(err.strip().splitlines()) == 1 and out == ""
-    assert len(solutions.query(reg)) == 2
+    assert len(records.query(reg)) == 2
 
 
 def test_spec_prints_groups_coverage_and_the_self_check(cli, home):
@@ -303,6 +306,6 @@ class _GatedMLP(nn.Module):
 
 def test_a_chunked_layer_output_permutes_its_pieces_together():
     net, x = _GatedMLP().eval(), torch.randn(4, 6)
-    spec = tracing.derive_spec(net, x)
+    spec = derive.derive_spec(net, x)
     assert spec.axes["fc1.weight"][0] == ("fc1", "fc1") and spec.axes["fc2.weight"][1] == ("fc1",)
     assert selfcheck.check(spec, net, x).ok

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 
 import pytest
 import torch
@@ -13,12 +12,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from registry import BarrierResult
-from starcli import barriers, interpolation, recipes, solutions, star, training
+from starcli.engine import barriers as eq1
+from starcli.engine import data, interpolation, recipes
 from starcli.errors import StarlightError, UsageError
+from starcli.solutions import anchors as anchor_training
+from starcli.solutions import barriers, records, stars
 
 
 def train_anchors(reg, config, seeds):
-    return [o.solution.id for o in training.train(reg, config, seeds)]
+    return [o.solution.id for o in anchor_training.train(reg, config, seeds)]
 
 
 def barrier_rows(reg) -> int:
@@ -74,7 +76,7 @@ def reference_barrier(values, higher_is_worse=True):
 
 def splits_of(reg):
     cpu = torch.device("cpu")
-    return {s: (lambda sp: (sp.x, sp.y))(training.load_split("mnist1d", s, cpu, home=reg.home)) for s in ("train", "test")}
+    return {s: (lambda sp: (sp.x, sp.y))(data.load_split("mnist1d", s, cpu, cache_dir=reg.home / "datasets")) for s in ("train", "test")}
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
@@ -83,7 +85,7 @@ def test_fast_barrier_equals_a_plain_reference(reg, tiny_config, batch_norm):
     a, b = train_anchors(reg, config, [1, 2])
     result = barriers.measure(reg, pairs=[(a, b)], points=5, batch_size=1000, align="none")
     splits = splits_of(reg)
-    nets = [solutions.network(reg, solutions.get(reg, i)) for i in (a, b)]
+    nets = [records.network(reg, records.get(reg, i)) for i in (a, b)]
     expected = reference_curve(*nets, 5, splits, splits["train"][0], 1000)
     pair = result["pairs"][0]
     assert pair["kind"] == "pair" and pair["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -101,14 +103,14 @@ def test_bn_calibration_on_a_seeded_subset_equals_the_reference(reg, tiny_config
     result = barriers.measure(reg, pairs=[(a, b)], points=3, splits=("test",), bn_calibration=500, batch_size=256, align="none")
     splits = splits_of(reg)
     subset = splits["train"][0][torch.randperm(4000, generator=torch.Generator().manual_seed(0))[:500]]
-    nets = [solutions.network(reg, solutions.get(reg, i)) for i in (a, b)]
+    nets = [records.network(reg, records.get(reg, i)) for i in (a, b)]
     expected = reference_curve(*nets, 3, {"test": splits["test"]}, subset, 256)
     assert result["pairs"][0]["test"]["loss"] == pytest.approx(expected["test"]["loss"], abs=1e-5)
     assert "train" not in result["pairs"][0] and result["settings"]["bn_calibration"] == 500
 
 
 def test_several_t_in_one_batched_pass_equal_one_t_at_a_time(reg, tiny_config):
-    a, b = (solutions.state_dict(reg, solutions.get(reg, i)) for i in train_anchors(reg, tiny_config, [1, 2]))
+    a, b = (records.state_dict(reg, records.get(reg, i)) for i in train_anchors(reg, tiny_config, [1, 2]))
     splits = splits_of(reg)
     ts = [0.1 * i for i in range(1, 10)]
     curves = [
@@ -133,7 +135,7 @@ def test_the_barrier_of_a_solution_with_itself_is_zero(reg, tiny_config):
 def test_curve_endpoints_equal_each_models_own_metrics(reg, tiny_config):
     a, b = train_anchors(reg, tiny_config, [1, 2])
     pair = barriers.measure(reg, pairs=[(a, b)], points=3, align="none")["pairs"][0]
-    ma, mb = solutions.get(reg, a).metrics, solutions.get(reg, b).metrics
+    ma, mb = records.get(reg, a).metrics, records.get(reg, b).metrics
     for split in ("train", "test"):
         assert pair[split]["loss"][0] == pytest.approx(ma[f"{split}_loss"], abs=1e-5)
         assert pair[split]["acc"][0] == pytest.approx(ma[f"{split}_acc"], abs=1e-5)
@@ -145,7 +147,7 @@ def test_curve_endpoints_equal_each_models_own_metrics(reg, tiny_config):
 def star_setup(reg, tiny_config):
     """A star from anchors 1-2 and held-outs 3-4 (ids), tiny and quick."""
     ids = train_anchors(reg, tiny_config, [1, 2, 3, 4])
-    sol, _ = star.build_star(reg, ids[:2], epochs=1)
+    sol, _ = stars.build_star(reg, ids[:2], epochs=1)
     return sol.id, ids[:2], ids[2:]
 
 
@@ -169,9 +171,9 @@ def test_star_measurement_reports_star_and_regular_pairs_with_a_summary(reg, sta
     assert summary["ratio"]["train"]["loss_barrier"] == pytest.approx(
         summary["star-held-out"]["train"]["loss_barrier"]["mean"] / regular
     )
-    assert summary["star_metrics"] == solutions.get(reg, star_id).metrics
+    assert summary["star_metrics"] == records.get(reg, star_id).metrics
     assert summary["anchor_metrics"]["train_acc"] == pytest.approx(
-        sum(solutions.get(reg, a).metrics["train_acc"] for a in anchors) / 2
+        sum(records.get(reg, a).metrics["train_acc"] for a in anchors) / 2
     )
     assert barriers.measure(reg, star=star_id, held_out=held, points=3, baseline="none")["summary"]["ratio"]["train"] == {
         "loss_barrier": None, "acc_barrier": None
@@ -214,18 +216,11 @@ def test_held_outs_of_another_architecture_or_dataset_are_refused(reg, tiny_conf
     assert barrier_rows(reg) == 0
 
 
-def test_weight_alignment_without_the_alignment_module_is_a_clear_error(reg, star_setup, monkeypatch):
-    star_id, _, held = star_setup
-    monkeypatch.setitem(sys.modules, "starcli.alignment", None)
-    with pytest.raises(StarlightError, match="alignment is unavailable"):
-        barriers.measure(reg, star=star_id, held_out=held, align="weight")
-
-
 def test_the_barrier_definition_floors_at_zero_and_follows_the_line():
     ts = [0.0, 0.5, 1.0]
-    assert interpolation.barrier(ts, [1.0, 1.5, 2.0]) == 0.0
-    assert interpolation.barrier(ts, [1.0, 2.5, 2.0]) == pytest.approx(1.0)
-    assert interpolation.barrier(ts, [90.0, 60.0, 80.0], higher_is_worse=False) == pytest.approx(25.0)
+    assert eq1.barrier(ts, [1.0, 1.5, 2.0]) == 0.0
+    assert eq1.barrier(ts, [1.0, 2.5, 2.0]) == pytest.approx(1.0)
+    assert eq1.barrier(ts, [90.0, 60.0, 80.0], higher_is_worse=False) == pytest.approx(25.0)
 
 
 def test_barrier_cli_prints_pairs_summary_definitions_and_writes_a_plot(reg, star_setup, cli, tmp_path):
@@ -273,14 +268,14 @@ def test_options_are_validated_before_any_work(reg):
 def test_weight_alignment_connects_a_solution_to_its_own_permutation(reg, tiny_config):
     pytest.importorskip("starcli.alignment")
     (a,) = train_anchors(reg, tiny_config, [1])
-    sol = solutions.get(reg, a)
-    state = solutions.state_dict(reg, sol)
+    sol = records.get(reg, a)
+    state = records.state_dict(reg, sol)
     perm = torch.randperm(state["layers.1.weight"].shape[0], generator=torch.Generator().manual_seed(0))
     permuted = dict(state)
     permuted["layers.1.weight"], permuted["layers.1.bias"] = state["layers.1.weight"][perm], state["layers.1.bias"][perm]
     permuted["layers.3.weight"] = state["layers.3.weight"][:, perm]
     fields = {k: getattr(sol, k) for k in ("arch", "arch_kwargs", "width", "dataset", "recipe", "config", "metrics")}
-    b, _ = solutions.add(reg, permuted, key="permuted-copy", kind="external", seed=None, **fields)
+    b, _ = records.add(reg, permuted, key="permuted-copy", kind="external", seed=None, **fields)
     plain = barriers.measure(reg, pairs=[(a, b.id)], points=5, align="none")["pairs"][0]
     aligned = barriers.measure(reg, pairs=[(a, b.id)], points=5, align="weight")
     assert plain["train"]["loss_barrier"] > 0.05

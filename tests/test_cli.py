@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from starcli import training
+from starcli.solutions import anchors as anchor_training
 
 RECORD_KEYS = {
     "id", "kind", "arch", "arch_kwargs", "width", "seed", "dataset", "recipe", "epochs", "metrics", "checkpoint",
@@ -16,7 +16,7 @@ RECORD_KEYS = {
 
 @pytest.fixture
 def trained(reg, tiny_config):
-    return [o.solution for o in training.train(reg, tiny_config, [1, 2], device="cpu")]
+    return [o.solution for o in anchor_training.train(reg, tiny_config, [1, 2], device="cpu")]
 
 
 def test_train_prints_a_json_list_of_records(home, cli, tiny_config):
@@ -72,9 +72,9 @@ def test_bad_input_is_one_line_on_stderr_with_a_non_zero_exit_and_no_change(trai
     got, out, err = cli(*args)
     assert got == code, err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
-    from starcli import solutions
+    from starcli.solutions import records
 
-    assert len(solutions.query(reg)) == len(trained)
+    assert len(records.query(reg)) == len(trained)
 
 
 def test_cifar_without_a_data_dir_is_a_one_line_error(home, cli):

@@ -7,17 +7,18 @@ import pytest
 import timm
 import torch
 
-from starcli import data, models, recipes
+from starcli import models
+from starcli.engine import data, recipes
 from starcli.errors import StarlightError, UsageError
 
 
 def test_mnist1d_is_generated_cached_and_normalised(home):
-    x, y = data.load("mnist1d", "train", home=home)
-    xt, yt = data.load("mnist1d", "test", home=home)
+    x, y = data.load("mnist1d", "train", cache_dir=home / "datasets")
+    xt, yt = data.load("mnist1d", "test", cache_dir=home / "datasets")
     assert x.shape == (4000, 40) and xt.shape == (1000, 40) and y.dtype == torch.int64
     assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-3
     assert (home / "datasets" / "mnist1d.npz").exists()
-    assert torch.equal(data.load("mnist1d", "train", home=home)[0], x)
+    assert torch.equal(data.load("mnist1d", "train", cache_dir=home / "datasets")[0], x)
 
 
 def test_digits_has_a_fixed_stratified_split():

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from starcli import executors, recipes, solutions, training
+from starcli.engine import recipes
 from starcli.errors import StarlightError, UsageError
+from starcli.solutions import anchors as anchor_training
+from starcli.solutions import executors, records
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ def config(tiny_config):
 def _check(reg, outcomes, seeds):
     assert [o.solution.seed for o in outcomes] == seeds
     assert all(o.trained for o in outcomes)
-    assert sorted(s.seed for s in solutions.query(reg, kind="anchor")) == sorted(seeds)
+    assert sorted(s.seed for s in records.query(reg, kind="anchor")) == sorted(seeds)
     assert all(reg.store.path(o.solution.sha256).exists() for o in outcomes)
 
 
@@ -32,7 +34,7 @@ def test_local_executor_trains_seeds_in_two_worker_processes_and_resubmitting_sk
     outcomes = executors.train(reg, config, [1, 2, 3], executor="local", device="cpu", jobs=2)
     _check(reg, outcomes, [1, 2, 3])
     # The workers' rows carry the same (config, seed) key as this process would write.
-    again = training.train(reg, config, [1, 2, 3], device="cpu")
+    again = anchor_training.train(reg, config, [1, 2, 3], device="cpu")
     assert [o.solution.id for o in again] == [o.solution.id for o in outcomes]
     assert not any(o.trained for o in again)
 
@@ -46,7 +48,7 @@ def test_one_slot_on_the_cpu_trains_in_this_process(reg, config, monkeypatch):
 def test_the_pool_pins_one_worker_per_visible_gpu(monkeypatch):
     import torch
 
-    from starcli import devices
+    from starcli.engine import devices
 
     monkeypatch.setattr(executors, "visible_gpus", lambda: ["3", "5"])
     monkeypatch.setattr(devices, "resolve", lambda name: torch.device("cuda" if name == "auto" else name))

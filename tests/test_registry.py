@@ -7,7 +7,7 @@ import torch
 
 from registry import CorruptBlobError, open_registry
 from registry.migrations import MIGRATIONS
-from starcli import solutions
+from starcli.solutions import records
 
 
 def _fields(key="k1", **kw):
@@ -45,31 +45,31 @@ def test_a_registry_from_an_older_version_is_migrated_on_open(home, monkeypatch)
     assert [r[0] for r in con.execute("select name from migrations order by name")] == [n for n, _ in MIGRATIONS]
     cols = {r[1] for r in con.execute("pragma table_info(solutions)")}
     assert {"source_id", "target_id"} <= cols
-    sol, created = solutions.add(reg, {"w": torch.ones(2)}, **_fields())
+    sol, created = records.add(reg, {"w": torch.ones(2)}, **_fields())
     assert created and sol.id == 1
     reg.close()
 
 
 def test_add_stores_the_blob_then_the_row_and_a_repeated_key_returns_the_first(reg):
-    sol, created = solutions.add(reg, {"w": torch.arange(4.0)}, **_fields())
+    sol, created = records.add(reg, {"w": torch.arange(4.0)}, **_fields())
     assert created
     path = reg.store.path(sol.sha256)
     assert path.exists() and path.parent.parent.name == "sha256"
     assert path.parent.name == sol.sha256[:2] and path.name == sol.sha256[2:] + ".safetensors"
-    again, created2 = solutions.add(reg, {"w": torch.arange(4.0)}, **_fields())
+    again, created2 = records.add(reg, {"w": torch.arange(4.0)}, **_fields())
     assert not created2 and again.id == sol.id
-    assert len(solutions.query(reg)) == 1
-    assert torch.equal(solutions.state_dict(reg, sol)["w"], torch.arange(4.0))
+    assert len(records.query(reg)) == 1
+    assert torch.equal(records.state_dict(reg, sol)["w"], torch.arange(4.0))
 
 
 def test_a_corrupted_blob_is_a_clear_error_naming_the_file(reg):
-    sol, _ = solutions.add(reg, {"w": torch.arange(4.0)}, **_fields())
+    sol, _ = records.add(reg, {"w": torch.arange(4.0)}, **_fields())
     path = reg.store.path(sol.sha256)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptBlobError, match=str(path)):
-        solutions.state_dict(reg, sol)
+        records.state_dict(reg, sol)
 
 
 def test_the_store_holds_no_temporary_files_after_writes(reg):
@@ -82,9 +82,9 @@ def test_the_store_holds_no_temporary_files_after_writes(reg):
 def test_missing_ids_are_named_in_the_error(reg):
     from starcli.errors import StarlightError
 
-    solutions.add(reg, {"w": torch.ones(1)}, **_fields())
+    records.add(reg, {"w": torch.ones(1)}, **_fields())
     with pytest.raises(StarlightError, match="no solution with id 7, 9"):
-        solutions.get_many(reg, [1, 7, 9])
+        records.get_many(reg, [1, 7, 9])
 
 
 def test_list_on_an_empty_folder_creates_no_registry(home, cli):

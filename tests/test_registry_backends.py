@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from registry import Registry, Solution
+from registry import Registry
 from registry.migrations import MIGRATIONS
-from starcli import executors, recipes, solutions
+from starcli.engine import recipes
+from starcli.solutions import executors, records
 
 PG_URL = os.environ.get("STARLIGHT_TEST_PG_URL")
 
@@ -90,9 +91,9 @@ def test_opening_applies_every_migration_once_and_reopening_applies_none(open_re
 
 def test_json_columns_round_trip_the_same_values_on_both_backends(open_reg):
     reg = open_reg()
-    sol, created = solutions.add(reg, _w(), **_fields())
+    sol, created = records.add(reg, _w(), **_fields())
     assert created
-    again = solutions.get(open_reg(), sol.id)
+    again = records.get(open_reg(), sol.id)
     assert again.arch_kwargs == {"width": 4, "depth": 2}
     assert again.config == {"lr": 0.1, "milestones": [1, 2], "nested": {"a": [1.5, None, "x"]}}
     assert again.anchors == [3, 1, 2] and again.versions == {"torch": "2"}
@@ -101,25 +102,25 @@ def test_json_columns_round_trip_the_same_values_on_both_backends(open_reg):
 
 def test_a_non_finite_metric_is_stored_as_null_rather_than_refused(open_reg):
     reg = open_reg()
-    sol, _ = solutions.add(reg, _w(), **_fields(metrics={"loss": float("nan"), "acc": [float("inf"), 1.0]}))
-    assert solutions.get(reg, sol.id).metrics == {"loss": None, "acc": [None, 1.0]}
+    sol, _ = records.add(reg, _w(), **_fields(metrics={"loss": float("nan"), "acc": [float("inf"), 1.0]}))
+    assert records.get(reg, sol.id).metrics == {"loss": None, "acc": [None, 1.0]}
 
 
 def test_a_repeated_key_returns_the_first_row_and_queries_filter(open_reg):
     reg = open_reg()
-    first, created = solutions.add(reg, _w(), **_fields("a"))
-    again, created_again = solutions.add(reg, _w(), **_fields("a"))
-    solutions.add(reg, _w(0.0), **_fields("b", kind="star", width=8))
+    first, created = records.add(reg, _w(), **_fields("a"))
+    again, created_again = records.add(reg, _w(), **_fields("a"))
+    records.add(reg, _w(0.0), **_fields("b", kind="star", width=8))
     assert created and not created_again and again.id == first.id
-    assert [s.key for s in solutions.query(reg, kind="anchor")] == ["a"]
-    assert [s.key for s in solutions.query(reg, width=8)] == ["b"]
+    assert [s.key for s in records.query(reg, kind="anchor")] == ["a"]
+    assert [s.key for s in records.query(reg, width=8)] == ["b"]
 
 
 def test_provenance_columns_reference_other_solutions(open_reg):
     reg = open_reg()
-    a, _ = solutions.add(reg, _w(), **_fields("a"))
-    b, _ = solutions.add(reg, _w(0.0), **_fields("b", kind="aligned", source_id=a.id, target_id=a.id))
-    assert (solutions.get(reg, b.id).source_id, solutions.get(reg, b.id).target_id) == (a.id, a.id)
+    a, _ = records.add(reg, _w(), **_fields("a"))
+    b, _ = records.add(reg, _w(0.0), **_fields("b", kind="aligned", source_id=a.id, target_id=a.id))
+    assert (records.get(reg, b.id).source_id, records.get(reg, b.id).target_id) == (a.id, a.id)
 
 
 # --- several processes at once ------------------------------------------------------------------
@@ -157,7 +158,7 @@ def test_four_processes_training_into_one_registry_lose_no_rows_and_one_seed_twi
     assert results[2][0] == results[3][0]
     assert sorted(trained for _, trained in results[2:]) == [False, True]  # one registered it, one found it
     assert all(trained for _, trained in results[:2])
-    rows = solutions.query(reg, kind="anchor")
+    rows = records.query(reg, kind="anchor")
     assert sorted(s.seed for s in rows) == [1, 2, 3]
     assert {s.id for s in rows} == {sid for sid, _ in results}
     assert all(reg.store.path(s.sha256).exists() for s in rows)

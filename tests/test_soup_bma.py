@@ -5,13 +5,16 @@ import json
 import pytest
 import torch
 
-from starcli import bma, solutions, soup, training
+from starcli.engine import calibration, data
 from starcli.errors import StarlightError
+from starcli.experiments import baselines, bma
+from starcli.solutions import anchors as anchor_training
+from starcli.solutions import records, soups
 
 
 @pytest.fixture
 def anchors(reg, tiny_config):
-    return [o.solution for o in training.train(reg, tiny_config, [1, 2, 3], device="cpu")]
+    return [o.solution for o in anchor_training.train(reg, tiny_config, [1, 2, 3], device="cpu")]
 
 
 @pytest.fixture
@@ -23,7 +26,7 @@ def untrained(reg, tiny_config):
     for seed in (1, 2):
         torch.manual_seed(seed)
         net = models.create(tiny_config["arch"], **tiny_config["arch_kwargs"])
-        sol, _ = solutions.add(
+        sol, _ = records.add(
             reg, net.state_dict(), key=f"untrained-{seed}", kind="anchor", arch=tiny_config["arch"],
             arch_kwargs=tiny_config["arch_kwargs"], width=32, seed=seed, dataset="mnist1d", config=tiny_config, metrics={},
         )
@@ -50,28 +53,28 @@ def _outputs(model, x):
 
 def test_the_aligned_soup_of_a_network_and_its_permuted_copy_is_that_network(reg, anchors):
     a = anchors[0]
-    state = solutions.state_dict(reg, a)
+    state = records.state_dict(reg, a)
     perm = torch.randperm(a.width, generator=torch.Generator().manual_seed(0))
-    order = list(solutions.network(reg, a).state_dict())
-    copy, _ = solutions.add(
+    order = list(records.network(reg, a).state_dict())
+    copy, _ = records.add(
         reg, _hidden_permuted(state, perm, order), key="permuted-copy", kind="external", arch=a.arch, arch_kwargs=a.arch_kwargs,
         width=a.width, seed=None, dataset=a.dataset, config={}, metrics={},
     )
-    aligned, created = soup.build_soup(reg, [a.id, copy.id], device="cpu")
-    plain, _ = soup.build_soup(reg, [a.id, copy.id], align=False, device="cpu")
-    x = training.load_split(a.dataset, "test", torch.device("cpu"), home=reg.home).x[:64]
-    reference = _outputs(solutions.network(reg, a), x)
+    aligned, created = soups.build_soup(reg, [a.id, copy.id], device="cpu")
+    plain, _ = soups.build_soup(reg, [a.id, copy.id], align=False, device="cpu")
+    x = data.load_split(a.dataset, "test", torch.device("cpu"), cache_dir=reg.home / "datasets").x[:64]
+    reference = _outputs(records.network(reg, a), x)
     assert created and aligned.kind == "soup" and aligned.anchors == [a.id, copy.id]
-    assert torch.allclose(_outputs(solutions.network(reg, aligned), x), reference, atol=1e-5)
-    assert not torch.allclose(_outputs(solutions.network(reg, plain), x), reference, atol=1e-3)
+    assert torch.allclose(_outputs(records.network(reg, aligned), x), reference, atol=1e-5)
+    assert not torch.allclose(_outputs(records.network(reg, plain), x), reference, atol=1e-3)
     assert aligned.metrics["train_loss"] == pytest.approx(a.metrics["train_loss"], rel=1e-4)
 
 
 def test_a_soup_is_registered_once_and_found_again_without_recomputing(reg, anchors, monkeypatch):
     ids = [s.id for s in anchors]
-    first, created = soup.build_soup(reg, ids, device="cpu")
-    monkeypatch.setattr(soup, "average", lambda *a: pytest.fail("the soup was recomputed"))
-    again, created_again = soup.build_soup(reg, ids, device="cpu")
+    first, created = soups.build_soup(reg, ids, device="cpu")
+    monkeypatch.setattr(soups, "average", lambda *a: pytest.fail("the soup was recomputed"))
+    again, created_again = soups.build_soup(reg, ids, device="cpu")
     assert created and not created_again and again.id == first.id
     assert first.source_id == ids[0] and first.config["soup"]["align"] is True
     assert set(first.metrics) == {"train_loss", "train_acc", "test_loss", "test_acc"}
@@ -79,18 +82,18 @@ def test_a_soup_is_registered_once_and_found_again_without_recomputing(reg, anch
 
 def test_a_soup_needs_two_distinct_anchors_of_one_task(reg, anchors, tiny_config):
     with pytest.raises(StarlightError, match="at least 2 anchors"):
-        soup.build_soup(reg, [anchors[0].id], device="cpu")
+        soups.build_soup(reg, [anchors[0].id], device="cpu")
     with pytest.raises(StarlightError, match="listed twice"):
-        soup.build_soup(reg, [anchors[0].id, anchors[0].id], device="cpu")
-    wider = training.train(reg, dict(tiny_config, arch_kwargs=dict(tiny_config["arch_kwargs"], width=16)), [1], device="cpu")
+        soups.build_soup(reg, [anchors[0].id, anchors[0].id], device="cpu")
+    wider = anchor_training.train(reg, dict(tiny_config, arch_kwargs=dict(tiny_config["arch_kwargs"], width=16)), [1], device="cpu")
     with pytest.raises(StarlightError, match="must share arch_kwargs"):
-        soup.build_soup(reg, [anchors[0].id, wider[0].solution.id], device="cpu")
+        soups.build_soup(reg, [anchors[0].id, wider[0].solution.id], device="cpu")
 
 
 def test_calibration_of_a_confident_correct_predictor_is_perfect():
     y = torch.tensor([0, 1, 2, 1])
     probs = torch.nn.functional.one_hot(y, 3).float()
-    m = bma.calibration(probs, y)
+    m = calibration.calibration(probs, y)
     assert m["acc"] == 100.0 and m["nll"] < 1e-6 and m["ece"] < 1e-6
     assert m["auroc"] is None  # no wrong prediction to separate from the right ones
 
@@ -101,18 +104,18 @@ def test_auroc_matches_scikit_learn_including_ties():
     g = torch.Generator().manual_seed(0)
     score = torch.randint(0, 10, (300,), generator=g).double()
     positive = torch.rand(300, generator=g) < 0.7
-    assert bma.auroc(score, positive) == pytest.approx(roc_auc_score(positive.numpy(), score.numpy()))
+    assert calibration.auroc(score, positive) == pytest.approx(roc_auc_score(positive.numpy(), score.numpy()))
 
 
 def test_ece_is_the_gap_between_confidence_and_accuracy():
     # Always 80% confident, right half the time: ECE = |0.8 − 0.5| = 30%.
     probs = torch.tensor([[0.8, 0.2]] * 4)
     y = torch.tensor([0, 1, 0, 1])
-    assert bma.calibration(probs, y)["ece"] == pytest.approx(30.0)
+    assert calibration.calibration(probs, y)["ece"] == pytest.approx(30.0)
 
 
 def test_bma_at_t_zero_is_the_center_alone_and_reports_every_predictor(reg, anchors):
-    center, _ = soup.build_soup(reg, [s.id for s in anchors], device="cpu")
+    center, _ = soups.build_soup(reg, [s.id for s in anchors], device="cpu")
     result = bma.run(reg, center.id, samples=3, t_sampling="constant:0", device="cpu")
     methods = result["methods"]
     assert set(methods) == {"star", "anchor (mean of singles)", "deep ensemble", "bma"}
@@ -136,7 +139,7 @@ def test_soup_command_registers_and_prints_json(anchors, cli):
 
 
 def test_bma_command_prints_the_comparison(reg, anchors, cli):
-    center, _ = soup.build_soup(reg, [s.id for s in anchors], device="cpu")
+    center, _ = soups.build_soup(reg, [s.id for s in anchors], device="cpu")
     code, out, err = cli("bma", "--star", str(center.id), "--samples", "2", "--device", "cpu", "--json")
     assert code == 0, err
     assert json.loads(out)["samples"] == 2
@@ -159,32 +162,33 @@ def test_bma_command_prints_the_comparison(reg, anchors, cli):
     ],
 )
 def test_experiment_commands_fail_with_one_line_and_leave_the_registry_untouched(untrained, cli, reg, args, code, needle):
-    before = [(s.id, s.sha256) for s in solutions.query(reg)]
+    before = [(s.id, s.sha256) for s in records.query(reg)]
     got, out, err = cli(*args)
     assert got == code and needle in err and err.count("\n") == 1 and out == ""
-    assert [(s.id, s.sha256) for s in solutions.query(reg)] == before
+    assert [(s.id, s.sha256) for s in records.query(reg)] == before
 
 
 @pytest.fixture
 def measured_star(reg, anchors, tiny_config):
-    from starcli import barriers, star
+    from starcli.solutions import barriers, stars
 
-    held = training.train(reg, tiny_config, [11], device="cpu")[0].solution
-    built, _ = star.build_star(reg, [s.id for s in anchors], epochs=2, device="cpu")
+    held = anchor_training.train(reg, tiny_config, [11], device="cpu")[0].solution
+    built, _ = stars.build_star(reg, [s.id for s in anchors], epochs=2, device="cpu")
     barriers.measure(reg, star=built.id, held_out=[held.id], points=5, align="weight", device="cpu")
     return built, held
 
 
 def test_soup_compares_its_held_out_barriers_with_the_stars(reg, measured_star):
     built, held = measured_star
-    made, _ = soup.build_soup(reg, list(built.anchors), device="cpu")
-    result = soup.compare(reg, made.id, [held.id], star=built.id, device="cpu")
+    made, _ = soups.build_soup(reg, list(built.anchors), device="cpu")
+    result = baselines.compare(reg, made.id, [held.id], star=built.id, device="cpu")
     assert [r["center"] for r in result["rows"]] == ["soup", "star", "regular (anchors)"]
     assert all(r["train loss barrier"] >= 0 for r in result["rows"]) and result["align"] == "weight"
 
 
 def test_a_star_report_reuses_the_measured_settings_and_compares_soup_and_ensemble(reg, measured_star, tmp_path, monkeypatch):
-    from starcli import barriers, star_report
+    from starcli.experiments import star_report
+    from starcli.solutions import barriers
 
     built, held = measured_star
     real = barriers.compute_pairs

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from starcli import evaluation, models, recipes, solutions, star, training
+from starcli import models
+from starcli.engine import data, evaluation, recipes, starlight
 from starcli.errors import StarlightError, UsageError
+from starcli.solutions import anchors as anchor_training
+from starcli.solutions import records, stars
 
 
 def train_anchors(reg, config, seeds):
-    return [o.solution.id for o in training.train(reg, config, seeds)]
+    return [o.solution.id for o in anchor_training.train(reg, config, seeds)]
 
 
 def count_solutions(reg) -> int:
-    return len(solutions.query(reg))
+    return len(records.query(reg))
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
@@ -30,7 +31,7 @@ def test_star_gradient_is_one_minus_t_times_the_gradient_at_the_interpolated_poi
     params = [p for _, p in model.named_parameters()]
     anchor = [p.detach() for _, p in anchor_net.named_parameters()]
     model.train()
-    star.interpolated_loss(model, names, params, anchor, t, x, y).backward()
+    starlight.interpolated_loss(model, names, params, anchor, t, x, y).backward()
 
     # The reference: a separate network whose leaf parameters are the interpolated weights.
     at_point = models.create("mlp", **kwargs).train()
@@ -43,19 +44,19 @@ def test_star_gradient_is_one_minus_t_times_the_gradient_at_the_interpolated_poi
 
 
 def test_t_sampling_parses_uniform_beta_and_constant_and_refuses_the_rest():
-    assert str(star.TSampling.parse("uniform")) == "uniform"
-    assert str(star.TSampling.parse("beta:2,2")) == "beta:2,2"
-    assert star.TSampling.parse("constant:0.5").draw(None) == 0.5
+    assert str(starlight.TSampling.parse("uniform")) == "uniform"
+    assert str(starlight.TSampling.parse("beta:2,2")) == "beta:2,2"
+    assert starlight.TSampling.parse("constant:0.5").draw(None) == 0.5
     for bad in ("gauss", "beta:2", "beta:0,1", "constant:1.5", "uniform:3", "constant:x"):
         with pytest.raises(UsageError, match="t-sampling"):
-            star.TSampling.parse(bad)
+            starlight.TSampling.parse(bad)
 
 
 def test_build_star_registers_a_star_with_its_anchors_and_settings(reg, tiny_config):
     ids = train_anchors(reg, tiny_config, [1, 2, 3])
-    sol, created = star.build_star(reg, ids, epochs=2, t_sampling="beta:2,2", samples_per_step=2, mu_star=0.5, seed=4)
+    sol, created = stars.build_star(reg, ids, epochs=2, t_sampling="beta:2,2", samples_per_step=2, mu_star=0.5, seed=4)
     assert created and sol.kind == "star"
-    rec = solutions.record(reg, sol, full=True)
+    rec = records.record(reg, sol, full=True)
     assert rec["anchors"] == ids and rec["epochs"] == 2 and rec["seed"] == 4
     assert rec["config"]["star"] == {
         "anchors": ids, "t_sampling": "beta:2,2", "samples_per_step": 2, "mu_star": 0.5, "seed": 4, "align_anchors": False
@@ -66,9 +67,9 @@ def test_build_star_registers_a_star_with_its_anchors_and_settings(reg, tiny_con
 
 def test_the_same_anchors_settings_and_seed_return_the_registered_star(reg, tiny_config):
     ids = train_anchors(reg, tiny_config, [1, 2])
-    first, created = star.build_star(reg, ids, epochs=1)
-    again, created_again = star.build_star(reg, list(reversed(ids)), epochs=1)
-    other, created_other = star.build_star(reg, ids, epochs=1, seed=1)
+    first, created = stars.build_star(reg, ids, epochs=1)
+    again, created_again = stars.build_star(reg, list(reversed(ids)), epochs=1)
+    other, created_other = stars.build_star(reg, ids, epochs=1, seed=1)
     assert created and not created_again and again.id == first.id
     assert created_other and other.id != first.id
 
@@ -76,9 +77,9 @@ def test_the_same_anchors_settings_and_seed_return_the_registered_star(reg, tiny
 def test_the_star_is_reproducible_from_its_seed(reg, tiny_config):
     ids = train_anchors(reg, tiny_config, [1, 2])
     config = dict(tiny_config, epochs=1)
-    split = training.load_split(config["dataset"], "train", torch.device("cpu"), home=reg.home)
-    states = [solutions.state_dict(reg, solutions.get(reg, i)) for i in ids]
-    runs = [star.fit_star(config, states, 3, torch.device("cpu"), split, star.TSampling.parse("uniform")) for _ in range(2)]
+    split = data.load_split(config["dataset"], "train", torch.device("cpu"), cache_dir=reg.home / "datasets")
+    states = [records.state_dict(reg, records.get(reg, i)) for i in ids]
+    runs = [starlight.fit_star(config, states, 3, torch.device("cpu"), split, starlight.TSampling.parse("uniform")) for _ in range(2)]
     for a, b in zip(runs[0].state_dict().values(), runs[1].state_dict().values()):
         assert torch.equal(a, b)
 
@@ -86,10 +87,10 @@ def test_the_star_is_reproducible_from_its_seed(reg, tiny_config):
 def test_star_batchnorm_statistics_are_recomputed_on_the_training_split(reg, tiny_config):
     config = recipes.resolve("mnist1d-mlp", width=8, epochs=1, overrides={"arch_kwargs.batch_norm": True})
     ids = train_anchors(reg, config, [1, 2])
-    sol, _ = star.build_star(reg, ids)
-    net = solutions.network(reg, sol)
+    sol, _ = stars.build_star(reg, ids)
+    net = records.network(reg, sol)
     stored = {k: v.clone() for k, v in net.state_dict().items()}
-    x, _ = training.load_split("mnist1d", "train", torch.device("cpu"), home=reg.home).x, None
+    x, _ = data.load_split("mnist1d", "train", torch.device("cpu"), cache_dir=reg.home / "datasets").x, None
     evaluation.recalibrate_bn(net, x)
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, stored[key])
@@ -101,22 +102,13 @@ def test_anchors_of_different_widths_or_datasets_are_refused_with_the_mismatch_n
     digits = train_anchors(reg, recipes.resolve("digits-mlp", width=8, epochs=1), [3])
     before = count_solutions(reg)
     with pytest.raises(StarlightError, match="anchors must share arch_kwargs"):
-        star.build_star(reg, ids + narrow, epochs=1)
+        stars.build_star(reg, ids + narrow, epochs=1)
     with pytest.raises(StarlightError, match="anchors must share (dataset|arch_kwargs)"):
-        star.build_star(reg, ids + digits, epochs=1)
+        stars.build_star(reg, ids + digits, epochs=1)
     assert count_solutions(reg) == before
 
 
-def test_align_anchors_without_the_alignment_module_is_a_clear_error(reg, tiny_config, monkeypatch):
-    ids = train_anchors(reg, tiny_config, [1, 2])
-    monkeypatch.setitem(sys.modules, "starcli.alignment", None)  # as if the module were not installed
-    with pytest.raises(StarlightError, match="alignment is unavailable"):
-        star.build_star(reg, ids, epochs=1, align_anchors=True)
-
-
 def test_align_anchors_realigns_every_anchor_at_each_epoch_start(reg, tiny_config, monkeypatch):
-    import types
-
     ids = train_anchors(reg, tiny_config, [1, 2])
     calls = []
 
@@ -124,8 +116,8 @@ def test_align_anchors_realigns_every_anchor_at_each_epoch_start(reg, tiny_confi
         calls.append(arch)
         return state_b
 
-    monkeypatch.setitem(sys.modules, "starcli.alignment", types.SimpleNamespace(align_state=align_state))
-    sol, _ = star.build_star(reg, ids, epochs=2, align_anchors=True)
+    monkeypatch.setattr(stars, "align_state", align_state)
+    sol, _ = stars.build_star(reg, ids, epochs=2, align_anchors=True)
     assert len(calls) == 2 * len(ids) and sol.config["star"]["align_anchors"] is True
 
 

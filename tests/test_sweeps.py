@@ -6,17 +6,19 @@ import shutil
 
 import pytest
 
-from starcli import solutions, sweeps
 from starcli.errors import StarlightError
+from starcli.experiments import sweep as sweep_run
+from starcli.experiments import sweep_file
+from starcli.solutions import records
 
 GPU_SWEEPS = ["cifar10-resnet18", "cifar100-resnet18", "cifar10-vgg11", "cifar10-wrn", "mnist-mlp"]
 CPU_SWEEPS = ["width-mnist1d", "anchors-mnist1d", "t-sampling-mnist1d", "linear-toy"]
 
 
 def test_every_shipped_sweep_parses_validates_and_resolves_its_recipe():
-    assert set(GPU_SWEEPS + CPU_SWEEPS) <= set(sweeps.available())
-    for name in sweeps.available():
-        sweep = sweeps.load(name)
+    assert set(GPU_SWEEPS + CPU_SWEEPS) <= set(sweep_file.available())
+    for name in sweep_file.available():
+        sweep = sweep_file.load(name)
         assert sweep.name == name and sweep.description
         assert sweep.cells() and sweep.plan()["training_runs"] > 0
         assert not set(sweep.anchor_seeds) & set(sweep.held_out_seeds)
@@ -24,7 +26,7 @@ def test_every_shipped_sweep_parses_validates_and_resolves_its_recipe():
 
 @pytest.mark.parametrize("name", GPU_SWEEPS)
 def test_gpu_sweeps_match_the_papers_settings(name):
-    sweep = sweeps.load(name)
+    sweep = sweep_file.load(name)
     config = sweep.config(sweep.widths[0])
     assert config["dataset"] in ("cifar10", "cifar100", "mnist")
     assert len(sweep.held_out_seeds) >= 3 and max(sweep.anchors) >= 17
@@ -37,21 +39,21 @@ def test_gpu_sweeps_match_the_papers_settings(name):
 
 
 def test_the_gpu_sweeps_name_the_papers_grids():
-    assert sweeps.load("cifar10-resnet18").anchors == [50] and len(sweeps.load("cifar10-resnet18").held_out_seeds) == 5
-    assert sweeps.load("cifar10-wrn").widths == [1, 2, 4, 8]
-    assert sweeps.load("mnist-mlp").widths == [4, 8, 16, 32, 64, 128, 256]
-    assert sweeps.load("cifar100-resnet18").anchors == [2, 10, 50]
+    assert sweep_file.load("cifar10-resnet18").anchors == [50] and len(sweep_file.load("cifar10-resnet18").held_out_seeds) == 5
+    assert sweep_file.load("cifar10-wrn").widths == [1, 2, 4, 8]
+    assert sweep_file.load("mnist-mlp").widths == [4, 8, 16, 32, 64, 128, 256]
+    assert sweep_file.load("cifar100-resnet18").anchors == [2, 10, 50]
 
 
 def test_a_sweep_loads_by_bare_name_or_by_path(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text(_TINY)
-    assert sweeps.load(str(path)).name == "tiny"
-    assert sweeps.load("width-mnist1d").source == "recipes/sweeps/width-mnist1d.toml"
+    assert sweep_file.load(str(path)).name == "tiny"
+    assert sweep_file.load("width-mnist1d").source == "recipes/sweeps/width-mnist1d.toml"
     with pytest.raises(StarlightError, match="unknown sweep 'nosuch'; available: .*width-mnist1d"):
-        sweeps.load("nosuch")
+        sweep_file.load("nosuch")
     with pytest.raises(StarlightError, match="does not exist"):
-        sweeps.load(str(tmp_path / "missing.toml"))
+        sweep_file.load(str(tmp_path / "missing.toml"))
 
 
 @pytest.mark.parametrize(
@@ -77,14 +79,14 @@ def test_a_malformed_sweep_file_is_refused_before_anything_runs(tmp_path, edit, 
     path = tmp_path / "bad.toml"
     path.write_text(edit(_TINY))
     with pytest.raises(StarlightError) as e:
-        sweeps.load(str(path))
+        sweep_file.load(str(path))
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 def test_the_figures_axis_is_the_grid_axis_that_varies():
-    assert sweeps.load("width-mnist1d").x_axis() == "width"
-    assert sweeps.load("anchors-mnist1d").x_axis() == "n_anchors"
-    assert sweeps.load("t-sampling-mnist1d").x_axis() == "t_sampling"
+    assert sweep_file.load("width-mnist1d").x_axis() == "width"
+    assert sweep_file.load("anchors-mnist1d").x_axis() == "n_anchors"
+    assert sweep_file.load("t-sampling-mnist1d").x_axis() == "t_sampling"
 
 
 # --- end to end ---------------------------------------------------------------------------------------
@@ -122,16 +124,16 @@ def tiny_sweep(tmp_path, home, mnist1d_cache):
 
 def test_a_tiny_sweep_runs_end_to_end_and_a_rerun_recomputes_nothing(reg, tiny_sweep, tmp_path, monkeypatch, cli):
     out = tmp_path / "report"
-    first = sweeps.run(reg, sweeps.load(str(tiny_sweep)), out, device="cpu")
+    first = sweep_run.run(reg, sweep_file.load(str(tiny_sweep)), out, device="cpu")
     # 2 widths × (3 anchors + 2 held-outs); 2 widths × 2 star sizes; pairs: per star 2 held-outs × (1 + anchors).
     assert first["computed"]["training_runs"] == 10
     assert first["computed"]["stars"] == 4
     assert first["computed"]["soups"] == 4
     # per width: 2 stars and 2 soups × 2 held-outs, and 3 anchors × 2 held-outs shared by both stars' baselines
     assert first["computed"]["barrier_pairs"] == 2 * (2 * 2 + 2 * 2 + 3 * 2)
-    plan = sweeps.load(str(tiny_sweep)).plan()
+    plan = sweep_file.load(str(tiny_sweep)).plan()
     assert {k: plan[k] for k in first["computed"]} == first["computed"]  # --plan predicts a fresh run
-    assert len(solutions.query(reg, kind="star")) == 4
+    assert len(records.query(reg, kind="star")) == 4
 
     pairs = list(csv.DictReader((out / "pairs.csv").open()))
     assert {p["group"] for p in pairs} == {"star-held-out", "regular-held-out", "soup-held-out"}
@@ -149,16 +151,17 @@ def test_a_tiny_sweep_runs_end_to_end_and_a_rerun_recomputes_nothing(reg, tiny_s
     assert json.loads((out / "results.json").read_text())["sweep"] == "tiny"
 
     # The second run must find everything in the registry: make any computation fail loudly.
-    from starcli import barriers, soup, star, training
+    from starcli.engine import training
+    from starcli.solutions import barriers, soups, stars
 
     monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a solution was retrained"))
-    monkeypatch.setattr(star, "fit_star", lambda *a, **k: pytest.fail("a star was retrained"))
-    monkeypatch.setattr(soup, "average", lambda *a, **k: pytest.fail("a soup was recomputed"))
+    monkeypatch.setattr(stars, "fit_star", lambda *a, **k: pytest.fail("a star was retrained"))
+    monkeypatch.setattr(soups, "average", lambda *a, **k: pytest.fail("a soup was recomputed"))
     monkeypatch.setattr(barriers, "compute_pairs", lambda *a, **k: pytest.fail("a barrier was recomputed"))
-    n_solutions = len(solutions.query(reg))
-    second = sweeps.run(reg, sweeps.load(str(tiny_sweep)), out, device="cpu")
+    n_solutions = len(records.query(reg))
+    second = sweep_run.run(reg, sweep_file.load(str(tiny_sweep)), out, device="cpu")
     assert second["computed"] == {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0}
-    assert len(solutions.query(reg)) == n_solutions
+    assert len(records.query(reg)) == n_solutions
     assert [c["summary"] for c in second["cells"]] == [c["summary"] for c in first["cells"]]
     assert list(csv.DictReader((out / "pairs.csv").open())) == pairs
     # The command is the same call: JSON on stdout, the rich display on stderr, nothing recomputed.
@@ -174,7 +177,7 @@ def test_sweep_command_plans_lists_and_fails_in_one_line(home, cli):
     code, out, err = cli("sweep", "width-mnist1d", "--plan", "--json")
     assert code == 0, err
     plan = json.loads(out)
-    assert plan["sweep"] == "width-mnist1d" and plan["stars"] == len(sweeps.load("width-mnist1d").cells())
+    assert plan["sweep"] == "width-mnist1d" and plan["stars"] == len(sweep_file.load("width-mnist1d").cells())
     code, out, _ = cli("sweep", "--json")
     assert code == 0 and {r["sweep"] for r in json.loads(out)} >= set(CPU_SWEEPS + GPU_SWEEPS)
     code, out, err = cli("sweep", "nosuch", "--out", str(home / "x"))
@@ -189,7 +192,7 @@ def test_the_loss_is_cross_entropy_for_labels_and_mean_squared_error_for_regress
     import torch
     import torch.nn.functional as F
 
-    from starcli import evaluation
+    from starcli.engine import evaluation
 
     logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
@@ -202,7 +205,7 @@ def test_the_loss_is_cross_entropy_for_labels_and_mean_squared_error_for_regress
 def test_regression_is_evaluated_as_mse_and_r2_percent():
     import torch
 
-    from starcli import data, evaluation
+    from starcli.engine import data, evaluation
 
     x, y = data.load("linreg", "test")
     assert data.info("linreg").task == "regression" and y.dtype == torch.float32 and y.shape == (len(x), 1)
@@ -218,9 +221,9 @@ def test_a_tiny_linear_toy_sweep_trains_stars_and_barriers_on_regression(reg, tm
         'recipe = "linreg-linear2"\n[train]\nepochs = 3\n[grid]\nwidths = [2, 4]\nanchor_seeds = "1-3"\n'
         'held_out_seeds = "11-12"\n[star]\nepochs = 3\n[barriers]\npoints = 5\n'
     )
-    result = sweeps.run(reg, sweeps.load(str(path)), tmp_path / "out", device="cpu")
+    result = sweep_run.run(reg, sweep_file.load(str(path)), tmp_path / "out", device="cpu")
     assert result["task"] == "regression" and result["computed"]["stars"] == 2 and result["computed"]["soups"] == 0
-    star = solutions.get(reg, result["cells"][0]["star"])
+    star = records.get(reg, result["cells"][0]["star"])
     assert star.kind == "star" and star.metrics["train_loss"] < 1.0  # MSE, not cross-entropy
     text = (tmp_path / "out" / "summary.md").read_text()
     assert "mean squared error" in text and "R² %" in text

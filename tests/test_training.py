@@ -9,54 +9,55 @@ from pathlib import Path
 
 import pytest
 
-from starcli import solutions, training
 from starcli.errors import StarlightError
+from starcli.solutions import anchors as anchor_training
+from starcli.solutions import records
 
 
 def test_same_seed_and_config_give_a_byte_identical_checkpoint(tmp_path, tiny_config, monkeypatch, reg):
-    first = training.train(reg, tiny_config, [1], device="cpu")[0].solution
+    first = anchor_training.train(reg, tiny_config, [1], device="cpu")[0].solution
     other_home = tmp_path / "other"
     monkeypatch.setenv("STARLIGHT_HOME", str(other_home))
     from registry import open_registry
 
     reg2 = open_registry(other_home)
-    second = training.train(reg2, tiny_config, [1], device="cpu")[0].solution
+    second = anchor_training.train(reg2, tiny_config, [1], device="cpu")[0].solution
     assert first.sha256 == second.sha256
     assert reg.store.path(first.sha256).read_bytes() == reg2.store.path(second.sha256).read_bytes()
 
 
 def test_different_seeds_give_different_solutions(reg, tiny_config):
-    a, b = (o.solution for o in training.train(reg, tiny_config, [1, 2], device="cpu"))
+    a, b = (o.solution for o in anchor_training.train(reg, tiny_config, [1, 2], device="cpu"))
     assert a.sha256 != b.sha256 and (a.seed, b.seed) == (1, 2)
 
 
 def test_a_trained_config_and_seed_is_skipped_not_retrained(reg, tiny_config):
-    first = training.train(reg, tiny_config, [1, 2], device="cpu")
-    again = training.train(reg, tiny_config, [2, 3], device="cpu")
+    first = anchor_training.train(reg, tiny_config, [1, 2], device="cpu")
+    again = anchor_training.train(reg, tiny_config, [2, 3], device="cpu")
     assert [o.trained for o in first] == [True, True]
     assert [o.trained for o in again] == [False, True]
     assert again[0].solution.id == first[1].solution.id
-    assert len(solutions.query(reg)) == 3
+    assert len(records.query(reg)) == 3
 
 
 def test_a_solution_records_the_settings_that_produced_it(reg, tiny_config):
-    sol = training.train(reg, tiny_config, [4], device="cpu")[0].solution
-    rec = solutions.record(reg, sol, full=True)
+    sol = anchor_training.train(reg, tiny_config, [4], device="cpu")[0].solution
+    rec = records.record(reg, sol, full=True)
     assert rec["config"] == tiny_config
     assert rec["arch_kwargs"] == {"num_classes": 10, "in_chans": 1, "input_size": 40, "width": 32, "depth": 1}
     assert rec["width"] == 32 and rec["dataset"] == "mnist1d" and rec["recipe"] == "mnist1d-mlp"
     assert set(rec["metrics"]) == {"train_loss", "train_acc", "test_loss", "test_acc"}
     assert {"torch", "timm", "starlight"} <= set(rec["versions"])
     # arch_kwargs are complete: they rebuild exactly the checkpoint's network.
-    net = solutions.network(reg, sol)
+    net = records.network(reg, sol)
     assert sum(p.numel() for p in net.parameters()) == 40 * 32 + 32 + 32 * 10 + 10
 
 
 def test_a_diverging_run_stops_with_a_clear_error_and_registers_nothing(reg, tiny_config):
     config = dict(tiny_config, lr=1e12)
     with pytest.raises(StarlightError, match="loss became"):
-        training.train(reg, config, [1], device="cpu")
-    assert solutions.query(reg) == []
+        anchor_training.train(reg, config, [1], device="cpu")
+    assert records.query(reg) == []
     assert not list((reg.home / "blobs").rglob("*.safetensors"))
 
 

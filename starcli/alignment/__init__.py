@@ -7,9 +7,10 @@
     apply_permutation(spec, perms, s)  a permuted copy of a state dict
     align_state(arch, kw, a, b, seed)  B permuted to match A, in one call
     register_spec(arch, builder)       a hand-written spec for an architecture the tracer cannot handle
+    describe(arch, kw)                 groups, coverage and self-check, as `starlight spec` shows them
 
-Modules: spec.py (the data), tracing.py + rules.py (deriving it), selfcheck.py (proving it),
-weight_matching.py (using it), aligned.py (registering aligned solutions).
+Modules: spec.py (the data), tracing.py + rules.py + derive.py (deriving it), selfcheck.py (proving it),
+weight_matching.py (using it). Registering an aligned copy is starcli/solutions/aligned.py.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn as nn
 
+from starcli import models
 from starcli.errors import StarlightError
 
+from . import selfcheck
+from .derive import derive_spec
 from .selfcheck import SelfCheck
 from .spec import PermutationSpec, apply_permutation
 from .weight_matching import weight_matching
@@ -97,16 +101,12 @@ def align_state(
 
 
 def _derive_and_check(arch: str, arch_kwargs: dict[str, Any]) -> SelfCheck:
-    from starcli import models
-
-    from . import selfcheck, tracing
-
     model = models.create(arch, **arch_kwargs).eval()
     example = selfcheck.example_input(arch, arch_kwargs, model)
     if arch in _HAND_WRITTEN:
         spec = _HAND_WRITTEN[arch](model)
     else:
-        spec = tracing.derive_spec(model, example)
+        spec = derive_spec(model, example)
     if spec.unpermuted:
         layers = sorted(spec.unpermuted)
         shown = ", ".join(layers[:3]) + (f" and {len(layers) - 3} more" if len(layers) > 3 else "")
@@ -116,3 +116,28 @@ def _derive_and_check(arch: str, arch_kwargs: dict[str, Any]) -> SelfCheck:
             stacklevel=3,
         )
     return selfcheck.check(spec, model, example)
+
+
+def describe(arch: str, arch_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What `starlight spec` shows: the permutation groups of `arch`, how much of its parameters they
+    cover, the layers left unpermuted and the self-check (`ok` False when it failed)."""
+    kwargs = dict(arch_kwargs or {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unpermuted layers are listed in the result instead
+        check = self_check(arch, kwargs)
+    spec = check.spec
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        state = models.create(arch, **kwargs).state_dict()
+    members = spec.members()
+    groups = [{"group": g, "size": n, "tensors": len({m[0] for m in members[g]})} for g, n in spec.sizes.items()]
+    return {
+        "arch": arch,
+        "arch_kwargs": kwargs,
+        "groups": groups,
+        "coverage": spec.coverage(state),
+        "self_check": check.to_dict(),
+        "unpermuted": spec.unpermuted,
+        "spec": spec.to_dict(),
+        "ok": check.ok,
+        "summary": check.summary(),
+    }

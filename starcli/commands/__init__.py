@@ -1,4 +1,30 @@
-"""CLI commands, one module per concern. Each module only parses options, calls the engine and prints.
+"""The `starlight` commands: each module parses options, calls one function of the engine, solutions or
+experiments wing, and prints. The Typer `app` lives here; starcli/cli.py imports the command modules by
+name, so nothing imports the CLI back. Command modules import no torch at import time."""
 
-Modules here must not import torch at import time: `starlight --help`, `list` and `show` stay instant.
-"""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from . import common
+
+app = typer.Typer(
+    name="starlight",
+    help="Star domains of neural-network solutions: train solutions, build star models, measure barriers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _global(
+    home: Optional[str] = typer.Option(None, "--home", help="Registry folder (default $STARLIGHT_HOME or ./.starlight)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    common.state.home = home
+    common.state.debug = debug

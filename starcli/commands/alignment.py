@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from starcli.cli import app
 from starcli.errors import StarlightError, UsageError
+from starcli.reports.tables import table_text
 
-from . import common
+from . import app, common
 
 
 @app.command()
@@ -22,8 +22,8 @@ def align(
     json_: bool = common.JsonOpt,
 ) -> None:
     """Register B with its hidden units permuted to match A (weight matching); it computes B's function."""
-    from starcli import solutions
-    from starcli.alignment.aligned import align_solution
+    from starcli.solutions import records
+    from starcli.solutions.aligned import align_solution
 
     b, a = _solution_id(source, "B"), _solution_id(to, "--to")
     reg = common.registry(create=False)
@@ -31,7 +31,7 @@ def align(
         raise StarlightError(f"no solution with id {b}: there is no registry here yet (train some first)")
     sol, created = align_solution(reg, b, a, seed=seed, device=device)
     if json_:
-        common.echo_json(solutions.record(reg, sol))
+        common.echo_json(records.record(reg, sol))
         return
     m = sol.metrics
     verb = "aligned" if created else "already aligned"
@@ -48,40 +48,20 @@ def spec(
     json_: bool = common.JsonOpt,
 ) -> None:
     """Show the permutation groups derived for an architecture and their self-check (exit 1 if it fails)."""
-    import warnings
-
-    from starcli import alignment, models
+    from starcli import alignment
 
     from .solutions import parse_json_object
 
-    kwargs = parse_json_object(arch_kwargs, "--arch-kwargs")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # unpermuted layers are listed below instead
-        check = alignment.self_check(arch, kwargs)
-    sp = check.spec
-    with _meta_device():
-        state = models.create(arch, **kwargs).state_dict()
-    members = sp.members()
-    groups = [{"group": g, "size": n, "tensors": len({m[0] for m in members[g]})} for g, n in sp.sizes.items()]
+    info = alignment.describe(arch, parse_json_object(arch_kwargs, "--arch-kwargs"))
     if json_:
-        common.echo_json(
-            {
-                "arch": arch,
-                "arch_kwargs": kwargs,
-                "groups": groups,
-                "coverage": sp.coverage(state),
-                "self_check": check.to_dict(),
-                "unpermuted": sp.unpermuted,
-                "spec": sp.to_dict(),
-            }
-        )
+        common.echo_json({k: v for k, v in info.items() if k not in ("ok", "summary")})
     else:
-        sys.stdout.write(common.table_text(groups, ["group", "size", "tensors"], None))
-        print(f"{len(groups)} permutation groups cover {100 * sp.coverage(state):.1f}% of the parameters")
-        for layer, reason in sp.unpermuted.items():
+        sys.stdout.write(table_text(info["groups"], ["group", "size", "tensors"], None))
+        print(f"{len(info['groups'])} permutation groups cover {100 * info['coverage']:.1f}% of the parameters")
+        for layer, reason in info["unpermuted"].items():
             print(f"not permuted: {layer} ({reason})")
-        print(check.summary())
-    if not check.ok:
+        print(info["summary"])
+    if not info["ok"]:
         raise StarlightError(f"the permutation spec of {arch} failed its self-check; alignment refuses to use it")
 
 
@@ -90,9 +70,3 @@ def _solution_id(text: str, what: str) -> int:
         return int(text)
     except ValueError:
         raise UsageError(f"{what} must be a solution id (an integer), got {text!r}") from None
-
-
-def _meta_device():
-    import torch
-
-    return torch.device("meta")  # shapes only: no memory, no initialisation

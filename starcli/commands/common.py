@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from dataclasses import dataclass
@@ -22,8 +20,18 @@ class GlobalState:
 
 state = GlobalState()
 
+# Options several commands share, declared once (as sqlite-utils does with its output_options).
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+CsvOpt = typer.Option(False, "--csv", help="CSV on stdout.")
+MdOpt = typer.Option(False, "--md", help="Markdown table on stdout.")
+HeldOutOpt = typer.Option(None, "--held-out", help="Held-out ids, e.g. 6-10.")
+BnCalibrationOpt = typer.Option(
+    "full", "--bn-calibration", help="BatchNorm re-estimation: full, or N (a fixed seeded subset of N samples)."
+)
+DataDirOpt = typer.Option(None, "--data-dir", help="Folder of torchvision datasets (default $STARLIGHT_DATA_DIR).")
+DownloadOpt = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir.")
+ExecutorOpt = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where training runs.")
 
 
 def registry(create: bool = True):
@@ -49,41 +57,6 @@ def one_format(**flags: bool) -> str | None:
     if len(chosen) > 1:
         raise UsageError(f"choose one output format, not {' and '.join('--' + c for c in chosen)}")
     return chosen[0] if chosen else None
-
-
-def table_text(rows: list[dict[str, Any]], columns: list[str], fmt: str | None, title: str | None = None) -> str:
-    """Rows as CSV, markdown, or a rich table for people."""
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buf.getvalue()
-    if fmt == "md":
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
-        return "\n".join(lines) + "\n"
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_edge=False)
-    for c in columns:
-        table.add_column(c, justify="right" if rows and isinstance(rows[0].get(c), (int, float)) else "left")
-    for r in rows:
-        table.add_row(*(_cell(r.get(c)) for c in columns))
-    buf = io.StringIO()
-    Console(file=buf, width=200, force_terminal=False).print(table)
-    return buf.getvalue()
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
 
 
 def ids(text: str, what: str = "id") -> list[int]:

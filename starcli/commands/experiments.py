@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-from starcli.cli import app
 from starcli.errors import StarlightError, UsageError
+from starcli.reports.tables import table_text
 
-from . import common
+from . import app, common
 
 
 @app.command()
@@ -19,24 +19,25 @@ def sweep(
     name: Optional[str] = typer.Argument(None, help="A shipped sweep (e.g. width-mnist1d) or a sweep .toml file; omit to list them."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Report folder (default ./sweeps/NAME)."),
     device: str = common.DeviceOpt,
-    executor: str = typer.Option("local", "--executor", help="Where training runs: local | slurm | ray."),
+    executor: str = common.ExecutorOpt,
     jobs: Optional[int] = typer.Option(None, "--jobs", help="Training runs at once (local: worker processes)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder of torchvision datasets."),
-    download: bool = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir."),
+    data_dir: Optional[str] = common.DataDirOpt,
+    download: bool = common.DownloadOpt,
     plan: bool = typer.Option(False, "--plan", help="Validate the file and print what a run needs; compute nothing."),
     json_: bool = common.JsonOpt,
 ) -> None:
     """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
-    from starcli import sweeps
+    from starcli.experiments import sweep as sweeps
+    from starcli.experiments import sweep_file
 
     if name is None:
-        rows = [{"sweep": n, "description": sweeps.load(n).description} for n in sweeps.available()]
+        rows = [{"sweep": n, "description": sweep_file.load(n).description} for n in sweep_file.available()]
         if json_:
             common.echo_json(rows)
         else:
-            sys.stdout.write(common.table_text(rows, ["sweep", "description"], None))
+            sys.stdout.write(table_text(rows, ["sweep", "description"], None))
         return
-    spec = sweeps.load(name)
+    spec = sweep_file.load(name)
     if plan:
         info = spec.plan()
         if json_:
@@ -68,30 +69,31 @@ def sweep(
 def soup(
     anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Anchor ids to average, e.g. 1-5 (the first is the reference)."),
     star: Optional[int] = typer.Option(None, "--star", help="Average this star's anchors, and compare the soup with it."),
-    held_out: Optional[str] = typer.Option(None, "--held-out", help="Held-out ids: measure soup–held-out barriers."),
+    held_out: Optional[str] = common.HeldOutOpt,
     align: bool = typer.Option(True, "--align/--no-align", help="Permute every anchor to the first before averaging."),
-    bn_calibration: str = typer.Option("full", "--bn-calibration", help="BatchNorm re-estimation: full or a sample count."),
+    bn_calibration: str = common.BnCalibrationOpt,
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Register the aligned average of anchors (kind soup): the star candidate the paper did not test."""
-    from starcli import soup as soups
-    from starcli import solutions
+    from starcli.experiments.baselines import compare
+    from starcli.solutions import records
+    from starcli.solutions.soups import build_soup
 
     if (anchors is None) == (star is None):
         raise UsageError("give the anchors to average: --anchors 1-5, or --star S for that star's anchors")
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError("there is no registry here yet: train anchors first (`starlight train --seed 1-5`)")
-    star_sol = solutions.get_star(reg, star, "to average") if star is not None else None
+    star_sol = records.get_star(reg, star, "to average") if star is not None else None
     anchor_ids = list(star_sol.anchors) if star_sol is not None else common.ids(anchors, "anchor")
     held = common.ids(held_out, "held-out") if held_out else []
     calibration = _bn_calibration(bn_calibration)
     rep = common.reporter()
     with rep.live():
-        sol, created = soups.build_soup(reg, anchor_ids, align=align, bn_calibration=calibration, device=device, reporter=rep)
-        comparison = soups.compare(reg, sol.id, held, star=star, device=device, reporter=rep) if held else None
-    rec = solutions.record(reg, sol)
+        sol, created = build_soup(reg, anchor_ids, align=align, bn_calibration=calibration, device=device, reporter=rep)
+        comparison = compare(reg, sol.id, held, star=star, device=device, reporter=rep) if held else None
+    rec = records.record(reg, sol)
     if json_:
         common.echo_json(rec | ({"comparison": comparison} if comparison else {}))
         return
@@ -102,7 +104,7 @@ def soup(
         f"train loss {m['train_loss']:.4f}, test acc {m['test_acc']:.1f}%"
     )
     if comparison:
-        sys.stdout.write(common.table_text(comparison["rows"], comparison["columns"], None))
+        sys.stdout.write(table_text(comparison["rows"], comparison["columns"], None))
 
 
 @app.command()
@@ -116,11 +118,10 @@ def bma(
     json_: bool = common.JsonOpt,
 ) -> None:
     """Bayesian model averaging over the star domain vs the deep ensemble of its anchors and the star alone."""
-    from starcli import bma as engine
-    from starcli.star import TSampling
+    from starcli.engine.starlight import TSampling
+    from starcli.experiments import bma as engine
 
-    if samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {samples}")
+    engine.check_samples(samples)
     if split not in ("train", "test"):
         raise UsageError(f"--split must be train or test, got {split!r}")
     TSampling.parse(t_sampling)  # a malformed scheme is a usage error before the registry is opened
@@ -135,7 +136,7 @@ def bma(
         return
     rows = [{"predictor": name, **m} for name, m in result["methods"].items()]
     print(f"star {star}: {len(result['anchors'])} anchors, {samples} BMA samples, {split} split")
-    sys.stdout.write(common.table_text(rows, ["predictor", "acc", "nll", "ece", "auroc"], None))
+    sys.stdout.write(table_text(rows, ["predictor", "acc", "nll", "ece", "auroc"], None))
 
 
 @app.command()
@@ -149,10 +150,9 @@ def report(
     json_: bool = common.JsonOpt,
 ) -> None:
     """One markdown report about a star: anchors, own metrics, barriers and curves, soup and ensemble."""
-    from starcli import star_report
+    from starcli.experiments import bma, star_report
 
-    if samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {samples}")
+    bma.check_samples(samples)
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError(f"no solution with id {star}: there is no registry here yet")

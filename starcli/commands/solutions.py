@@ -8,10 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from starcli.cli import app
 from starcli.errors import UsageError
+from starcli.reports.tables import table_text
 
-from . import common
+from . import app, common
 
 LIST_COLUMNS = ["id", "kind", "arch", "width", "seed", "dataset", "recipe", "epochs", "train_acc", "test_acc", "train_loss"]
 
@@ -26,9 +26,9 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the batch size."),
     set_: List[str] = typer.Option([], "--set", help="Any other setting, key=value (e.g. arch_kwargs.depth=2)."),
     device: str = common.DeviceOpt,
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder of torchvision datasets."),
-    download: bool = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir."),
-    executor: str = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where the seeds train."),
+    data_dir: Optional[str] = common.DataDirOpt,
+    download: bool = common.DownloadOpt,
+    executor: str = common.ExecutorOpt,
     jobs: Optional[int] = typer.Option(
         None, "--jobs", "-j",
         help="Seeds at once. local: worker processes (default one per visible GPU, else 1 = this process); "
@@ -48,7 +48,8 @@ def train(
     json_: bool = common.JsonOpt,
 ) -> None:
     """Train one solution per seed and register it as an anchor (seeds already trained are skipped)."""
-    from starcli import executors, recipes, solutions
+    from starcli.engine import recipes
+    from starcli.solutions import executors, records
 
     seeds = common.ids(seed, "seed")
     executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
@@ -63,11 +64,11 @@ def train(
             reporter=rep, partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster,
             ray_address=ray_address,
         )
-    records = [solutions.record(reg, o.solution) for o in outcomes]
+    rows = [records.record(reg, o.solution) for o in outcomes]
     if json_:
-        common.echo_json(records)
+        common.echo_json(rows)
     else:
-        sys.stdout.write(common.table_text(common.flatten_metrics(records), LIST_COLUMNS, None))
+        sys.stdout.write(table_text(common.flatten_metrics(rows), LIST_COLUMNS, None))
 
 
 @app.command()
@@ -79,18 +80,18 @@ def register(
     seed: Optional[int] = typer.Option(None, "--seed"),
     width: Optional[int] = typer.Option(None, "--width"),
     device: str = common.DeviceOpt,
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
+    data_dir: Optional[str] = common.DataDirOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Import an outside checkpoint (kind external); it must load strictly into the architecture."""
-    from starcli import importing, solutions
+    from starcli.solutions import imports, records
 
     kwargs = parse_json_object(arch_kwargs, "--arch-kwargs")
     reg = common.registry()
-    sol, created = importing.register(
+    sol, created = imports.register(
         reg, path, arch, dataset, arch_kwargs=kwargs, seed=seed, width=width, device=device, data_dir=data_dir
     )
-    rec = solutions.record(reg, sol)
+    rec = records.record(reg, sol)
     if json_:
         common.echo_json(rec)
     else:
@@ -106,28 +107,28 @@ def list_(
     dataset: Optional[str] = typer.Option(None, "--dataset"),
     width: Optional[int] = typer.Option(None, "--width"),
     json_: bool = common.JsonOpt,
-    csv_: bool = typer.Option(False, "--csv", help="CSV on stdout."),
-    md: bool = typer.Option(False, "--md", help="Markdown table on stdout."),
+    csv_: bool = common.CsvOpt,
+    md: bool = common.MdOpt,
 ) -> None:
     """List registered solutions."""
-    from starcli import solutions
+    from starcli.solutions import records
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
     reg = common.registry(create=False)
-    records = [solutions.record(reg, s) for s in solutions.query(reg, kind, arch, dataset, width)] if reg else []
+    rows = [records.record(reg, s) for s in records.query(reg, kind, arch, dataset, width)] if reg else []
     if fmt == "json":
-        common.echo_json(records)
-    elif not records and fmt is None:
+        common.echo_json(rows)
+    elif not rows and fmt is None:
         print("no solutions registered yet; train some with `starlight train --seed 1-5`", file=sys.stderr)
     else:
-        sys.stdout.write(common.table_text(common.flatten_metrics(records), LIST_COLUMNS, fmt))
+        sys.stdout.write(table_text(common.flatten_metrics(rows), LIST_COLUMNS, fmt))
 
 
 @app.command()
 def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = common.JsonOpt) -> None:
     """Show one solution with the settings that produced it."""
-    from starcli import solutions
     from starcli.errors import StarlightError
+    from starcli.solutions import records
 
     try:
         sid = int(id)
@@ -136,7 +137,7 @@ def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = commo
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError(f"no solution with id {sid}: there is no registry here yet (train some first)")
-    rec = solutions.record(reg, solutions.get(reg, sid), full=True)
+    rec = records.record(reg, records.get(reg, sid), full=True)
     if json_:
         common.echo_json(rec)
         return
@@ -148,10 +149,10 @@ def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = commo
 
 @app.command()
 def doctor(
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"), json_: bool = common.JsonOpt
+    data_dir: Optional[str] = common.DataDirOpt, json_: bool = common.JsonOpt
 ) -> None:
     """Versions, devices, registry location and which datasets are available."""
-    from starcli import doctor as doc
+    from starcli.solutions import doctor as doc
 
     info = doc.report(common.state.home, data_dir)
     if json_:

@@ -1,53 +1,30 @@
-"""Loss and accuracy barriers of star–held-out and regular–held-out pairs (paper Eq. 1), stored in the registry.
-
-On a split, L(t) is the mean cross-entropy of the network with weights (1−t)θ_A + tθ_B for t on a grid
-of `points` values in [0, 1]. Loss barrier = max_t L(t) − ((1−t)L(0) + tL(1)), floored at 0; accuracy
-barrier = max_t ((1−t)acc(0) + t·acc(1)) − acc(t) in percentage points, floored at 0. "train" is the
-training split without augmentation. Each pair's curves are stored under (a, b, hash of the settings)
-and a repeated query is answered from the registry.
+"""Barriers of registered pairs: which pairs to measure, computing the missing ones, and every query of
+the barrier table. Each pair's curves are stored under (a, b, hash of the settings) and a repeated query
+is answered from the registry. What the numbers mean (paper Eq. 1) is starcli/engine/barriers.py.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any, Callable
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 
 from registry import BarrierResult
+from starcli.alignment import align_state, has_spec
+from starcli.engine import data, devices, evaluation
+from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, pair_record, summarize
+from starcli.engine.data import load_split
+from starcli.engine.interpolation import LineEvaluator
+from starcli.engine.recipes import config_hash
+from starcli.errors import StarlightError, UsageError
+from starcli.progress import Reporter
 
-from . import data, solutions
-from .errors import StarlightError, UsageError
-from .recipes import config_hash
+from . import records
 
-DEFINITIONS = (
-    "On a split, L(t) is the mean cross-entropy of the network with weights (1−t)θ_A + tθ_B, t on a grid of "
-    "{points} points in [0, 1]. Loss barrier = max over the grid of L(t) − ((1−t)L(0) + tL(1)), floored at 0; "
-    "accuracy barrier = max over the grid of ((1−t)acc(0) + t·acc(1)) − acc(t), in percentage points, floored "
-    "at 0. \"train\" is the training split without augmentation. Networks with BatchNorm get their running "
-    "statistics reset and re-estimated (cumulative average) on {calibration} at every interior t.{alignment} Star–held-out "
-    "pairs join the star to each held-out; regular–held-out pairs join each of the star's anchors to each "
-    "held-out. Mean ± sample standard deviation over pairs."
-)
 ALIGN_CHOICES = ("none", "weight")
-ALIGNMENT_SENTENCE = {
-    "none": " Models are interpolated as they are (no permutation alignment).",
-    "weight": " Before interpolating, B's hidden units are permuted to match A's (weight matching), for every pair.",
-}
 BASELINES = ("anchors", "none")
-STAR_PAIRS, REGULAR_PAIRS, PLAIN_PAIRS = "star-held-out", "regular-held-out", "pair"
-CALIBRATION_SEED = 0  # the fixed subset behind --bn-calibration N
-
-
-def definitions(settings: dict[str, Any]) -> str:
-    """The paragraph that states what the numbers under these settings mean."""
-    calibration = settings["bn_calibration"]
-    calibration = "the whole training split" if calibration == "full" else f"{calibration} training samples"
-    return DEFINITIONS.format(
-        points=settings["points"], calibration=calibration, alignment=ALIGNMENT_SENTENCE[settings["align"]]
-    )
 
 
 def settings_for(points: int, splits: tuple[str, ...], bn_calibration: str | int, batch_size: int, align: str) -> dict:
@@ -67,14 +44,14 @@ def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tu
         if star is not None or held_out:
             raise UsageError("use either --star with --held-out, or --pair A B, not both")
         plan = [(a, b, PLAIN_PAIRS) for a, b in pairs]
-        sols = solutions.get_many(reg, list(dict.fromkeys(i for pair in pairs for i in pair)))
-        solutions.require_same_task(sols, "both solutions of a pair")
+        sols = records.get_many(reg, list(dict.fromkeys(i for pair in pairs for i in pair)))
+        records.require_same_task(sols, "both solutions of a pair")
         return plan, sols
     if star is None or not held_out:
         raise UsageError("say what to measure: --star S --held-out IDS, or --pair A B")
     if len(set(held_out)) != len(held_out):
         raise UsageError(f"--held-out lists a solution twice: {held_out}")
-    star_sol = solutions.get(reg, star)
+    star_sol = records.get(reg, star)
     anchors = list(star_sol.anchors or [])
     if baseline == "anchors" and not anchors:
         raise StarlightError(
@@ -89,8 +66,8 @@ def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tu
     plan = [(star, h, STAR_PAIRS) for h in held_out]
     if baseline == "anchors":
         plan += [(a, h, REGULAR_PAIRS) for a in anchors for h in held_out]
-    sols = solutions.get_many(reg, [star] + held_out + (anchors if baseline == "anchors" else []))
-    solutions.require_same_task(sols, "the star, its anchors and the held-outs")
+    sols = records.get_many(reg, [star] + held_out + (anchors if baseline == "anchors" else []))
+    records.require_same_task(sols, "the star, its anchors and the held-outs")
     return plan, sols
 
 
@@ -133,53 +110,6 @@ def store_results(reg, results: dict[tuple[int, int], dict], settings: dict, set
     raise StarlightError("could not store the barrier results; try again")
 
 
-def pair_record(a: int, b: int, kind: str, result: dict, splits: tuple[str, ...]) -> dict[str, Any]:
-    from .interpolation import barrier
-
-    out: dict[str, Any] = {"a": a, "b": b, "kind": kind, "t": result["t"]}
-    for split in splits:
-        curve = result[split]
-        out[split] = {
-            "loss": curve["loss"],
-            "acc": curve["acc"],
-            "loss_barrier": barrier(result["t"], curve["loss"]),
-            "acc_barrier": barrier(result["t"], curve["acc"], higher_is_worse=False),
-        }
-    return out
-
-
-def _stats(values: list[float]) -> dict[str, Any]:
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-    }
-
-
-def summarize(pairs: list[dict], splits: tuple[str, ...]) -> dict[str, Any]:
-    """Mean ± std and n of each barrier per kind of pair and split, and the star/regular ratio of the means."""
-    summary: dict[str, Any] = {}
-    for kind in dict.fromkeys(p["kind"] for p in pairs):
-        group = [p for p in pairs if p["kind"] == kind]
-        summary[kind] = {
-            split: {m: _stats([p[split][m] for p in group]) for m in ("loss_barrier", "acc_barrier")} for split in splits
-        }
-    if STAR_PAIRS in summary:
-        summary["ratio"] = {split: {m: None for m in ("loss_barrier", "acc_barrier")} for split in splits}
-        if REGULAR_PAIRS in summary:
-            for split in splits:
-                for m in ("loss_barrier", "acc_barrier"):
-                    regular = summary[REGULAR_PAIRS][split][m]["mean"]
-                    star = summary[STAR_PAIRS][split][m]["mean"]
-                    summary["ratio"][split][m] = star / regular if regular > 0 else None
-    return summary
-
-
-def _mean_metrics(sols) -> dict[str, float]:
-    keys = [k for k in sols[0].metrics if all(k in s.metrics for s in sols)]
-    return {k: statistics.fmean(s.metrics[k] for s in sols) for k in keys}
-
-
 def _parse_options(points, splits, bn_calibration, batch_size, baseline, align):
     if not isinstance(points, int) or points < 2:
         raise UsageError(f"--points must be an integer ≥ 2 (the endpoints count), got {points!r}")
@@ -206,16 +136,16 @@ def _parse_options(points, splits, bn_calibration, batch_size, baseline, align):
 def _aligner(align: str, arch: str, arch_kwargs: dict) -> Callable | None:
     if align == "none":
         return None
-    try:
-        from .alignment import align_state
-    except ImportError:
-        raise StarlightError(
-            "alignment is unavailable in this installation (starcli.alignment is missing); use --align none"
-        ) from None
     return lambda state_a, state_b: align_state(arch, arch_kwargs, state_a, state_b, seed=0)
 
 
-def measure(
+def measure(reg: Registry, *args: Any, **options: Any) -> dict[str, Any]:
+    """Barriers of star–held-out and regular–held-out pairs (or of `pairs`), with curves and a summary;
+    the options are `measure_counted`'s."""
+    return measure_counted(reg, *args, **options)[0]
+
+
+def measure_counted(
     reg,
     star: int | None = None,
     held_out: list[int] | None = None,
@@ -228,12 +158,11 @@ def measure(
     recompute: bool = False,
     device: str = "auto",
     align: str = "auto",
-    reporter=None,
-) -> dict[str, Any]:
-    """Barriers of star–held-out and regular–held-out pairs (or of `pairs`), with curves and a summary."""
-    from . import evaluation
-    from .progress import Reporter
-
+    reporter: Reporter | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Barriers of star–held-out and regular–held-out pairs (or of `pairs`), with curves and a summary, and
+    how many pairs this call computed (the others were answered from the registry): counted here, not
+    from the table, which other processes may be writing at the same time."""
     reporter = reporter or Reporter()
     splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align)
     batch_size = batch_size or evaluation.EVAL_BATCH
@@ -241,8 +170,6 @@ def measure(
     if align == "auto":
         # As the paper measures: modulo permutations, wherever the architecture has a spec. Resolved
         # before hashing, so the stored settings say which one was used.
-        from .alignment import has_spec
-
         align = "weight" if has_spec(sols[0].arch, sols[0].arch_kwargs) else "none"
     settings = settings_for(points, splits, bn_calibration, batch_size, align)
     settings_hash = config_hash(settings)
@@ -254,31 +181,26 @@ def measure(
     if todo:
         by_id = {s.id: s for s in sols}
         results.update(compute_pairs(reg, by_id, todo, settings, settings_hash, device, reporter))
+    computed = len(todo)
 
-    records = [pair_record(a, b, kind, results[(a, b)], splits) for a, b, kind in plan]
-    summary = summarize(records, splits)
+    pairs_out = [pair_record(a, b, kind, results[(a, b)], splits) for a, b, kind in plan]
+    summary = summarize(pairs_out, splits)
     if star is not None:
         by_id = {s.id: s for s in sols}
         anchors = [by_id[i] for i in by_id[star].anchors or [] if i in by_id]
         summary["star_metrics"] = dict(by_id[star].metrics)
-        summary["anchor_metrics"] = _mean_metrics(anchors) if anchors else None
-    return {"star": star, "settings": settings, "pairs": records, "summary": summary}
+        summary["anchor_metrics"] = records.anchor_mean_metrics(anchors) if anchors else None
+    return {"star": star, "settings": settings, "pairs": pairs_out, "summary": summary}, computed
 
 
 def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict, settings_hash: str, device: str, reporter):
     """Curves of the pairs in `todo`; every solution is loaded and evaluated at its endpoint once."""
-    import torch
-
-    from . import devices, training
-    from .interpolation import LineEvaluator
-
     dev = devices.resolve(device)
     first = by_id[todo[0][0]]
-    splits = {s: training.load_split(first.dataset, s, dev, home=reg.home) for s in settings["splits"]}
-    calibration = training.load_split(first.dataset, "train", dev, home=reg.home).x
-    if settings["bn_calibration"] != "full" and settings["bn_calibration"] < len(calibration):
-        g = torch.Generator().manual_seed(CALIBRATION_SEED)
-        calibration = calibration[torch.randperm(len(calibration), generator=g)[: settings["bn_calibration"]].to(dev)]
+    cache = records.dataset_cache(reg)
+    splits = {s: load_split(first.dataset, s, dev, cache_dir=cache) for s in settings["splits"]}
+    train_x = load_split(first.dataset, "train", dev, cache_dir=cache).x
+    calibration = evaluation.calibration_subset(train_x, settings["bn_calibration"])
     interior = [i / (settings["points"] - 1) for i in range(1, settings["points"] - 1)]
     line = LineEvaluator(
         first.arch, first.arch_kwargs, dev, {s: (sp.x, sp.y) for s, sp in splits.items()}, calibration,
@@ -290,7 +212,7 @@ def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict,
 
     def load(sid: int) -> dict:
         if sid not in states:
-            states[sid] = solutions.state_dict(reg, by_id[sid], dev)
+            states[sid] = records.state_dict(reg, by_id[sid], dev)
             ends[sid] = line.endpoint(states[sid])
         return states[sid]
 
@@ -322,3 +244,25 @@ def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict,
 # t per pass. Several t in one vmapped pass measured slower than one at a time on the MNIST-1D MLP,
 # on 2 CPU threads and on an H200 alike (benchmarks/bench_barrier.py), so one it is.
 T_BATCH = 1
+
+
+def report_settings(reg, star) -> dict[str, Any]:
+    """The barrier settings last used with this star (so the report reads the cache), else the paper's:
+    11 points, train and test, full BatchNorm re-estimation, weight-matching alignment when possible."""
+    with reg.session() as s:
+        row = s.exec(
+            select(BarrierResult).where(BarrierResult.a_id == star.id).order_by(BarrierResult.id.desc())  # type: ignore[union-attr]
+        ).first()
+    if row is None:
+        return {"align": "auto"}
+    saved = row.settings
+    return {"points": saved["points"], "splits": tuple(saved["splits"]), "bn_calibration": saved["bn_calibration"],
+            "batch_size": saved["batch_size"], "align": saved["align"]}
+
+
+def measured_held_outs(reg, star) -> list[int]:
+    """Solutions whose barrier against the star is already cached, anchors excluded."""
+    with reg.session() as s:
+        rows = s.exec(select(BarrierResult).where(or_(BarrierResult.a_id == star.id, BarrierResult.b_id == star.id))).all()
+    others = {r.b_id if r.a_id == star.id else r.a_id for r in rows}
+    return sorted(others - set(star.anchors) - {star.id})

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from registry import open_registry, paths
+from starcli.engine import data
+
+from . import records
+
 
 def report(home=None, data_dir=None) -> dict[str, Any]:
-    import torch
-
-    from registry import open_registry
-
-    from . import data, settings, solutions
 
     devices = ["cpu"]
     if torch.cuda.is_available():
@@ -19,10 +21,10 @@ def report(home=None, data_dir=None) -> dict[str, Any]:
         devices.append("mps")
     reg = open_registry(home, create=False)
     return {
-        "versions": solutions.versions(),
+        "versions": records.versions(),
         "devices": devices,
-        "home": str(settings.home(home)),
-        "database": reg.describe() if reg else f"{settings.db_url(settings.home(home))} (not created yet)",
-        "solutions": len(solutions.query(reg)) if reg else 0,
+        "home": str(paths.home(home)),
+        "database": reg.describe() if reg else f"{paths.db_url(paths.home(home))} (not created yet)",
+        "solutions": len(records.query(reg)) if reg else 0,
         "datasets": data.available(data_dir),
     }

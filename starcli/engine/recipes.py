@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import StarlightError, UsageError
+from starcli.errors import StarlightError, UsageError
 
 DEFAULT_RECIPE = "mnist1d-mlp"
 
@@ -90,7 +90,10 @@ def resolve(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The complete training config: defaults < recipe < --set < the named flags."""
-    from . import data, models
+    # Imported here: reading recipes and hashing configs stays free of torch (list, show, sweep listings).
+    from starcli import models
+
+    from . import data
 
     name, table = read(recipe)
     config = copy.deepcopy(DEFAULTS)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import settings
-from .errors import StarlightError
+from starcli import settings
+from starcli.errors import StarlightError
 
 SPLITS = ("train", "test")
 
@@ -72,14 +72,21 @@ def info(name: str) -> DatasetInfo:
 
 
 def load(
-    name: str, split: str, data_dir: str | os.PathLike | None = None, download: bool = False, home: Path | None = None
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    cache_dir: Path | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float inputs (normalised, un-augmented, shaped as the models expect) and int64 labels, on the CPU."""
+    """Float inputs (normalised, un-augmented, shaped as the models expect) and int64 labels, on the CPU.
+
+    `cache_dir` keeps generated datasets (MNIST-1D) between processes; None generates them afresh.
+    """
     meta = info(name)
     if split not in SPLITS:
         raise StarlightError(f"unknown split {split!r}; use train or test")
     if name == "mnist1d":
-        return _mnist1d(split, home or settings.home())
+        return _mnist1d(split, cache_dir)
     if name == "digits":
         return _digits(split)
     if name == "linreg":
@@ -87,22 +94,29 @@ def load(
     return _torchvision(meta, split, data_dir, download)
 
 
-def _mnist1d(split: str, home: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _mnist1d(split: str, cache_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
     # Generated procedurally by the mnist1d package (seeded, ~1 s), then cached: never downloaded.
-    cache = home / "datasets" / "mnist1d.npz"
-    if not cache.exists():
+    cache = cache_dir / "mnist1d.npz" if cache_dir is not None else None
+    if cache is None or not cache.exists():
         from mnist1d.data import get_dataset_args, make_dataset
 
         d = make_dataset(get_dataset_args())
         x, xt = d["x"].astype(np.float32), d["x_test"].astype(np.float32)
         mean, std = x.mean(), x.std()
+        arrays = {"x": (x - mean) / std, "y": d["y"], "x_test": (xt - mean) / std, "y_test": d["y_test"]}
+        if cache is None:
+            return _mnist1d_split(arrays, split)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, x=(x - mean) / std, y=d["y"], x_test=(xt - mean) / std, y_test=d["y_test"])
+        np.savez(tmp, **arrays)
         os.replace(tmp, cache)
     with np.load(cache) as d:
-        x, y = (d["x"], d["y"]) if split == "train" else (d["x_test"], d["y_test"])
-        return torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
+        return _mnist1d_split(d, split)
+
+
+def _mnist1d_split(arrays, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = (arrays["x"], arrays["y"]) if split == "train" else (arrays["x_test"], arrays["y_test"])
+    return torch.from_numpy(np.array(x, dtype=np.float32)), torch.from_numpy(np.asarray(y).astype(np.int64))
 
 
 def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,3 +209,23 @@ def available(data_dir=None) -> dict[str, str]:
             folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}.get(name, _TORCHVISION[name])
             out[name] = f"found in {root}" if (root / folder).exists() else f"missing under {root}"
     return out
+
+
+@dataclass
+class Split:
+    """A split as tensors on the training device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+_SPLIT_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def load_split(dataset: str, split: str, device: torch.device, data_dir=None, download=False, cache_dir=None) -> Split:
+    """A split as tensors on `device`, loaded once per process and reused by every seed."""
+    key = (dataset, split, str(device), str(data_dir), str(cache_dir))
+    if key not in _SPLIT_CACHE:
+        x, y = load(dataset, split, data_dir=data_dir, download=download, cache_dir=cache_dir)
+        _SPLIT_CACHE[key] = (x.to(device), y.to(device))
+    return Split(*_SPLIT_CACHE[key])

@@ -12,9 +12,12 @@ from typing import Any
 
 import torch
 
-from . import data, evaluation, models, solutions, training
-from .errors import StarlightError
-from .recipes import config_hash
+from starcli import models
+from starcli.engine import data, devices, evaluation
+from starcli.engine.data import load_split
+from starcli.errors import StarlightError
+
+from . import records
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -60,8 +63,6 @@ def register(
     data_dir=None,
 ):
     """Load `path` strictly into `arch`, compute its metrics, register it; returns (solution, created)."""
-    from . import devices
-
     path = Path(path).expanduser().resolve()
     meta = data.info(dataset)
     kwargs = dict(arch_kwargs or {})
@@ -84,27 +85,13 @@ def register(
         raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: {'; '.join(parts)}")
     dev = devices.resolve(device)
     model = model.to(dev)
-    splits = {s: training.load_split(dataset, s, dev, data_dir, False, reg.home) for s in data.SPLITS}
+    splits = {s: load_split(dataset, s, dev, data_dir, False, records.dataset_cache(reg)) for s in data.SPLITS}
     metrics = evaluation.metrics(model, {s: (sp.x, sp.y) for s, sp in splits.items()})
     file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
     config = {"source": str(path), "source_sha256": file_sha, "arch": arch, "arch_kwargs": kwargs, "dataset": dataset}
-    return solutions.add(
-        reg,
-        model.state_dict(),
-        key=config_hash({"kind": "external", "config": config, "seed": seed}),
-        kind="external",
-        arch=arch,
-        arch_kwargs=kwargs,
-        width=width if width is not None else models.width_of(arch, kwargs),
-        seed=seed,
-        dataset=dataset,
-        recipe=None,
-        config=config,
-        epochs=None,
-        metrics=metrics,
-        device=str(dev),
-        wall_seconds=0.0,
-        versions=solutions.versions(),
+    return records.register(
+        reg, model.state_dict(), key=records.solution_key("external", config, seed), kind="external", arch=arch,
+        arch_kwargs=kwargs, dataset=dataset, config=config, seed=seed, metrics=metrics, device=str(dev),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import StarlightError
+from starcli.errors import StarlightError
 
 
 def resolve(name: str | None = "auto") -> torch.device:

@@ -9,66 +9,31 @@ worse ECE; `run` measures both, plus accuracy and NLL, for all three predictors.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import torch
-import torch.nn as nn
 
-from .errors import StarlightError
-
-ECE_BINS = 15
-
-
-def interpolate_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], t: float) -> dict[str, torch.Tensor]:
-    """(1−t)·a + t·b for floating tensors; integer buffers (BatchNorm's step counter) are taken from a,
-    never interpolated."""
-    return {k: torch.lerp(v, b[k], t) if v.is_floating_point() else v.clone() for k, v in a.items()}
-
-
-def calibration(probs: torch.Tensor, y: torch.Tensor, bins: int = ECE_BINS) -> dict[str, float]:
-    """Accuracy (%), NLL, ECE (%, equal-width confidence bins) and the AUROC of the confidence
-    (max softmax) as a score separating correct from wrong predictions."""
-    probs = probs.double().clamp_min(1e-12)
-    conf, pred = probs.max(1)
-    correct = (pred == y).double()
-    nll = float(-probs.gather(1, y.view(-1, 1)).log().mean())
-    edges = torch.linspace(0, 1, bins + 1, dtype=probs.dtype)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        in_bin = (conf > lo) & (conf <= hi)
-        if in_bin.any():
-            ece += float(in_bin.double().mean() * (conf[in_bin].mean() - correct[in_bin].mean()).abs())
-    return {"acc": 100.0 * float(correct.mean()), "nll": nll, "ece": 100.0 * ece, "auroc": auroc(conf, correct)}
+from registry import Registry
+from starcli.alignment import align_state
+from starcli.engine import data, devices, evaluation
+from starcli.engine.calibration import ECE_BINS, calibration, softmax
+from starcli.engine.data import load_split
+from starcli.engine.interpolation import interpolate_state
+from starcli.engine.starlight import TSampling
+from starcli.errors import StarlightError, UsageError
+from starcli.progress import Reporter
+from starcli.solutions import records
 
 
-def auroc(score: torch.Tensor, positive: torch.Tensor) -> float | None:
-    """Probability that a random positive scores above a random negative (ties count half); None when
-    one class is empty (a model right on every sample has no wrong predictions to separate)."""
-    score, positive = score.double(), positive.bool()
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    # Mann-Whitney U with average ranks for ties: exact, no sklearn import, O(n log n).
-    order = torch.argsort(score)
-    ranks = torch.empty_like(score)
-    ranks[order] = torch.arange(1, len(score) + 1, dtype=score.dtype)
-    sorted_scores = score[order]
-    uniq, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    avg = ends - (counts.double() - 1) / 2
-    ranks[order] = avg[inverse]
-    u = float(ranks[positive].sum()) - n_pos * (n_pos + 1) / 2
-    return u / (n_pos * n_neg)
-
-
-@torch.inference_mode()
-def softmax(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(x[i : i + batch_size]).float().softmax(1) for i in range(0, len(x), batch_size)]).cpu()
+def check_samples(samples: int) -> None:
+    """BMA averages `samples` networks: at least one (a usage error before any work)."""
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {samples}")
 
 
 def run(
-    reg,
+    reg: Registry,
     star_id: int,
     samples: int = 32,
     seed: int = 0,
@@ -76,34 +41,27 @@ def run(
     t_sampling: str = "uniform",
     bn_calibration: str | int = "full",
     device: str = "auto",
-    reporter=None,
+    reporter: Reporter | None = None,
 ) -> dict[str, Any]:
     """Accuracy, NLL, ECE and AUROC on `split` of: the star alone, each anchor (mean over anchors), the
     deep ensemble of the anchors, and BMA over `samples` draws of (anchor, t) on the star's segments."""
-    import random
-
-    from . import data, devices, evaluation, solutions, training
-    from .progress import Reporter
-    from .star import TSampling
-
     sampling = TSampling.parse(t_sampling)
-    if samples < 1:
-        raise StarlightError(f"--samples must be at least 1, got {samples}")
+    check_samples(samples)
     reporter = reporter or Reporter()
-    star = solutions.get_star(reg, star_id, "to average over")
+    star = records.get_star(reg, star_id, "to average over")
     if data.info(star.dataset).task != "classification":
         raise StarlightError(f"BMA compares classifiers; solution {star_id} is trained on regression data ({star.dataset})")
-    anchors = solutions.get_many(reg, star.anchors)
+    anchors = records.get_many(reg, star.anchors)
     dev = devices.resolve(device)
-    evaluation_split = training.load_split(star.dataset, split, dev, home=reg.home)
-    train = training.load_split(star.dataset, "train", dev, home=reg.home)
+    evaluation_split = load_split(star.dataset, split, dev, cache_dir=records.dataset_cache(reg))
+    train = load_split(star.dataset, "train", dev, cache_dir=records.dataset_cache(reg))
     y = evaluation_split.y.cpu()
 
-    net = solutions.network(reg, star, dev)
-    star_state = {k: v.to(dev) for k, v in solutions.state_dict(reg, star).items()}
+    net = records.network(reg, star, dev)
+    star_state = {k: v.to(dev) for k, v in records.state_dict(reg, star).items()}
     anchor_states = [_as_star_saw_it(reg, star, a, star_state, dev) for a in anchors]
     bn = evaluation.has_batchnorm(net)
-    bn_x = train.x if bn_calibration == "full" else train.x[: int(bn_calibration)]
+    bn_x = evaluation.calibration_subset(train.x, bn_calibration)
 
     def probs_of(state: dict[str, torch.Tensor], recalibrate: bool) -> torch.Tensor:
         net.load_state_dict(state)
@@ -153,13 +111,9 @@ def run(
 def _as_star_saw_it(reg, star, anchor, star_state, device) -> dict[str, torch.Tensor]:
     """The anchor as the star was trained toward it: permuted to the star when the star aligned its
     anchors, else as stored (the paper's released configs do not align)."""
-    from . import solutions
-
-    state = {k: v.to(device) for k, v in solutions.state_dict(reg, anchor).items()}
+    state = {k: v.to(device) for k, v in records.state_dict(reg, anchor).items()}
     if not (star.config or {}).get("star", {}).get("align_anchors", False):
         return state
-    from .alignment import align_state
-
     return align_state(star.arch, star.arch_kwargs, star_state, state)
 
 

@@ -1,9 +1,10 @@
-"""Training one solution: a plain loop over tensors already on the device (airbench style).
+"""The one epoch loop that anchor training (training.py) and star training (starlight.py) both run on.
 
-Reproducibility: the initialisation is seeded by the seed alone, and every epoch's shuffle and
-augmentation by (seed, epoch) alone, so an interrupted run that resumes from its last epoch
-checkpoint continues exactly as if it had never stopped, and on the CPU the same seed and config
-give a byte-identical checkpoint.
+A plain loop over tensors already on the device (airbench style): the optimizer, the learning rate as
+a pure function of the step (`lr_at`), shuffles and augmentation drawn from (seed, epoch) alone, the
+non-finite check before every step, and the resume file. Because nothing but (seed, epoch) decides an
+epoch's randomness, a run that resumes from its last epoch checkpoint continues exactly as if it had
+never stopped, and on the CPU the same seed and config give a byte-identical checkpoint.
 """
 
 from __future__ import annotations
@@ -11,21 +12,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from . import data, evaluation, models
-from .errors import StarlightError
+from starcli.errors import StarlightError
 
-
-@dataclass
-class Split:
-    x: torch.Tensor
-    y: torch.Tensor
+from . import data
+from .data import Split
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -163,124 +159,48 @@ class ResumeFile:
             pass
 
 
-def fit(
+# --- the `starlight train` command as a function -------------------------------------------------
+
+
+def run_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
     config: dict[str, Any],
     seed: int,
     device: torch.device,
-    train: Split,
+    split: Split,
+    step_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    who: str,
+    advice: str,
+    start: int = 0,
     resume: ResumeFile | None = None,
+    before_epoch: Callable[[int], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
-    """Train one network from `seed`; returns it with its final weights (train mode)."""
-    torch.manual_seed(seed)
-    model = prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
-    optimizer = build_optimizer(model.parameters(), config)
-    start = resume.load(model, optimizer, device) if resume else 0
-    steps_per_epoch = len(batches(len(train.x), config["batch_size"], epoch_generator(seed, 0)))
+    """Epochs `start`..config["epochs"] of minibatch descent on `step_loss(x_batch, y_batch)`.
+
+    `seed` fixes every epoch's shuffle and augmentation (and the global RNG that dropout draws from);
+    `before_epoch(epoch)` runs first in each epoch (the star re-aligns its anchors there); the resume
+    file, when given, is written after every finished epoch.
+    """
+    steps_per_epoch = len(batches(len(split.x), config["batch_size"], epoch_generator(seed, 0)))
     model.train()
     for epoch in range(start, config["epochs"]):
+        if before_epoch is not None:
+            before_epoch(epoch)
         g = epoch_generator(seed, epoch)
         torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and other global-RNG users
         total = 0.0
-        for i, idx in enumerate(batches(len(train.x), config["batch_size"], g)):
+        for i, idx in enumerate(batches(len(split.x), config["batch_size"], g)):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, epoch * steps_per_epoch + i, steps_per_epoch)
-            xb = data.augment(train.x[idx.to(train.x.device)], config["augmentation"], g)
+            xb = data.augment(split.x[idx.to(split.x.device)], config["augmentation"], g)
+            yb = split.y[idx.to(split.y.device)]
             with autocast(device, config):
-                loss = evaluation.loss_fn(model(xb), train.y[idx.to(train.y.device)], label_smoothing=config["label_smoothing"])
-            total += descend(
-                optimizer, loss, f"seed {seed}", f"epoch {epoch + 1}, step {i + 1}", "Lower --lr or check the data"
-            )
+                loss = step_loss(xb, yb)
+            total += descend(optimizer, loss, who, f"epoch {epoch + 1}, step {i + 1}", advice)
         if resume:
             resume.save(model, optimizer, epoch + 1)
         if on_epoch:
             on_epoch(epoch + 1, total / steps_per_epoch)
     return model
-
-
-# --- the `starlight train` command as a function -------------------------------------------------
-
-
-_SPLIT_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def load_split(dataset: str, split: str, device: torch.device, data_dir=None, download=False, home=None) -> Split:
-    """A split as tensors on `device`, loaded once per process and reused by every seed."""
-    key = (dataset, split, str(device), str(data_dir), str(home))
-    if key not in _SPLIT_CACHE:
-        x, y = data.load(dataset, split, data_dir=data_dir, download=download, home=home)
-        _SPLIT_CACHE[key] = (x.to(device), y.to(device))
-    return Split(*_SPLIT_CACHE[key])
-
-
-@dataclass
-class Outcome:
-    solution: Any  # registry.Solution
-    trained: bool  # False: the (config, seed) was already registered and was skipped
-
-
-def anchor_key(config: dict[str, Any], seed: int) -> str:
-    from .recipes import config_hash
-
-    return config_hash({"kind": "anchor", "config": config, "seed": seed})
-
-
-def train(
-    reg,
-    config: dict[str, Any],
-    seeds: list[int],
-    device: str = "auto",
-    data_dir=None,
-    download: bool = False,
-    reporter=None,
-) -> list[Outcome]:
-    """Train and register one anchor per seed; seeds already registered with this config are skipped."""
-    import time
-
-    from . import devices, solutions
-    from .progress import Reporter
-
-    reporter = reporter or Reporter()
-    dev = devices.resolve(device)
-    outcomes: list[Outcome] = []
-    for seed in seeds:
-        key = anchor_key(config, seed)
-        existing = solutions.by_key(reg, key)
-        if existing is not None:
-            reporter.log(f"seed {seed}: already registered as solution {existing.id}, skipped")
-            outcomes.append(Outcome(existing, False))
-            continue
-        train_split = load_split(config["dataset"], "train", dev, data_dir, download, reg.home)
-        test_split = load_split(config["dataset"], "test", dev, data_dir, download, reg.home)
-        resume = ResumeFile(reg.home / "runs" / key[:24])
-        task = reporter.task(f"seed {seed}", config["epochs"])
-        start = time.perf_counter()
-        model = fit(config, seed, dev, train_split, resume, on_epoch=lambda e, loss: task.advance(loss=loss))
-        wall = time.perf_counter() - start
-        task.done()
-        metrics = evaluation.metrics(model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)})
-        sol, created = solutions.add(
-            reg,
-            model.state_dict(),
-            key=key,
-            kind="anchor",
-            arch=config["arch"],
-            arch_kwargs=config["arch_kwargs"],
-            width=models.width_of(config["arch"], config["arch_kwargs"]),
-            seed=seed,
-            dataset=config["dataset"],
-            recipe=config["recipe"],
-            config=config,
-            epochs=config["epochs"],
-            metrics=metrics,
-            device=str(dev),
-            wall_seconds=wall,
-            versions=solutions.versions(),
-        )
-        resume.remove()
-        reporter.log(
-            f"seed {seed}: solution {sol.id}  train acc {metrics['train_acc']:.1f}%  test acc {metrics['test_acc']:.1f}%"
-            f"  ({wall:.1f}s)"
-        )
-        outcomes.append(Outcome(sol, created))
-    return outcomes

@@ -1,10 +1,7 @@
-"""Sweeps: one of the paper's experiments as one TOML file and one command.
+"""The sweep file: one of the paper's experiments as one TOML file, parsed and checked before any work.
 
 A sweep file declares a grid over a recipe — widths, how many anchors build each star, how t is
-sampled, which seeds are held out — and `run` walks it with the registry's idempotent engine calls:
-`training.train` skips (config, seed) pairs already registered, `star.build_star` returns an existing
-star, and `barriers.measure` reads cached curves. So a finished sweep re-runs in seconds, and an
-interrupted one resumes where it stopped. The report folder (CSV, markdown, PNG) is rewritten each time.
+sampled, which seeds are held out. Running it is sweep.py.
 
     name = "width-mnist1d"            # default: the file's stem
     description = "..."
@@ -21,21 +18,21 @@ interrupted one resumes where it stopped. The report folder (CSV, markdown, PNG)
     [star]                            # build_star options: epochs, samples_per_step, mu_star, align_anchors
     [barriers]                        # measure options: points, splits, bn_calibration, batch_size, align
     [baselines]
-    soup = true                       # also test the aligned average of each star's anchors (soup.py)
+    soup = true                       # also test the aligned average of each star's anchors (baselines.py)
     [paper]                           # optional reference numbers quoted in the report
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import StarlightError, UsageError
+from starcli.errors import StarlightError, UsageError
+from starcli.selectors import parse_ids
 
 SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers", "baselines", "paper", "report"}
 GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds"}
@@ -78,7 +75,7 @@ class Sweep:
 
     def config(self, width: int | None) -> dict[str, Any]:
         """The resolved training config of every anchor and held-out at `width`."""
-        from . import recipes
+        from starcli.engine import recipes
 
         return recipes.resolve(self.recipe, width=width, overrides=self.train)
 
@@ -235,7 +232,7 @@ def _check_star(star: dict[str, Any], where: str) -> None:
 
 def _check_barriers(options: dict[str, Any], where: str) -> None:
     """The options `barriers.measure` takes, checked now rather than after hours of training."""
-    from .barriers import ALIGN_CHOICES
+    from starcli.solutions.barriers import ALIGN_CHOICES
 
     points = options.get("points", 11)
     if not isinstance(points, int) or isinstance(points, bool) or points < 2:
@@ -255,7 +252,7 @@ def _check_barriers(options: dict[str, Any], where: str) -> None:
 
 def _t_samplings(values: Any, where: str) -> list[str]:
     """Each scheme as the star module writes it (so `beta:2,2` and `beta:2.0,2` are one star)."""
-    from .star import TSampling
+    from starcli.engine.starlight import TSampling
 
     if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
         raise UsageError(f"sweep {where}: [grid] t_sampling must be a list like [\"uniform\", \"beta:2,2\"]")
@@ -266,7 +263,8 @@ def _t_samplings(values: Any, where: str) -> list[str]:
 
 
 def _recipe_width(recipe: str, train: dict[str, Any], where: str) -> int | None:
-    from . import models, recipes
+    from starcli import models
+    from starcli.engine import recipes
 
     try:
         config = recipes.resolve(recipe, overrides=train)
@@ -289,8 +287,6 @@ def _known(table: dict[str, Any], known: set[str], where: str, what: str) -> Non
 
 
 def _seeds(value: Any, key: str, where: str) -> list[int]:
-    from .selectors import parse_ids
-
     if isinstance(value, list) and value and all(isinstance(v, int) and v >= 0 for v in value):
         return list(dict.fromkeys(value))
     if isinstance(value, (str, int)) and not isinstance(value, bool):
@@ -304,196 +300,3 @@ def _seeds(value: Any, key: str, where: str) -> list[int]:
 # --- running a sweep ---------------------------------------------------------------------------------
 
 
-def run(
-    reg,
-    sweep: Sweep,
-    out: Path | str,
-    device: str = "auto",
-    data_dir=None,
-    download: bool = False,
-    executor: str = "local",
-    jobs: int | None = None,
-    reporter=None,
-) -> dict[str, Any]:
-    """Train what is missing, build every star, measure every barrier, write the report folder.
-
-    Returns the sweep's results (also written as results.json): `cells` (per star: its summary and
-    pairs), `rows` (the summary table), `files` (what was written under `out`) and `computed` (how many
-    training runs, stars and barrier pairs this call computed rather than found in the registry).
-    """
-    from .progress import Reporter
-
-    reporter = reporter or Reporter()
-    out = Path(out)
-    start = time.perf_counter()
-    cells = sweep.cells()
-    computed = {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0}
-    overall = reporter.task(f"sweep {sweep.name}", len(sweep.widths) + (3 if sweep.soup else 2) * len(cells))
-
-    ids: dict[Any, dict[int, int]] = {}  # width → seed → solution id
-    for width in sweep.widths:
-        outcomes = _train(reg, sweep.config(width), sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter)
-        computed["training_runs"] += sum(o.trained for o in outcomes)
-        ids[width] = {o.solution.seed: o.solution.id for o in outcomes}
-        overall.advance(step=f"trained width {width}")
-
-    results = []
-    for cell in cells:
-        anchors = [ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]]
-        held_out = [ids[cell.width][s] for s in sweep.held_out_seeds]
-        star, created = _build_star(reg, sweep, cell, anchors, device, reporter)
-        computed["stars"] += int(created)
-        overall.advance(step=f"star {star.id}")
-        before = _barrier_rows(reg)
-        measured = _measure(reg, sweep, star.id, held_out, device, reporter)
-        overall.advance(step=f"barriers of star {star.id}")
-        result = _cell_result(reg, cell, star, anchors, held_out, measured)
-        if sweep.soup:
-            result["soup"], created = _soup(reg, sweep, anchors, held_out, measured["settings"]["align"], device, reporter)
-            computed["soups"] += int(created)
-            overall.advance(step=f"soup {result['soup']['id']}")
-        computed["barrier_pairs"] += _barrier_rows(reg) - before
-        results.append(result)
-    overall.done()
-
-    payload = {
-        "sweep": sweep.name,
-        "description": sweep.description,
-        "source": sweep.source,
-        "recipe": sweep.recipe,
-        "train": sweep.train,
-        "star": sweep.star,
-        # As measured: "auto" alignment is reported as what it resolved to.
-        "barriers": _barrier_settings(sweep) | ({"align": results[0]["align"]} if results else {}),
-        "x": sweep.x_axis(),
-        "task": _task(sweep),
-        "cells": results,
-        "computed": computed,
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "device": device,
-    }
-    from . import reports
-
-    written = reports.write_sweep(payload, out, paper=sweep.paper)
-    return payload | {"out": str(out), "files": written["files"], "rows": written["rows"]}
-
-
-def _task(sweep: Sweep) -> str:
-    from . import data
-
-    return data.info(sweep.config(sweep.widths[0])["dataset"]).task
-
-
-def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter):
-    from . import executors
-
-    return executors.train(
-        reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download, reporter=reporter
-    )
-
-
-def _build_star(reg, sweep: Sweep, cell: Cell, anchors: list[int], device: str, reporter):
-    from .star import build_star
-
-    options = dict(sweep.star)
-    return build_star(
-        reg,
-        anchors,
-        epochs=options.get("epochs"),
-        t_sampling=cell.t_sampling,
-        samples_per_step=options.get("samples_per_step", 1),
-        mu_star=options.get("mu_star", 0.0),
-        seed=cell.star_seed,
-        device=device,
-        reporter=reporter,
-        align_anchors=options.get("align_anchors", False),
-    )
-
-
-def _barrier_settings(sweep: Sweep) -> dict[str, Any]:
-    # The paper permutes the second model of every pair to the first (weight matching) before
-    # interpolating; "auto" does so wherever the architecture has a permutation spec.
-    settings = {"points": 11, "splits": ["train", "test"], "bn_calibration": "full", "align": "auto"}
-    settings.update(sweep.barriers)
-    return settings
-
-
-def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, reporter) -> dict[str, Any]:
-    from . import barriers
-
-    settings = _barrier_settings(sweep)
-    return barriers.measure(
-        reg,
-        star=star_id,
-        held_out=held_out,
-        baseline="anchors",
-        points=settings["points"],
-        splits=tuple(settings["splits"]),
-        bn_calibration=settings["bn_calibration"],
-        batch_size=settings.get("batch_size"),
-        align=settings["align"],
-        device=device,
-        reporter=reporter,
-    )
-
-
-def _soup(
-    reg, sweep: Sweep, anchors: list[int], held_out: list[int], align: str, device: str, reporter
-) -> tuple[dict[str, Any], bool]:
-    """The reviewers' baseline for one star: the average of the same anchors, aligned when the star's pairs
-    were (`align`, as `measure` resolved it), tested on the same held-outs with the same barrier settings.
-    Pairs are labelled soup-held-out."""
-    from . import soup
-
-    settings = dict(_barrier_settings(sweep), align=align)
-    sol, created = soup.build_soup(
-        reg, anchors, align=align == "weight", bn_calibration=settings["bn_calibration"], device=device, reporter=reporter
-    )
-    from . import barriers
-
-    measured = barriers.measure(
-        reg, star=sol.id, held_out=held_out, baseline="none", points=settings["points"], splits=tuple(settings["splits"]),
-        bn_calibration=settings["bn_calibration"], batch_size=settings.get("batch_size"), align=settings["align"],
-        device=device, reporter=reporter,
-    )
-    return {
-        "id": sol.id,
-        "metrics": dict(sol.metrics or {}),
-        "summary": measured["summary"].get("star-held-out", {}),
-        "pairs": [dict(p, kind="soup-held-out") for p in measured["pairs"]],
-    }, created
-
-
-def _barrier_rows(reg) -> int:
-    """Rows in the barrier cache: what `measure` computed is what it added."""
-    from sqlalchemy import func
-    from sqlmodel import select
-
-    from registry import BarrierResult
-
-    with reg.session() as s:
-        return int(s.exec(select(func.count()).select_from(BarrierResult)).one())
-
-
-def _cell_result(reg, cell: Cell, star, anchors: list[int], held_out: list[int], measured: dict[str, Any]) -> dict[str, Any]:
-    from . import solutions
-
-    anchor_sols = solutions.get_many(reg, anchors)
-    metric_keys = sorted({k for a in anchor_sols for k in (a.metrics or {})})
-    anchor_mean = {
-        k: sum(a.metrics[k] for a in anchor_sols if a.metrics.get(k) is not None) / len(anchor_sols) for k in metric_keys
-    }
-    return {
-        "width": cell.width,
-        "n_anchors": cell.n_anchors,
-        "t_sampling": cell.t_sampling,
-        "star_seed": cell.star_seed,
-        "star": star.id,
-        "align": measured["settings"]["align"],
-        "anchors": anchors,
-        "held_out": held_out,
-        "star_metrics": dict(star.metrics or {}),
-        "anchor_metrics": anchor_mean,
-        "summary": measured.get("summary", {}),
-        "pairs": measured.get("pairs", []),
-    }

@@ -1,20 +1,31 @@
 """Where the seeds of `starlight train` run: here, a local process pool, SLURM (submitit) or Ray.
 
 Every executor runs the same unit of work, `run_job(Job)`: open the registry from its home and
-database URL, and train one seed with `training.train`. Workers share nothing but the registry: the
+database URL, and train one seed with `anchors.train`. Workers share nothing but the registry: the
 checkpoint goes into the shared store and the row into the shared database, and the (config, seed)
 key makes a job that already finished a no-op, so a failed or preempted job is simply submitted again.
 """
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing
 import os
 import re
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import StarlightError, UsageError
+import torch
+
+from registry import Registry, RegistryError
+from starcli.engine import data, devices
+from starcli.errors import StarlightError, UsageError
+from starcli.progress import Reporter
+
+from . import anchors, records
 
 EXECUTORS = ("local", "slurm", "ray")
 SLURM_CLUSTERS = ("slurm", "local", "debug")
@@ -36,13 +47,9 @@ class Job:
 
 def run_job(job: Job) -> tuple[int, bool]:
     """Train one seed into the shared registry; returns (solution id, trained)."""
-    from registry import Registry
-
-    from . import training
-
     reg = Registry(Path(job.home), job.db_url)
     try:
-        [outcome] = training.train(
+        [outcome] = anchors.train(
             reg, job.config, [job.seed], device=job.device, data_dir=job.data_dir, download=job.download
         )
         return outcome.solution.id, outcome.trained
@@ -79,15 +86,12 @@ def train(
     slurm_cluster: str = "slurm",
     ray_address: str | None = None,
 ) -> list:
-    """Train one anchor per seed on `executor`; returns `training.Outcome`s in seed order."""
-    from . import training
-    from .progress import Reporter
-
+    """Train one anchor per seed on `executor`; returns `anchors.Outcome`s in seed order."""
     reporter = reporter or Reporter()
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     slots = _pool_slots(device, jobs) if executor == "local" else []
     if executor == "local" and not slots:
-        return training.train(reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=reporter)
+        return anchors.train(reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=reporter)
     # Load (and download) the data once here, not in every worker at once: no download race, and a
     # missing --data-dir is one line now rather than fifty failed jobs later. A remote Ray cluster has
     # its own disks, so there each worker loads (and downloads) for itself.
@@ -97,9 +101,7 @@ def train(
         reporter.log("note: the registry is SQLite, which is safe on one node only; set STARLIGHT_DB_URL to a "
                      "PostgreSQL database when jobs may land on several nodes")
     if not remote:
-        from . import data
-
-        data.load(config["dataset"], "train", data_dir=data_dir, download=download, home=reg.home)
+        data.load(config["dataset"], "train", data_dir=data_dir, download=download, cache_dir=records.dataset_cache(reg))
 
     def job(seed: int, dev: str) -> Job:
         return Job(str(reg.home), reg.url, config, seed, dev, _str(data_dir), download and remote)
@@ -150,8 +152,6 @@ def check_options(
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (ids or UUIDs)."""
-    import torch
-
     if not torch.cuda.is_available():
         return []
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -162,8 +162,6 @@ def visible_gpus() -> list[str]:
 
 def _pool_slots(device: str, jobs: int | None) -> list[tuple[str | None, str]]:
     """(CUDA_VISIBLE_DEVICES, device) for each pool worker; empty when training in this process is the same."""
-    from . import devices
-
     dev = devices.resolve(device)
     if dev.type != "cuda":
         n = jobs or 1
@@ -183,16 +181,11 @@ def _pin_worker(slots_queue, threads: int) -> None:
     visible, _ = slots_queue.get()
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
-    import torch
-
     # Without this every worker starts one thread per core and N workers fight over the same cores.
     torch.set_num_threads(threads)
 
 
 def _run_local(make: Callable[[int, str], Job], seeds, slots, reporter) -> dict[int, Any]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     ctx = multiprocessing.get_context("spawn")  # fork would copy CUDA and lock state from this process
     queue = ctx.Queue()
     for slot in slots:
@@ -233,8 +226,6 @@ def time_minutes(text: str) -> int:
 def _run_slurm(make, seeds, device, jobs, home: Path, partition, time, gpus_per_job, cluster, reporter) -> dict[int, Any]:
     submitit = require("submitit", "slurm")
     if cluster == "slurm":
-        import shutil
-
         if shutil.which("sbatch") is None:
             raise StarlightError(
                 "sbatch not found: run --executor slurm on a SLURM login node (or try it here with --slurm-cluster local)"
@@ -319,8 +310,6 @@ def _run_ray(make, seeds, device, jobs, gpus_per_job, address, reporter) -> dict
 
 def require(module: str, extra: str):
     """Import an optional dependency, or say in one line which extra provides it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -329,8 +318,6 @@ def require(module: str, extra: str):
 
 def _job_error(e: BaseException, fallback: str) -> StarlightError:
     """A worker's failure as one line: its own StarlightError message, else the last line of its trace."""
-    from registry import RegistryError
-
     if isinstance(e, (StarlightError, RegistryError)):
         return StarlightError(str(e).strip().splitlines()[0])
     text = str(e)
@@ -362,8 +349,6 @@ class _Results(dict):
 
 
 def _outcomes(reg, seeds: Iterable[int], results: dict[int, Any]) -> list:
-    from . import solutions, training
-
     seeds = list(seeds)
     failed = [(s, results[s]) for s in seeds if isinstance(results.get(s), BaseException)]
     if failed:
@@ -375,8 +360,8 @@ def _outcomes(reg, seeds: Iterable[int], results: dict[int, Any]) -> list:
             f"{len(failed)} of {len(seeds)} seed(s) failed ({detail}); "
             "rerun the same command to retry them: registered seeds are skipped"
         )
-    sols = solutions.get_many(reg, [results[s][0] for s in seeds])
-    return [training.Outcome(sol, results[s][1]) for s, sol in zip(seeds, sols)]
+    sols = records.get_many(reg, [results[s][0] for s in seeds])
+    return [anchors.Outcome(sol, results[s][1]) for s, sol in zip(seeds, sols)]
 
 
 def _str(path) -> str | None:

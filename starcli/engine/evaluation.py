@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 EVAL_BATCH = 4096
+CALIBRATION_SEED = 0  # the fixed subset behind every `--bn-calibration N`
 
 
 def loss_fn(
@@ -85,3 +86,15 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
     model.train(was_training)
     for m, momentum in saved:
         m.momentum = momentum
+
+
+def calibration_subset(x: torch.Tensor, size: str | int) -> torch.Tensor:
+    """The samples BatchNorm statistics are re-estimated on: all of `x` ("full"), or a fixed seeded random
+    subset of `size` of them — the one definition behind `--bn-calibration` in barriers, soups and BMA.
+
+    Random rather than the first N: datasets stored by class would otherwise calibrate on a few classes.
+    """
+    if size == "full" or int(size) >= len(x):
+        return x
+    g = torch.Generator().manual_seed(CALIBRATION_SEED)
+    return x[torch.randperm(len(x), generator=g)[: int(size)].to(x.device)]

@@ -7,31 +7,36 @@ from typing import Any
 
 import torch
 
-from starcli import devices, recipes, solutions
+from registry import Registry, Solution
+from starcli import models
+from starcli.alignment import align_state
+from starcli.engine import devices
 from starcli.errors import StarlightError, UsageError
+
+from . import records
 
 METHOD = "weight_matching"
 
 
-def align_solution(reg, source_id: int, target_id: int, seed: int = 0, device: str = "auto") -> tuple[Any, bool]:
+def align_solution(
+    reg: Registry, source_id: int, target_id: int, seed: int = 0, device: str = "auto"
+) -> tuple[Solution, bool]:
     """(solution, created): the aligned copy of `source_id` matched to `target_id`; an existing one with
     the same source, target, method and seed is returned without recomputing."""
     if source_id == target_id:
         raise UsageError(f"cannot align solution {source_id} to itself; give --to another solution")
-    source, target = solutions.get_many(reg, [source_id, target_id])
-    solutions.require_same_task([target, source], "solutions to align")
+    source, target = records.get_many(reg, [source_id, target_id])
+    records.require_same_task([target, source], "solutions to align")
     config = {"method": METHOD, "seed": seed, "source_id": source.id, "target_id": target.id}
-    key = recipes.config_hash({"kind": "aligned", "config": config, "seed": seed})
-    existing = solutions.by_key(reg, key)
+    key = records.solution_key("aligned", config, seed)
+    existing = records.by_key(reg, key)
     if existing is not None:
         return existing, False
 
-    from . import align_state
-
     dev = devices.resolve(device)
     start = time.perf_counter()
-    state_a = solutions.state_dict(reg, target, dev)
-    state_b = solutions.state_dict(reg, source, dev)
+    state_a = records.state_dict(reg, target, dev)
+    state_b = records.state_dict(reg, source, dev)
     aligned = align_state(source.arch, source.arch_kwargs, state_a, state_b, seed=seed)
     wall = time.perf_counter() - start
     params = _parameter_names(source.arch, source.arch_kwargs)
@@ -40,31 +45,14 @@ def align_solution(reg, source_id: int, target_id: int, seed: int = 0, device: s
         "l2_to_target": _distance(state_a, aligned, params),
         "l2_to_target_unaligned": _distance(state_a, state_b, params),
     }
-    return solutions.add(
-        reg,
-        {k: v.detach().cpu().contiguous() for k, v in aligned.items()},
-        key=key,
-        kind="aligned",
-        arch=source.arch,
-        arch_kwargs=source.arch_kwargs,
-        width=source.width,
-        seed=source.seed,
-        dataset=source.dataset,
-        recipe=source.recipe,
-        config=config,
-        epochs=source.epochs,
-        metrics=metrics,
-        device=str(dev),
-        wall_seconds=wall,
-        versions=solutions.versions(),
-        source_id=source.id,
-        target_id=target.id,
+    return records.register(
+        reg, {k: v.detach().cpu().contiguous() for k, v in aligned.items()}, key=key, kind="aligned",
+        **records.task_of(source), config=config, seed=source.seed, epochs=source.epochs, metrics=metrics,
+        device=str(dev), wall_seconds=wall, source_id=source.id, target_id=target.id,
     )
 
 
 def _parameter_names(arch: str, arch_kwargs: dict[str, Any]) -> list[str]:
-    from starcli import models
-
     with torch.device("meta"):  # names only: no memory, no initialisation
         return [n for n, _ in models.create(arch, **arch_kwargs).named_parameters()]
 

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch.func import functional_call, vmap
 
-from . import evaluation, models
+from starcli import models
+
+from . import evaluation
 
 Curves = dict[str, dict[str, list[float]]]  # split -> {"loss": [...], "acc": [...]}
 # Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes.
@@ -154,13 +156,16 @@ def _copy(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
         torch._foreach_copy_(targets, sources)
 
 
-def barrier(ts: list[float], values: list[float], higher_is_worse: bool = True) -> float:
-    """Largest excess over the straight line between the endpoint values, floored at 0.
+def interpolate_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], t: float) -> dict[str, torch.Tensor]:
+    """(1−t)·a + t·b for floating tensors; integer buffers (BatchNorm's step counter) are taken from a,
+    never interpolated."""
+    return {k: torch.lerp(v, b[k], t) if v.is_floating_point() else v.clone() for k, v in a.items()}
 
-    Loss: max_t L(t) − ((1−t)L(0) + tL(1)).
-    Accuracy (higher_is_worse=False): max_t ((1−t)acc(0) + t·acc(1)) − acc(t).
-    """
-    first, last = values[0], values[-1]
-    sign = 1.0 if higher_is_worse else -1.0
-    # first + t·(last − first) rather than (1−t)·first + t·last: exactly `first` when the endpoints agree.
-    return max(0.0, max(sign * (v - (first + t * (last - first))) for t, v in zip(ts, values)))
+
+def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Mean of floating tensors; integer buffers (BatchNorm's step counter) come from the first state."""
+    first = states[0]
+    return {
+        k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v.clone()
+        for k, v in first.items()
+    }

@@ -1,16 +1,20 @@
-"""Solutions in the registry: adding them atomically, fetching them by id, turning them into records."""
+"""Solutions in the registry: one way to register any kind, fetching them by id, turning them into records.
+
+No torch at import time: `starlight list` and `show` read records through this module.
+"""
 
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from registry import Registry, Solution
-
-from .errors import StarlightError
+from starcli.engine.recipes import config_hash
+from starcli.errors import StarlightError
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +43,11 @@ def record(reg: Registry, sol: Solution, full: bool = False) -> dict[str, Any]:
     if full:
         out.update(config=sol.config, versions=sol.versions, source_id=sol.source_id, target_id=sol.target_id)
     return out
+
+
+def dataset_cache(reg: Registry) -> Path:
+    """Where generated datasets (MNIST-1D) are cached: inside the home, beside the registry."""
+    return reg.home / "datasets"
 
 
 def versions() -> dict[str, str]:
@@ -93,8 +102,51 @@ def query(
         return list(s.exec(stmt))
 
 
+def solution_key(kind: str, config: dict[str, Any], seed: int | None) -> str:
+    """The idempotency key of a solution: what made it (kind, resolved config) and its seed."""
+    return config_hash({"kind": kind, "config": config, "seed": seed})
+
+
+def task_of(sol: Solution) -> dict[str, Any]:
+    """The fields a solution derived from `sol` (a star, soup or aligned copy) shares with it."""
+    return {"arch": sol.arch, "arch_kwargs": sol.arch_kwargs, "dataset": sol.dataset, "recipe": sol.recipe}
+
+
+def register(
+    reg: Registry,
+    tensors: dict[str, "torch.Tensor"],
+    *,
+    key: str,
+    kind: str,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    dataset: str,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    device: str,
+    recipe: str | None = None,
+    seed: int | None = None,
+    epochs: int | None = None,
+    wall_seconds: float = 0.0,
+    anchors: list[int] | None = None,
+    source_id: int | None = None,
+    target_id: int | None = None,
+) -> tuple[Solution, bool]:
+    """Register a solution of any kind (anchor, star, soup, aligned, external): the one path, which fills
+    in the width and the library versions the same way for every kind. Returns (solution, created)."""
+    from starcli import models
+
+    return add(
+        reg, tensors, key=key, kind=kind, arch=arch, arch_kwargs=arch_kwargs, width=models.width_of(arch, arch_kwargs),
+        seed=seed, dataset=dataset, recipe=recipe, config=config, epochs=epochs, metrics=metrics, device=device,
+        wall_seconds=wall_seconds, versions=versions(), anchors=list(anchors or []), source_id=source_id,
+        target_id=target_id,
+    )
+
+
 def add(reg: Registry, tensors: dict[str, "torch.Tensor"], **fields: Any) -> tuple[Solution, bool]:
-    """Store the checkpoint, then insert the row: a row never points at a missing or partial blob.
+    """The row itself, as given: store the checkpoint, then insert the row, so a row never points at a
+    missing or partial blob. Everything registers through `register`; this is its storage step.
 
     Returns (solution, created). A concurrent writer that registered the same key first wins and
     its row is returned, so two workers given the same seed do not produce two solutions.
@@ -120,7 +172,7 @@ def state_dict(reg: Registry, sol: Solution, device: "torch.device | str" = "cpu
 
 def network(reg: Registry, sol: Solution, device: "torch.device | str" = "cpu") -> "nn.Module":
     """Rebuild the solution's architecture from its arch_kwargs and load its verified weights."""
-    from . import models
+    from starcli import models
 
     model = models.create(sol.arch, **sol.arch_kwargs)
     model.load_state_dict(state_dict(reg, sol), strict=True)
@@ -134,6 +186,18 @@ def get_star(reg: Registry, sid: int, purpose: str) -> Solution:
         article = "an" if sol.kind[:1] in "aeiou" else "a"
         raise StarlightError(f"solution {sid} is {article} {sol.kind}, not a star: it has no anchors {purpose}")
     return sol
+
+
+def anchor_mean_metrics(anchors: list[Solution]) -> dict[str, Any]:
+    """The anchors' mean metrics, the one definition every table uses: for each metric, the mean over
+    the anchors that have it (a missing or diverged value is left out, never counted as 0), with `n`,
+    how many anchors there are."""
+    keys = sorted({k for a in anchors for k in (a.metrics or {})})
+    out: dict[str, Any] = {}
+    for k in keys:
+        values = [a.metrics[k] for a in anchors if (a.metrics or {}).get(k) is not None]
+        out[k] = sum(values) / len(values) if values else None
+    return out | {"n": len(anchors)}
 
 
 def require_same_task(sols: list[Solution], role: str = "solutions") -> None:

@@ -19,28 +19,34 @@ import json
 from pathlib import Path
 from typing import Any
 
+from registry import Registry
+from starcli.engine import recipes
+from starcli.progress import Reporter
+from starcli.reports.figures import barrier_plot
+from starcli.solutions import anchors as anchor_training
+from starcli.solutions.barriers import measure
+from starcli.solutions.stars import build_star
+
 ANCHOR_SEEDS = [1, 2, 3, 4, 5]
 HELD_OUT_SEEDS = [6, 7, 8]
 
 
-def demo(reg, out_dir: str | Path = "demo-out", device: str = "auto", reporter=None) -> dict[str, Any]:
+def demo(reg: Registry, out_dir: str | Path = "demo-out", device: str = "auto", reporter: Reporter | None = None) -> dict[str, Any]:
     """Run the pipeline; writes barriers.png and barriers.json into `out_dir`.
 
     Returns measure()'s result (weight-matched pairs) with `unaligned`: the summary of the same pairs
     interpolated without alignment, for contrast.
     """
-    from . import barrier_plot, barriers, recipes, star, training
-
     config = recipes.resolve(recipes.DEFAULT_RECIPE)
-    outcomes = training.train(reg, config, ANCHOR_SEEDS + HELD_OUT_SEEDS, device=device, reporter=reporter)
+    outcomes = anchor_training.train(reg, config, ANCHOR_SEEDS + HELD_OUT_SEEDS, device=device, reporter=reporter)
     ids = [o.solution.id for o in outcomes]
     anchors, held_out = ids[: len(ANCHOR_SEEDS)], ids[len(ANCHOR_SEEDS) :]
-    star_sol, _ = star.build_star(reg, anchors, device=device, reporter=reporter, align_anchors=True)
-    result = barriers.measure(reg, star=star_sol.id, held_out=held_out, align="weight", device=device, reporter=reporter)
-    unaligned = barriers.measure(reg, star=star_sol.id, held_out=held_out, align="none", device=device, reporter=reporter)
+    star_sol, _ = build_star(reg, anchors, device=device, reporter=reporter, align_anchors=True)
+    result = measure(reg, star=star_sol.id, held_out=held_out, align="weight", device=device, reporter=reporter)
+    unaligned = measure(reg, star=star_sol.id, held_out=held_out, align="none", device=device, reporter=reporter)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    barrier_plot.plot(result, out / "barriers.png")
+    barrier_plot(result, out / "barriers.png")
     (out / "barriers.json").write_text(json.dumps(result, indent=2) + "\n")
     result["unaligned"] = unaligned["summary"]
     return result

@@ -1,0 +1,97 @@
+"""What a barrier is (paper Eq. 1), computed from the curves L(t) of a pair: per-pair barriers and
+peaks, and the summary over groups of pairs. Plain numbers in, plain numbers out."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+STAR_PAIRS, REGULAR_PAIRS, PLAIN_PAIRS = "star-held-out", "regular-held-out", "pair"
+
+
+DEFINITIONS = (
+    "On a split, L(t) is the mean cross-entropy of the network with weights (1−t)θ_A + tθ_B, t on a grid of "
+    "{points} points in [0, 1]. Loss barrier = max over the grid of L(t) − ((1−t)L(0) + tL(1)), floored at 0; "
+    "accuracy barrier = max over the grid of ((1−t)acc(0) + t·acc(1)) − acc(t), in percentage points, floored "
+    "at 0. \"train\" is the training split without augmentation. Networks with BatchNorm get their running "
+    "statistics reset and re-estimated (cumulative average) on {calibration} at every interior t.{alignment} Star–held-out "
+    "pairs join the star to each held-out; regular–held-out pairs join each of the star's anchors to each "
+    "held-out. Mean ± sample standard deviation over pairs."
+)
+
+
+ALIGNMENT_SENTENCE = {
+    "none": " Models are interpolated as they are (no permutation alignment).",
+    "weight": " Before interpolating, B's hidden units are permuted to match A's (weight matching), for every pair.",
+}
+
+
+def definitions(settings: dict[str, Any]) -> str:
+    """The paragraph that states what the numbers under these settings mean."""
+    calibration = settings["bn_calibration"]
+    calibration = "the whole training split" if calibration == "full" else f"{calibration} training samples"
+    return DEFINITIONS.format(
+        points=settings["points"], calibration=calibration, alignment=ALIGNMENT_SENTENCE[settings["align"]]
+    )
+
+
+def pair_record(a: int, b: int, kind: str, result: dict, splits: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {"a": a, "b": b, "kind": kind, "t": result["t"]}
+    for split in splits:
+        curve = result[split]
+        out[split] = {
+            "loss": curve["loss"],
+            "acc": curve["acc"],
+            "loss_barrier": barrier(result["t"], curve["loss"]),
+            "acc_barrier": barrier(result["t"], curve["acc"], higher_is_worse=False),
+        }
+    return out
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def summarize(pairs: list[dict], splits: tuple[str, ...]) -> dict[str, Any]:
+    """Mean ± std and n of each barrier per kind of pair and split, and the star/regular ratio of the means."""
+    summary: dict[str, Any] = {}
+    for kind in dict.fromkeys(p["kind"] for p in pairs):
+        group = [p for p in pairs if p["kind"] == kind]
+        summary[kind] = {
+            split: {m: _stats([p[split][m] for p in group]) for m in ("loss_barrier", "acc_barrier")} for split in splits
+        }
+    if STAR_PAIRS in summary:
+        summary["ratio"] = {split: {m: None for m in ("loss_barrier", "acc_barrier")} for split in splits}
+        if REGULAR_PAIRS in summary:
+            for split in splits:
+                for m in ("loss_barrier", "acc_barrier"):
+                    regular = summary[REGULAR_PAIRS][split][m]["mean"]
+                    star = summary[STAR_PAIRS][split][m]["mean"]
+                    summary["ratio"][split][m] = star / regular if regular > 0 else None
+    return summary
+
+
+def barrier(ts: list[float], values: list[float], higher_is_worse: bool = True) -> float:
+    """Largest excess over the straight line between the endpoint values, floored at 0.
+
+    Loss: max_t L(t) − ((1−t)L(0) + tL(1)).
+    Accuracy (higher_is_worse=False): max_t ((1−t)acc(0) + t·acc(1)) − acc(t).
+    """
+    first, last = values[0], values[-1]
+    sign = 1.0 if higher_is_worse else -1.0
+    # first + t·(last − first) rather than (1−t)·first + t·last: exactly `first` when the endpoints agree.
+    return max(0.0, max(sign * (v - (first + t * (last - first))) for t, v in zip(ts, values)))
+
+
+def peak_loss(pairs: list[dict[str, Any]], kind: str, split: str) -> float | None:
+    """Mean over pairs of the highest loss on the segment, max_t L(t).
+
+    The barrier is an excess over the line between the endpoints, so a center that is itself a poor
+    model can have a low barrier on a segment that never gets as low as a regular one: the peak says
+    how good the worst network on the segment is, whatever its endpoints."""
+    peaks = [max(p[split]["loss"]) for p in pairs if p["kind"] == kind and split in p and p[split].get("loss")]
+    return sum(peaks) / len(peaks) if peaks else None

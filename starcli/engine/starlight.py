@@ -1,0 +1,147 @@
+"""Star models: the Starlight algorithm (paper Algorithm 1).
+
+A star θ is trained to have low loss along the segment to every anchor: each step draws an anchor θ_i
+and a t, and descends the loss of the network with weights (1−t)θ + tθ_i. The interpolated weights
+are built with `torch._foreach_lerp` and fed to the network with `torch.func.functional_call`, so
+autograd delivers d/dθ = (1−t)·∇L((1−t)θ + tθ_i) without copying parameters or gradients by hand.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+from starcli import models
+from starcli.errors import UsageError
+
+from . import evaluation, loop
+from .data import Split
+
+# The star's initialisation and shuffles are seeded apart from the anchors', so that star seed 1 does
+# not start from the same weights as the anchor trained with seed 1.
+STAR_SEED_OFFSET = 1_000_000_007
+
+
+@dataclass(frozen=True)
+class TSampling:
+    """How t is drawn: `uniform` (U[0,1]), `beta:A,B`, or `constant:T`."""
+
+    kind: str
+    a: float = 0.0
+    b: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> "TSampling":
+        head, _, rest = text.strip().partition(":")
+        try:
+            values = [float(v) for v in rest.split(",")] if rest else []
+        except ValueError:
+            values = None
+        if head == "uniform" and not rest:
+            return cls("uniform")
+        if head == "beta" and values and len(values) == 2 and min(values) > 0:
+            return cls("beta", *values)
+        if head == "constant" and values and len(values) == 1 and 0.0 <= values[0] <= 1.0:
+            return cls("constant", values[0])
+        raise UsageError(
+            f"--t-sampling {text!r} is not valid; use uniform, beta:A,B (A, B > 0) or constant:T (0 ≤ T ≤ 1)"
+        )
+
+    def __str__(self) -> str:
+        if self.kind == "beta":
+            return f"beta:{self.a:g},{self.b:g}"
+        if self.kind == "constant":
+            return f"constant:{self.a:g}"
+        return "uniform"
+
+    def draw(self, rng: random.Random) -> float:
+        if self.kind == "beta":
+            return rng.betavariate(self.a, self.b)
+        if self.kind == "constant":
+            return self.a
+        return rng.random()
+
+
+def interpolated_loss(
+    model: nn.Module,
+    names: list[str],
+    params: list[torch.Tensor],
+    anchor: list[torch.Tensor],
+    t: float,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    label_smoothing: float = 0.0,
+    tie_weights: bool = True,
+) -> torch.Tensor:
+    """The training loss of the network with weights (1−t)·params + t·anchor (buffers: the model's own).
+
+    In train mode BatchNorm normalises with the batch's statistics, as the paper's star training does.
+    """
+    lerped = torch._foreach_lerp(params, anchor, t)
+    outputs = functional_call(model, dict(zip(names, lerped)), (x,), tie_weights=tie_weights)
+    return evaluation.loss_fn(outputs, y, label_smoothing=label_smoothing)
+
+
+def fit_star(
+    config: dict[str, Any],
+    anchors: list[dict[str, torch.Tensor]],
+    seed: int,
+    device: torch.device,
+    split: Split,
+    t_sampling: TSampling,
+    samples_per_step: int = 1,
+    mu_star: float = 0.0,
+    realign: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> nn.Module:
+    """Train a star from a fresh seeded initialisation toward `anchors` (state dicts); returns it (train mode).
+
+    `realign(star_state, anchor_state)`, when given, re-permutes every anchor to the current star at the
+    start of each epoch (Algorithm 1; off in the paper's released configs).
+    """
+    init_seed = STAR_SEED_OFFSET + seed
+    torch.manual_seed(init_seed)
+    model = loop.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
+    optimizer = loop.build_optimizer(model.parameters(), config)
+    names = [n for n, _ in model.named_parameters()]
+    params = [p for _, p in model.named_parameters()]
+    # Re-tying shared weights costs a search through the module at every step: only networks with
+    # tied parameters (listed once by named_parameters) pay for it.
+    tied = len(names) != sum(1 for _ in model.named_parameters(remove_duplicate=False))
+
+    def anchor_params(states: list[dict[str, torch.Tensor]]) -> list[list[torch.Tensor]]:
+        # empty_like keeps each parameter's device and memory format (channels_last on CUDA).
+        return [[torch.empty_like(p).copy_(state[n]) for n, p in zip(names, params)] for state in states]
+
+    targets = anchor_params(anchors)
+    draws = random.Random(init_seed)  # which anchor and which t, step after step
+
+    def realign_anchors(epoch: int) -> None:
+        nonlocal targets
+        star_state = {k: v.detach() for k, v in model.state_dict().items()}
+        targets = anchor_params([realign(star_state, state) for state in anchors])
+
+    def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        smoothing = config["label_smoothing"]
+        losses = [
+            interpolated_loss(
+                model, names, params, targets[draws.randrange(len(targets))], t_sampling.draw(draws), x, y, smoothing, tied
+            )
+            for _ in range(samples_per_step)
+        ]
+        loss = losses[0] if samples_per_step == 1 else torch.stack(losses).mean()
+        if mu_star > 0:
+            own = evaluation.loss_fn(model(x), y, label_smoothing=smoothing)
+            loss = (loss + mu_star * own) / (1 + mu_star)
+        return loss
+
+    return loop.run_epochs(
+        model, optimizer, config, init_seed, device, split, step_loss, f"star seed {seed}",
+        "Check the anchors, or lower the recipe's lr",
+        before_epoch=realign_anchors if realign is not None else None, on_epoch=on_epoch,
+    )

@@ -1,0 +1,37 @@
+"""Anchor training: one network from its seed, on the shared epoch loop (loop.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from starcli import models
+
+from . import evaluation, loop
+from .data import Split
+from .loop import ResumeFile
+
+
+def fit(
+    config: dict[str, Any],
+    seed: int,
+    device: torch.device,
+    split: Split,
+    resume: ResumeFile | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> nn.Module:
+    """Train one network from `seed`; returns it with its final weights (train mode)."""
+    torch.manual_seed(seed)  # the initialisation is the seed's alone
+    model = loop.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
+    optimizer = loop.build_optimizer(model.parameters(), config)
+    start = resume.load(model, optimizer, device) if resume else 0
+
+    def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return evaluation.loss_fn(model(x), y, label_smoothing=config["label_smoothing"])
+
+    return loop.run_epochs(
+        model, optimizer, config, seed, device, split, step_loss, f"seed {seed}", "Lower --lr or check the data",
+        start=start, resume=resume, on_epoch=on_epoch,
+    )

@@ -1,0 +1,251 @@
+"""A sweep's report folder: tidy pairs.csv, summary.csv and summary.md (one row per star), figures and
+results.json. It lays out the numbers the sweep measured and the findings it computed
+(starcli/experiments/statistics.py); it computes nothing of its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from starcli.engine.barriers import peak_loss
+
+from .figures import bar_plot, curves_plot, line_plot, scatter_fit
+from .tables import fmt, markdown_table, mean_std, write_csv
+
+GROUPS = ("star-held-out", "regular-held-out", "soup-held-out")
+LOG_AXES = ("width", "n_anchors")  # grids that double
+# (pair kind, column prefix): the centers every summary compares.
+CENTERS = (("star-held-out", "star"), ("regular-held-out", "regular"), ("soup-held-out", "soup"))
+AXIS_LABELS = {"width": "width", "n_anchors": "anchors", "t_sampling": "t sampling", "star_seed": "star seed"}
+
+
+def summary_rows(payload: dict[str, Any], paper: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per star of the sweep, with the paper's reference numbers where the sweep file gives them."""
+    splits = list(payload["barriers"]["splits"])
+    rows = [summary_row(cell, splits) for cell in payload["cells"]]
+    _attach_paper(rows, paper or {})
+    return rows
+
+
+def write_sweep(
+    payload: dict[str, Any],
+    out: Path,
+    rows: list[dict[str, Any]],
+    findings: list[str],
+    fit: dict[str, Any] | None = None,
+    paper: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """pairs.csv (every pair, tidy), summary.csv and summary.md (one row per star), figures, results.json.
+    `fit` (star against regular across widths) draws its line into the scatter figure."""
+    out.mkdir(parents=True, exist_ok=True)
+    cells, x = payload["cells"], payload["x"]
+    splits = list(payload["barriers"]["splits"])
+    pairs = [row for cell in cells for row in pair_rows(cell)]
+    write_csv(out / "pairs.csv", pairs, PAIR_COLUMNS)
+    write_csv(out / "summary.csv", rows)
+    for stale in out.glob("*.png"):
+        # Figures of an earlier run of another grid would sit next to a report that no longer shows them.
+        if stale.stem.startswith(FIGURE_STEMS):
+            stale.unlink()
+    figures = sweep_figures(cells, rows, x, splits, out, fit)
+    (out / "summary.md").write_text(sweep_markdown(payload, rows, figures, findings, paper or {}))
+    (out / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    files = ["pairs.csv", "summary.csv", "summary.md", "results.json"] + [f.name for f in figures]
+    return {"rows": rows, "files": files}
+
+
+FIGURE_STEMS = ("barrier-", "scatter-", "own-train-loss", "curves-")
+PAIR_COLUMNS = [
+    "width", "n_anchors", "t_sampling", "star_seed", "star", "group", "a", "b", "split", "loss_barrier", "acc_barrier",
+]
+
+
+def pair_rows(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (pair, split) of a sweep cell, labelled with the cell's grid values."""
+    base = {k: cell[k] for k in ("width", "n_anchors", "t_sampling", "star_seed", "star")}
+    rows = []
+    for pair in cell["pairs"] + (cell.get("soup") or {}).get("pairs", []):
+        for split, values in _pair_splits(pair).items():
+            rows.append(
+                base
+                | {"group": pair["kind"], "a": pair.get("a"), "b": pair.get("b"), "split": split}
+                | {"loss_barrier": values.get("loss_barrier"), "acc_barrier": values.get("acc_barrier")}
+            )
+    return rows
+
+
+def _pair_splits(pair: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in pair.items() if k in ("train", "test") and isinstance(v, dict)}
+
+
+def summary_stat(summary: dict[str, Any], group: str, split: str, metric: str) -> dict[str, Any]:
+    return ((summary.get(group) or {}).get(split) or {}).get(metric) or {}
+
+
+def summary_row(cell: dict[str, Any], splits: list[str]) -> dict[str, Any]:
+    """A star's row: its grid values, own metrics, the anchors' mean metrics and barrier means ± std."""
+    row: dict[str, Any] = {k: cell[k] for k in ("width", "n_anchors", "t_sampling", "star_seed", "star")}
+    row["held_outs"] = len(cell["held_out"])
+    soup = cell.get("soup")
+    row["soup"] = soup["id"] if soup else None
+    summary = dict(cell["summary"], **({"soup-held-out": soup["summary"]} if soup else {}))
+    pairs = cell["pairs"] + (soup["pairs"] if soup else [])
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        row[f"star_{key}"] = cell["star_metrics"].get(key)
+        row[f"anchor_{key}"] = cell["anchor_metrics"].get(key)
+        row[f"soup_{key}"] = soup["metrics"].get(key) if soup else None
+    for split in splits:
+        for metric in ("loss_barrier", "acc_barrier"):
+            for group, short in CENTERS:
+                stat = summary_stat(summary, group, split, metric)
+                for field in ("mean", "std", "n"):
+                    row[f"{short}_{split}_{metric}_{field}"] = stat.get(field)
+        star, regular = row.get(f"star_{split}_loss_barrier_mean"), row.get(f"regular_{split}_loss_barrier_mean")
+        row[f"ratio_{split}_loss_barrier"] = star / regular if star is not None and regular else None
+        for group, short in CENTERS:
+            row[f"{short}_{split}_peak_loss"] = peak_loss(pairs, group, split)
+    return row
+
+
+def _attach_paper(rows: list[dict[str, Any]], paper: dict[str, Any]) -> None:
+    """The paper's numbers, listed per cell in the sweep file's [paper] table, next to ours."""
+    for key in ("star", "regular"):
+        values = paper.get(key)
+        if isinstance(values, list) and len(values) == len(rows):
+            for row, value in zip(rows, values):
+                row[f"paper_{key}_train_loss_barrier"] = value
+
+
+def sweep_figures(cells, rows, x: str, splits: list[str], out: Path, fit: dict[str, Any] | None) -> list[Path]:
+    figures = []
+    xs = [r[x] for r in rows]
+    numeric = all(isinstance(v, (int, float)) for v in xs) and len(set(xs)) == len(xs)
+    label = AXIS_LABELS.get(x, x)
+    for split in splits:
+        series = {
+            f"{short}–held-out": (
+                [r[f"{short}_{split}_loss_barrier_mean"] for r in rows],
+                [r[f"{short}_{split}_loss_barrier_std"] for r in rows],
+            )
+            for _, short in CENTERS
+            if any(r[f"{short}_{split}_loss_barrier_mean"] is not None for r in rows)
+        }
+        path = out / f"barrier-{split}.png"
+        title = f"{split} loss barrier (mean ± std over held-out pairs)"
+        if numeric:
+            figures.append(line_plot(path, xs, series, label, f"{split} loss barrier", title, logx=x in LOG_AXES))
+        else:
+            figures.append(bar_plot(path, [str(v) for v in xs], series, f"{split} loss barrier", title))
+    pts = [(r["regular_train_loss_barrier_mean"], r["star_train_loss_barrier_mean"], r[x]) for r in rows]
+    pts = [p for p in pts if p[0] is not None and p[1] is not None]
+    if len(pts) >= 2 and fit is not None:  # see statistics.findings(): the fit is the width study's
+        figures.append(scatter_fit(
+            out / "scatter-train.png", [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts],
+            "regular–held-out train loss barrier", "star–held-out train loss barrier", f"one point per {label}",
+            slope_origin=fit.get("slope_origin"),
+        ))
+    if len(rows) >= 2:
+        series = {
+            "star": ([r["star_train_loss"] for r in rows], [None] * len(rows)),
+            "anchors (mean)": ([r["anchor_train_loss"] for r in rows], [None] * len(rows)),
+        }
+        if any(r["soup_train_loss"] is not None for r in rows):
+            series["soup"] = ([r["soup_train_loss"] for r in rows], [None] * len(rows))
+        path = out / "own-train-loss.png"
+        title = "the models' own train loss"
+        if numeric:
+            figures.append(line_plot(path, xs, series, label, "train loss", title, logx=x in LOG_AXES))
+        else:
+            figures.append(bar_plot(path, [str(v) for v in xs], series, "train loss", title))
+    curves = curve_groups(cells, "train")
+    if curves:
+        path = out / "curves-train.png"
+        where = f"{label} {cells[-1][x]}, star {cells[-1]['star']}"
+        figures.append(curves_plot(path, curves["ts"], curves["groups"], "train loss along the segment", f"train loss, every pair ({where})"))
+    return figures
+
+
+def curve_groups(cells, split: str) -> dict[str, Any] | None:
+    """Interpolation curves of the last cell (the largest star of the grid), if `measure` returned them."""
+    cell = cells[-1]
+    groups: dict[str, list[list[float]]] = {g: [] for g in GROUPS}  # star first: C0 in every figure
+    ts = None
+    for pair in cell["pairs"] + (cell.get("soup") or {}).get("pairs", []):
+        values = _pair_splits(pair).get(split) or {}
+        curve = values.get("loss")
+        if isinstance(curve, list) and curve:
+            ts = pair.get("t") or [i / (len(curve) - 1) for i in range(len(curve))]
+            groups.setdefault(pair["kind"], []).append(curve)
+    if ts is None:
+        return None
+    return {"ts": ts, "groups": {k: v for k, v in groups.items() if v}}
+
+
+def score_name(task: str) -> str:
+    """What the 'acc' numbers are: accuracy for classifiers, R² for regression (evaluation.evaluate)."""
+    return "R² %" if task == "regression" else "acc %"
+
+
+def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], found: list[str], paper: dict[str, Any]) -> str:
+    x = payload["x"]
+    splits = list(payload["barriers"]["splits"])
+    grid_cols = [c for c in ("width", "n_anchors", "t_sampling", "star_seed") if c == x or len({r[c] for r in rows}) > 1]
+    grid_cols = grid_cols or ["width"]
+    score = score_name(payload.get("task", "classification"))
+    shorts = ["star", "regular"] + (["soup"] if any(r["soup"] is not None for r in rows) else [])
+    table = []
+    for r in rows:
+        line = {c: r[c] for c in grid_cols}
+        line["star"] = r["star"]
+        # The paper's headline is the train-split barrier; the test split's are in summary.csv and a figure.
+        split = "train" if "train" in splits else splits[0]
+        for short in shorts:
+            line[f"{short} {split}"] = mean_std(
+                r[f"{short}_{split}_loss_barrier_mean"], r[f"{short}_{split}_loss_barrier_std"], r[f"{short}_{split}_loss_barrier_n"]
+            )
+        line["ratio (train)"] = r.get("ratio_train_loss_barrier")
+        line[f"peak train loss {' / '.join(shorts)}"] = " / ".join(fmt(r.get(f"{s}_train_peak_loss"), 3) for s in shorts)
+        if "paper_star_train_loss_barrier" in r:
+            line["paper star / regular"] = f"{fmt(r['paper_star_train_loss_barrier'])} / {fmt(r.get('paper_regular_train_loss_barrier'))}"
+        line["star train loss"] = r["star_train_loss"]
+        line["anchor train loss"] = r["anchor_train_loss"]
+        if "soup" in shorts:
+            line["soup train loss"] = r["soup_train_loss"]
+        line[f"star test {score}"] = r["star_test_acc"]
+        line[f"anchor test {score}"] = r["anchor_test_acc"]
+        if "soup" in shorts:
+            line[f"soup test {score}"] = r["soup_test_acc"]
+        table.append(line)
+    columns = list(table[0]) if table else []
+    headers = [AXIS_LABELS.get(c, c) for c in columns]
+    c = payload["computed"]
+    train = ", ".join(f"{k}={v}" for k, v in payload["train"].items()) or "as the recipe"
+    lines = [
+        f"# Sweep `{payload['sweep']}`",
+        "",
+        payload["description"],
+        "",
+        f"Recipe `{payload['recipe']}` (overrides: {train}); star options: {payload['star'] or 'defaults'}; "
+        f"barriers: {payload['barriers']['points']} points, BN calibration {payload['barriers'].get('bn_calibration')}. "
+        f"Pairs aligned by {'weight matching' if payload['barriers'].get('align') == 'weight' else 'nothing (raw weights)'}. "
+        f"Loss ({'mean squared error' if payload.get('task') == 'regression' else 'cross-entropy'}) barrier = "
+        "max over t of L((1−t)θA + tθB) − [(1−t)L(θA) + tL(θB)], floored at 0 (paper Eq. 1); "
+        "cells are mean ± std over pairs (n pairs). Peak = mean over pairs of max_t L(t), the worst network on "
+        "the segment: a center that is itself a poor model can have a low barrier and a high peak.",
+        "",
+        markdown_table(table, columns, headers),
+        "",
+    ]
+    if found:
+        lines += ["Findings (computed from the table):", ""] + [f"- {f}" for f in found] + [""]
+    if paper.get("note"):
+        lines += [f"Paper reference numbers: {paper['note']}.", ""]
+    lines += [f"![{f.stem}]({f.name})" for f in figures]
+    lines += [
+        "",
+        f"This run computed {c['training_runs']} training run(s), {c['stars']} star(s), {c.get('soups', 0)} soup(s) and {c['barrier_pairs']} "
+        f"barrier pair(s) in {payload['wall_seconds']:.0f} s on `{payload['device']}`; every pair is in `pairs.csv`.",
+        "",
+    ]
+    return "\n".join(lines)

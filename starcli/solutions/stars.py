@@ -1,0 +1,123 @@
+"""Stars: `starlight star` as a function — train a star from registered anchors and register it (kind star).
+
+The algorithm itself (paper Algorithm 1) is starcli/engine/starlight.py; this module finds the anchors,
+reuses their recipe, keys the star by everything that changes its bits, and registers the result.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from registry import Registry, Solution
+from starcli.alignment import align_state
+from starcli.engine import devices, evaluation
+from starcli.engine.data import load_split
+from starcli.engine.starlight import TSampling, fit_star
+from starcli.errors import StarlightError, UsageError
+from starcli.progress import Reporter
+
+from . import records
+
+# What a recipe config needs before a star can reuse it (imported checkpoints have none).
+RECIPE_KEYS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "augmentation")
+
+
+def recipe_of(anchors: list[Solution], reporter: Reporter | None = None) -> dict[str, Any]:
+    """The anchors' training recipe, which the star reuses (optimizer, schedule, batch size, augmentation)."""
+    configs = [a.config or {} for a in anchors]
+    lacking = [a.id for a, c in zip(anchors, configs) if any(k not in c for k in RECIPE_KEYS)]
+    if lacking:
+        raise StarlightError(
+            f"solution {lacking[0]} has no training recipe (an imported checkpoint?); a star reuses its anchors' "
+            "recipe, so choose anchors trained with `starlight train`"
+        )
+    differing = [a.id for a, c in zip(anchors[1:], configs[1:]) if c != configs[0]]
+    if differing and reporter is not None:
+        reporter.log(
+            f"anchors {differing} were trained with other settings than {anchors[0].id}; using {anchors[0].id}'s recipe"
+        )
+    return dict(configs[0])
+
+
+def aligner(arch: str, arch_kwargs: dict[str, Any], seed: int) -> Callable:
+    """`align_state` bound to this architecture: re-permutes an anchor to the current star."""
+    return lambda star_state, anchor_state: align_state(arch, arch_kwargs, star_state, anchor_state, seed=seed)
+
+
+def star_key(config: dict[str, Any], seed: int) -> str:
+    return records.solution_key("star", config, seed)
+
+
+def build_star(
+    reg: Registry,
+    anchor_ids: list[int],
+    epochs: int | None = None,
+    t_sampling: str = "uniform",
+    samples_per_step: int = 1,
+    mu_star: float = 0.0,
+    seed: int = 0,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+    align_anchors: bool = False,
+) -> tuple[Solution, bool]:
+    """Train and register a star from the anchors; returns (solution, created).
+
+    The same anchors, settings and seed return the registered star instead of training another.
+    """
+    reporter = reporter or Reporter()
+    sampling = TSampling.parse(t_sampling)
+    if not anchor_ids:
+        raise UsageError("a star needs at least one anchor; pass --anchors, e.g. --anchors 1-5")
+    if len(set(anchor_ids)) != len(anchor_ids):
+        raise UsageError(f"--anchors lists a solution twice: {anchor_ids}")
+    if not isinstance(samples_per_step, int) or samples_per_step < 1:
+        raise UsageError(f"--samples-per-step must be a positive integer, got {samples_per_step!r}")
+    if mu_star < 0:
+        raise UsageError(f"--mu-star must be ≥ 0, got {mu_star}")
+    if epochs is not None and epochs < 1:
+        raise UsageError(f"--epochs must be a positive integer, got {epochs}")
+    anchor_ids = sorted(anchor_ids)  # the same set of anchors is the same star, whatever the order given
+    anchors = records.get_many(reg, anchor_ids)
+    records.require_same_task(anchors, "anchors")
+    recipe = recipe_of(anchors, reporter)
+    config = dict(recipe, epochs=epochs or recipe["epochs"])
+    config["star"] = {
+        "anchors": anchor_ids,
+        "t_sampling": str(sampling),
+        "samples_per_step": samples_per_step,
+        "mu_star": float(mu_star),
+        "seed": seed,
+        "align_anchors": bool(align_anchors),
+    }
+    key = star_key(config, seed)
+    existing = records.by_key(reg, key)
+    if existing is not None:
+        reporter.log(f"this star is already registered as solution {existing.id}")
+        return existing, False
+    realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if align_anchors else None
+
+    dev = devices.resolve(device)
+    train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))
+    test_split = load_split(config["dataset"], "test", dev, cache_dir=records.dataset_cache(reg))
+    states = [records.state_dict(reg, a, dev) for a in anchors]
+    task = reporter.task(f"star from {len(anchors)} anchors", config["epochs"])
+    start = time.perf_counter()
+    model = fit_star(
+        config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign,
+        on_epoch=lambda e, loss: task.advance(loss=loss),
+    )
+    # The running statistics gathered during training describe interpolated networks, not the star.
+    evaluation.recalibrate_bn(model, train_split.x)
+    wall = time.perf_counter() - start
+    task.done()
+    metrics = evaluation.metrics(model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)})
+    sol, created = records.register(
+        reg, model.state_dict(), key=key, kind="star", arch=anchors[0].arch, arch_kwargs=anchors[0].arch_kwargs,
+        dataset=anchors[0].dataset, recipe=recipe.get("recipe"), config=config, seed=seed, epochs=config["epochs"],
+        metrics=metrics, device=str(dev), wall_seconds=wall, anchors=anchor_ids,
+    )
+    reporter.log(
+        f"star: solution {sol.id}  train acc {metrics['train_acc']:.1f}%  test acc {metrics['test_acc']:.1f}%  ({wall:.1f}s)"
+    )
+    return sol, created

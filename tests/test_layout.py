@@ -1,0 +1,134 @@
+"""The floor plan, as tests: a module's folder says what it touches (README, "Layout").
+
+The import graph is read from the source with `ast` (every import, module level and function level),
+so these hold whatever a test run happens to import.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("starcli", "registry")
+PURE_TORCH = ("starcli.engine", "starcli.models", "starcli.alignment")
+SQL = ("sqlmodel", "sqlalchemy")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module `name` imports, absolute, with `from X import Y` resolved to X.Y when Y is a module."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            submodules = {f"{target}.{alias.name}" for alias in node.names} & MODULES.keys()
+            found.update(submodules)
+            if len(submodules) < len(node.names):  # names read from the module itself, not only its submodules
+                found.add(target)
+    return found
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_the_module_graph_is_read_from_the_source():
+    # A guard that reads nothing would pass vacuously.
+    assert "starcli.engine.loop" in MODULES and "registry.store" in MODULES and len(MODULES) > 40
+    assert "starcli.engine.data" in GRAPH["starcli.engine.training"]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, PURE_TORCH)))
+def test_engine_models_and_alignment_never_see_the_registry(module):
+    forbidden = [
+        i for i in GRAPH[module] if _within(i, ("registry", "starcli.solutions", "starcli.experiments") + SQL)
+    ]
+    assert forbidden == [], f"{module} imports {forbidden}"
+
+
+def test_sql_lives_only_in_the_registry_and_the_solutions_wing():
+    outside = {
+        m: sorted(i for i in GRAPH[m] if _within(i, SQL))
+        for m in MODULES
+        if not _within(m, ("registry", "starcli.solutions"))
+    }
+    assert {m: v for m, v in outside.items() if v} == {}
+
+
+def test_the_registry_stands_alone():
+    leaks = {m: sorted(i for i in GRAPH[m] if _within(i, ("starcli",))) for m in MODULES if _within(m, ("registry",))}
+    assert {m: v for m, v in leaks.items() if v} == {}
+
+
+def test_reports_lay_out_numbers_and_never_open_the_registry():
+    leaks = {
+        m: sorted(i for i in GRAPH[m] if _within(i, ("registry", "starcli.solutions", "starcli.experiments") + SQL))
+        for m in MODULES
+        if _within(m, ("starcli.reports",))
+    }
+    assert {m: v for m, v in leaks.items() if v} == {}
+
+
+def test_nothing_imports_the_cli_back():
+    # Only `python -m starcli` runs it; the command modules register themselves on the app of their package.
+    assert [m for m, imports in GRAPH.items() if "starcli.cli" in imports] == ["starcli.__main__"]
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of `graph` (node -> successors) as a path that returns to its start, or []."""
+    done: set[str] = set()
+
+    def walk(node: str, path: list[str]) -> list[str]:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in done:
+                found = walk(nxt, path + [nxt])
+                if found:
+                    return found
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        if start not in done:
+            found = walk(start, [start])
+            if found:
+                return found
+    return []
+
+
+def test_the_cycle_finder_finds_a_cycle_and_only_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_the_package_has_no_import_cycles():
+    internal = {m: {i for i in imports if i in MODULES and i != m} for m, imports in GRAPH.items()}
+    assert find_cycle(internal) == []

@@ -5,7 +5,9 @@ Nothing here imports torch at module level, so listing the registry stays instan
 
 from .database import Registry, open_registry
 from .errors import CorruptBlobError, RegistryError
-from .store import CheckpointStore
+from .store import BlobStore, CheckpointStore, open_store
 from .tables import BarrierResult, Solution
 
-__all__ = ["Registry", "open_registry", "CheckpointStore", "CorruptBlobError", "RegistryError", "Solution", "BarrierResult"]
+__all__ = [
+    "Registry", "open_registry", "BlobStore", "CheckpointStore", "open_store", "CorruptBlobError", "RegistryError", "Solution", "BarrierResult",
+]

@@ -1,4 +1,5 @@
-"""The registry: one SQL database (SQLite by default, PostgreSQL via STARLIGHT_DB_URL) plus the blob store."""
+"""The registry: one SQL database (SQLite by default, PostgreSQL via STARLIGHT_DB_URL) plus the blob store
+(`blobs/` in the home by default, an object store via STARLIGHT_STORE_URL)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import event
 from sqlmodel import Session
 
 from . import migrations, paths
-from .store import CheckpointStore
+from .store import open_store
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
@@ -69,15 +70,17 @@ def make_engine(url: str) -> sa.Engine:
 
 
 class Registry:
-    """The registry at one home: `registry.db` (or $STARLIGHT_DB_URL) and `blobs/`."""
+    """The registry at one home: `registry.db` (or $STARLIGHT_DB_URL) and `blobs/` (or $STARLIGHT_STORE_URL)."""
 
-    def __init__(self, home: Path, url: str | None = None):
+    def __init__(self, home: Path, url: str | None = None, store_url: str | None = None):
         self.home = Path(home)
+        self.store_url = store_url or paths.store_url(self.home)
+        # The store first: a malformed store URL is reported before anything is created or migrated.
+        self.store = open_store(self.store_url, paths.blob_cache(self.home))
         self.home.mkdir(parents=True, exist_ok=True)
         self.url = url or paths.db_url(self.home)
         self.engine = make_engine(self.url)
         migrations.apply(self.engine)
-        self.store = CheckpointStore(self.home / "blobs")
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 HOME_ENV = "STARLIGHT_HOME"
 DB_URL_ENV = "STARLIGHT_DB_URL"
+STORE_URL_ENV = "STARLIGHT_STORE_URL"
+# Only for s3:// stores; botocore itself also reads AWS_ENDPOINT_URL(_S3), which this one overrides.
+S3_ENDPOINT_ENV = "STARLIGHT_S3_ENDPOINT_URL"
 
 
 def home(override: str | os.PathLike | None = None) -> Path:
@@ -20,3 +23,13 @@ def home(override: str | os.PathLike | None = None) -> Path:
 def db_url(home_dir: Path) -> str:
     """$STARLIGHT_DB_URL (e.g. PostgreSQL for many nodes), else SQLite inside the home."""
     return os.environ.get(DB_URL_ENV) or f"sqlite:///{home_dir / 'registry.db'}"
+
+
+def store_url(home_dir: Path) -> str:
+    """$STARLIGHT_STORE_URL (an fsspec URL such as s3://bucket/prefix, shared by many nodes), else `blobs/` in the home."""
+    return os.environ.get(STORE_URL_ENV) or (home_dir / "blobs").as_uri()
+
+
+def blob_cache(home_dir: Path) -> Path:
+    """The read-through cache of a remote store's blobs; content-addressed too, so it never goes stale."""
+    return home_dir / "cache" / "blobs"

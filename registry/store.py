@@ -3,6 +3,9 @@
 Files are written to a temporary name and renamed into place, so a reader never sees half a file, and
 identical checkpoints share one blob. The hash is checked on every load: a flipped bit is an error, not
 a silently different network. Only safetensors go in: no pickles, nothing executable.
+
+The same layout can live in an object store instead (STARLIGHT_STORE_URL=s3://bucket/prefix, see
+objects.py); `open_store` picks the kind from the URL, and both kinds offer the interface of BlobStore.
 """
 
 from __future__ import annotations
@@ -12,19 +15,43 @@ import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
-from .errors import CorruptBlobError
+from .errors import CorruptBlobError, RegistryError
 
 if TYPE_CHECKING:
     import torch
 
 
-class CheckpointStore:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+def blob_key(sha256: str) -> str:
+    """Where a blob lives below the store's root, on every kind of store."""
+    return f"sha256/{sha256[:2]}/{sha256[2:]}.safetensors"
 
-    def path(self, sha256: str) -> Path:
-        return self.root / "sha256" / sha256[:2] / f"{sha256[2:]}.safetensors"
+
+def corrupt(where: str, actual: str, sha256: str) -> CorruptBlobError:
+    return CorruptBlobError(
+        f"checkpoint {where} is corrupted (sha256 {actual[:12]}… != recorded {sha256[:12]}…); "
+        "retrain or re-register that solution"
+    )
+
+
+class BlobStore:
+    """What the registry needs of a store: bytes in under their sha256, verified bytes out."""
+
+    def path(self, sha256: str) -> Path | str:
+        """Where the blob is (a Path, or a URL for an object store), for messages and `show`."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store `data` completely (verifying or repairing a copy already there); returns its sha256."""
+        raise NotImplementedError
+
+    def read_verified(self, sha256: str) -> bytes:
+        """The blob's bytes; CorruptBlobError when it is missing or they do not hash to `sha256`."""
+        raise NotImplementedError
 
     def put(self, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> str:
         from safetensors.torch import save
@@ -33,10 +60,35 @@ class CheckpointStore:
         data = save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, metadata=metadata)
         return self.put_bytes(data)
 
+    def load(self, sha256: str, device: str = "cpu") -> dict[str, "torch.Tensor"]:
+        from safetensors.torch import load
+
+        tensors = load(self.read_verified(sha256))
+        return {k: v.to(device) for k, v in tensors.items()} if device != "cpu" else tensors
+
+
+class CheckpointStore(BlobStore):
+    """The store in a local (or network-mounted) folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / blob_key(sha256)
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def holds(self, sha256: str) -> bool:
+        """Whether a file is there at all (its bytes are checked when it is read)."""
+        return self.path(sha256).exists()
+
     def put_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         final = self.path(sha)
-        if final.exists():
+        # A blob already there is only kept when its bytes are right: a truncated or bit-flipped file
+        # (a crash of an old version, a bad disk) is replaced, so registering again repairs it.
+        if final.exists() and hashlib.sha256(final.read_bytes()).hexdigest() == sha:
             return sha
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=".safetensors")
@@ -58,14 +110,30 @@ class CheckpointStore:
         data = path.read_bytes()
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
-            raise CorruptBlobError(
-                f"checkpoint {path} is corrupted (sha256 {actual[:12]}… != recorded {sha256[:12]}…); "
-                "retrain or re-register that solution"
-            )
+            raise corrupt(str(path), actual, sha256)
         return data
 
-    def load(self, sha256: str, device: str = "cpu") -> dict[str, "torch.Tensor"]:
-        from safetensors.torch import load
 
-        tensors = load(self.read_verified(sha256))
-        return {k: v.to(device) for k, v in tensors.items()} if device != "cpu" else tensors
+URL_HELP = "write s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or file:///ABSOLUTE/PATH, or unset it to keep them in the home"
+
+
+def open_store(url: str, cache_dir: Path) -> BlobStore:
+    """The store at `url` (STARLIGHT_STORE_URL); a remote one keeps verified copies in `cache_dir`.
+
+    Only the URL is checked here (no network): opening the registry stays instant, and a missing bucket
+    or wrong credentials are reported by the first put or load.
+    """
+    from .paths import STORE_URL_ENV
+
+    parts = urlsplit(url)
+    if "://" not in url or not parts.scheme:
+        raise RegistryError(f"{STORE_URL_ENV}={url!r} is not a URL; {URL_HELP}")
+    if parts.query or parts.fragment:
+        raise RegistryError(f"{STORE_URL_ENV}={url!r} has a '?' or '#' part, which a store URL cannot have; {URL_HELP}")
+    if parts.scheme in ("file", "local"):
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise RegistryError(f"{STORE_URL_ENV}={url!r} is not an absolute file URL; write file:///ABSOLUTE/PATH")
+        return CheckpointStore(Path(unquote(parts.path)))
+    from .objects import ObjectStore
+
+    return ObjectStore(url, CheckpointStore(cache_dir))

@@ -13,6 +13,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h = tmp_path / "home"
     monkeypatch.setenv("STARLIGHT_HOME", str(h))
     monkeypatch.delenv("STARLIGHT_DB_URL", raising=False)
+    monkeypatch.delenv("STARLIGHT_STORE_URL", raising=False)
+    monkeypatch.delenv("STARLIGHT_S3_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("STARLIGHT_DATA_DIR", raising=False)
     return h
 

@@ -1,0 +1,219 @@
+"""The checkpoint store in an object store (S3, GCS, Azure, … through fsspec), with a local read-through cache.
+
+Same layout as the local store (`<prefix>/sha256/<2 hex>/<62 hex>.safetensors`) and the same promises:
+`put_bytes` returns only once the blob is in the store and reads back with the right sha256, so the row
+inserted next never points at a missing or partial object; every load is verified, the cached copy too.
+An object PUT is atomic (readers see the old object or the new one, never half), so no temporary name is
+needed as on a file system. Every failure of the store is a one-line RegistryError naming the URL.
+
+S3 credentials and endpoint come from the usual AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_ENDPOINT_URL, AWS_PROFILE, …); STARLIGHT_S3_ENDPOINT_URL overrides the endpoint for starlight alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import CorruptBlobError, RegistryError
+from .paths import S3_ENDPOINT_ENV, STORE_URL_ENV
+from .store import URL_HELP, BlobStore, CheckpointStore, blob_key, corrupt
+
+# A dead or firewalled endpoint should fail in seconds, not after botocore's default 60 s per attempt.
+S3_CONNECT_TIMEOUT_S = 10
+# AWS's bucket naming rules (3-63 characters: lower-case letters, digits, dots and hyphens).
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+S3_PROTOCOLS = ("s3", "s3a")
+CREDENTIALS = {
+    "s3": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+    "s3a": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+    "gs": "GOOGLE_APPLICATION_CREDENTIALS (or `gcloud auth application-default login`)",
+    "gcs": "GOOGLE_APPLICATION_CREDENTIALS (or `gcloud auth application-default login`)",
+}
+PACKAGES = {
+    "s3": "s3fs (pip install 'starlight[s3]')", "s3a": "s3fs (pip install 'starlight[s3]')",
+    "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs",
+}
+# Web servers are read-only to fsspec: a store there could never be written.
+READ_ONLY = ("http", "https")
+MISSING_BUCKET = re.compile(r"bucket\b.*\b(does not exist|not found)", re.IGNORECASE)
+
+
+class ObjectStore(BlobStore):
+    def __init__(self, url: str, cache: CheckpointStore):
+        parts = urlsplit(url)
+        self.protocol = parts.scheme
+        self.given = url  # as the user wrote it, for messages about the URL itself
+        self.url = url.rstrip("/")
+        self.cache = cache
+        self._check_url(parts)
+        self.fs = self._filesystem()
+        self.root = self.fs._strip_protocol(self.url).rstrip("/")
+
+    # -- the interface -------------------------------------------------------------------------------
+
+    def path(self, sha256: str) -> str:
+        return f"{self.describe()}/{blob_key(sha256)}"
+
+    def describe(self) -> str:
+        parts = urlsplit(self.url)
+        host = parts.netloc.rpartition("@")[2]  # never print credentials written into the URL
+        return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
+
+    def put_bytes(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        there = self._fetch(sha)
+        # An object already there is kept only when its bytes are right; otherwise writing it again repairs it.
+        intact = there is not None and hashlib.sha256(there).hexdigest() == sha
+        del there  # a checkpoint can be large: hold at most two copies at once
+        if not intact:
+            self._call("write to", self.fs.pipe_file, self._key(sha), data)
+            back = self._fetch(sha)
+            if back is None or hashlib.sha256(back).hexdigest() != sha:
+                raise RegistryError(
+                    f"checkpoint {self.path(sha)} did not read back as written; the store is not keeping what it "
+                    "is given (check its health and quota), then register again"
+                )
+        self._keep(data)
+        return sha
+
+    def read_verified(self, sha256: str) -> bytes:
+        if self.cache.holds(sha256):
+            try:
+                return self.cache.read_verified(sha256)
+            except CorruptBlobError:
+                pass  # a damaged cached copy: fetch the blob again, and _keep overwrites the copy
+        data = self._fetch(sha256)
+        if data is None:
+            raise CorruptBlobError(
+                f"checkpoint {self.path(sha256)} is missing; it was deleted from the store, or {STORE_URL_ENV} "
+                "names another store than the one it was registered in"
+            )
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise corrupt(self.path(sha256), actual, sha256)
+        self._keep(data)
+        return data
+
+    # -- the object store ----------------------------------------------------------------------------
+
+    def _key(self, sha256: str) -> str:
+        return f"{self.root}/{blob_key(sha256)}"
+
+    def _fetch(self, sha256: str) -> bytes | None:
+        """The object's bytes, None when there is no such object (a missing bucket is an error)."""
+        try:
+            return self.fs.cat_file(self._key(sha256))
+        except FileNotFoundError as e:
+            if _missing_bucket(e):
+                raise self._failure(e, "read from") from e
+            return None
+        except Exception as e:  # whatever the backend raises becomes one clear line
+            raise self._failure(e, "read from") from e
+
+    def _call(self, action: str, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:
+            raise self._failure(e, action) from e
+
+    def _keep(self, data: bytes) -> None:
+        try:
+            self.cache.put_bytes(data)
+        except OSError:
+            pass  # the cache only saves a download; a full or read-only home must not fail a load
+
+    def _check_url(self, parts) -> None:
+        bucket = parts.netloc.rpartition("@")[2]
+        if self.protocol in READ_ONLY:
+            raise RegistryError(f"{STORE_URL_ENV}={self.given!r} is a web address, which cannot be written; {URL_HELP}")
+        if not bucket:
+            raise RegistryError(f"{STORE_URL_ENV}={self.given!r} names no bucket; {URL_HELP}")
+        if self.protocol in S3_PROTOCOLS and not S3_BUCKET.match(bucket):
+            raise RegistryError(
+                f"{STORE_URL_ENV}={self.given!r}: {bucket!r} is not a valid S3 bucket name "
+                "(3-63 lower-case letters, digits, '.' and '-'); fix the URL"
+            )
+        endpoint = os.environ.get(S3_ENDPOINT_ENV)
+        if self.protocol in S3_PROTOCOLS and endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
+            raise RegistryError(f"{S3_ENDPOINT_ENV}={endpoint!r} is not an http:// or https:// URL; fix or unset it")
+
+    def _filesystem(self):
+        import fsspec
+
+        try:
+            cls = fsspec.get_filesystem_class(self.protocol)
+        except ValueError:
+            raise RegistryError(
+                f"{STORE_URL_ENV}={self.given!r}: unknown protocol {self.protocol!r}; {URL_HELP}"
+            ) from None
+        except ImportError:
+            package = PACKAGES.get(self.protocol, f"the fsspec package for {self.protocol}://")
+            raise RegistryError(f"{STORE_URL_ENV}={self.given!r} needs {package}; install it") from None
+        # A fresh instance per store: fsspec would otherwise hand back one made with older credentials.
+        options: dict = {"skip_instance_cache": True}
+        if self.protocol in S3_PROTOCOLS:
+            options["config_kwargs"] = {"connect_timeout": S3_CONNECT_TIMEOUT_S}
+            if os.environ.get(S3_ENDPOINT_ENV):
+                options["endpoint_url"] = os.environ[S3_ENDPOINT_ENV]
+        try:
+            return cls(**options)
+        except Exception as e:
+            raise self._failure(e, "open") from e
+
+    def _failure(self, exc: BaseException, action: str) -> RegistryError:
+        where, why = self.describe(), _one_line(exc)
+        if _missing_bucket(exc):
+            return RegistryError(f"the bucket of {where} does not exist ({why}); create it or fix {STORE_URL_ENV}")
+        if isinstance(exc, PermissionError) or type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+            credentials = CREDENTIALS.get(self.protocol, "the store's credentials")
+            return RegistryError(f"{where} refused access ({why}); check {credentials} and the bucket's permissions")
+        if _unreachable(exc):
+            if self.protocol not in S3_PROTOCOLS:
+                return RegistryError(f"cannot reach the store {where} ({why}); check the network")
+            endpoint = os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+            return RegistryError(
+                f"cannot reach the store {where} at {endpoint} ({why}); check {S3_ENDPOINT_ENV} or AWS_ENDPOINT_URL "
+                "and the network"
+            )
+        return RegistryError(f"could not {action} the store {where}: {type(exc).__name__}: {why}")
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _error_code(exc: BaseException) -> str | None:
+    for e in _chain(exc):
+        code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code")
+        if code:
+            return code
+    return None
+
+
+def _missing_bucket(exc: BaseException) -> bool:
+    if _error_code(exc) in ("NoSuchBucket", "BucketNotFound"):
+        return True
+    # Backends without error codes: their message says so ("The specified bucket does not exist").
+    return isinstance(exc, FileNotFoundError) and bool(MISSING_BUCKET.search(str(exc)))
+
+
+def _unreachable(exc: BaseException) -> bool:
+    for e in _chain(exc):
+        if isinstance(e, (ConnectionError, TimeoutError, socket.gaierror)):
+            return True
+        if any("Connect" in c.__name__ or "Timeout" in c.__name__ for c in type(e).__mro__):
+            return True  # botocore's EndpointConnectionError / ConnectTimeoutError, aiohttp's connector errors
+    return False
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "…"

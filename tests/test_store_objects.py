@@ -189,18 +189,18 @@ def test_put_writes_the_blob_to_the_bucket_and_load_reads_it_back(s3, home):
 
 
 def test_a_solution_registered_with_the_s3_store_loads_back_on_another_node(s3, home, tmp_path, monkeypatch):
-    from starcli import solutions
+    from starcli.solutions import records
 
     monkeypatch.setenv("STARLIGHT_DB_URL", f"sqlite:///{tmp_path / 'shared.db'}")
     first = open_registry(home)
-    sol, created = solutions.add(first, _weights(3.0), **_fields())
+    sol, created = records.add(first, _weights(3.0), **_fields())
     assert created
-    assert solutions.record(first, sol)["checkpoint"] == f"{s3.url}/{_key(sol.sha256)[len(PREFIX) + 1:]}"
+    assert records.record(first, sol)["checkpoint"] == f"{s3.url}/{_key(sol.sha256)[len(PREFIX) + 1:]}"
 
     # Another home is another node: its own (empty) cache, the same database and bucket.
     other = open_registry(tmp_path / "node2")
-    found = solutions.get(other, sol.id)
-    assert _same(solutions.state_dict(other, found), _weights(3.0))
+    found = records.get(other, sol.id)
+    assert _same(records.state_dict(other, found), _weights(3.0))
     assert (blob_cache(tmp_path / "node2") / _key(sol.sha256)[len(PREFIX) + 1:]).exists()
     first.close()
     other.close()
@@ -360,21 +360,21 @@ def _writer(home: str, db_url: str, worker: int, barrier) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from starcli import solutions
+    from starcli.solutions import records
 
     reg = Registry(Path(home), db_url)
     barrier.wait(timeout=300)  # every process is up: the writes below overlap
     for i in range(PER_WRITER):
-        solutions.add(reg, _weights(worker + 1.0, float(i)), **_fields(f"w{worker}-{i}", seed=i))
+        records.add(reg, _weights(worker + 1.0, float(i)), **_fields(f"w{worker}-{i}", seed=i))
     # The same checkpoint from every process: one blob, one row.
-    solutions.add(reg, _weights(-1.0), **_fields("common"))
+    records.add(reg, _weights(-1.0), **_fields("common"))
     reg.close()
 
 
 def test_four_processes_registering_into_one_s3_store_lose_nothing(s3, tmp_path, monkeypatch):
     import multiprocessing
 
-    from starcli import solutions
+    from starcli.solutions import records
 
     db_url = f"sqlite:///{tmp_path / 'shared.db'}"
     Registry(tmp_path / "parent", db_url).close()  # migrate once, before the writers race
@@ -390,12 +390,12 @@ def test_four_processes_registering_into_one_s3_store_lose_nothing(s3, tmp_path,
     assert [p.exitcode for p in procs] == [0] * WRITERS
 
     reg = Registry(tmp_path / "fresh", db_url)  # an empty cache: every load below comes from the bucket
-    rows = {s.key: s for s in solutions.query(reg)}
+    rows = {s.key: s for s in records.query(reg)}
     expected = {f"w{w}-{i}": _weights(w + 1.0, float(i)) for w in range(WRITERS) for i in range(PER_WRITER)}
     expected["common"] = _weights(-1.0)
     assert sorted(rows) == sorted(expected)
     for key, tensors in expected.items():
-        assert _same(solutions.state_dict(reg, rows[key]), tensors), key
+        assert _same(records.state_dict(reg, rows[key]), tensors), key
     assert _keys(s3) == sorted(_key(s.sha256) for s in rows.values())
     assert not list((tmp_path / "fresh").rglob(".tmp-*"))
     reg.close()

@@ -25,6 +25,7 @@ def report(home=None, data_dir=None) -> dict[str, Any]:
         "devices": devices,
         "home": str(paths.home(home)),
         "database": reg.describe() if reg else f"{paths.db_url(paths.home(home))} (not created yet)",
+        "checkpoints": reg.store.describe() if reg else paths.store_url(paths.home(home)),
         "solutions": len(records.query(reg)) if reg else 0,
         "datasets": data.available(data_dir),
     }

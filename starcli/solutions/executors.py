@@ -43,11 +43,14 @@ class Job:
     device: str
     data_dir: str | None = None
     download: bool = False
+    # Where the checkpoints go ($STARLIGHT_STORE_URL as this process resolved it): a worker on another
+    # node has no shared home, only the database and the object store.
+    store_url: str | None = None
 
 
 def run_job(job: Job) -> tuple[int, bool]:
     """Train one seed into the shared registry; returns (solution id, trained)."""
-    reg = Registry(Path(job.home), job.db_url)
+    reg = Registry(Path(job.home), job.db_url, job.store_url)
     try:
         [outcome] = anchors.train(
             reg, job.config, [job.seed], device=job.device, data_dir=job.data_dir, download=job.download
@@ -104,7 +107,7 @@ def train(
         data.load(config["dataset"], "train", data_dir=data_dir, download=download, cache_dir=records.dataset_cache(reg))
 
     def job(seed: int, dev: str) -> Job:
-        return Job(str(reg.home), reg.url, config, seed, dev, _str(data_dir), download and remote)
+        return Job(str(reg.home), reg.url, config, seed, dev, _str(data_dir), download and remote, reg.store_url)
 
     if executor == "local":
         results = _run_local(job, seeds, slots, reporter)

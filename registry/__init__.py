@@ -5,7 +5,8 @@ Nothing here imports torch at module level, so listing the registry stays instan
 
 from .database import Registry, open_registry
 from .errors import CorruptBlobError, RegistryError
-from .store import BlobStore, CheckpointStore, open_store
+from .objects import open_store
+from .store import BlobStore, CheckpointStore
 from .tables import BarrierResult, Solution
 
 __all__ = [

@@ -14,7 +14,7 @@ from sqlalchemy import event
 from sqlmodel import Session
 
 from . import migrations, paths
-from .store import open_store
+from .objects import open_store
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 

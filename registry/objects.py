@@ -16,7 +16,8 @@ import hashlib
 import os
 import re
 import socket
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import CorruptBlobError, RegistryError
 from .paths import S3_ENDPOINT_ENV, STORE_URL_ENV
@@ -217,3 +218,21 @@ def _unreachable(exc: BaseException) -> bool:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "…"
+
+
+def open_store(url: str, cache_dir: Path) -> BlobStore:
+    """The store at `url` (STARLIGHT_STORE_URL); a remote one keeps verified copies in `cache_dir`.
+
+    Only the URL is checked here (no network): opening the registry stays instant, and a missing bucket
+    or wrong credentials are reported by the first put or load.
+    """
+    parts = urlsplit(url)
+    if "://" not in url or not parts.scheme:
+        raise RegistryError(f"{STORE_URL_ENV}={url!r} is not a URL; {URL_HELP}")
+    if parts.query or parts.fragment:
+        raise RegistryError(f"{STORE_URL_ENV}={url!r} has a '?' or '#' part, which a store URL cannot have; {URL_HELP}")
+    if parts.scheme in ("file", "local"):
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise RegistryError(f"{STORE_URL_ENV}={url!r} is not an absolute file URL; write file:///ABSOLUTE/PATH")
+        return CheckpointStore(Path(unquote(parts.path)))
+    return ObjectStore(url, CheckpointStore(cache_dir))

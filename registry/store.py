@@ -15,9 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
-from .errors import CorruptBlobError, RegistryError
+from .errors import CorruptBlobError
 
 if TYPE_CHECKING:
     import torch
@@ -117,23 +116,3 @@ class CheckpointStore(BlobStore):
 URL_HELP = "write s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or file:///ABSOLUTE/PATH, or unset it to keep them in the home"
 
 
-def open_store(url: str, cache_dir: Path) -> BlobStore:
-    """The store at `url` (STARLIGHT_STORE_URL); a remote one keeps verified copies in `cache_dir`.
-
-    Only the URL is checked here (no network): opening the registry stays instant, and a missing bucket
-    or wrong credentials are reported by the first put or load.
-    """
-    from .paths import STORE_URL_ENV
-
-    parts = urlsplit(url)
-    if "://" not in url or not parts.scheme:
-        raise RegistryError(f"{STORE_URL_ENV}={url!r} is not a URL; {URL_HELP}")
-    if parts.query or parts.fragment:
-        raise RegistryError(f"{STORE_URL_ENV}={url!r} has a '?' or '#' part, which a store URL cannot have; {URL_HELP}")
-    if parts.scheme in ("file", "local"):
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise RegistryError(f"{STORE_URL_ENV}={url!r} is not an absolute file URL; write file:///ABSOLUTE/PATH")
-        return CheckpointStore(Path(unquote(parts.path)))
-    from .objects import ObjectStore
-
-    return ObjectStore(url, CheckpointStore(cache_dir))

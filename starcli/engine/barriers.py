@@ -7,6 +7,11 @@ import statistics
 from typing import Any
 
 STAR_PAIRS, REGULAR_PAIRS, PLAIN_PAIRS = "star-held-out", "regular-held-out", "pair"
+# The solution rule: a star counts as a solution when its own train loss is at most this many times its
+# anchors' mean train loss. A small barrier from a poor star is its own high loss at t = 0, not
+# connectivity; the verdict is printed beside every barrier.
+SOLUTION_LOSS_RATIO = 1.5
+SOLUTION_RULE = f"star train loss ≤ {SOLUTION_LOSS_RATIO:g} × the anchors' mean train loss"
 
 
 DEFINITIONS = (
@@ -57,12 +62,15 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def summarize(pairs: list[dict], splits: tuple[str, ...]) -> dict[str, Any]:
-    """Mean ± std and n of each barrier per kind of pair and split, and the star/regular ratio of the means."""
+    """Mean ± std and n of each barrier and of the peak loss max_t L(t) per kind of pair and split, and the
+    star/regular ratio of the mean barriers."""
     summary: dict[str, Any] = {}
     for kind in dict.fromkeys(p["kind"] for p in pairs):
         group = [p for p in pairs if p["kind"] == kind]
         summary[kind] = {
-            split: {m: _stats([p[split][m] for p in group]) for m in ("loss_barrier", "acc_barrier")} for split in splits
+            split: {m: _stats([p[split][m] for p in group]) for m in ("loss_barrier", "acc_barrier")}
+            | {"peak_loss": _stats([max(p[split]["loss"]) for p in group])}
+            for split in splits
         }
     if STAR_PAIRS in summary:
         summary["ratio"] = {split: {m: None for m in ("loss_barrier", "acc_barrier")} for split in splits}
@@ -95,3 +103,23 @@ def peak_loss(pairs: list[dict[str, Any]], kind: str, split: str) -> float | Non
     how good the worst network on the segment is, whatever its endpoints."""
     peaks = [max(p[split]["loss"]) for p in pairs if p["kind"] == kind and split in p and p[split].get("loss")]
     return sum(peaks) / len(peaks) if peaks else None
+
+
+def verdict(star_metrics: dict[str, Any] | None, anchor_metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """Whether the star is itself a solution, by SOLUTION_RULE, with the numbers the rule compares.
+
+    `star_is_solution` is None when either train loss is unknown (a diverged or imported model)."""
+    star_loss = (star_metrics or {}).get("train_loss")
+    anchor_loss = (anchor_metrics or {}).get("train_loss")
+    known = star_loss is not None and anchor_loss is not None
+    ratio = star_loss / anchor_loss if known and anchor_loss > 0 else None
+    is_solution = None if not known else star_loss <= SOLUTION_LOSS_RATIO * anchor_loss
+    return {
+        "star_is_solution": is_solution,
+        "rule": SOLUTION_RULE,
+        "star_train_loss": star_loss,
+        "anchor_train_loss": anchor_loss,
+        "loss_ratio": ratio,
+        "star_train_acc": (star_metrics or {}).get("train_acc"),
+        "anchor_train_acc": (anchor_metrics or {}).get("train_acc"),
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .barrier_text import verdict_line
 from .sweep_report import curve_groups, score_name, summary_stat
 from .tables import markdown_table, mean_std
 
@@ -43,7 +44,12 @@ def star_markdown(star, anchors, held, measured, soup_part, bma_part, figures, c
     if soup_part:
         own.append({"model": f"{'aligned' if soup_part['aligned'] else 'plain'} soup {soup_part['solution'].id}", **soup_part["solution"].metrics})
     lines += [markdown_table(own, ["model", *keys], ["model", "train loss", f"train {score}", "test loss", f"test {score}"]), ""]
-    lines += ["## Held-out barriers", "", "Loss barrier per paper Eq. 1 (per-t line, floored at 0); mean ± std over pairs.", ""]
+    lines += [verdict_line(summary.get("verdict")), ""]
+    lines += [
+        "## Held-out barriers", "",
+        "Loss barrier per paper Eq. 1 (per-t line, floored at 0) and peak loss max_t L(t) along the segments; "
+        "mean ± std over pairs.", "",
+    ]
     rows = []
     parts = [("star–held-out", summary.get("star-held-out")), ("regular–held-out (anchor × held-out)", summary.get("regular-held-out"))]
     if soup_part:
@@ -53,7 +59,7 @@ def star_markdown(star, anchors, held, measured, soup_part, bma_part, figures, c
             continue
         row = {"pairs": label}
         for split in ("train", "test"):
-            for metric, short in (("loss_barrier", "loss"), ("acc_barrier", "acc")):
+            for metric, short in (("loss_barrier", "loss"), ("acc_barrier", "acc"), ("peak_loss", "peak loss")):
                 stat = summary_stat({"g": part}, "g", split, metric)
                 row[f"{split} {short}"] = mean_std(stat.get("mean"), stat.get("std"), stat.get("n"))
         rows.append(row)

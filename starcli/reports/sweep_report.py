@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from starcli.engine.barriers import peak_loss
+from starcli.engine.barriers import SOLUTION_RULE, peak_loss, verdict
 
 from .figures import bar_plot, curves_plot, line_plot, scatter_fit
 from .tables import fmt, markdown_table, mean_std, write_csv
@@ -91,6 +91,7 @@ def summary_row(cell: dict[str, Any], splits: list[str]) -> dict[str, Any]:
     row["soup"] = soup["id"] if soup else None
     summary = dict(cell["summary"], **({"soup-held-out": soup["summary"]} if soup else {}))
     pairs = cell["pairs"] + (soup["pairs"] if soup else [])
+    row["star_is_solution"] = verdict(cell["star_metrics"], cell["anchor_metrics"])["star_is_solution"]
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         row[f"star_{key}"] = cell["star_metrics"].get(key)
         row[f"anchor_{key}"] = cell["anchor_metrics"].get(key)
@@ -208,6 +209,7 @@ def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], found: li
         line[f"peak train loss {' / '.join(shorts)}"] = " / ".join(fmt(r.get(f"{s}_train_peak_loss"), 3) for s in shorts)
         if "paper_star_train_loss_barrier" in r:
             line["paper star / regular"] = f"{fmt(r['paper_star_train_loss_barrier'])} / {fmt(r.get('paper_regular_train_loss_barrier'))}"
+        line["star is a solution"] = r["star_is_solution"]
         line["star train loss"] = r["star_train_loss"]
         line["anchor train loss"] = r["anchor_train_loss"]
         if "soup" in shorts:
@@ -232,7 +234,8 @@ def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], found: li
         f"Loss ({'mean squared error' if payload.get('task') == 'regression' else 'cross-entropy'}) barrier = "
         "max over t of L((1−t)θA + tθB) − [(1−t)L(θA) + tL(θB)], floored at 0 (paper Eq. 1); "
         "cells are mean ± std over pairs (n pairs). Peak = mean over pairs of max_t L(t), the worst network on "
-        "the segment: a center that is itself a poor model can have a low barrier and a high peak.",
+        "the segment: a center that is itself a poor model can have a low barrier and a high peak. "
+        f"\"Star is a solution\": {SOLUTION_RULE}.",
         "",
         markdown_table(table, columns, headers),
         "",

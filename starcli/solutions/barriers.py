@@ -14,7 +14,7 @@ from sqlmodel import col, or_, select
 from registry import BarrierResult
 from starcli.alignment import align_state, has_spec
 from starcli.engine import data, devices, evaluation
-from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, pair_record, summarize
+from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, pair_record, summarize, verdict
 from starcli.engine.data import load_split
 from starcli.engine.interpolation import LineEvaluator
 from starcli.engine.recipes import config_hash
@@ -190,6 +190,7 @@ def measure_counted(
         anchors = [by_id[i] for i in by_id[star].anchors or [] if i in by_id]
         summary["star_metrics"] = dict(by_id[star].metrics)
         summary["anchor_metrics"] = records.anchor_mean_metrics(anchors) if anchors else None
+        summary["verdict"] = verdict(summary["star_metrics"], summary["anchor_metrics"])
     return {"star": star, "settings": settings, "pairs": pairs_out, "summary": summary}, computed
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 
-from registry import BarrierResult
+from registry import BarrierResult, Registry
 from starcli.alignment import align_state, has_spec
 from starcli.engine import data, devices, evaluation
 from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, pair_record, summarize, verdict

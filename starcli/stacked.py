@@ -25,6 +25,7 @@ Pure torch: imports nothing of the registry, so it can move into `starcli/engine
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -141,7 +142,7 @@ class StackedNet:
                 )
                 x = flat.view(b, n, c).transpose(0, 1)
             elif isinstance(layer, nn.ReLU):
-                x = torch.relu(x)
+                x = torch.relu_(x)  # in place: x is a fresh intermediate nobody saved (exact either way)
             else:
                 raise StarlightError(f"cannot stack a {type(layer).__name__} layer")
         return x
@@ -205,7 +206,15 @@ def _unstack_into(net: StackedNet, stacked_opt, i: int, model: nn.Module, optimi
 
 
 def stacked_loss(logits: torch.Tensor, targets: torch.Tensor, config: dict[str, Any]) -> torch.Tensor:
-    """Per-seed losses (N,): `evaluation.loss_fn` on each seed's own logits, as `fit` computes it."""
+    """Per-seed losses (N,), each exactly `evaluation.loss_fn` of that seed's logits, as `fit` computes it.
+
+    Plain cross-entropy is log_softmax then nll_loss: the log_softmax is row by row, so one call serves all
+    seeds, while the batch mean stays nll_loss's own (its cascade sum rounds unlike a `.mean(1)`). Label
+    smoothing and regression losses mix reductions, so they run per seed.
+    """
+    if not targets.is_floating_point() and config["label_smoothing"] == 0:
+        log_p = F.log_softmax(logits, dim=-1)
+        return torch.stack([F.nll_loss(lp, y) for lp, y in zip(log_p.unbind(0), targets.unbind(0))])
     return torch.stack(
         [
             evaluation.loss_fn(out, y, label_smoothing=config["label_smoothing"])
@@ -269,15 +278,16 @@ def _fit_group(config, seeds, nets, optimizers, resume, runs, start, device, tra
                 group["lr"] = lr
             idx = torch.stack([order[i] for order in orders]).to(train.x.device)
             if config["augmentation"] == "none":
-                xb = train.x[idx]
+                # index_select of the flat indices: the same rows as fit's x[idx], with a cheaper kernel.
+                xb = train.x.index_select(0, idx.view(-1)).view(*idx.shape, *train.x.shape[1:])
             else:
                 xb = torch.stack(
                     [data.augment(train.x[row], config["augmentation"], g) for row, g in zip(idx, gens)]
                 )
             with autocast(device, config):
                 losses = stacked_loss(stacked.forward(xb), train.y[idx.to(train.y.device)], config)
-            finite = torch.isfinite(losses).tolist()
             values = losses.tolist()
+            finite = [math.isfinite(v) for v in values]
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             if not all(finite):
@@ -307,8 +317,6 @@ def _fit_group(config, seeds, nets, optimizers, resume, runs, start, device, tra
             opt.step()
             totals = [t + v for t, v in zip(totals, values)]
         for pos, k in enumerate(alive):
-            if resume or on_epoch is None:
-                pass
             if resume:
                 _unstack_into(stacked, opt, pos, nets[k], optimizers[k])
                 resume[k].save(nets[k], optimizers[k], epoch + 1)

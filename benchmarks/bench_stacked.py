@@ -101,7 +101,7 @@ def bench_conv(args) -> None:
     best = {}
     for _ in range(args.repeats):
         for label, fn in (("separate", separate), ("grouped", grouped)):
-            _, wall, cpu = timed(lambda: [fn() for _ in range(5)])
+            _, _, cpu = timed(lambda fn=fn: [fn() for _ in range(5)])
             best[label] = min(best.get(label, float("inf")), cpu / 5)
     print(f"\nsmall CNN (conv 3→16→32 on 32×32, batch {b}), {n} seeds, fwd+bwd per step (best cpu):")
     print(f"  separate {best['separate'] * 1e3:7.1f} ms   grouped {best['grouped'] * 1e3:7.1f} ms"

@@ -103,8 +103,9 @@ def test_an_interrupted_stacked_run_resumes_to_fit_s_uninterrupted_weights(split
         assert state_bytes(run.model) == state_bytes(training.fit(cfg, run.seed, CPU, split)), f"seed {run.seed}"
 
 
-def test_resume_files_are_fit_s_own_format_in_both_directions(split, tmp_path):
-    cfg = config(epochs=4)
+@pytest.mark.parametrize("overrides", [{}, {"optimizer": "adamw", "lr": 1e-3}], ids=["sgd", "adamw"])
+def test_resume_files_are_fit_s_own_format_in_both_directions(split, tmp_path, overrides):
+    cfg = config(epochs=4, **overrides)
     seeds = [5, 6]
     reference = {s: state_bytes(training.fit(cfg, s, CPU, split)) for s in seeds}
     # Begun stacked, finished one seed at a time by fit.

@@ -36,11 +36,12 @@ import torch.nn.functional as F
 
 from . import data, evaluation, models
 from .errors import StarlightError
-from .training import ResumeFile, Split, autocast, batches, build_optimizer, epoch_generator, fit, lr_at, prepare_model
+from .training import ResumeFile, Split, batches, build_optimizer, epoch_generator, fit, lr_at, prepare_model
 
 # Architectures whose networks are a plain chain of these layers: what `StackedNet` can run.
 STACKABLE_ARCHS = ("mlp", "linear2")
 _LAYERS = (nn.Flatten, nn.Linear, nn.BatchNorm1d, nn.ReLU)
+_BN_TENSORS = ("running_mean", "running_var", "weight", "bias")  # F.batch_norm's positional order
 
 
 @dataclass
@@ -52,13 +53,51 @@ class SeedRun:
     error: StarlightError | None = None
 
 
-def stackable(config: dict[str, Any]) -> bool:
+def stackable(config: dict[str, Any], device: torch.device) -> bool:
     """Whether the config's network can be stacked at all (not whether stacking is exact here)."""
     if config["arch"] not in STACKABLE_ARCHS:
         return False
+    if config.get("precision") == "bf16" and device.type == "cuda":
+        return False  # autocast would cast inside _StackedLinear but not in its hand-written backward
     net = models.create(config["arch"], **config["arch_kwargs"])
     layers = net.layers if hasattr(net, "layers") else net
     return isinstance(layers, nn.Sequential) and all(type(m) in _LAYERS for m in layers)
+
+
+# Fresh tensors are 64-byte aligned, so `fit`'s operands always are; MKL's kernels may round differently
+# on data at other offsets, so a seed's block inside a stacked tensor must start at a multiple of this.
+_ALIGN = 64
+
+
+# The channels-last BatchNorm kernel walks channels two AVX-512 vectors at a time (measured: 16 or 48
+# channels per seed side by side round differently, 32, 64 and 256 do not).
+_BN_BLOCK = 128
+
+
+def _aligned(t: torch.Tensor, per_seed: int) -> bool:
+    return (per_seed * t.element_size()) % _ALIGN == 0
+
+
+def _per_seed_products(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether a @ b must run as N separate `mm`s to round as `fit`'s `mm` does.
+
+    Measured on the CPU: bmm rounds as mm does except where mm takes another kernel (a dimension of one,
+    i.e. a matrix-vector product), where bmm does (under 400 multiply-adds per seed it has its own loop),
+    and where a seed's matrices would not start 64-byte aligned inside the stacked tensors.
+    """
+    m, k, n = a.shape[1], a.shape[2], b.shape[2]
+    aligned = _aligned(a, m * k) and _aligned(b, k * n) and _aligned(a, m * n)
+    return min(m, k, n) == 1 or m * k * n < 400 or not aligned
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, m, k) @ (N, k, n) [+ bias (N, n)], each seed's product rounded as `fit`'s mm/addmm rounds it."""
+    if _per_seed_products(a, b):
+        # clone(): a fresh, aligned copy with the slice's own strides (a transposed view stays transposed).
+        if bias is None:
+            return torch.stack([torch.mm(x.clone(), y.clone()) for x, y in zip(a, b)])
+        return torch.stack([torch.addmm(c.clone(), x.clone(), y.clone()) for c, x, y in zip(bias, a, b)])
+    return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(1), a, b)
 
 
 class _StackedLinear(torch.autograd.Function):
@@ -73,14 +112,13 @@ class _StackedLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        wt = weight.transpose(1, 2)
-        return torch.bmm(x, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, wt)
+        return _bmm(x, weight.transpose(1, 2), bias)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        grad_w = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        grad_x = _bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        grad_w = _bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
         grad_b = grad.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
 
@@ -127,10 +165,20 @@ class StackedNet:
                 # Contiguous like fit's activations, so each seed's gemm sees the same operand layout.
                 x = _StackedLinear.apply(x.contiguous(), t[name + "weight"], t.get(name + "bias"))
             elif isinstance(layer, nn.BatchNorm1d):
-                # Seeds' channels side by side: a (B, N·C) batch whose per-channel statistics are each seed's own.
                 b, c = x.shape[1], x.shape[2]
-                flat = x.transpose(0, 1).reshape(b, n * c)
                 t[name + "num_batches_tracked"].add_(1)
+                bn = dict(training=True, momentum=layer.momentum, eps=layer.eps)
+                if (c * x.element_size()) % _BN_BLOCK:
+                    # Seeds' channels would share SIMD vectors and tails unlike fit's: one call per seed.
+                    x = torch.stack(
+                        [
+                            F.batch_norm(x[i].clone(), *(t[name + k][i] for k in _BN_TENSORS), **bn)
+                            for i in range(n)
+                        ]
+                    )
+                    continue
+                # Seeds' channels side by side: a (B, N·C) batch whose per-channel statistics are each seed's own.
+                flat = x.transpose(0, 1).reshape(b, n * c)
                 flat = F.batch_norm(
                     flat,
                     t[name + "running_mean"].view(-1),
@@ -238,8 +286,11 @@ def fit_stacked(
     `fit`'s own format, so a run may be resumed stacked or one seed at a time, whichever way it began.
     `on_epoch(seed, epochs_done, mean_loss)`.
     """
-    if not stackable(config):
-        raise StarlightError(f"architecture {config['arch']!r} cannot be stacked; train its seeds one at a time")
+    if not stackable(config, device):
+        raise StarlightError(
+            f"architecture {config['arch']!r} with precision {config.get('precision')} on {device.type} cannot be"
+            " stacked; train its seeds one at a time"
+        )
     if resume is not None and len(resume) != len(seeds):
         raise StarlightError(f"{len(seeds)} seeds but {len(resume)} resume files")
     if len(set(seeds)) != len(seeds):
@@ -285,8 +336,7 @@ def _fit_group(config, seeds, nets, optimizers, resume, runs, start, device, tra
                 xb = torch.stack(
                     [data.augment(train.x[row], config["augmentation"], g) for row, g in zip(idx, gens)]
                 )
-            with autocast(device, config):
-                losses = stacked_loss(stacked.forward(xb), train.y[idx.to(train.y.device)], config)
+            losses = stacked_loss(stacked.forward(xb), train.y[idx.to(train.y.device)], config)
             values = losses.tolist()
             finite = [math.isfinite(v) for v in values]
             opt.zero_grad(set_to_none=True)
@@ -339,7 +389,7 @@ def stacking_is_exact(config: dict[str, Any], device: torch.device, seeds: int =
     sequential one. Pass the number of seeds the real run will stack: the kernels' blocking may
     depend on it.
     """
-    if not stackable(config):
+    if not stackable(config, device):
         return False
     info = data.info(config["dataset"])
     cfg = dict(config, epochs=2)

@@ -158,7 +158,31 @@ def test_the_self_test_holds_here_and_catches_an_inexact_formulation(monkeypatch
 
 
 def test_only_plain_chains_stack():
-    assert stacked.stackable(config())
+    assert stacked.stackable(config(), CPU)
+    assert not stacked.stackable(config(precision="bf16"), torch.device("cuda"))
     assert not stacked.stacking_is_exact(recipes.resolve("cifar10-resnet18", overrides={"arch_kwargs.width": 4}), CPU)
     with pytest.raises(StarlightError, match="cannot be stacked"):
         stacked.fit_stacked(recipes.resolve("cifar10-resnet18", overrides={"arch_kwargs.width": 4}), [1], CPU, None)
+
+
+def test_a_two_layer_linear_regression_stacks_exactly_too():
+    # linear2 has no biases (bmm instead of baddbmm) and a regression loss (per-seed loss_fn).
+    cfg = recipes.resolve("linreg-linear2", overrides={"epochs": 3})
+    x, y = data.load("linreg", "train")
+    split = training.Split(x, y)
+    runs = stacked.fit_stacked(cfg, [1, 2, 3], CPU, split)
+    for run in runs:
+        assert state_bytes(run.model) == state_bytes(training.fit(cfg, run.seed, CPU, split)), f"seed {run.seed}"
+
+
+@pytest.mark.parametrize(
+    "width,batch_size,batch_norm",
+    [(17, 7, False), (1, 32, False), (16, 32, True), (100, 32, True)],
+    ids=["unaligned-blocks", "matrix-vector", "bn-16-channels", "bn-100-channels"],
+)
+def test_shapes_whose_kernels_differ_fall_back_to_per_seed_calls_and_stay_exact(width, batch_size, batch_norm):
+    # Each of these was inexact with plain bmm / one side-by-side batch_norm on this CPU.
+    cfg = recipes.resolve(
+        "mnist1d-mlp", width=width, batch_size=batch_size, overrides={"arch_kwargs.batch_norm": batch_norm}
+    )
+    assert stacked.stacking_is_exact(cfg, CPU, seeds=3, samples=256)

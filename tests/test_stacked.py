@@ -19,10 +19,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def split(tmp_path_factory):
+def split(mnist1d_cache):
     """The first 1000 MNIST-1D training samples: seconds per run, real data."""
-    home = tmp_path_factory.mktemp("stacked-home")
-    x, y = data.load("mnist1d", "train", home=home)
+    x, y = data.load("mnist1d", "train", home=mnist1d_cache.parent.parent)
     return training.Split(x[:1000], y[:1000])
 
 

@@ -14,7 +14,9 @@ CPU runs torch.optim's single-tensor path for both, and its operations are eleme
 slice sees the same floating-point operations. The per-seed loss is `evaluation.loss_fn` on that
 seed's logits alone (a mean over its batch), and the stacked loss is their sum, so
 d(sum)/d(logits_i) = dL_i/d(logits_i) exactly. BatchNorm keeps statistics per seed (the seeds'
-channels side by side in one `F.batch_norm`).
+channels side by side in one `F.batch_norm`). Where a stacked kernel is known to round differently
+(matrix-vector or tiny products, seed blocks not 64-byte aligned, BatchNorm widths not a multiple of
+32) that one operation runs per seed, on fresh aligned copies, with fit's own calls.
 
 Whether a stacked product or reduction rounds exactly as the one-seed one does is a property of the
 kernels (MKL, the CPU reductions), not of this code: `stacking_is_exact` checks it on the machine at
@@ -382,8 +384,8 @@ def _state_bytes(model: nn.Module) -> dict[str, bytes]:
 
 
 def stacking_is_exact(config: dict[str, Any], device: torch.device, seeds: int = 2, samples: int = 512) -> bool:
-    """Train `seeds` seeds for 2 epochs on the first `samples` training samples of a synthetic split
-    both ways, and compare every weight and buffer byte for byte.
+    """Train `seeds` seeds for 2 epochs on `samples` synthetic samples of the dataset's shape both
+    ways, and compare every weight and buffer byte for byte, and the reported epoch losses.
 
     Callers stack only where this returns True, so a stacked run never silently stands in for a
     sequential one. Pass the number of seeds the real run will stack: the kernels' blocking may

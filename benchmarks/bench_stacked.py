@@ -29,7 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from starcli import data, recipes, stacked, training  # noqa: E402
+from starcli.engine import (
+    data,  # noqa: E402
+    recipes,
+    stacked,
+    training,
+)
 
 
 def state_bytes(model: torch.nn.Module) -> dict[str, bytes]:
@@ -42,7 +47,7 @@ def timed(run):
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench_mlp(args, split: training.Split) -> bool:
+def bench_mlp(args, split: data.Split) -> bool:
     config = recipes.resolve("mnist1d-mlp", epochs=args.epochs)
     seeds = list(range(1, args.seeds + 1))
     device = torch.device("cpu")
@@ -119,8 +124,8 @@ def main() -> None:
         print("note: OMP_NUM_THREADS is not 1; set it for comparable figures", file=sys.stderr)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as home:
-        x, y = data.load("mnist1d", "train", home=Path(home))
-    ok = bench_mlp(args, training.Split(x, y))
+        x, y = data.load("mnist1d", "train", cache_dir=Path(home) / "datasets")
+    ok = bench_mlp(args, data.Split(x, y))
     if args.conv:
         bench_conv(args)
     sys.exit(0 if ok else 1)

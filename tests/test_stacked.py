@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from starcli import data, recipes, stacked, training
+from starcli.engine import data, loop, recipes, stacked, training
 from starcli.errors import StarlightError
 
 CPU = torch.device("cpu")
@@ -21,8 +21,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def split(mnist1d_cache):
     """The first 1000 MNIST-1D training samples: seconds per run, real data."""
-    x, y = data.load("mnist1d", "train", home=mnist1d_cache.parent.parent)
-    return training.Split(x[:1000], y[:1000])
+    x, y = data.load("mnist1d", "train", cache_dir=mnist1d_cache.parent)
+    return data.Split(x[:1000], y[:1000])
 
 
 def config(**overrides):
@@ -67,7 +67,7 @@ def test_the_stacked_network_is_the_one_seed_network(split):
     cfg = config(**{"arch_kwargs.batch_norm": True})
     run = stacked.fit_stacked(cfg, [4], CPU, split)[0]
     assert type(run.model).__name__ == "MLP" and run.model.training
-    assert int(run.model.layers[2].num_batches_tracked) == 3 * len(training.batches(1000, 128, torch.Generator()))
+    assert int(run.model.layers[2].num_batches_tracked) == 3 * len(loop.batches(1000, 128, torch.Generator()))
 
 
 class Interrupted(Exception):
@@ -85,7 +85,7 @@ def interrupt_at(seed, epoch):
 def test_an_interrupted_stacked_run_resumes_to_fit_s_uninterrupted_weights(split, tmp_path):
     cfg = config(epochs=4, **{"arch_kwargs.batch_norm": True})
     seeds = [1, 2, 3]
-    files = [training.ResumeFile(tmp_path / f"seed{s}") for s in seeds]
+    files = [loop.ResumeFile(tmp_path / f"seed{s}") for s in seeds]
     # Stopped while reporting seed 1's second epoch: seed 1 has saved epoch 2, seeds 2 and 3 only epoch 1,
     # so the resumed run continues from two different epochs.
     with pytest.raises(Interrupted):
@@ -108,13 +108,13 @@ def test_resume_files_are_fit_s_own_format_in_both_directions(split, tmp_path, o
     seeds = [5, 6]
     reference = {s: state_bytes(training.fit(cfg, s, CPU, split)) for s in seeds}
     # Begun stacked, finished one seed at a time by fit.
-    files = [training.ResumeFile(tmp_path / "a" / str(s)) for s in seeds]
+    files = [loop.ResumeFile(tmp_path / "a" / str(s)) for s in seeds]
     with pytest.raises(Interrupted):
         stacked.fit_stacked(cfg, seeds, CPU, split, files, on_epoch=interrupt_at(6, 2))
     for s, f in zip(seeds, files):
         assert state_bytes(training.fit(cfg, s, CPU, split, f)) == reference[s]
     # Begun by fit, finished stacked.
-    files = [training.ResumeFile(tmp_path / "b" / str(s)) for s in seeds]
+    files = [loop.ResumeFile(tmp_path / "b" / str(s)) for s in seeds]
     for s, f in zip(seeds, files):
         with pytest.raises(Interrupted):
             training.fit(cfg, s, CPU, split, f, on_epoch=lambda e, loss, s=s: interrupt_at(s, 3)(s, e, loss))
@@ -168,7 +168,7 @@ def test_a_two_layer_linear_regression_stacks_exactly_too():
     # linear2 has no biases (bmm instead of baddbmm) and a regression loss (per-seed loss_fn).
     cfg = recipes.resolve("linreg-linear2", overrides={"epochs": 3})
     x, y = data.load("linreg", "train")
-    split = training.Split(x, y)
+    split = data.Split(x, y)
     runs = stacked.fit_stacked(cfg, [1, 2, 3], CPU, split)
     for run in runs:
         assert state_bytes(run.model) == state_bytes(training.fit(cfg, run.seed, CPU, split)), f"seed {run.seed}"
@@ -185,3 +185,24 @@ def test_shapes_whose_kernels_differ_fall_back_to_per_seed_calls_and_stay_exact(
         "mnist1d-mlp", width=width, batch_size=batch_size, overrides={"arch_kwargs.batch_norm": batch_norm}
     )
     assert stacked.stacking_is_exact(cfg, CPU, seeds=3, samples=256)
+
+
+def test_train_of_several_seeds_stacks_and_registers_the_checkpoints_fit_would(reg, tiny_config, monkeypatch):
+    from starcli.engine import data as engine_data
+    from starcli.solutions import anchors as anchor_training
+    from starcli.solutions import records
+
+    calls = []
+    real = stacked.fit_stacked
+    monkeypatch.setattr(
+        stacked, "fit_stacked", lambda config, seeds, dev, split, *a, **k: calls.append((list(seeds), len(split.x)))
+        or real(config, seeds, dev, split, *a, **k)
+    )
+    outcomes = anchor_training.train(reg, tiny_config, [1, 2, 3], device="cpu")
+    # The self-test stacks on a small synthetic split first; then the real run stacks all three seeds.
+    assert calls[-1] == ([1, 2, 3], 4000) and all(o.trained for o in outcomes)
+    split = engine_data.load_split("mnist1d", "train", torch.device("cpu"), cache_dir=reg.home / "datasets")
+    alone = training.fit(tiny_config, 2, torch.device("cpu"), split).state_dict()
+    stored = records.state_dict(reg, outcomes[1].solution)
+    assert alone.keys() == stored.keys() and all(torch.equal(alone[k], stored[k]) for k in alone)
+    assert not any((reg.home / "runs").glob("*/last.safetensors"))  # resume files removed once registered

@@ -8,8 +8,8 @@ once for all of them.
 Contract: each seed's weights are bit-identical to `training.fit(config, seed, ...)`. Everything a seed
 sees is taken from the one-seed loop itself, not re-derived: the initialisation is
 `torch.manual_seed(seed); models.create(...)` (the same networks, then stacked), the shuffles and
-augmentation come from `training.epoch_generator(seed, epoch)` per seed, the learning rate from
-`training.lr_at`, and the optimizer is `training.build_optimizer` applied to the stacked tensors: the
+augmentation come from `loop.epoch_generator(seed, epoch)` per seed, the learning rate from
+`loop.lr_at`, and the optimizer is `loop.build_optimizer` applied to the stacked tensors: the
 CPU runs torch.optim's single-tensor path for both, and its operations are elementwise, so each seed's
 slice sees the same floating-point operations. The per-seed loss is `evaluation.loss_fn` on that
 seed's logits alone (a mean over its batch), and the stacked loss is their sum, so
@@ -23,7 +23,7 @@ kernels (MKL, the CPU reductions), not of this code: `stacking_is_exact` checks 
 hand, and callers stack only where it returns True. On the development CPU (MKL, AVX-512, torch 2.14)
 it holds with one thread and fails with two (the batched and single gemms then split work differently).
 
-Pure torch: imports nothing of the registry, so it can move into `starcli/engine/` unchanged.
+Pure torch: part of the engine, it imports nothing of the registry.
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import data, evaluation, models
-from .errors import StarlightError
-from .training import ResumeFile, Split, batches, build_optimizer, epoch_generator, fit, lr_at, prepare_model
+from starcli import models
+from starcli.errors import StarlightError
+
+from . import data, evaluation
+from .data import Split
+from .loop import ResumeFile, batches, build_optimizer, epoch_generator, lr_at, prepare_model
+from .training import fit
 
 # Architectures whose networks are a plain chain of these layers: what `StackedNet` can run.
 STACKABLE_ARCHS = ("mlp", "linear2")
@@ -284,7 +288,7 @@ def fit_stacked(
 ) -> list[SeedRun]:
     """Train `seeds` together; seed i's network is bit-identical to `fit(config, seeds[i], ...)` where
     `stacking_is_exact` holds. A seed whose loss becomes non-finite stops there (its SeedRun carries the
-    error `fit` would raise) while the others go on. `resume`: one `training.ResumeFile` per seed, in
+    error `fit` would raise) while the others go on. `resume`: one `loop.ResumeFile` per seed, in
     `fit`'s own format, so a run may be resumed stacked or one seed at a time, whichever way it began.
     `on_epoch(seed, epochs_done, mean_loss)`.
     """

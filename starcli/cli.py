@@ -13,15 +13,13 @@ from .commands import alignment, app, experiments, solutions, star  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
-    from registry import RegistryError
-
     from .errors import StarlightError
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         result = app(args=argv, standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except (StarlightError, RegistryError) as e:
+    except StarlightError as e:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)
@@ -30,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:
+        # RegistryError, matched without importing the registry (sqlmodel costs `--help` half a second):
+        # if the registry package was never imported, nothing raised it.
+        if isinstance(e, getattr(sys.modules.get("registry"), "RegistryError", ())):
+            if debug:
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code  # type: ignore[attr-defined]
         # Click's own exceptions (typer may vendor click, so match by class name, not by import).
         kinds = {c.__name__ for c in type(e).__mro__}
         if "Exit" in kinds:

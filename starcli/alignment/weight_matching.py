@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from .spec import PermutationSpec, permute_entry
 
@@ -40,6 +39,9 @@ def weight_matching(
     neighbours = {g: _neighbours(spec, ms) for g, ms in members.items()}
     groups = list(spec.sizes)
     stale = set(groups)  # groups whose assignment problem may have changed since last solved
+    # Imported here: scipy.optimize costs ~0.5 s of start-up that `spec` and cached barriers never need.
+    from scipy.optimize import linear_sum_assignment
+
     rng = torch.Generator().manual_seed(seed)
     for _ in range(MAX_SWEEPS):
         if not stale:

@@ -25,6 +25,13 @@ app = typer.Typer(
 def _global(
     home: Optional[str] = typer.Option(None, "--home", help="Registry folder (default $STARLIGHT_HOME or ./.starlight)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="Intra-op threads per process (default $OMP_NUM_THREADS, else 1; see README)."
+    ),
 ) -> None:
+    from starcli.engine import threads as thread_policy  # torch-free: --help, list and show stay fast
+
     common.state.home = home
     common.state.debug = debug
+    # Every command runs through this callback, so every entry point that computes gets the policy.
+    common.state.threads = thread_policy.apply(threads)

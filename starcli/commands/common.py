@@ -16,6 +16,7 @@ from starcli.errors import UsageError
 class GlobalState:
     home: str | None = None
     debug: bool = False
+    threads: int | None = None
 
 
 state = GlobalState()

@@ -181,15 +181,42 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
     """
     if kind == "none":
         return x
+    return apply_augmentation(x, draw_augmentation(kind, [len(x)], generator, x.device)[0])
+
+
+AUGMENT_PAD = 4
+
+
+def draw_augmentation(kind: str, sizes: list[int], generator: torch.Generator, device: torch.device) -> list:
+    """The random draws of `augment` for batches of `sizes`, in the order `augment` would make them
+    batch after batch (so the values are the same), drawn on the CPU and uploaded in one copy: a GPU
+    step then waits on no host-to-device transfer. One entry per batch (None for `none`)."""
+    if kind == "none":
+        return [None] * len(sizes)
     if kind != "flip-crop":
         raise StarlightError(f"unknown augmentation {kind!r}; use none or flip-crop")
+    per_batch = []
+    for n in sizes:
+        flip = (torch.rand(n, generator=generator) < 0.5).long()
+        dx = torch.randint(0, 2 * AUGMENT_PAD + 1, (n,), generator=generator)
+        dy = torch.randint(0, 2 * AUGMENT_PAD + 1, (n,), generator=generator)
+        per_batch.append(torch.stack([flip, dx, dy]))
+    uploaded = torch.cat(per_batch, dim=1)
+    if torch.device(device).type == "cuda":
+        uploaded = uploaded.pin_memory()  # a pinned copy does not block the host
+    uploaded = uploaded.to(device, non_blocking=True)
+    return list(uploaded.split(sizes, dim=1))
+
+
+def apply_augmentation(x: torch.Tensor, draws) -> torch.Tensor:
+    """flip-crop of one batch with its draws from `draw_augmentation` (already on x's device)."""
+    if draws is None:
+        return x
     n, _, h, w = x.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    x = torch.where(flip.to(x.device).view(n, 1, 1, 1), x.flip(3), x)
-    pad = 4
+    flip, dx, dy = draws[0].bool(), draws[1], draws[2]
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    pad = AUGMENT_PAD
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     rows = (dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h)).view(n, 1, h, 1)
     cols = (dx.view(n, 1) + torch.arange(w, device=x.device).view(1, w)).view(n, 1, 1, w)
     c = x.shape[1]

@@ -72,23 +72,39 @@ def autocast(device: torch.device, config: dict[str, Any]):
 
 def prepare_model(model: nn.Module, device: torch.device, config: dict[str, Any]) -> nn.Module:
     model = model.to(device)
+    if device.type == "cuda":
+        # Fixed input shapes (one batch size, one image size): let cuDNN pick the fastest kernels once.
+        torch.backends.cudnn.benchmark = True
     # channels_last speeds convolutions on tensor-core GPUs; it changes no values.
     if device.type == "cuda" and config["arch"] not in ("mlp", "linear2"):
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, who: str, when: str, advice: str) -> float:
-    """One optimizer step on `loss`, returning its value; shared by anchor and star training.
-
-    A NaN or infinite loss stops the run before it touches the weights: nothing half-trained is registered.
-    """
-    if not torch.isfinite(loss):
-        raise StarlightError(f"{who}: the loss became {loss.item()} at {when}; nothing was registered. {advice}")
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on `loss`; returns the loss, detached and still on the device (no host sync)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.item()
+    return loss.detach()
+
+
+def loss_accumulator(device: torch.device) -> torch.Tensor:
+    # float64 sums the float32 step losses exactly as Python's float sum of `.item()`s did (same epoch
+    # means on the CPU); MPS has no float64.
+    return torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+
+
+def check_finite(total: torch.Tensor, who: str, epoch: int, advice: str) -> float:
+    """The epoch's summed loss as a float: the one host synchronisation of an epoch.
+
+    A NaN or infinite step loss makes the sum non-finite: the run stops here, before the epoch is saved
+    for resuming, so it keeps its last good epoch and nothing half-trained is registered.
+    """
+    value = total.item()
+    if not math.isfinite(value):
+        raise StarlightError(f"{who}: the loss became {value} in epoch {epoch}; nothing was registered. {advice}")
+    return value
 
 
 class ResumeFile:
@@ -190,15 +206,22 @@ def run_epochs(
             before_epoch(epoch)
         g = epoch_generator(seed, epoch)
         torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and other global-RNG users
-        total = 0.0
-        for i, idx in enumerate(batches(len(split.x), config["batch_size"], g)):
+        # The epoch's shuffle and augmentation draws, drawn from g in the order the steps used to draw
+        # them (same values) and uploaded once: no step waits on a host-to-device copy.
+        parts = batches(len(split.x), config["batch_size"], g)
+        sizes = [len(p) for p in parts]
+        order = torch.cat(parts).to(split.x.device, non_blocking=True).split(sizes)
+        draws = data.draw_augmentation(config["augmentation"], sizes, g, split.x.device)
+        total = loss_accumulator(split.x.device)
+        for i, idx in enumerate(order):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, epoch * steps_per_epoch + i, steps_per_epoch)
-            xb = data.augment(split.x[idx.to(split.x.device)], config["augmentation"], g)
-            yb = split.y[idx.to(split.y.device)]
+            xb = data.apply_augmentation(split.x[idx], draws[i])
+            yb = split.y[idx]
             with autocast(device, config):
                 loss = step_loss(xb, yb)
-            total += descend(optimizer, loss, who, f"epoch {epoch + 1}, step {i + 1}", advice)
+            total += descend(optimizer, loss)
+        total = check_finite(total, who, epoch + 1, advice)
         if resume:
             resume.save(model, optimizer, epoch + 1)
         if on_epoch:

@@ -1,19 +1,22 @@
-"""One path from a name to a network: `create(arch, **kwargs)` always goes through `timm.create_model`.
+"""One path from a name to a network: `create(arch, **kwargs)`.
 
-Importing this package registers starlight's own width-scalable architectures in timm's registry
-(`@register_model`), so they and every timm model (resnet18, vgg11_bn, densenet121, ...) are built alike.
+Our width-scalable architectures are built by their own builders (builders.OURS), called the way
+`timm.create_model` calls them, so building them never imports timm (seconds of start-up, torchvision
+included). Every other name goes through `timm.create_model` (resnet18, vgg11_bn, densenet121, ...),
+and ours are registered in timm's registry before that (builders.into_timm), so they and every timm
+model stay one namespace.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import timm
 import torch.nn as nn
 
 from starcli.errors import StarlightError
 
 from . import linear, mlp, resnet, vgg, wrn  # noqa: F401  (registration side effect)
+from .builders import OURS, into_timm
 
 # Our architectures, and the kwarg that is their width (recorded in the registry's `width` column).
 WIDTH_KWARG = {
@@ -27,7 +30,16 @@ WIDTH_KWARG = {
 
 
 def create(arch: str, **kwargs: Any) -> nn.Module:
-    """Build `arch` with `kwargs` (num_classes and in_chans included) through timm's factory."""
+    """Build `arch` with `kwargs` (num_classes and in_chans included): ours directly, others through timm."""
+    if arch in OURS:
+        # What timm.create_model does for an entry point of ours: drop None kwargs, call it unpretrained.
+        try:
+            return OURS[arch](pretrained=False, **{k: v for k, v in kwargs.items() if v is not None})
+        except TypeError as e:
+            raise StarlightError(f"architecture {arch!r} rejects its kwargs {kwargs}: {e}") from None
+    import timm
+
+    into_timm()
     if not timm.is_model(arch):
         hint = ", ".join(sorted(WIDTH_KWARG))
         raise StarlightError(f"unknown architecture {arch!r}; ours are {hint}, or any name from timm.list_models()")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch.nn as nn
-from timm.models import register_model
+from .builders import register_model
 
 
 class MLP(nn.Module):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch.nn as nn
-from timm.models import register_model
+from .builders import register_model
 
 CONFIGS = {
     11: [1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8, "M"],

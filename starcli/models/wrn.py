@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models import register_model
+from .builders import register_model
 
 
 class WideBlock(nn.Module):

@@ -12,11 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 
 from registry import BarrierResult, Registry
-from starcli.alignment import align_state, has_spec
-from starcli.engine import data, devices, evaluation
 from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, pair_record, summarize, verdict
-from starcli.engine.data import load_split
-from starcli.engine.interpolation import LineEvaluator
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
@@ -25,6 +21,12 @@ from . import records
 
 ALIGN_CHOICES = ("none", "weight")
 BASELINES = ("anchors", "none")
+
+# A query answered from the registry imports no torch (seconds of start-up): torch, alignment and the
+# evaluation engine are imported inside compute_pairs and has_spec only. So these two copies of
+# engine constants (data.SPLITS, evaluation.EVAL_BATCH) live here; tests/test_startup.py checks they agree.
+SPLITS = ("train", "test")
+EVAL_BATCH = 4096
 
 
 def settings_for(points: int, splits: tuple[str, ...], bn_calibration: str | int, batch_size: int, align: str) -> dict:
@@ -114,7 +116,7 @@ def _parse_options(points, splits, bn_calibration, batch_size, baseline, align):
     if not isinstance(points, int) or points < 2:
         raise UsageError(f"--points must be an integer ≥ 2 (the endpoints count), got {points!r}")
     splits = tuple(dict.fromkeys(splits))
-    unknown = [s for s in splits if s not in data.SPLITS]
+    unknown = [s for s in splits if s not in SPLITS]
     if not splits or unknown:
         raise UsageError(f"--splits must name train and/or test, got {','.join(splits) or 'nothing'}")
     if isinstance(bn_calibration, str) and bn_calibration != "full":
@@ -136,7 +138,22 @@ def _parse_options(points, splits, bn_calibration, batch_size, baseline, align):
 def _aligner(align: str, arch: str, arch_kwargs: dict) -> Callable | None:
     if align == "none":
         return None
+    from starcli.alignment import align_state
+
     return lambda state_a, state_b: align_state(arch, arch_kwargs, state_a, state_b, seed=0)
+
+
+def resolve_auto_align(reg, sols, wanted: set[tuple[int, int]], settings_weight: dict) -> str:
+    """`--align auto`: weight matching wherever the architecture has a spec (as the paper measures).
+
+    Stored rows measured with weight matching prove the spec exists (no weight row is made without one),
+    so a repeated query resolves without deriving the spec, which needs torch.
+    """
+    if cached_results(reg, config_hash(settings_weight), wanted):
+        return "weight"
+    from starcli.alignment import has_spec
+
+    return "weight" if has_spec(sols[0].arch, sols[0].arch_kwargs) else "none"
 
 
 def measure(reg: Registry, *args: Any, **options: Any) -> dict[str, Any]:
@@ -165,15 +182,14 @@ def measure_counted(
     from the table, which other processes may be writing at the same time."""
     reporter = reporter or Reporter()
     splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align)
-    batch_size = batch_size or evaluation.EVAL_BATCH
+    batch_size = batch_size or EVAL_BATCH
     plan, sols = plan_pairs(reg, star, held_out, pairs, baseline)
+    wanted = {(a, b) for a, b, _ in plan}
     if align == "auto":
-        # As the paper measures: modulo permutations, wherever the architecture has a spec. Resolved
-        # before hashing, so the stored settings say which one was used.
-        align = "weight" if has_spec(sols[0].arch, sols[0].arch_kwargs) else "none"
+        # Resolved before hashing, so the stored settings say which one was used.
+        align = resolve_auto_align(reg, sols, wanted, settings_for(points, splits, bn_calibration, batch_size, "weight"))
     settings = settings_for(points, splits, bn_calibration, batch_size, align)
     settings_hash = config_hash(settings)
-    wanted = {(a, b) for a, b, _ in plan}
     results = {} if recompute else cached_results(reg, settings_hash, wanted)
     todo = [pair for pair in dict.fromkeys((a, b) for a, b, _ in plan) if pair not in results]
     if len(results):
@@ -196,6 +212,10 @@ def measure_counted(
 
 def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict, settings_hash: str, device: str, reporter):
     """Curves of the pairs in `todo`; every solution is loaded and evaluated at its endpoint once."""
+    from starcli.engine import devices, evaluation
+    from starcli.engine.data import load_split
+    from starcli.engine.interpolation import LineEvaluator
+
     dev = devices.resolve(device)
     first = by_id[todo[0][0]]
     cache = records.dataset_cache(reg)

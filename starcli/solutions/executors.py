@@ -22,6 +22,7 @@ import torch
 
 from registry import Registry, RegistryError
 from starcli.engine import data, devices
+from starcli.engine import threads as thread_policy
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 
@@ -185,7 +186,7 @@ def _pin_worker(slots_queue, threads: int) -> None:
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
     # Without this every worker starts one thread per core and N workers fight over the same cores.
-    torch.set_num_threads(threads)
+    thread_policy.apply()  # the policy: --threads / $OMP_NUM_THREADS, inherited from the parent, else 1
 
 
 def _run_local(make: Callable[[int, str], Job], seeds, slots, reporter) -> dict[int, Any]:

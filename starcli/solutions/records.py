@@ -52,7 +52,6 @@ def dataset_cache(reg: Registry) -> Path:
 
 def versions() -> dict[str, str]:
     import safetensors
-    import timm
     import torch
 
     import starcli
@@ -60,10 +59,20 @@ def versions() -> dict[str, str]:
     return {
         "starlight": starcli.__version__,
         "torch": torch.__version__,
-        "timm": timm.__version__,
+        "timm": _installed("timm"),
         "safetensors": safetensors.__version__,
         "python": platform.python_version(),
     }
+
+
+def _installed(name: str) -> str:
+    # From the package metadata: importing timm (and torchvision) only to read its version costs seconds.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def by_key(reg: Registry, key: str) -> Solution | None:

@@ -13,6 +13,7 @@ from registry import Registry, Solution
 from starcli.alignment import align_state
 from starcli.engine import devices, evaluation
 from starcli.engine.data import load_split
+from starcli.engine.loop import ResumeFile
 from starcli.engine.starlight import TSampling, fit_star
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
@@ -101,11 +102,13 @@ def build_star(
     train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))
     test_split = load_split(config["dataset"], "test", dev, cache_dir=records.dataset_cache(reg))
     states = [records.state_dict(reg, a, dev) for a in anchors]
+    # A killed or requeued star resumes from its last finished epoch, as anchor training does.
+    resume = ResumeFile(reg.home / "runs" / key[:24])
     task = reporter.task(f"star from {len(anchors)} anchors", config["epochs"])
     start = time.perf_counter()
     model = fit_star(
         config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign,
-        on_epoch=lambda e, loss: task.advance(loss=loss),
+        on_epoch=lambda e, loss: task.advance(loss=loss), resume=resume,
     )
     # The running statistics gathered during training describe interpolated networks, not the star.
     evaluation.recalibrate_bn(model, train_split.x)
@@ -117,6 +120,7 @@ def build_star(
         dataset=anchors[0].dataset, recipe=recipe.get("recipe"), config=config, seed=seed, epochs=config["epochs"],
         metrics=metrics, device=str(dev), wall_seconds=wall, anchors=anchor_ids,
     )
+    resume.remove()
     reporter.log(
         f"star: solution {sol.id}  train acc {metrics['train_acc']:.1f}%  test acc {metrics['test_acc']:.1f}%  ({wall:.1f}s)"
     )

@@ -7,6 +7,7 @@ reuses their recipe, keys the star by everything that changes its bits, and regi
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from registry import Registry, Solution
@@ -50,7 +51,19 @@ def star_key(config: dict[str, Any], seed: int) -> str:
     return records.solution_key("star", config, seed)
 
 
-def build_star(
+@dataclass
+class StarPlan:
+    """A star's validated settings: its config and key, its anchors, and the star if already registered."""
+
+    config: dict[str, Any]
+    key: str
+    anchors: list[Solution]
+    recipe: dict[str, Any]
+    sampling: TSampling
+    existing: Solution | None
+
+
+def plan_star(
     reg: Registry,
     anchor_ids: list[int],
     epochs: int | None = None,
@@ -58,15 +71,11 @@ def build_star(
     samples_per_step: int = 1,
     mu_star: float = 0.0,
     seed: int = 0,
-    device: str = "auto",
-    reporter: Reporter | None = None,
     align_anchors: bool = False,
-) -> tuple[Solution, bool]:
-    """Train and register a star from the anchors; returns (solution, created).
-
-    The same anchors, settings and seed return the registered star instead of training another.
-    """
-    reporter = reporter or Reporter()
+    reporter: Reporter | None = None,
+) -> StarPlan:
+    """Check a star's settings and anchors and key it, training nothing: what `build_star` does first,
+    and what an executor does before it submits a star job (bad input fails here, not in a worker)."""
     sampling = TSampling.parse(t_sampling)
     if not anchor_ids:
         raise UsageError("a star needs at least one anchor; pass --anchors, e.g. --anchors 1-5")
@@ -92,7 +101,30 @@ def build_star(
         "align_anchors": bool(align_anchors),
     }
     key = star_key(config, seed)
-    existing = records.by_key(reg, key)
+    return StarPlan(config, key, anchors, recipe, sampling, records.by_key(reg, key))
+
+
+def build_star(
+    reg: Registry,
+    anchor_ids: list[int],
+    epochs: int | None = None,
+    t_sampling: str = "uniform",
+    samples_per_step: int = 1,
+    mu_star: float = 0.0,
+    seed: int = 0,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+    align_anchors: bool = False,
+) -> tuple[Solution, bool]:
+    """Train and register a star from the anchors; returns (solution, created).
+
+    The same anchors, settings and seed return the registered star instead of training another.
+    """
+    reporter = reporter or Reporter()
+    plan = plan_star(reg, anchor_ids, epochs, t_sampling, samples_per_step, mu_star, seed, align_anchors, reporter)
+    config, key, anchors, recipe, sampling = plan.config, plan.key, plan.anchors, plan.recipe, plan.sampling
+    anchor_ids = config["star"]["anchors"]
+    existing = plan.existing
     if existing is not None:
         reporter.log(f"this star is already registered as solution {existing.id}")
         return existing, False

@@ -361,6 +361,9 @@ def check_options(
         raise UsageError(f"--gpus-per-job must be a whole number >= 0 for slurm (fractions are for ray), got {gpus_per_job:g}")
     if executor == "slurm":
         time_minutes(time)
+    if executor == "ray" and ray_address is not None:
+        # Before anything is opened or loaded: a wrong address is one line at once, not a minute of retries.
+        _check_ray_address(ray_address)
 
 
 # --- local: a spawn process pool, one slot per visible GPU ---------------------------------------

@@ -32,7 +32,21 @@ BnCalibrationOpt = typer.Option(
 )
 DataDirOpt = typer.Option(None, "--data-dir", help="Folder of torchvision datasets (default $STARLIGHT_DATA_DIR).")
 DownloadOpt = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir.")
-ExecutorOpt = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where training runs.")
+ExecutorOpt = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where the work runs.")
+JobsOpt = typer.Option(
+    None, "--jobs", "-j",
+    help="Jobs at once. local: worker processes (default one per visible GPU, else 1 = this process); "
+    "slurm: array parallelism; ray: tasks in flight.",
+)
+PartitionOpt = typer.Option(None, "--partition", help="slurm: the partition to submit to.")
+TimeOpt = typer.Option("4:00:00", "--time", help="slurm: time limit per job (90, 4:00:00, 1-12:00:00).")
+GpusPerJobOpt = typer.Option(
+    None, "--gpus-per-job", help="slurm/ray: GPUs per job (default 1, or 0 with --device cpu; ray: 0.5 shares)."
+)
+SlurmClusterOpt = typer.Option(
+    "slurm", "--slurm-cluster", help="slurm: slurm, or local/debug to try the submission on this machine."
+)
+RayAddressOpt = typer.Option(None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray).")
 
 
 def registry(create: bool = True):

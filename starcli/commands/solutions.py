@@ -29,22 +29,12 @@ def train(
     data_dir: Optional[str] = common.DataDirOpt,
     download: bool = common.DownloadOpt,
     executor: str = common.ExecutorOpt,
-    jobs: Optional[int] = typer.Option(
-        None, "--jobs", "-j",
-        help="Seeds at once. local: worker processes (default one per visible GPU, else 1 = this process); "
-        "slurm: array parallelism; ray: tasks in flight.",
-    ),
-    partition: Optional[str] = typer.Option(None, "--partition", help="slurm: the partition to submit to."),
-    time: str = typer.Option("4:00:00", "--time", help="slurm: time limit per seed (90, 4:00:00, 1-12:00:00)."),
-    gpus_per_job: Optional[float] = typer.Option(
-        None, "--gpus-per-job", help="slurm/ray: GPUs per seed (default 1, or 0 with --device cpu; ray: 0.5 shares)."
-    ),
-    slurm_cluster: str = typer.Option(
-        "slurm", "--slurm-cluster", help="slurm: slurm, or local/debug to try the submission on this machine."
-    ),
-    ray_address: Optional[str] = typer.Option(
-        None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray)."
-    ),
+    jobs: Optional[int] = common.JobsOpt,
+    partition: Optional[str] = common.PartitionOpt,
+    time: str = common.TimeOpt,
+    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
+    slurm_cluster: str = common.SlurmClusterOpt,
+    ray_address: Optional[str] = common.RayAddressOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Train one solution per seed and register it as an anchor (seeds already trained are skipped)."""

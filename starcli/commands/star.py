@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-import time
+import time as clock
 from typing import Optional, Tuple
 
 import typer
@@ -26,19 +26,32 @@ def star(
         False, "--align-anchors", help="Re-permute every anchor to the star at each epoch start (weight matching)."
     ),
     device: str = common.DeviceOpt,
+    executor: str = common.ExecutorOpt,
+    partition: Optional[str] = common.PartitionOpt,
+    time: str = common.TimeOpt,
+    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
+    slurm_cluster: str = common.SlurmClusterOpt,
+    ray_address: Optional[str] = common.RayAddressOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
-    """Build a star model from anchors with the Starlight algorithm and register it (kind star)."""
-    from starcli.solutions import records
-    from starcli.solutions.stars import build_star
+    """Build a star model from anchors with the Starlight algorithm and register it (kind star).
+
+    It checkpoints every epoch: a killed, preempted or requeued star resumes from its last one.
+    """
+    from starcli.solutions import executors, records
 
     anchor_ids = common.ids(anchors, "anchor id")
+    executors.check_options(executor, None, partition, time, gpus_per_job, slurm_cluster, ray_address)
     reg = common.registry()
     rep = common.reporter()
+    spec = dict(
+        anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step,
+        mu_star=mu_star, seed=seed, align_anchors=align_anchors,
+    )
     with rep.live():
-        sol, created = build_star(
-            reg, anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step,
-            mu_star=mu_star, seed=seed, device=device, reporter=rep, align_anchors=align_anchors,
+        [(sol, created)] = executors.build_stars(
+            reg, [spec], executor=executor, device=device, reporter=rep, partition=partition, time=time,
+            gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
         )
     rec = records.record(reg, sol)
     if json_:
@@ -68,24 +81,37 @@ def barrier(
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the curves as a PNG."),
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
     device: str = common.DeviceOpt,
+    executor: str = common.ExecutorOpt,
+    jobs: Optional[int] = common.JobsOpt,
+    partition: Optional[str] = common.PartitionOpt,
+    time: str = common.TimeOpt,
+    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
+    slurm_cluster: str = common.SlurmClusterOpt,
+    ray_address: Optional[str] = common.RayAddressOpt,
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
 ) -> None:
-    """Loss and accuracy barriers: star–held-out and regular–held-out pairs, or one --pair."""
-    from starcli.solutions.barriers import measure
+    """Loss and accuracy barriers: star–held-out and regular–held-out pairs, or one --pair.
+
+    With --jobs N (or another executor) the missing pairs run in N batches on workers; each batch stores
+    its pairs as it finishes, so a rerun measures only what is still missing.
+    """
+    from starcli.solutions import executors
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
     held = common.ids(held_out, "held-out id") if held_out else None
     pairs = [tuple(pair)] if pair and pair[0] is not None else None
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
+    executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     reg = common.registry()
     rep = common.reporter()
     with rep.live():
-        result = measure(
-            reg, star=star, held_out=held, pairs=pairs, baseline=baseline, points=points, splits=split_names,
-            bn_calibration=bn_calibration, batch_size=batch_size, recompute=recompute, device=device, align=align,
-            reporter=rep,
+        result, _ = executors.barrier(
+            reg, executor=executor, device=device, jobs=jobs, reporter=rep, partition=partition, time=time,
+            gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
+            star=star, held_out=held, pairs=pairs, baseline=baseline, points=points, splits=split_names,
+            bn_calibration=bn_calibration, batch_size=batch_size, recompute=recompute, align=align,
         )
     if plot:
         from starcli.reports.figures import barrier_plot
@@ -112,7 +138,7 @@ def demo(
     """
     from starcli.experiments.demo import demo as run_demo
 
-    start = time.perf_counter()
+    start = clock.perf_counter()
     reg = common.registry()
     rep = common.reporter()
     with rep.live():
@@ -128,6 +154,6 @@ def demo(
         f"star–held-out {star_lb['mean']:.4f} ± {star_lb['std']:.4f}, "
         f"regular–held-out {regular_lb['mean']:.4f} ± {regular_lb['std']:.4f}."
     )
-    print(f"plot: {out}/barriers.png   curves: {out}/barriers.json   ({time.perf_counter() - start:.0f}s)")
+    print(f"plot: {out}/barriers.png   curves: {out}/barriers.json   ({clock.perf_counter() - start:.0f}s)")
 
 

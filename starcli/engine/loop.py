@@ -108,7 +108,8 @@ def check_finite(total: torch.Tensor, who: str, epoch: int, advice: str) -> floa
 
 
 class ResumeFile:
-    """The last finished epoch of one run: model, optimizer state and epoch, as safetensors + JSON.
+    """The last finished epoch of one run: model, optimizer state, epoch and any extra JSON state (a star's
+    draw position), as safetensors + JSON metadata.
 
     Lives outside the content-addressed store (under $STARLIGHT_HOME/runs/<key>/) and is removed once
     the solution is registered.
@@ -117,8 +118,10 @@ class ResumeFile:
     def __init__(self, folder: Path):
         self.folder = folder
         self.tensors = folder / "last.safetensors"
+        # The extra state of the last `load` (empty when there was nothing to resume).
+        self.extra: dict[str, Any] = {}
 
-    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, extra: dict[str, Any] | None = None) -> None:
         from safetensors.torch import save
 
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -129,19 +132,45 @@ class ResumeFile:
                     tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
                 else:
                     scalars[f"{idx}.{key}"] = value
-        data = save(tensors, metadata={"epoch": str(epoch), "scalars": json.dumps(scalars)})
+        metadata = {"epoch": str(epoch), "scalars": json.dumps(scalars)}
+        if extra is not None:
+            metadata["extra"] = json.dumps(extra)
+        data = save(tensors, metadata=metadata)
         tmp = self.folder / f".tmp{os.getpid()}.safetensors"
         for attempt in (1, 2):
             self.folder.mkdir(parents=True, exist_ok=True)
             try:
-                tmp.write_bytes(data)
-                os.replace(tmp, self.tensors)
+                self._write(tmp, data)
                 return
             except FileNotFoundError:
                 # Another run of the same seed (a resubmitted job) finished and removed the folder
                 # between our mkdir and our write: make it again.
                 if attempt == 2:
                     raise
+
+    def _write(self, tmp: Path, data: bytes) -> None:
+        """Write, fsync, rename over the last checkpoint, fsync the folder: a crash (or power loss) at any
+        point leaves either the old or the new checkpoint, never a torn one; the temp file never outlives
+        a failure."""
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.tensors)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        try:
+            fd = os.open(self.folder, os.O_RDONLY)
+        except OSError:  # a folder that cannot be opened (some platforms): the rename itself is done
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def load(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> int:
         """Restore and return the number of finished epochs (0 when there is nothing to resume)."""
@@ -153,7 +182,9 @@ class ResumeFile:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except FileNotFoundError:
             # Nothing to resume, or another run of the same seed just finished and removed it.
+            self.extra = {}
             return 0
+        self.extra = json.loads(meta.get("extra", "{}"))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict[str, Any]] = {}
         for k, v in tensors.items():
@@ -192,12 +223,14 @@ def run_epochs(
     resume: ResumeFile | None = None,
     before_epoch: Callable[[int], None] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    resume_extra: Callable[[], dict[str, Any]] | None = None,
 ) -> nn.Module:
     """Epochs `start`..config["epochs"] of minibatch descent on `step_loss(x_batch, y_batch)`.
 
     `seed` fixes every epoch's shuffle and augmentation (and the global RNG that dropout draws from);
     `before_epoch(epoch)` runs first in each epoch (the star re-aligns its anchors there); the resume
-    file, when given, is written after every finished epoch.
+    file, when given, is written after every finished epoch, with `resume_extra()` (JSON) beside the
+    weights when given.
     """
     steps_per_epoch = len(batches(len(split.x), config["batch_size"], epoch_generator(seed, 0)))
     model.train()
@@ -223,7 +256,7 @@ def run_epochs(
             total += descend(optimizer, loss)
         total = check_finite(total, who, epoch + 1, advice)
         if resume:
-            resume.save(model, optimizer, epoch + 1)
+            resume.save(model, optimizer, epoch + 1, resume_extra() if resume_extra else None)
         if on_epoch:
             on_epoch(epoch + 1, total / steps_per_epoch)
     return model

@@ -98,11 +98,15 @@ def fit_star(
     mu_star: float = 0.0,
     realign: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    resume: loop.ResumeFile | None = None,
 ) -> nn.Module:
     """Train a star from a fresh seeded initialisation toward `anchors` (state dicts); returns it (train mode).
 
     `realign(star_state, anchor_state)`, when given, re-permutes every anchor to the current star at the
-    start of each epoch (Algorithm 1; off in the paper's released configs).
+    start of each epoch (Algorithm 1; off in the paper's released configs). With `resume`, every finished
+    epoch is checkpointed (weights, optimizer state and the position of the anchor/t draws) and a rerun
+    continues from the last one, bit for bit as if it had never stopped: the re-aligned anchors need no
+    saving, since they are recomputed from the restored star at the start of the next epoch.
     """
     init_seed = STAR_SEED_OFFSET + seed
     torch.manual_seed(init_seed)
@@ -120,6 +124,10 @@ def fit_star(
 
     targets = anchor_params(anchors)
     draws = random.Random(init_seed)  # which anchor and which t, step after step
+    start = resume.load(model, optimizer, device) if resume else 0
+    if start:
+        version, internal, gauss = resume.extra["draws"]
+        draws.setstate((version, tuple(internal), gauss))
 
     def realign_anchors(epoch: int) -> None:
         nonlocal targets
@@ -143,5 +151,6 @@ def fit_star(
     return loop.run_epochs(
         model, optimizer, config, init_seed, device, split, step_loss, f"star seed {seed}",
         "Check the anchors, or lower the recipe's lr",
-        before_epoch=realign_anchors if realign is not None else None, on_epoch=on_epoch,
+        start=start, resume=resume, before_epoch=realign_anchors if realign is not None else None,
+        on_epoch=on_epoch, resume_extra=lambda: {"draws": list(draws.getstate())},
     )

@@ -5,7 +5,7 @@ sweep, the star report and `starlight soup --held-out`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from registry import Registry
 from starcli.engine.barriers import REGULAR_PAIRS, STAR_PAIRS
@@ -26,15 +26,17 @@ def soup_center(
     baseline: str = "none",
     device: str = "auto",
     reporter: Reporter | None = None,
+    measure: Callable[..., tuple[dict[str, Any], int]] | None = None,
     **barrier_options: Any,
 ) -> dict[str, Any]:
     """The soup of `anchor_ids` (aligned to the first when `align_soup`) as a center: built or found, then
     measured against `held_out` with the given barrier options. Its pairs are labelled soup-held-out;
-    with baseline "anchors" the regular anchor–held-out summary comes along."""
+    with baseline "anchors" the regular anchor–held-out summary comes along. `measure` replaces
+    `measure_counted` (a sweep passes its executor's fan-out, `executors.barrier`)."""
     sol, created = build_soup(
         reg, anchor_ids, align=align_soup, bn_calibration=bn_calibration, device=device, reporter=reporter
     )
-    measured, computed = measure_counted(
+    measured, computed = (measure or measure_counted)(
         reg, star=sol.id, held_out=held_out, baseline=baseline, bn_calibration=bn_calibration, device=device,
         reporter=reporter, **barrier_options,
     )

@@ -9,6 +9,7 @@ The report folder (CSV, markdown, PNG) is rewritten each time.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,6 @@ from starcli.progress import Reporter
 from starcli.reports import sweep_report
 from starcli.solutions import executors, records
 from starcli.solutions.barriers import measure_counted
-from starcli.solutions.stars import build_star
 
 from . import statistics
 from .baselines import soup_center
@@ -56,19 +56,26 @@ def run(
         ids[width] = {o.solution.seed: o.solution.id for o in outcomes}
         overall.advance(step=f"trained width {width}")
 
+    # Every star of the sweep at once, through the executor (they need only the trained anchors).
+    anchor_sets = [[ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]] for cell in cells]
+    built = executors.build_stars(
+        reg, [_star_spec(sweep, cell, anchors) for cell, anchors in zip(cells, anchor_sets)],
+        executor=executor, device=device, jobs=jobs, reporter=reporter,
+    )
+    # Barrier pairs run on the executor too, in --jobs batches (local: in this process unless --jobs > 1).
+    fan_out = partial(executors.barrier, executor=executor, jobs=jobs)
+
     results = []
-    for cell in cells:
-        anchors = [ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]]
+    for cell, anchors, (star, created) in zip(cells, anchor_sets, built):
         held_out = [ids[cell.width][s] for s in sweep.held_out_seeds]
-        star, created = _build_star(reg, sweep, cell, anchors, device, reporter)
         computed["stars"] += int(created)
         overall.advance(step=f"star {star.id}")
-        measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter)
+        measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter, fan_out)
         computed["barrier_pairs"] += n_computed
         overall.advance(step=f"barriers of star {star.id}")
         result = _cell_result(reg, cell, star, anchors, held_out, measured)
         if sweep.soup:
-            soup = _soup(reg, sweep, anchors, held_out, measured["settings"]["align"], device, reporter)
+            soup = _soup(reg, sweep, anchors, held_out, measured["settings"]["align"], device, reporter, fan_out)
             computed["soups"] += int(soup["created"])
             computed["barrier_pairs"] += soup["computed"]
             result["soup"] = {k: soup[k] for k in ("summary", "pairs")} | {
@@ -110,18 +117,15 @@ def _train(reg, config, seeds, device, data_dir, download, executor, jobs, repor
     )
 
 
-def _build_star(reg, sweep: Sweep, cell: Cell, anchors: list[int], device: str, reporter):
+def _star_spec(sweep: Sweep, cell: Cell, anchors: list[int]) -> dict[str, Any]:
     options = dict(sweep.star)
-    return build_star(
-        reg,
-        anchors,
+    return dict(
+        anchor_ids=anchors,
         epochs=options.get("epochs"),
         t_sampling=cell.t_sampling,
         samples_per_step=options.get("samples_per_step", 1),
         mu_star=options.get("mu_star", 0.0),
         seed=cell.star_seed,
-        device=device,
-        reporter=reporter,
         align_anchors=options.get("align_anchors", False),
     )
 
@@ -134,9 +138,9 @@ def _barrier_settings(sweep: Sweep) -> dict[str, Any]:
     return settings
 
 
-def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, reporter) -> tuple[dict[str, Any], int]:
+def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, reporter, measure=measure_counted) -> tuple[dict[str, Any], int]:
     settings = _barrier_settings(sweep)
-    return measure_counted(
+    return measure(
         reg,
         star=star_id,
         held_out=held_out,
@@ -151,14 +155,14 @@ def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, 
     )
 
 
-def _soup(reg, sweep: Sweep, anchors: list[int], held_out: list[int], align: str, device: str, reporter) -> dict[str, Any]:
+def _soup(reg, sweep: Sweep, anchors: list[int], held_out: list[int], align: str, device: str, reporter, measure=None) -> dict[str, Any]:
     """The reviewers' baseline for one star: the average of the same anchors, aligned when the star's pairs
     were (`align`, as `measure` resolved it), tested on the same held-outs with the same barrier settings."""
     settings = _barrier_settings(sweep)
     return soup_center(
         reg, anchors, held_out, align_soup=align == "weight", bn_calibration=settings["bn_calibration"],
         points=settings["points"], splits=tuple(settings["splits"]), batch_size=settings.get("batch_size"),
-        align=align, device=device, reporter=reporter,
+        align=align, device=device, reporter=reporter, measure=measure,
     )
 
 

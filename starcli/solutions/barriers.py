@@ -176,10 +176,14 @@ def measure_counted(
     device: str = "auto",
     align: str = "auto",
     reporter: Reporter | None = None,
+    fan_out: Callable[[list[tuple[int, int]], dict, str], None] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Barriers of star–held-out and regular–held-out pairs (or of `pairs`), with curves and a summary, and
     how many pairs this call computed (the others were answered from the registry): counted here, not
-    from the table, which other processes may be writing at the same time."""
+    from the table, which other processes may be writing at the same time.
+
+    `fan_out(todo, settings, settings_hash)`, when given, computes and stores the missing pairs elsewhere
+    (executors.barrier: batches on workers); their results are then read back from the table."""
     reporter = reporter or Reporter()
     splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align)
     batch_size = batch_size or EVAL_BATCH
@@ -194,7 +198,13 @@ def measure_counted(
     todo = [pair for pair in dict.fromkeys((a, b) for a, b, _ in plan) if pair not in results]
     if len(results):
         reporter.log(f"{len(results)} of {len(wanted)} pairs answered from the registry (--recompute to redo them)")
-    if todo:
+    if todo and fan_out is not None:
+        fan_out(todo, settings, settings_hash)
+        results.update(cached_results(reg, settings_hash, set(todo)))
+        missing = [pair for pair in todo if pair not in results]
+        if missing:
+            raise StarlightError(f"{len(missing)} pair(s) were not stored by the workers (first {missing[0]}); rerun to retry them")
+    elif todo:
         by_id = {s.id: s for s in sols}
         results.update(compute_pairs(reg, by_id, todo, settings, settings_hash, device, reporter))
     computed = len(todo)

@@ -1,9 +1,11 @@
-"""Where the seeds of `starlight train` run: here, a local process pool, SLURM (submitit) or Ray.
+"""Where the work runs: here, a local process pool, SLURM (submitit) or Ray.
 
-Every executor runs the same unit of work, `run_job(Job)`: open the registry from its home and
-database URL, and train one seed with `anchors.train`. Workers share nothing but the registry: the
-checkpoint goes into the shared store and the row into the shared database, and the (config, seed)
-key makes a job that already finished a no-op, so a failed or preempted job is simply submitted again.
+Three kinds of job, each one picklable unit of work: train a seed (`Job`), build a star (`StarJob`),
+measure a batch of barrier pairs (`BarrierJob`). Every executor runs them the same way, `run_job(job)`:
+open the registry from its home, database and store URL, and do the work with the same function a
+local run calls. Workers share nothing but the registry: checkpoints go into the shared store, rows into
+the shared database, and each job is keyed as a local run is (a registered seed or star, a stored pair),
+so a job whose result is registered is a no-op and a failed or preempted job is simply submitted again.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
+import socket
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -26,7 +32,7 @@ from starcli.engine import threads as thread_policy
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 
-from . import anchors, records
+from . import anchors, barriers, records, stars
 
 EXECUTORS = ("local", "slurm", "ray")
 SLURM_CLUSTERS = ("slurm", "local", "debug")
@@ -48,30 +54,112 @@ class Job:
     # node has no shared home, only the database and the object store.
     store_url: str | None = None
 
+    kind = "seed"
 
-def run_job(job: Job) -> tuple[int, bool]:
-    """Train one seed into the shared registry; returns (solution id, trained)."""
+    def label(self) -> str:
+        return f"seed {self.seed}"
+
+    def weight(self) -> int:
+        return 1
+
+    def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, bool]:
+        """(solution id, trained)."""
+        [outcome] = anchors.train(reg, self.config, [self.seed], device=self.device, data_dir=self.data_dir, download=self.download)
+        return outcome.solution.id, outcome.trained
+
+
+@dataclass(frozen=True)
+class StarJob:
+    """One star to build (`stars.build_star`'s arguments); it resumes from its last epoch when rerun."""
+
+    home: str
+    db_url: str
+    anchors: tuple[int, ...]
+    device: str
+    epochs: int | None = None
+    t_sampling: str = "uniform"
+    samples_per_step: int = 1
+    mu_star: float = 0.0
+    seed: int = 0
+    align_anchors: bool = False
+    store_url: str | None = None
+
+    kind = "star"
+
+    def label(self) -> str:
+        return f"star from anchors {','.join(map(str, self.anchors))} (seed {self.seed})"
+
+    def weight(self) -> int:
+        return 1
+
+    def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, bool]:
+        """(solution id, trained)."""
+        sol, created = stars.build_star(
+            reg, list(self.anchors), epochs=self.epochs, t_sampling=self.t_sampling, samples_per_step=self.samples_per_step,
+            mu_star=self.mu_star, seed=self.seed, device=self.device, reporter=reporter, align_anchors=self.align_anchors,
+        )
+        return sol.id, created
+
+
+@dataclass(frozen=True)
+class BarrierJob:
+    """A batch of barrier pairs under one set of settings; the batch's results are stored as it finishes,
+    and pairs already stored are skipped (unless `recompute`)."""
+
+    home: str
+    db_url: str
+    pairs: tuple[tuple[int, int], ...]
+    settings: dict[str, Any]
+    settings_hash: str
+    device: str
+    recompute: bool = False
+    store_url: str | None = None
+
+    kind = "pair"
+
+    def label(self) -> str:
+        return f"{len(self.pairs)} pair(s) from {self.pairs[0]}"
+
+    def weight(self) -> int:
+        return len(self.pairs)
+
+    def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, int]:
+        """(pairs computed, pairs in the batch)."""
+        wanted = set(self.pairs)
+        done = set() if self.recompute else set(barriers.cached_results(reg, self.settings_hash, wanted))
+        todo = [pair for pair in self.pairs if pair not in done]
+        if todo:
+            sols = records.get_many(reg, list(dict.fromkeys(i for pair in todo for i in pair)))
+            barriers.compute_pairs(
+                reg, {s.id: s for s in sols}, todo, self.settings, self.settings_hash, self.device, reporter or Reporter()
+            )
+        return len(todo), len(self.pairs)
+
+
+def run_job(job) -> tuple[int, Any]:
+    """Run one job of any kind into the shared registry (what every worker calls)."""
     reg = Registry(Path(job.home), job.db_url, job.store_url)
     try:
-        [outcome] = anchors.train(
-            reg, job.config, [job.seed], device=job.device, data_dir=job.data_dir, download=job.download
-        )
-        return outcome.solution.id, outcome.trained
+        return job.run(reg)
     finally:
         reg.close()
 
 
-class TrainSeed:
-    """`run_job` for submitit, which requeues a job whose callable has `checkpoint`: a seed that hits the
-    SLURM time limit or is preempted goes back in the queue and resumes from its last finished epoch."""
+class RunJob:
+    """`run_job` for submitit, which requeues a job whose callable has `checkpoint`: a seed or a star that
+    hits the SLURM time limit or is preempted goes back in the queue and resumes from its last finished
+    epoch (a barrier batch keeps the pairs it stored and computes the rest)."""
 
-    def __call__(self, job: Job) -> tuple[int, bool]:
+    def __call__(self, job) -> tuple[int, Any]:
         return run_job(job)
 
-    def checkpoint(self, job: Job):
+    def checkpoint(self, job):
         from submitit.helpers import DelayedSubmission
 
         return DelayedSubmission(self, job)
+
+
+TrainSeed = RunJob  # the name the train-only version had
 
 
 def train(
@@ -107,16 +195,141 @@ def train(
     if not remote:
         data.load(config["dataset"], "train", data_dir=data_dir, download=download, cache_dir=records.dataset_cache(reg))
 
-    def job(seed: int, dev: str) -> Job:
-        return Job(str(reg.home), reg.url, config, seed, dev, _str(data_dir), download and remote, reg.store_url)
+    todo = [Job(str(reg.home), reg.url, config, seed, device, _str(data_dir), download and remote, reg.store_url) for seed in seeds]
+    results = run_jobs(
+        reg, todo, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter,
+        slots=slots,
+    )
+    return _outcomes(reg, todo, results)
 
-    if executor == "local":
-        results = _run_local(job, seeds, slots, reporter)
-    elif executor == "slurm":
-        results = _run_slurm(job, seeds, device, jobs, reg.home, partition, time, gpus_per_job, slurm_cluster, reporter)
+
+def build_stars(
+    reg,
+    specs: list[dict[str, Any]],
+    executor: str = "local",
+    device: str = "auto",
+    jobs: int | None = None,
+    reporter=None,
+    partition: str | None = None,
+    time: str = DEFAULT_TIME,
+    gpus_per_job: float | None = None,
+    slurm_cluster: str = "slurm",
+    ray_address: str | None = None,
+) -> list[tuple[Any, bool]]:
+    """Build one star per spec (`stars.build_star`'s keyword arguments, `anchor_ids` included) on
+    `executor`, several at once; returns (solution, created) in spec order. Every spec is checked here
+    first, and stars already registered are not submitted."""
+    reporter = reporter or Reporter()
+    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
+    plans = [stars.plan_star(reg, **{k: v for k, v in spec.items() if k != "device"}) for spec in specs]
+    todo, where = [], []
+    for i, (spec, plan) in enumerate(zip(specs, plans)):
+        if plan.existing is None:
+            options = {k: v for k, v in spec.items() if k not in ("anchor_ids", "device", "reporter")}
+            todo.append(StarJob(str(reg.home), reg.url, tuple(plan.config["star"]["anchors"]), device,
+                                store_url=reg.store_url, **options))
+            where.append(i)
+        else:
+            reporter.log(f"star from anchors {plan.config['star']['anchors']}: already registered as solution {plan.existing.id}")
+    if executor == "local" and todo and not _pool_slots(device, jobs):
+        # One slot: here, with this process's progress bars, exactly as `build_star` runs.
+        results = [job.run(reg, reporter) for job in todo]
     else:
-        results = _run_ray(job, seeds, device, jobs, gpus_per_job, ray_address, reporter)
-    return _outcomes(reg, seeds, results)
+        results = run_jobs(reg, todo, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter)
+    raise_failures(todo, results, "star")
+    out: list[tuple[Any, bool]] = [(plan.existing, False) for plan in plans]
+    for i, (sid, created) in zip(where, results):
+        out[i] = (records.get(reg, sid), created)
+    return out
+
+
+def barrier(
+    reg,
+    executor: str = "local",
+    device: str = "auto",
+    jobs: int | None = None,
+    reporter=None,
+    partition: str | None = None,
+    time: str = DEFAULT_TIME,
+    gpus_per_job: float | None = None,
+    slurm_cluster: str = "slurm",
+    ray_address: str | None = None,
+    **measure: Any,
+) -> tuple[dict[str, Any], int]:
+    """`barriers.measure_counted` with the missing pairs split into `jobs` batches run on `executor`;
+    each batch stores its pairs as it finishes, so a rerun computes only what is still missing. The
+    numbers equal a single-process run's: each pair is computed from its two solutions alone."""
+    reporter = reporter or Reporter()
+    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
+    recompute = bool(measure.get("recompute", False))
+    if executor == "local" and not _pool_slots(device, jobs):
+        return barriers.measure_counted(reg, device=device, reporter=reporter, **measure)
+
+    def fan_out(todo: list[tuple[int, int]], settings: dict, settings_hash: str) -> None:
+        n = min(len(todo), jobs or (len(_pool_slots(device, jobs)) if executor == "local" else len(todo)))
+        # Contiguous batches: pairs that share a solution (a star's) load it once per batch.
+        batches = [tuple(todo[k * len(todo) // n:(k + 1) * len(todo) // n]) for k in range(n)]
+        work = [BarrierJob(str(reg.home), reg.url, b, settings, settings_hash, device, recompute, reg.store_url)
+                for b in batches if b]
+        results = run_jobs(reg, work, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter)
+        raise_failures(work, results, "barrier batch")
+
+    return barriers.measure_counted(reg, device=device, reporter=reporter, fan_out=fan_out, **measure)
+
+
+def run_jobs(
+    reg: Registry,
+    todo: list,
+    executor: str,
+    device: str,
+    jobs: int | None,
+    partition: str | None = None,
+    time: str = DEFAULT_TIME,
+    gpus_per_job: float | None = None,
+    slurm_cluster: str = "slurm",
+    ray_address: str | None = None,
+    reporter: Reporter | None = None,
+    slots: list | None = None,
+) -> list:
+    """Run `todo` (jobs of any kind) on `executor`; returns each job's result or exception, in order.
+
+    With the local executor and a single slot the jobs run here, one after another, with this
+    process's reporter (the same as calling the work directly).
+    """
+    reporter = reporter or Reporter()
+    if not todo:
+        return []
+    if executor == "local":
+        slots = _pool_slots(device, jobs) if slots is None else slots
+        if not slots:
+            results = _Results(reporter, todo, "this process")
+            for i, job in enumerate(todo):
+                try:
+                    results[i] = job.run(reg, reporter)
+                except (StarlightError, RegistryError) as e:
+                    results[i] = e
+            return results.ordered()
+        return _run_local(todo, slots, reporter).ordered()
+    if executor == "slurm":
+        return _run_slurm(todo, device, jobs, reg.home, partition, time, gpus_per_job, slurm_cluster, reporter).ordered()
+    return _run_ray(todo, device, jobs, gpus_per_job, ray_address, reporter).ordered()
+
+
+def raise_failures(todo: list, results: list, what: str) -> None:
+    """One line for every failed job: how many, the first one's reason, and that a rerun retries them."""
+    failed = [(job, r) for job, r in zip(todo, results) if isinstance(r, BaseException)]
+    if failed:
+        job, error = failed[0]
+        detail = str(error).splitlines()[0]
+        if not detail.startswith(f"{job.label()}:"):
+            detail = f"{job.label()}: {detail}"
+        raise StarlightError(
+            f"{len(failed)} of {len(todo)} {what}(s) failed ({detail}); "
+            "rerun the same command to retry them: finished work is skipped"
+            if what != "seed" else
+            f"{len(failed)} of {len(todo)} seed(s) failed ({detail}); "
+            "rerun the same command to retry them: registered seeds are skipped"
+        )
 
 
 def check_options(
@@ -149,6 +362,9 @@ def check_options(
         raise UsageError(f"--gpus-per-job must be a whole number >= 0 for slurm (fractions are for ray), got {gpus_per_job:g}")
     if executor == "slurm":
         time_minutes(time)
+    if executor == "ray" and ray_address is not None:
+        # Before anything is opened or loaded: a wrong address is one line at once, not a minute of retries.
+        _check_ray_address(ray_address)
 
 
 # --- local: a spawn process pool, one slot per visible GPU ---------------------------------------
@@ -180,8 +396,9 @@ def _pool_slots(device: str, jobs: int | None) -> list[tuple[str | None, str]]:
     return [(gpus[i % len(gpus)], "cuda") for i in range(n)]
 
 
-def _pin_worker(slots_queue, threads: int) -> None:
+def _pin_worker(slots_queue, threads: int, parent: int) -> None:
     # Runs first in each spawned worker, before torch initialises CUDA, so the worker sees one GPU.
+    _die_with(parent)
     visible, _ = slots_queue.get()
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
@@ -189,22 +406,48 @@ def _pin_worker(slots_queue, threads: int) -> None:
     thread_policy.apply()  # the policy: --threads / $OMP_NUM_THREADS, inherited from the parent, else 1
 
 
-def _run_local(make: Callable[[int, str], Job], seeds, slots, reporter) -> dict[int, Any]:
+def _die_with(parent: int) -> None:
+    """End this worker when `parent` dies, even by SIGKILL (which runs no clean-up in the parent): an
+    orphaned worker would go on training, holding a GPU, and write into the registry behind the user's back."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    # The parent may have died before prctl took effect, and other systems have no prctl: a watchdog
+    # notices that we were re-parented.
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            threading.Event().wait(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="starlight-parent-watchdog", daemon=True).start()
+
+
+def _run_local(todo: list, slots, reporter) -> "_Results":
     ctx = multiprocessing.get_context("spawn")  # fork would copy CUDA and lock state from this process
     queue = ctx.Queue()
     for slot in slots:
         queue.put(slot)
     threads = max(1, (os.cpu_count() or 1) // len(slots))
     where = ", ".join(sorted({f"GPU {v}" if v is not None else d for v, d in slots}))
-    results = _Results(reporter, seeds, f"{len(slots)} local workers ({where})")
-    with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin_worker, initargs=(queue, threads)) as pool:
-        futures = {pool.submit(run_job, make(seed, slots[0][1])): seed for seed in seeds}
+    results = _Results(reporter, todo, f"{len(slots)} local workers ({where})")
+    initargs = (queue, threads, os.getpid())
+    with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin_worker, initargs=initargs) as pool:
+        futures = {pool.submit(run_job, replace(job, device=slots[0][1])): i for i, job in enumerate(todo)}
         for future in as_completed(futures):
-            seed = futures[future]
+            i = futures[future]
             try:
-                results[seed] = future.result()
-            except Exception as e:  # noqa: BLE001 - every seed's failure is reported, the others still finish
-                results[seed] = e
+                results[i] = future.result()
+            except Exception as e:  # noqa: BLE001 - every job's failure is reported, the others still finish
+                results[i] = e
     return results
 
 
@@ -227,7 +470,7 @@ def time_minutes(text: str) -> int:
     return minutes
 
 
-def _run_slurm(make, seeds, device, jobs, home: Path, partition, time, gpus_per_job, cluster, reporter) -> dict[int, Any]:
+def _run_slurm(todo: list, device, jobs, home: Path, partition, time, gpus_per_job, cluster, reporter) -> "_Results":
     submitit = require("submitit", "slurm")
     if cluster == "slurm":
         if shutil.which("sbatch") is None:
@@ -238,30 +481,31 @@ def _run_slurm(make, seeds, device, jobs, home: Path, partition, time, gpus_per_
     # Logs live under the shared home, next to the registry the jobs write into.
     folder = Path(home) / "slurm" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    params: dict[str, Any] = {"name": "starlight-train", "timeout_min": time_minutes(time), "gpus_per_node": gpus}
+    name = {"seed": "starlight-train", "star": "starlight-star", "pair": "starlight-barrier"}[todo[0].kind]
+    params: dict[str, Any] = {"name": name, "timeout_min": time_minutes(time), "gpus_per_node": gpus}
     if cluster == "slurm":
-        params.update(slurm_array_parallelism=jobs or len(seeds))
+        params.update(slurm_array_parallelism=jobs or len(todo))
         if partition:
             params["slurm_partition"] = partition
     executor.update_parameters(**params)
     # In the job, SLURM exposes the allocated GPUs as cuda:0..; `auto` finds them, cpu stays cpu.
-    submitted = executor.map_array(TrainSeed(), [make(seed, device) for seed in seeds])
-    by_id = {job.job_id: seed for job, seed in zip(submitted, seeds)}
-    reporter.log(f"submitted {len(seeds)} job(s) to {cluster}: {submitted[0].job_id.split('_')[0]} (logs in {folder.parent})")
-    results = _Results(reporter, seeds, cluster)
+    submitted = executor.map_array(RunJob(), [replace(job, device=device) for job in todo])
+    by_id = {job.job_id: i for i, job in enumerate(submitted)}
+    reporter.log(f"submitted {len(todo)} job(s) to {cluster}: {submitted[0].job_id.split('_')[0]} (logs in {folder.parent})")
+    results = _Results(reporter, todo, cluster)
     try:
         # sacct is polled: gently on a real cluster, briskly for the local executors.
         poll = 15 if cluster == "slurm" else 0.5
         for job in submitit.helpers.as_completed(submitted, poll_frequency=poll):
-            seed = by_id[job.job_id]
+            i = by_id[job.job_id]
             try:
-                results[seed] = job.result()
+                results[i] = job.result()
             except Exception as e:  # noqa: BLE001
-                results[seed] = _job_error(e, f"job {job.job_id} failed; its log: {job.paths.stderr}")
+                results[i] = _job_error(e, f"job {job.job_id} failed; its log: {job.paths.stderr}")
     except KeyboardInterrupt:
         raise StarlightError(
             "stopped waiting, but the submitted jobs keep running (see squeue); once they finish, rerun the same "
-            "command to collect them: seeds already registered are skipped"
+            "command to collect them: finished work is skipped"
         ) from None
     return results
 
@@ -269,11 +513,32 @@ def _run_slurm(make, seeds, device, jobs, home: Path, partition, time, gpus_per_
 # --- ray: remote tasks --------------------------------------------------------------------------
 
 
-def _run_ray(make, seeds, device, jobs, gpus_per_job, address, reporter) -> dict[int, Any]:
+RAY_CONNECT_TIMEOUT = 10.0
+
+
+def _check_ray_address(address: str | None) -> None:
+    """Ray retries an unreachable head for a minute or more: try its port once, briefly, and say so in one line."""
+    if not address or address == "auto" or address.startswith("local"):
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise StarlightError(f"--ray-address {address!r} is not HOST:PORT (or ray://HOST:PORT, auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise StarlightError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); is its head running?") from None
+
+
+def _run_ray(todo: list, device, jobs, gpus_per_job, address, reporter) -> "_Results":
     ray = require("ray", "ray")
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, logging_level="ERROR")
+        _check_ray_address(address or os.environ.get("RAY_ADDRESS"))
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise StarlightError(f"cannot start or join Ray at {address or 'a local cluster'}: {str(e).splitlines()[0]}") from None
     try:
         available = ray.cluster_resources().get("GPU", 0)
         if gpus_per_job is None:
@@ -289,20 +554,20 @@ def _run_ray(make, seeds, device, jobs, gpus_per_job, address, reporter) -> dict
         task = ray.remote(num_gpus=gpus_per_job, num_cpus=1, max_retries=0)(run_job)
         # Ray pins each GPU task with CUDA_VISIBLE_DEVICES; a CPU task must not grab a GPU by `auto`.
         job_device = device if gpus_per_job else "cpu"
-        queue = list(seeds)
+        queue = list(range(len(todo)))
         in_flight: dict[Any, int] = {}
-        results = _Results(reporter, seeds, "Ray")
-        limit = jobs or len(seeds)
+        results = _Results(reporter, todo, "Ray")
+        limit = jobs or len(todo)
         while queue or in_flight:
             while queue and len(in_flight) < limit:
-                seed = queue.pop(0)
-                in_flight[task.remote(make(seed, job_device))] = seed
+                i = queue.pop(0)
+                in_flight[task.remote(replace(todo[i], device=job_device))] = i
             done, _ = ray.wait(list(in_flight), num_returns=1)
-            seed = in_flight.pop(done[0])
+            i = in_flight.pop(done[0])
             try:
-                results[seed] = ray.get(done[0])
+                results[i] = ray.get(done[0])
             except Exception as e:  # noqa: BLE001
-                results[seed] = _job_error(getattr(e, "cause", None) or e, "Ray task failed")
+                results[i] = _job_error(getattr(e, "cause", None) or e, "Ray task failed")
         return results
     finally:
         if started:
@@ -335,37 +600,36 @@ def _job_error(e: BaseException, fallback: str) -> StarlightError:
 
 
 class _Results(dict):
-    """Each seed's (solution id, trained) or its error, logged and counted as it arrives."""
+    """Each job's result or its error, by position, logged and counted as it arrives (a barrier batch
+    counts its pairs, so progress reads pairs done of total)."""
 
-    def __init__(self, reporter, seeds: list[int], where: str):
+    def __init__(self, reporter, todo: list, where: str):
         super().__init__()
         self.reporter = reporter
-        self.task = reporter.task(f"{len(seeds)} seed(s) on {where}", len(seeds))
+        self.todo = todo
+        kind = todo[0].kind
+        self.task = reporter.task(f"{sum(j.weight() for j in todo)} {kind}(s) on {where}", sum(j.weight() for j in todo))
 
-    def __setitem__(self, seed: int, result: Any) -> None:
-        super().__setitem__(seed, result)
+    def __setitem__(self, i: int, result: Any) -> None:
+        super().__setitem__(i, result)
+        job = self.todo[i]
         if isinstance(result, BaseException):
-            self.reporter.log(f"seed {seed}: failed: {result}")
+            self.reporter.log(f"{job.label()}: failed: {result}")
+        elif job.kind == "pair":
+            self.reporter.log(f"{job.label()}: {result[0]} computed, {result[1] - result[0]} already stored")
         else:
             sid, trained = result
-            self.reporter.log(f"seed {seed}: {'solution' if trained else 'already registered as solution'} {sid}")
-        self.task.advance()
+            self.reporter.log(f"{job.label()}: {'solution' if trained else 'already registered as solution'} {sid}")
+        self.task.advance(job.weight())
+
+    def ordered(self) -> list:
+        return [self.get(i, StarlightError("not run")) for i in range(len(self.todo))]
 
 
-def _outcomes(reg, seeds: Iterable[int], results: dict[int, Any]) -> list:
-    seeds = list(seeds)
-    failed = [(s, results[s]) for s in seeds if isinstance(results.get(s), BaseException)]
-    if failed:
-        seed, error = failed[0]
-        detail = str(error).splitlines()[0]
-        if not detail.startswith(f"seed {seed}:"):
-            detail = f"seed {seed}: {detail}"
-        raise StarlightError(
-            f"{len(failed)} of {len(seeds)} seed(s) failed ({detail}); "
-            "rerun the same command to retry them: registered seeds are skipped"
-        )
-    sols = records.get_many(reg, [results[s][0] for s in seeds])
-    return [anchors.Outcome(sol, results[s][1]) for s, sol in zip(seeds, sols)]
+def _outcomes(reg, todo: list, results: list) -> list:
+    raise_failures(todo, results, "seed")
+    sols = records.get_many(reg, [r[0] for r in results])
+    return [anchors.Outcome(sol, r[1]) for r, sol in zip(results, sols)]
 
 
 def _str(path) -> str | None:

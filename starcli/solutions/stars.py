@@ -7,12 +7,14 @@ reuses their recipe, keys the star by everything that changes its bits, and regi
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from registry import Registry, Solution
 from starcli.alignment import align_state
 from starcli.engine import devices, evaluation
 from starcli.engine.data import load_split
+from starcli.engine.loop import ResumeFile
 from starcli.engine.starlight import TSampling, fit_star
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
@@ -49,7 +51,19 @@ def star_key(config: dict[str, Any], seed: int) -> str:
     return records.solution_key("star", config, seed)
 
 
-def build_star(
+@dataclass
+class StarPlan:
+    """A star's validated settings: its config and key, its anchors, and the star if already registered."""
+
+    config: dict[str, Any]
+    key: str
+    anchors: list[Solution]
+    recipe: dict[str, Any]
+    sampling: TSampling
+    existing: Solution | None
+
+
+def plan_star(
     reg: Registry,
     anchor_ids: list[int],
     epochs: int | None = None,
@@ -57,15 +71,11 @@ def build_star(
     samples_per_step: int = 1,
     mu_star: float = 0.0,
     seed: int = 0,
-    device: str = "auto",
-    reporter: Reporter | None = None,
     align_anchors: bool = False,
-) -> tuple[Solution, bool]:
-    """Train and register a star from the anchors; returns (solution, created).
-
-    The same anchors, settings and seed return the registered star instead of training another.
-    """
-    reporter = reporter or Reporter()
+    reporter: Reporter | None = None,
+) -> StarPlan:
+    """Check a star's settings and anchors and key it, training nothing: what `build_star` does first,
+    and what an executor does before it submits a star job (bad input fails here, not in a worker)."""
     sampling = TSampling.parse(t_sampling)
     if not anchor_ids:
         raise UsageError("a star needs at least one anchor; pass --anchors, e.g. --anchors 1-5")
@@ -91,7 +101,30 @@ def build_star(
         "align_anchors": bool(align_anchors),
     }
     key = star_key(config, seed)
-    existing = records.by_key(reg, key)
+    return StarPlan(config, key, anchors, recipe, sampling, records.by_key(reg, key))
+
+
+def build_star(
+    reg: Registry,
+    anchor_ids: list[int],
+    epochs: int | None = None,
+    t_sampling: str = "uniform",
+    samples_per_step: int = 1,
+    mu_star: float = 0.0,
+    seed: int = 0,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+    align_anchors: bool = False,
+) -> tuple[Solution, bool]:
+    """Train and register a star from the anchors; returns (solution, created).
+
+    The same anchors, settings and seed return the registered star instead of training another.
+    """
+    reporter = reporter or Reporter()
+    plan = plan_star(reg, anchor_ids, epochs, t_sampling, samples_per_step, mu_star, seed, align_anchors, reporter)
+    config, key, anchors, recipe, sampling = plan.config, plan.key, plan.anchors, plan.recipe, plan.sampling
+    anchor_ids = config["star"]["anchors"]
+    existing = plan.existing
     if existing is not None:
         reporter.log(f"this star is already registered as solution {existing.id}")
         return existing, False
@@ -101,11 +134,13 @@ def build_star(
     train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))
     test_split = load_split(config["dataset"], "test", dev, cache_dir=records.dataset_cache(reg))
     states = [records.state_dict(reg, a, dev) for a in anchors]
+    # A killed or requeued star resumes from its last finished epoch, as anchor training does.
+    resume = ResumeFile(reg.home / "runs" / key[:24])
     task = reporter.task(f"star from {len(anchors)} anchors", config["epochs"])
     start = time.perf_counter()
     model = fit_star(
         config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign,
-        on_epoch=lambda e, loss: task.advance(loss=loss),
+        on_epoch=lambda e, loss: task.advance(loss=loss), resume=resume,
     )
     # The running statistics gathered during training describe interpolated networks, not the star.
     evaluation.recalibrate_bn(model, train_split.x)
@@ -117,6 +152,7 @@ def build_star(
         dataset=anchors[0].dataset, recipe=recipe.get("recipe"), config=config, seed=seed, epochs=config["epochs"],
         metrics=metrics, device=str(dev), wall_seconds=wall, anchors=anchor_ids,
     )
+    resume.remove()
     reporter.log(
         f"star: solution {sol.id}  train acc {metrics['train_acc']:.1f}%  test acc {metrics['test_acc']:.1f}%  ({wall:.1f}s)"
     )

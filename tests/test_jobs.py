@@ -1,0 +1,222 @@
+"""Every unit of work on every executor: stars and barrier batches as jobs, on a local pool, submitit and Ray,
+into one registry; batches equal one process number for number; workers die with their parent; bad
+executor input is one bounded line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from registry import BarrierResult, open_registry
+from starcli.engine import recipes
+from starcli.solutions import anchors as anchor_training
+from starcli.solutions import barriers, executors, records, stars
+
+
+@pytest.fixture
+def config(tiny_config):
+    return recipes.resolve("mnist1d-mlp", width=16, epochs=2)
+
+
+def _numbers(result) -> list:
+    # Everything a pair reports but its timing and device.
+    return [
+        (p["a"], p["b"], p["kind"], {k: v for k, v in p.items() if k not in ("a", "b", "kind", "seconds", "device")})
+        for p in result["pairs"]
+    ]
+
+
+def _curves(reg) -> dict:
+    with reg.session() as s:
+        return {(r.a_id, r.b_id): {k: v for k, v in r.result.items() if k not in ("seconds", "device")}
+                for r in s.exec(select(BarrierResult))}
+
+
+def _star_and_held_outs(reg, config):
+    ids = [o.solution.id for o in anchor_training.train(reg, config, [1, 2, 3, 4, 5], device="cpu")]
+    star, _ = stars.build_star(reg, ids[:3], epochs=2, device="cpu")
+    return star.id, ids[3:]
+
+
+def test_barrier_pairs_over_two_workers_equal_one_process_and_a_rerun_computes_only_missing_pairs(reg, config):
+    star, held = _star_and_held_outs(reg, config)
+    options = dict(star=star, held_out=held, points=5, splits=("train", "test"))
+    fanned, computed = executors.barrier(reg, executor="local", device="cpu", jobs=2, **options)
+    assert computed == 2 + 3 * 2
+    spread = _curves(reg)
+    single, again = barriers.measure_counted(reg, device="cpu", recompute=True, **options)
+    assert again == 8
+    assert _numbers(fanned) == _numbers(single) and _curves(reg) == spread  # number for number
+    with reg.session() as s:  # lose one stored pair: the rerun measures it alone
+        s.delete(s.exec(select(BarrierResult).where(BarrierResult.b_id == held[1])).first())
+        s.commit()
+    rerun, computed = executors.barrier(reg, executor="local", device="cpu", jobs=2, **options)
+    assert computed == 1 and _numbers(rerun) == _numbers(single)
+
+
+def test_stars_built_by_two_local_workers_are_the_stars_this_process_builds(reg, config, tmp_path):
+    ids = [o.solution.id for o in anchor_training.train(reg, config, [1, 2, 3], device="cpu")]
+    specs = [dict(anchor_ids=ids[:2], epochs=2, seed=s) for s in (0, 1)]
+    built = executors.build_stars(reg, specs, executor="local", device="cpu", jobs=2)
+    assert [created for _, created in built] == [True, True]
+    assert [s.anchors for s, _ in built] == [ids[:2], ids[:2]]
+    again = executors.build_stars(reg, specs, executor="local", device="cpu", jobs=2)
+    assert [(s.id, c) for s, c in again] == [(s.id, False) for s, _ in built]
+    other = open_registry(tmp_path / "other")
+    shutil.copytree(reg.home / "datasets", other.home / "datasets")
+    for sol in records.get_many(reg, ids[:2]):  # the same anchors, registered the same way, in another home
+        records.register(other, records.state_dict(reg, sol), key=sol.key, kind="anchor", arch=sol.arch,
+                         arch_kwargs=sol.arch_kwargs, dataset=sol.dataset, recipe=sol.recipe, config=sol.config,
+                         seed=sol.seed, epochs=sol.epochs, metrics=sol.metrics, device="cpu", wall_seconds=0.0)
+    here, _ = stars.build_star(other, ids[:2], epochs=2, seed=1, device="cpu")
+    assert here.sha256 == built[1][0].sha256
+
+
+# --- bounds and errors -----------------------------------------------------------------------------
+
+
+def test_an_unreachable_ray_address_is_one_line_and_fails_fast(home, config, cli):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already running in this process")
+    start = time.monotonic()
+    code, _, err = cli("train", "--executor", "ray", "--ray-address", "garbage:1", "--width", "16", "--epochs", "2")
+    assert code == 1 and err.count("\n") == 1 and "cannot reach the Ray cluster at garbage:1" in err
+    assert time.monotonic() - start < 30
+    assert records.query(open_registry(home)) == []
+
+
+def test_a_slurm_executor_without_submitit_is_one_line(home, config, cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    code, _, err = cli("barrier", "--pair", "1", "2", "--executor", "slurm", "--slurm-cluster", "local")
+    assert code == 1 or code == 2
+    code, _, err = cli("train", "--executor", "slurm", "--slurm-cluster", "local", "--width", "16", "--epochs", "2")
+    assert code == 1 and err.count("\n") == 1 and "pip install 'starlight[slurm]'" in err
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killing_train_with_two_jobs_leaves_no_orphaned_worker(home, config):
+    env = dict(os.environ, STARLIGHT_HOME=str(home), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starcli", "train", "--seed", "1-2", "--jobs", "2", "--device", "cpu",
+         "--width", "128", "--epochs", "400"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((home / "runs").glob("*/last.safetensors"))) < 2:
+        time.sleep(0.05) if (home / "runs").exists() else time.sleep(0.2)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2 and proc.poll() is None, "the workers never started training"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    orphans = [w for w in workers if _alive(w)]
+    for w in orphans:
+        os.kill(w, signal.SIGKILL)
+    assert not orphans, "workers outlived the killed parent"
+
+
+# --- real clusters: submitit's local executor and a local Ray ---------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for kid in _children(pid):
+        out += _descendants(kid) + [kid]
+    return out
+
+
+@pytest.mark.slow
+def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes_when_resubmitted(reg, config, tmp_path):
+    submitit = pytest.importorskip("submitit")
+    slurm = dict(executor="slurm", device="cpu", slurm_cluster="local", time="10")
+    outcomes = executors.train(reg, config, [1, 2, 3, 4], **slurm)
+    ids = [o.solution.id for o in outcomes]
+    spec = dict(anchor_ids=ids[:2], epochs=300, seed=7)
+    plan = stars.plan_star(reg, **spec)
+    job = executors.StarJob(str(reg.home), reg.url, tuple(ids[:2]), "cpu", epochs=300, seed=7, store_url=reg.store_url)
+    ex = submitit.AutoExecutor(folder=reg.home / "slurm" / "%j", cluster="local")
+    ex.update_parameters(timeout_min=10)
+    running = ex.submit(executors.RunJob(), job)
+    resume = reg.home / "runs" / plan.key[:24] / "last.safetensors"
+    deadline = time.time() + 120
+    while time.time() < deadline and not resume.exists() and not running.done():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert resume.exists() and not running.done(), "the star job finished before it could be killed"
+    for pid in _descendants(running._process.pid) + [running._process.pid]:
+        os.kill(pid, signal.SIGKILL)
+    from safetensors import safe_open
+
+    with safe_open(str(resume), "pt") as f:
+        killed_at = int(f.metadata()["epoch"])
+    assert 0 < killed_at < 300 and records.by_key(reg, plan.key) is None
+
+    [(star, created)] = executors.build_stars(reg, [spec], **slurm)
+    assert created and not resume.exists()
+    fanned, computed = executors.barrier(reg, jobs=2, star=star.id, held_out=ids[2:], points=3, **slurm)
+    assert computed == 2 + 2 * 2 and len(fanned["pairs"]) == 6
+    clean_home = tmp_path / "clean"
+    shutil.copytree(reg.home, clean_home, ignore=shutil.ignore_patterns("slurm", "runs"))
+    clean = open_registry(clean_home)
+    with clean.session() as s:  # the same registry without the star: build it uninterrupted here
+        for row in s.exec(select(BarrierResult)):
+            s.delete(row)
+        s.commit()
+    from registry import Solution
+
+    with clean.session() as s:
+        s.delete(s.get(Solution, star.id))
+        s.commit()
+    uninterrupted, _ = stars.build_star(clean, ids[:2], epochs=300, seed=7, device="cpu")
+    assert uninterrupted.sha256 == star.sha256
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_runs_train_star_and_barrier_jobs_into_one_registry(reg, config, local_ray):
+    outcomes = executors.train(reg, config, [1, 2, 3, 4], executor="ray", device="cpu")
+    ids = [o.solution.id for o in outcomes]
+    [(star, created)] = executors.build_stars(reg, [dict(anchor_ids=ids[:2], epochs=2)], executor="ray", device="cpu")
+    assert created and star.kind == "star" and star.anchors == ids[:2]
+    options = dict(star=star.id, held_out=ids[2:], points=3)
+    fanned, computed = executors.barrier(reg, executor="ray", device="cpu", jobs=2, **options)
+    assert computed == 6
+    single, _ = barriers.measure_counted(reg, device="cpu", recompute=True, **options)
+    assert _numbers(fanned) == _numbers(single)

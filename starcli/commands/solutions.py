@@ -8,7 +8,9 @@ from typing import List, Optional
 
 import typer
 
-from starcli.errors import UsageError
+from pathlib import Path
+
+from starcli.errors import StarlightError, UsageError
 from starcli.reports.tables import table_text
 
 from . import app, common
@@ -56,6 +58,8 @@ def train(
     config = recipes.resolve(
         recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_)
     )
+    if executor == "local":
+        common.device(device)  # remote executors resolve the device on their nodes
     reg = common.registry()
     rep = common.reporter()
     with rep.live():
@@ -86,7 +90,14 @@ def register(
     """Import an outside checkpoint (kind external); it must load strictly into the architecture."""
     from starcli.solutions import imports, records
 
+    from starcli.selectors import check_int, check_seed
+
     kwargs = parse_json_object(arch_kwargs, "--arch-kwargs")
+    check_seed(seed)
+    check_int(width, "--width", 1, 1 << 20)
+    if not Path(path).is_file():
+        raise StarlightError(f"checkpoint {path} does not exist (or is not a file)")
+    common.device(device)
     reg = common.registry()
     sol, created = imports.register(
         reg, path, arch, dataset, arch_kwargs=kwargs, seed=seed, width=width, device=device, data_dir=data_dir
@@ -130,10 +141,11 @@ def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = commo
     from starcli.errors import StarlightError
     from starcli.solutions import records
 
-    try:
-        sid = int(id)
-    except ValueError:
-        raise UsageError(f"solution id must be an integer, got {id!r}") from None
+    from starcli.selectors import MAX_ID
+
+    if not id.isascii() or not id.isdigit() or len(id) > 19 or int(id) > MAX_ID:
+        raise UsageError(f"solution id must be an integer from 0 to {MAX_ID}, got {id!r}")
+    sid = int(id)
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError(f"no solution with id {sid}: there is no registry here yet (train some first)")

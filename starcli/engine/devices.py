@@ -29,7 +29,10 @@ def resolve(name: str | None = "auto") -> torch.device:
     elif device.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise StarlightError("device mps requested but MPS is not available here; use --device cpu or auto")
-    elif device.type != "cpu":
+    elif device.type == "cpu":
+        if device.index not in (None, 0):  # torch accepts cpu:3 and quietly uses the one CPU device
+            raise StarlightError(f"device {name} does not exist: there is one CPU device; use --device cpu")
+    else:
         raise StarlightError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return device
 

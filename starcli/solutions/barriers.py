@@ -26,6 +26,9 @@ from . import records
 ALIGN_CHOICES = ("none", "weight")
 BASELINES = ("anchors", "none")
 
+# Each grid point is one evaluation of both splits; 1,001 resolves any barrier far finer than needed.
+MAX_POINTS = 1_001
+
 
 def settings_for(points: int, splits: tuple[str, ...], bn_calibration: str | int, batch_size: int, align: str) -> dict:
     """Everything that changes a pair's numbers (batch size: it sets BatchNorm's calibration batches)."""
@@ -111,8 +114,8 @@ def store_results(reg, results: dict[tuple[int, int], dict], settings: dict, set
 
 
 def _parse_options(points, splits, bn_calibration, batch_size, baseline, align):
-    if not isinstance(points, int) or points < 2:
-        raise UsageError(f"--points must be an integer ≥ 2 (the endpoints count), got {points!r}")
+    if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= MAX_POINTS:
+        raise UsageError(f"--points must be an integer from 2 to {MAX_POINTS:,} (the endpoints count), got {points!r}")
     splits = tuple(dict.fromkeys(splits))
     unknown = [s for s in splits if s not in data.SPLITS]
     if not splits or unknown:
@@ -165,6 +168,7 @@ def measure_counted(
     from the table, which other processes may be writing at the same time."""
     reporter = reporter or Reporter()
     splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align)
+    devices.resolve(device)  # before the cache: pairs answered from the registry must not hide --device tpu
     batch_size = batch_size or evaluation.EVAL_BATCH
     plan, sols = plan_pairs(reg, star, held_out, pairs, baseline)
     if align == "auto":

@@ -6,6 +6,7 @@ reuses their recipe, keys the star by everything that changes its bits, and regi
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -16,6 +17,7 @@ from starcli.engine.data import load_split
 from starcli.engine.starlight import TSampling, fit_star
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
+from starcli.selectors import MAX_SEED
 
 from . import records
 
@@ -67,14 +69,17 @@ def build_star(
     """
     reporter = reporter or Reporter()
     sampling = TSampling.parse(t_sampling)
-    if not anchor_ids:
-        raise UsageError("a star needs at least one anchor; pass --anchors, e.g. --anchors 1-5")
+    if len(anchor_ids) < 2:
+        raise UsageError(f"a star needs at least 2 anchors, got {list(anchor_ids)}; pass e.g. --anchors 1-5")
     if len(set(anchor_ids)) != len(anchor_ids):
         raise UsageError(f"--anchors lists a solution twice: {anchor_ids}")
     if not isinstance(samples_per_step, int) or samples_per_step < 1:
         raise UsageError(f"--samples-per-step must be a positive integer, got {samples_per_step!r}")
-    if mu_star < 0:
-        raise UsageError(f"--mu-star must be ≥ 0, got {mu_star}")
+    if not isinstance(mu_star, (int, float)) or not math.isfinite(mu_star) or mu_star < 0:
+        raise UsageError(f"--mu-star must be a finite number ≥ 0, got {mu_star}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    dev = devices.resolve(device)  # before any lookup: a registered star must not hide --device tpu
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs must be a positive integer, got {epochs}")
     anchor_ids = sorted(anchor_ids)  # the same set of anchors is the same star, whatever the order given
@@ -97,7 +102,6 @@ def build_star(
         return existing, False
     realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if align_anchors else None
 
-    dev = devices.resolve(device)
     train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))
     test_split = load_split(config["dataset"], "test", dev, cache_dir=records.dataset_cache(reg))
     states = [records.state_dict(reg, a, dev) for a in anchors]

@@ -35,11 +35,12 @@ ForceOpt = typer.Option(False, "--force", help="Write into --out even when it al
 ExecutorOpt = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where training runs.")
 
 
-def registry(create: bool = True):
-    """Open (and migrate) the registry at --home / $STARLIGHT_HOME / ./.starlight."""
+def registry(create: bool = True, read_only: bool = False):
+    """Open (and migrate) the registry at --home / $STARLIGHT_HOME / ./.starlight; read_only for commands
+    that only read (list, show, doctor): they never wait for a writer and work on a read-only registry."""
     from registry import open_registry
 
-    return open_registry(state.home, create=create)
+    return open_registry(state.home, create=create, read_only=read_only)
 
 
 def reporter(enabled: bool = True):

@@ -15,6 +15,8 @@ from starcli.reports.tables import table_text
 
 from . import app, common
 
+# Every kind a solution can have (records.register is called with one of these).
+KINDS = ("anchor", "star", "external", "aligned", "soup")
 LIST_COLUMNS = ["id", "kind", "arch", "width", "seed", "dataset", "recipe", "epochs", "train_acc", "test_acc", "train_loss"]
 
 
@@ -124,8 +126,13 @@ def list_(
     """List registered solutions."""
     from starcli.solutions import records
 
+    from starcli.selectors import check_int
+
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    reg = common.registry(create=False)
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"unknown --kind {kind!r}; kinds: {', '.join(KINDS)}")
+    check_int(width, "--width", 0, 2**63 - 1)
+    reg = common.registry(create=False, read_only=True)
     rows = [records.record(reg, s) for s in records.query(reg, kind, arch, dataset, width)] if reg else []
     if fmt == "json":
         common.echo_json(rows)
@@ -146,7 +153,7 @@ def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = commo
     if not id.isascii() or not id.isdigit() or len(id) > 19 or int(id) > MAX_ID:
         raise UsageError(f"solution id must be an integer from 0 to {MAX_ID}, got {id!r}")
     sid = int(id)
-    reg = common.registry(create=False)
+    reg = common.registry(create=False, read_only=True)
     if reg is None:
         raise StarlightError(f"no solution with id {sid}: there is no registry here yet (train some first)")
     rec = records.record(reg, records.get(reg, sid), full=True)

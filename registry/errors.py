@@ -9,3 +9,9 @@ class RegistryError(Exception):
 
 class CorruptBlobError(RegistryError):
     """A checkpoint blob is missing or its bytes no longer match the recorded sha256."""
+
+
+class RegistryUsageError(RegistryError):
+    """The registry named is the wrong thing (a file as home, an in-memory database URL): a usage error (exit 2)."""
+
+    exit_code = 2

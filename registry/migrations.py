@@ -84,6 +84,16 @@ def _migrations_table() -> sa.Table:
     )
 
 
+def pending(engine: sa.Engine) -> list[str]:
+    """The migrations not yet applied, read without any lock (for read-only openers)."""
+    table = _migrations_table()
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("migrations"):
+            return [name for name, _ in MIGRATIONS]
+        done = {row[0] for row in conn.execute(sa.select(table.c.name))}
+    return [name for name, _ in MIGRATIONS if name not in done]
+
+
 def apply(engine: sa.Engine) -> list[str]:
     """Apply the missing migrations in order inside one transaction; return their names.
 

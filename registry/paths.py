@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import RegistryUsageError
+
 HOME_ENV = "STARLIGHT_HOME"
 DB_URL_ENV = "STARLIGHT_DB_URL"
 STORE_URL_ENV = "STARLIGHT_STORE_URL"
@@ -21,8 +23,30 @@ def home(override: str | os.PathLike | None = None) -> Path:
 
 
 def db_url(home_dir: Path) -> str:
-    """$STARLIGHT_DB_URL (e.g. PostgreSQL for many nodes), else SQLite inside the home."""
-    return os.environ.get(DB_URL_ENV) or f"sqlite:///{home_dir / 'registry.db'}"
+    """$STARLIGHT_DB_URL (e.g. PostgreSQL for many nodes), else SQLite inside the home.
+
+    An in-memory SQLite URL is refused: rows would vanish at exit while their blobs stay behind."""
+    url = os.environ.get(DB_URL_ENV)
+    if url is not None and url.strip() == "":
+        url = None
+    if url is None:
+        return f"sqlite:///{home_dir / 'registry.db'}"
+    if is_memory_url(url):
+        raise RegistryUsageError(
+            f"{DB_URL_ENV}={url} is an in-memory database: everything registered would be lost at exit; "
+            "name a file (sqlite:////path/registry.db) or a server (postgresql://...)"
+        )
+    return url
+
+
+def is_memory_url(url: str) -> bool:
+    """sqlite://, sqlite:///:memory:, sqlite:///file:x?mode=memory... : databases that live only in this process."""
+    head, sep, rest = url.partition("://")
+    if not sep or not head.lower().startswith("sqlite"):
+        return False
+    path = rest[1:] if rest.startswith("/") else rest
+    path_only = path.split("?", 1)[0]
+    return path_only in ("", ":memory:") or "mode=memory" in path.lower()
 
 
 def store_url(home_dir: Path) -> str:

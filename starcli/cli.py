@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import StarlightError
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if not debug:
+        _quiet_warnings()
     try:
         result = app(args=argv, standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -49,7 +51,25 @@ def main(argv: list[str] | None = None) -> int:
             where = f"starlight {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "starlight --help"
             print(f"error: {e.format_message()} (see {where})", file=sys.stderr)
             return 2
-        # A bug, or an environment problem we did not foresee.
-        print(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
+        # The environment (disk, permissions, database, damaged files, memory), or a bug: one line either way.
+        from .failures import describe
+
+        message, code = describe(e)
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+
+def _quiet_warnings() -> None:
+    """Library warnings (torch, timm, torchvision) are advice to developers, printed with site-packages
+    paths; a user sees none of them, and any other warning as one line without a path (--debug: all)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"(torch|torchvision|timm|matplotlib)(\.|$)")
+    warnings.filterwarnings("ignore", message=r".*(TypedStorage|weights_only|NumPy|numpy)")
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        text = str(message).strip().splitlines()
+        print(f"warning: {text[0] if text else category.__name__}", file=sys.stderr)
+
+    warnings.showwarning = one_line
 

@@ -32,6 +32,7 @@ BnCalibrationOpt = typer.Option(
 )
 DataDirOpt = typer.Option(None, "--data-dir", help="Folder of torchvision datasets (default $STARLIGHT_DATA_DIR).")
 DownloadOpt = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir.")
+ForceOpt = typer.Option(False, "--force", help="Write into --out even when it already holds files (they are replaced).")
 ExecutorOpt = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where the work runs.")
 JobsOpt = typer.Option(
     None, "--jobs", "-j",
@@ -49,11 +50,12 @@ SlurmClusterOpt = typer.Option(
 RayAddressOpt = typer.Option(None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray).")
 
 
-def registry(create: bool = True):
-    """Open (and migrate) the registry at --home / $STARLIGHT_HOME / ./.starlight."""
+def registry(create: bool = True, read_only: bool = False):
+    """Open (and migrate) the registry at --home / $STARLIGHT_HOME / ./.starlight; read_only for commands
+    that only read (list, show, doctor): they never wait for a writer and work on a read-only registry."""
     from registry import open_registry
 
-    return open_registry(state.home, create=create)
+    return open_registry(state.home, create=create, read_only=read_only)
 
 
 def reporter(enabled: bool = True):
@@ -74,10 +76,33 @@ def one_format(**flags: bool) -> str | None:
     return chosen[0] if chosen else None
 
 
-def ids(text: str, what: str = "id") -> list[int]:
+def ids(text: str, what: str = "id", unique: bool = False) -> list[int]:
     from starcli.selectors import parse_ids
 
-    return parse_ids(text, what)
+    return parse_ids(text, what, unique=unique)
+
+
+def check_out_folder(out, force: bool) -> None:
+    """An --out folder is checked before any work: an existing file, or a folder that already holds files
+    (which the command would overwrite) without --force, is a usage error; its parent must be writable."""
+    from pathlib import Path
+
+    from starcli.reports.figures import check_writable_folder
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder} is an existing file; name a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise UsageError(f"--out {folder} already holds files that would be overwritten; choose an empty folder or pass --force")
+    check_writable_folder(folder, "--out")
+
+
+def device(name: str) -> str:
+    """Check --device before anything is opened: a cached answer must not hide `--device tpu`."""
+    from starcli.engine import devices
+
+    devices.check(name)
+    return name
 
 
 def flatten_metrics(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ def sweep(
     data_dir: Optional[str] = common.DataDirOpt,
     download: bool = common.DownloadOpt,
     plan: bool = typer.Option(False, "--plan", help="Validate the file and print what a run needs; compute nothing."),
+    force: bool = common.ForceOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
@@ -47,6 +48,8 @@ def sweep(
                 print(f"{key:>14}: {value}")
         return
     folder = Path(out) if out else Path("sweeps") / spec.name
+    common.check_out_folder(folder, force)
+    common.device(device)
     reg = common.registry()
     rep = common.reporter()
     with rep.live():
@@ -77,18 +80,26 @@ def soup(
 ) -> None:
     """Register the aligned average of anchors (kind soup): the star candidate the paper did not test."""
     from starcli.experiments.baselines import compare
+    from starcli.selectors import check_id
     from starcli.solutions import records
     from starcli.solutions.soups import build_soup
 
     if (anchors is None) == (star is None):
         raise UsageError("give the anchors to average: --anchors 1-5, or --star S for that star's anchors")
+    check_id(star, "--star")
+    given = common.ids(anchors, "anchor", unique=True) if anchors is not None else None
+    held = common.ids(held_out, "held-out", unique=True) if held_out else []
+    calibration = _bn_calibration(bn_calibration)
+    common.device(device)
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError("there is no registry here yet: train anchors first (`starlight train --seed 1-5`)")
     star_sol = records.get_star(reg, star, "to average") if star is not None else None
-    anchor_ids = list(star_sol.anchors) if star_sol is not None else common.ids(anchors, "anchor")
-    held = common.ids(held_out, "held-out") if held_out else []
-    calibration = _bn_calibration(bn_calibration)
+    anchor_ids = list(star_sol.anchors) if star_sol is not None else given
+    both = sorted(set(anchor_ids) & set(held))
+    if both:
+        raise UsageError(f"--held-out {both[0]} is also averaged into the soup; held-out solutions must be other ones")
+    records.get_many(reg, held)  # a missing held-out id fails before the soup is built and registered
     rep = common.reporter()
     with rep.live():
         sol, created = build_soup(reg, anchor_ids, align=align, bn_calibration=calibration, device=device, reporter=rep)
@@ -120,11 +131,15 @@ def bma(
     """Bayesian model averaging over the star domain vs the deep ensemble of its anchors and the star alone."""
     from starcli.engine.starlight import TSampling
     from starcli.experiments import bma as engine
+    from starcli.selectors import check_id, check_seed
 
     engine.check_samples(samples)
+    check_id(star, "--star")
+    check_seed(seed)
     if split not in ("train", "test"):
         raise UsageError(f"--split must be train or test, got {split!r}")
     TSampling.parse(t_sampling)  # a malformed scheme is a usage error before the registry is opened
+    common.device(device)
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError(f"no solution with id {star}: there is no registry here yet")
@@ -146,17 +161,22 @@ def report(
     held_out: Optional[str] = typer.Option(None, "--held-out", help="Held-out ids (default: those already measured with the star)."),
     samples: int = typer.Option(32, "--samples", help="BMA samples."),
     soup: bool = typer.Option(True, "--soup/--no-soup", help="Compare with the aligned average of the anchors."),
+    force: bool = common.ForceOpt,
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """One markdown report about a star: anchors, own metrics, barriers and curves, soup and ensemble."""
     from starcli.experiments import bma, star_report
+    from starcli.selectors import check_id
 
     bma.check_samples(samples)
+    check_id(star, "--star")
+    held = common.ids(held_out, "held-out", unique=True) if held_out else None
+    common.check_out_folder(out, force)
+    common.device(device)
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError(f"no solution with id {star}: there is no registry here yet")
-    held = common.ids(held_out, "held-out") if held_out else None
     rep = common.reporter()
     with rep.live():
         result = star_report.write(reg, star, Path(out), held_out=held, samples=samples, soup=soup, device=device, reporter=rep)

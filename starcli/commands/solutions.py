@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from starcli.errors import UsageError
+from starcli.errors import StarlightError, UsageError
 from starcli.reports.tables import table_text
 
 from . import app, common
 
+# Every kind a solution can have (records.register is called with one of these).
+KINDS = ("anchor", "star", "external", "aligned", "soup")
 LIST_COLUMNS = ["id", "kind", "arch", "width", "seed", "dataset", "recipe", "epochs", "train_acc", "test_acc", "train_loss"]
 
 
@@ -46,6 +49,8 @@ def train(
     config = recipes.resolve(
         recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_)
     )
+    if executor == "local":
+        common.device(device)  # remote executors resolve the device on their nodes
     reg = common.registry()
     rep = common.reporter()
     with rep.live():
@@ -74,9 +79,15 @@ def register(
     json_: bool = common.JsonOpt,
 ) -> None:
     """Import an outside checkpoint (kind external); it must load strictly into the architecture."""
+    from starcli.selectors import check_int, check_seed
     from starcli.solutions import imports, records
 
     kwargs = parse_json_object(arch_kwargs, "--arch-kwargs")
+    check_seed(seed)
+    check_int(width, "--width", 1, 1 << 20)
+    if not Path(path).is_file():
+        raise StarlightError(f"checkpoint {path} does not exist (or is not a file)")
+    common.device(device)
     reg = common.registry()
     sol, created = imports.register(
         reg, path, arch, dataset, arch_kwargs=kwargs, seed=seed, width=width, device=device, data_dir=data_dir
@@ -101,10 +112,14 @@ def list_(
     md: bool = common.MdOpt,
 ) -> None:
     """List registered solutions."""
+    from starcli.selectors import check_int
     from starcli.solutions import records
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    reg = common.registry(create=False)
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"unknown --kind {kind!r}; kinds: {', '.join(KINDS)}")
+    check_int(width, "--width", 0, 2**63 - 1)
+    reg = common.registry(create=False, read_only=True)
     rows = [records.record(reg, s) for s in records.query(reg, kind, arch, dataset, width)] if reg else []
     if fmt == "json":
         common.echo_json(rows)
@@ -118,13 +133,13 @@ def list_(
 def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = common.JsonOpt) -> None:
     """Show one solution with the settings that produced it."""
     from starcli.errors import StarlightError
+    from starcli.selectors import MAX_ID
     from starcli.solutions import records
 
-    try:
-        sid = int(id)
-    except ValueError:
-        raise UsageError(f"solution id must be an integer, got {id!r}") from None
-    reg = common.registry(create=False)
+    if not id.isascii() or not id.isdigit() or len(id) > 19 or int(id) > MAX_ID:
+        raise UsageError(f"solution id must be an integer from 0 to {MAX_ID}, got {id!r}")
+    sid = int(id)
+    reg = common.registry(create=False, read_only=True)
     if reg is None:
         raise StarlightError(f"no solution with id {sid}: there is no registry here yet (train some first)")
     rec = records.record(reg, records.get(reg, sid), full=True)

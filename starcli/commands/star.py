@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 
 import typer
 
+from starcli.errors import UsageError
 from starcli.reports.barrier_text import PAIR_COLUMNS, human_report, pair_rows
 from starcli.reports.tables import table_text
 
@@ -38,10 +39,20 @@ def star(
 
     It checkpoints every epoch: a killed, preempted or requeued star resumes from its last one.
     """
+    from starcli.engine.starlight import TSampling
+    from starcli.selectors import check_finite, check_int, check_seed
     from starcli.solutions import executors, records
 
-    anchor_ids = common.ids(anchors, "anchor id")
+    anchor_ids = common.ids(anchors, "anchor id", unique=True)
     executors.check_options(executor, None, partition, time, gpus_per_job, slurm_cluster, ray_address)
+    if len(anchor_ids) < 2:
+        raise UsageError(f"a star needs at least 2 anchors, got --anchors {anchors}")
+    check_seed(seed)
+    check_finite(mu_star, "--mu-star")
+    check_int(epochs, "--epochs", 1, 100_000)
+    check_int(samples_per_step, "--samples-per-step", 1, 1_000)
+    TSampling.parse(t_sampling)
+    common.device(device)
     reg = common.registry()
     rep = common.reporter()
     spec = dict(
@@ -97,13 +108,26 @@ def barrier(
     With --jobs N (or another executor) the missing pairs run in N batches on workers; each batch stores
     its pairs as it finishes, so a rerun measures only what is still missing.
     """
+    from starcli.selectors import check_id
     from starcli.solutions import executors
+    from starcli.solutions.barriers import _parse_options
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    held = common.ids(held_out, "held-out id") if held_out else None
+    held = common.ids(held_out, "held-out id", unique=True) if held_out else None
     pairs = [tuple(pair)] if pair and pair[0] is not None else None
+    check_id(star, "--star")
+    for a in pairs[0] if pairs else ():
+        check_id(a, "--pair")
+    if pairs and pairs[0][0] == pairs[0][1]:
+        raise UsageError(f"--pair {pairs[0][0]} {pairs[0][1]} names one solution twice; a barrier needs two")
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
     executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
+    _parse_options(points, split_names, bn_calibration, batch_size, baseline, align)
+    if plot:
+        from starcli.reports.figures import check_plot_path
+
+        check_plot_path(plot)
+    common.device(device)
     reg = common.registry()
     rep = common.reporter()
     with rep.live():
@@ -128,6 +152,7 @@ def barrier(
 @app.command()
 def demo(
     out: str = typer.Option("demo-out", "--out", help="Folder for barriers.png and barriers.json."),
+    force: bool = common.ForceOpt,
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
@@ -138,6 +163,8 @@ def demo(
     """
     from starcli.experiments.demo import demo as run_demo
 
+    common.check_out_folder(out, force)
+    common.device(device)
     start = clock.perf_counter()
     reg = common.registry()
     rep = common.reporter()

@@ -1,13 +1,28 @@
-"""`--device auto | cpu | cuda | cuda:N | mps`: the accelerator if there is one, else the CPU."""
+"""`--device auto | cpu | cuda | cuda:N | mps`: the accelerator if there is one, else the CPU.
+
+torch is imported inside the functions: `check` of auto or cpu must stay free of it, so that a barrier
+answered from the registry starts in well under a second and still validates --device first.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from starcli.errors import StarlightError
 
+if TYPE_CHECKING:
+    import torch
 
-def resolve(name: str | None = "auto") -> torch.device:
+
+def check(name: str | None) -> None:
+    """Validate --device before any work or registry lookup; auto and cpu need no torch to be valid."""
+    if (name or "auto").strip().lower() not in ("auto", "cpu"):
+        resolve(name)
+
+
+def resolve(name: str | None = "auto") -> "torch.device":
+    import torch
+
     name = (name or "auto").strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
@@ -29,12 +44,17 @@ def resolve(name: str | None = "auto") -> torch.device:
     elif device.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise StarlightError("device mps requested but MPS is not available here; use --device cpu or auto")
-    elif device.type != "cpu":
+    elif device.type == "cpu":
+        if device.index not in (None, 0):  # torch accepts cpu:3 and quietly uses the one CPU device
+            raise StarlightError(f"device {name} does not exist: there is one CPU device; use --device cpu")
+    else:
         raise StarlightError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
-def describe(device: torch.device) -> str:
+def describe(device: "torch.device") -> str:
+    import torch
+
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)

@@ -97,52 +97,63 @@ def resolve(
 
     name, table = read(recipe)
     config = copy.deepcopy(DEFAULTS)
-    _merge(config, table, f"recipe {name}")
-    _merge(config, overrides or {}, "--set")
+    # Where each value came from, for the error messages: a recipe file, --set or a flag.
+    origins: dict[str, str] = {}
+    _merge(config, table, f"recipe {name}", origins)
+    _merge(config, overrides or {}, "--set", origins)
     for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)):
         if value is not None:
             config[key] = value
+            origins[key] = f"--{key.replace('_', '-')}"
     if width is not None:
         config["arch_kwargs"]["width"] = width
+        origins["arch_kwargs.width"] = "--width"
     if not config["dataset"] or not config["arch"]:
-        raise StarlightError(f"recipe {name} must name a dataset and an arch")
+        raise UsageError(f"recipe {name} must name a dataset and an arch")
+    if not isinstance(config["dataset"], str) or config["dataset"] not in data.DATASETS:
+        raise UsageError(
+            f"unknown dataset {config['dataset']!r} (from {origins.get('dataset', f'recipe {name}')}); "
+            f"available: {', '.join(data.DATASETS)}"
+        )
     meta = data.info(config["dataset"])
     config["arch_kwargs"] = models.arch_kwargs_for(config["arch"], meta, config["arch_kwargs"])
     if config["augmentation"] is None:
         config["augmentation"] = meta.augmentation
     config["recipe"] = name
     config["normalisation"] = meta.normalisation
-    validate(config)
+    validate(config, origins)
     return config
 
 
-def _merge(config: dict[str, Any], updates: dict[str, Any], origin: str) -> None:
+def _merge(config: dict[str, Any], updates: dict[str, Any], origin: str, origins: dict[str, str] | None = None) -> None:
+    origins = origins if origins is not None else {}
     for key, value in updates.items():
         head, _, rest = key.partition(".")
         if head == "arch_kwargs" and rest:
+            if "." in rest:
+                raise UsageError(f"{origin}: {key!r} is not a setting; architecture settings are arch_kwargs.NAME")
             config["arch_kwargs"][rest] = value
+            origins[key] = origin
         elif key == "arch_kwargs":
+            if not isinstance(value, dict):
+                raise UsageError(f"{origin}: arch_kwargs must be a table such as {{ width = 64 }}, got {value!r}")
             config["arch_kwargs"].update(value)
+            origins.update({"arch_kwargs": origin, **{f"arch_kwargs.{k}": origin for k in value}})
         elif key in DEFAULTS:
             config[key] = value
+            origins[key] = origin
         elif key not in ("name", "description"):
             raise UsageError(f"{origin}: unknown setting {key!r}; known: {', '.join(DEFAULTS)}, arch_kwargs.NAME")
 
 
-def validate(config: dict[str, Any]) -> None:
-    if not isinstance(config["epochs"], int) or config["epochs"] < 1:
-        raise UsageError(f"epochs must be a positive integer, got {config['epochs']!r}")
-    if not isinstance(config["batch_size"], int) or config["batch_size"] < 1:
-        raise UsageError(f"batch size must be a positive integer, got {config['batch_size']!r}")
-    if not isinstance(config["lr"], (int, float)) or config["lr"] <= 0:
-        raise UsageError(f"lr must be a positive number, got {config['lr']!r}")
-    if config["optimizer"] not in OPTIMIZERS:
-        raise UsageError(f"unknown optimizer {config['optimizer']!r}; use {', '.join(OPTIMIZERS)}")
-    if config["schedule"] not in SCHEDULES:
-        raise UsageError(f"unknown schedule {config['schedule']!r}; use {', '.join(SCHEDULES)}")
-    width = config["arch_kwargs"].get("width")
-    if width is not None and (not isinstance(width, int) or width < 1):
-        raise UsageError(f"width must be a positive integer, got {width!r}")
+def validate(config: dict[str, Any], origins: dict[str, str] | None = None) -> None:
+    """The typed schema (engine/config.py) and the architecture built on the meta device; raises UsageError."""
+    from starcli.engine import data
+
+    from . import config as schema
+
+    schema.check(config, origins)
+    schema.check_arch(config["arch"], config["arch_kwargs"], data.info(config["dataset"]), origins)
 
 
 def config_hash(payload: dict[str, Any]) -> str:

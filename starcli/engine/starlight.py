@@ -8,6 +8,7 @@ autograd delivers d/dθ = (1−t)·∇L((1−t)θ + tθ_i) without copying param
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -44,12 +45,13 @@ class TSampling:
             values = None
         if head == "uniform" and not rest:
             return cls("uniform")
-        if head == "beta" and values and len(values) == 2 and min(values) > 0:
+        # Finite: beta:inf,1 would make betavariate loop forever.
+        if head == "beta" and values and len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values):
             return cls("beta", *values)
         if head == "constant" and values and len(values) == 1 and 0.0 <= values[0] <= 1.0:
             return cls("constant", values[0])
         raise UsageError(
-            f"--t-sampling {text!r} is not valid; use uniform, beta:A,B (A, B > 0) or constant:T (0 ≤ T ≤ 1)"
+            f"--t-sampling {text!r} is not valid; use uniform, beta:A,B (finite A, B > 0) or constant:T (0 ≤ T ≤ 1)"
         )
 
     def __str__(self) -> str:

@@ -25,11 +25,14 @@ from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 from starcli.solutions import records
 
+# Each sample is one full evaluation pass; 10,000 is already hours on CIFAR and far past where the average settles.
+MAX_SAMPLES = 10_000
+
 
 def check_samples(samples: int) -> None:
-    """BMA averages `samples` networks: at least one (a usage error before any work)."""
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {samples}")
+    """BMA averages `samples` networks: 1 to MAX_SAMPLES (a usage error before any work)."""
+    if not isinstance(samples, int) or isinstance(samples, bool) or not 1 <= samples <= MAX_SAMPLES:
+        raise UsageError(f"--samples must be an integer from 1 to {MAX_SAMPLES:,}, got {samples}")
 
 
 def run(

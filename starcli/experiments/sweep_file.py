@@ -25,6 +25,7 @@ sampled, which seeds are held out. Running it is sweep.py.
 from __future__ import annotations
 
 import itertools
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -188,8 +189,12 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
         # No width grid: the recipe's own width, named so the report's tables and CSV show it.
         widths = [_recipe_width(str(table["recipe"]), train, where)]
 
+    name = str(table.get("name", default_name))
+    # The name becomes the default report folder sweeps/NAME: a path ("/abs/path", "../x") would send it elsewhere.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise UsageError(f"sweep {where}: name {name!r} must be a plain name (letters, digits, . _ -), not a path; use --out for the folder")
     sweep = Sweep(
-        name=str(table.get("name", default_name)),
+        name=name,
         description=str(table.get("description", "")),
         recipe=str(table["recipe"]),
         train=train,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 import torch.nn.functional as F
+
 from .builders import register_model
 
 

@@ -11,6 +11,40 @@ COLOURS = {"star-held-out": "#d62728", "regular-held-out": "#7f7f7f", "pair": "#
 STYLES = {"train": "-", "test": "--"}
 
 
+def check_plot_path(path: str | Path) -> Path:
+    """Refuse a --plot path before any work: it must end in .png, must not be a folder, and its folder
+    must be writable (probed with a temporary file, so a read-only mount or /proc is caught too)."""
+    from starcli.errors import UsageError
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"--plot {path} must name a .png file (e.g. {path.with_suffix('.png').name})")
+    if path.is_dir():
+        raise UsageError(f"--plot {path} is a folder; name a file such as {path / 'barriers.png'}")
+    check_writable_folder(path.parent, "--plot")
+    return path
+
+
+def check_writable_folder(folder: Path, flag: str) -> None:
+    """The folder (or, when it does not exist yet, its nearest existing parent) accepts new files."""
+    import os
+    import tempfile
+
+    from starcli.errors import UsageError
+
+    folder = Path(os.path.abspath(folder))
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{flag}: {probe} is not a folder, so {folder} cannot be created")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise UsageError(f"{flag}: cannot write into {probe} ({e.strerror or e}); choose another path") from None
+
+
 def barrier_plot(result: dict[str, Any], path: str | Path) -> Path:
     """`measure()`'s curves as a PNG with two panels (loss, accuracy), train solid and test dashed, star
     pairs against regular pairs; returns the path."""

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 
 from registry import BarrierResult, Registry
+from starcli.engine import devices
 from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, pair_record, summarize, verdict
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
@@ -27,6 +28,8 @@ BASELINES = ("anchors", "none")
 # engine constants (data.SPLITS, evaluation.EVAL_BATCH) live here; tests/test_startup.py checks they agree.
 SPLITS = ("train", "test")
 EVAL_BATCH = 4096
+# Each grid point is one evaluation of both splits; 1,001 resolves any barrier far finer than needed.
+MAX_POINTS = 1_001
 
 
 def settings_for(points: int, splits: tuple[str, ...], bn_calibration: str | int, batch_size: int, align: str) -> dict:
@@ -113,8 +116,8 @@ def store_results(reg, results: dict[tuple[int, int], dict], settings: dict, set
 
 
 def _parse_options(points, splits, bn_calibration, batch_size, baseline, align):
-    if not isinstance(points, int) or points < 2:
-        raise UsageError(f"--points must be an integer ≥ 2 (the endpoints count), got {points!r}")
+    if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= MAX_POINTS:
+        raise UsageError(f"--points must be an integer from 2 to {MAX_POINTS:,} (the endpoints count), got {points!r}")
     splits = tuple(dict.fromkeys(splits))
     unknown = [s for s in splits if s not in SPLITS]
     if not splits or unknown:
@@ -186,6 +189,7 @@ def measure_counted(
     (executors.barrier: batches on workers); their results are then read back from the table."""
     reporter = reporter or Reporter()
     splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align)
+    devices.check(device)  # before the cache: pairs answered from the registry must not hide --device tpu
     batch_size = batch_size or EVAL_BATCH
     plan, sols = plan_pairs(reg, star, held_out, pairs, baseline)
     wanted = {(a, b) for a, b, _ in plan}

@@ -19,7 +19,7 @@ def report(home=None, data_dir=None) -> dict[str, Any]:
         devices += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         devices.append("mps")
-    reg = open_registry(home, create=False)
+    reg = open_registry(home, create=False, read_only=True)
     return {
         "versions": records.versions(),
         "devices": devices,

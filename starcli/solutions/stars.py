@@ -6,6 +6,7 @@ reuses their recipe, keys the star by everything that changes its bits, and regi
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,6 +19,7 @@ from starcli.engine.loop import ResumeFile
 from starcli.engine.starlight import TSampling, fit_star
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
+from starcli.selectors import MAX_SEED
 
 from . import records
 
@@ -77,14 +79,16 @@ def plan_star(
     """Check a star's settings and anchors and key it, training nothing: what `build_star` does first,
     and what an executor does before it submits a star job (bad input fails here, not in a worker)."""
     sampling = TSampling.parse(t_sampling)
-    if not anchor_ids:
-        raise UsageError("a star needs at least one anchor; pass --anchors, e.g. --anchors 1-5")
+    if len(anchor_ids) < 2:
+        raise UsageError(f"a star needs at least 2 anchors, got {list(anchor_ids)}; pass e.g. --anchors 1-5")
     if len(set(anchor_ids)) != len(anchor_ids):
         raise UsageError(f"--anchors lists a solution twice: {anchor_ids}")
     if not isinstance(samples_per_step, int) or samples_per_step < 1:
         raise UsageError(f"--samples-per-step must be a positive integer, got {samples_per_step!r}")
-    if mu_star < 0:
-        raise UsageError(f"--mu-star must be ≥ 0, got {mu_star}")
+    if not isinstance(mu_star, (int, float)) or not math.isfinite(mu_star) or mu_star < 0:
+        raise UsageError(f"--mu-star must be a finite number ≥ 0, got {mu_star}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs must be a positive integer, got {epochs}")
     anchor_ids = sorted(anchor_ids)  # the same set of anchors is the same star, whatever the order given
@@ -121,6 +125,7 @@ def build_star(
     The same anchors, settings and seed return the registered star instead of training another.
     """
     reporter = reporter or Reporter()
+    dev = devices.resolve(device)  # before any lookup: a registered star must not hide --device tpu
     plan = plan_star(reg, anchor_ids, epochs, t_sampling, samples_per_step, mu_star, seed, align_anchors, reporter)
     config, key, anchors, recipe, sampling = plan.config, plan.key, plan.anchors, plan.recipe, plan.sampling
     anchor_ids = config["star"]["anchors"]
@@ -130,7 +135,6 @@ def build_star(
         return existing, False
     realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if align_anchors else None
 
-    dev = devices.resolve(device)
     train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))
     test_split = load_split(config["dataset"], "test", dev, cache_dir=records.dataset_cache(reg))
     states = [records.state_dict(reg, a, dev) for a in anchors]

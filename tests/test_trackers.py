@@ -403,3 +403,42 @@ def test_wandb_pair_and_a_crashed_live_run(tmp_path, wandb_env):
     records = finished_records(log.location)
     assert _history(records, "epoch/train_loss") == [(1, 2.0)]
     assert _one(records, "exit").exit_code == 1
+
+
+# ---------------------------------------------------------------- starlight's records -> the data model
+
+
+def test_solution_run_from_a_real_registry_record(reg):
+    import torch
+
+    from starcli import solutions
+    from starcli.trackers.records import solution_run
+
+    sol, _ = solutions.add(
+        reg, {"w": torch.ones(3)}, key="k", kind="anchor", arch="mlp", arch_kwargs={"width": 4}, width=4, seed=3,
+        dataset="mnist1d", recipe="mnist1d-mlp", config={"lr": 0.1, "milestones": [2]}, epochs=2,
+        metrics={"train_loss": 0.5, "train_acc": 90.0, "test_acc": 80.0}, device="cpu", wall_seconds=1.0, versions={},
+    )  # fmt: skip
+    run = solution_run(solutions.record(reg, sol, full=True), [{"epoch": 1, "train_loss": 0.9}])
+    assert run.name == f"solution {sol.id} (anchor, seed 3)"
+    assert run.params == {"lr": 0.1, "milestones": [2]}
+    assert run.metrics == {"train_loss": 0.5, "train_acc": 90.0, "test_loss": None, "test_acc": 80.0}
+    assert Path(run.checkpoint).is_file()
+    assert run.tags == {
+        "kind": "anchor", "arch": "mlp", "dataset": "mnist1d", "seed": 3, "sha256": sol.sha256, "recipe": "mnist1d-mlp"
+    }  # fmt: skip
+    assert run.history == ({"epoch": 1, "train_loss": 0.9},)
+
+
+def test_pair_runs_from_a_barrier_record():
+    from starcli.barriers import pair_record, settings_for
+    from starcli.trackers.records import pair_runs
+
+    settings = settings_for(3, ("test",), "full", 256, "none")
+    result = {"t": [0.0, 0.5, 1.0], "test": {"loss": [0.25, 1.0, 0.75], "acc": [90.0, 50.0, 88.0]}}
+    [pair] = pair_runs({"settings": settings, "pairs": [pair_record(3, 7, "star-held-out", result, ("test",))]})
+    assert pair.name == "pair 3-7 (star-held-out)"
+    assert pair.params == {"a_id": 3, "b_id": 7, "kind": "star-held-out", "settings": settings}
+    # by hand: loss line at t=0.5 is 0.5, so 1.0 - 0.5; accuracy line at t=0.5 is 89, so 89 - 50
+    assert pair.metrics == {"test_loss_barrier": 0.5, "test_acc_barrier": 39.0, "test_peak_loss": 1.0}
+    assert pair.curves == {"t": [0.0, 0.5, 1.0], "test_loss": [0.25, 1.0, 0.75], "test_acc": [90.0, 50.0, 88.0]}

@@ -75,7 +75,7 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str | int 
     return out
 
 
-def finite(metrics: Mapping[str, Any]) -> dict[str, float]:
+def present(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The metrics that have a value (a skipped evaluation is None, and no tracker takes None)."""
     return {k: float(v) for k, v in metrics.items() if v is not None and not isinstance(v, bool)}
 
@@ -91,13 +91,13 @@ class Logger:
     closed = False  # after finish or abort: the run's status is settled, a later abort must not undo a finish
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float | None]) -> None:
-        values = {HISTORY_PREFIX + k: v for k, v in finite(metrics).items() if k != "epoch"}
+        values = {HISTORY_PREFIX + k: v for k, v in present(metrics).items() if k != "epoch"}
         if values:
             self._log(int(epoch), values)
 
     def log_step(self, step: int, values: Mapping[str, float | None]) -> None:
         """Values under their own names at one step (a pair's curve)."""
-        values = finite(values)
+        values = present(values)
         if values:
             self._log(int(step), values)
 
@@ -108,7 +108,7 @@ class Logger:
             self.abort()
             raise StarlightError(f"checkpoint {checkpoint} does not exist; it cannot be logged")
         self.closed = True
-        self._finish(finite(final_metrics), Path(checkpoint) if checkpoint is not None else None)
+        self._finish(present(final_metrics), Path(checkpoint) if checkpoint is not None else None)
 
     def abort(self) -> None:
         """Mark the run failed (a no-op once it is finished or aborted)."""

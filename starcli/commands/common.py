@@ -31,6 +31,8 @@ BnCalibrationOpt = typer.Option(
 )
 DataDirOpt = typer.Option(None, "--data-dir", help="Folder of torchvision datasets (default $STARLIGHT_DATA_DIR).")
 DownloadOpt = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir.")
+LogOpt = typer.Option(None, "--log", help="Stream each run's per-epoch loss to mlflow | tensorboard | wandb (offline).")
+LogDirOpt = typer.Option(None, "--log-dir", help="Where --log writes: a folder (or MLflow tracking URI); default <home>/<tracker>.")
 ExecutorOpt = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where training runs.")
 
 
@@ -63,6 +65,29 @@ def ids(text: str, what: str = "id") -> list[int]:
     from starcli.selectors import parse_ids
 
     return parse_ids(text, what)
+
+
+def tracking(reg, log: str | None, log_dir: str | None):
+    """The live tracker `--log` asks for (checked before any training starts), or None."""
+    if log is None:
+        return None
+    from starcli.solutions import tracking as tr
+
+    return tr.live(log, log_dir or tr.default_dest(reg, log))
+
+
+def solution_ids(text: str, what: str = "id") -> list[int]:
+    """Solution ids from plain ids (`1-5`) or attributes (`seed=1-5,recipe=mnist1d-mlp`)."""
+    from starcli.selectors import is_attribute_selector, parse_ids
+
+    if not is_attribute_selector(text):
+        return parse_ids(text, what)
+    from starcli.solutions import records
+
+    reg = registry(create=False)
+    if reg is None:
+        raise UsageError(f"{what} selector {text!r} names attributes, but there is no registry here yet")
+    return records.select_ids(reg, text, what)
 
 
 def flatten_metrics(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -24,6 +24,8 @@ def sweep(
     data_dir: Optional[str] = common.DataDirOpt,
     download: bool = common.DownloadOpt,
     plan: bool = typer.Option(False, "--plan", help="Validate the file and print what a run needs; compute nothing."),
+    log: Optional[str] = common.LogOpt,
+    log_dir: Optional[str] = common.LogDirOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
@@ -48,10 +50,12 @@ def sweep(
         return
     folder = Path(out) if out else Path("sweeps") / spec.name
     reg = common.registry()
+    tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     with rep.live():
         result = sweeps.run(
-            reg, spec, folder, device=device, data_dir=data_dir, download=download, executor=executor, jobs=jobs, reporter=rep
+            reg, spec, folder, device=device, data_dir=data_dir, download=download, executor=executor, jobs=jobs,
+            reporter=rep, tracking=tracking,
         )
     if json_:
         common.echo_json({k: v for k, v in result.items() if k != "cells"})  # cells hold every curve: see results.json
@@ -86,8 +90,8 @@ def soup(
     if reg is None:
         raise StarlightError("there is no registry here yet: train anchors first (`starlight train --seed 1-5`)")
     star_sol = records.get_star(reg, star, "to average") if star is not None else None
-    anchor_ids = list(star_sol.anchors) if star_sol is not None else common.ids(anchors, "anchor")
-    held = common.ids(held_out, "held-out") if held_out else []
+    anchor_ids = list(star_sol.anchors) if star_sol is not None else common.solution_ids(anchors, "anchor")
+    held = common.solution_ids(held_out, "held-out") if held_out else []
     calibration = _bn_calibration(bn_calibration)
     rep = common.reporter()
     with rep.live():
@@ -156,7 +160,7 @@ def report(
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError(f"no solution with id {star}: there is no registry here yet")
-    held = common.ids(held_out, "held-out") if held_out else None
+    held = common.solution_ids(held_out, "held-out") if held_out else None
     rep = common.reporter()
     with rep.live():
         result = star_report.write(reg, star, Path(out), held_out=held, samples=samples, soup=soup, device=device, reporter=rep)

@@ -14,6 +14,8 @@ from starcli.reports.tables import table_text
 from . import app, common
 
 LIST_COLUMNS = ["id", "kind", "arch", "width", "seed", "dataset", "recipe", "epochs", "train_acc", "test_acc", "train_loss"]
+# A star's own columns in `list`, shown when any listed solution is one (anchors_n: how many anchors).
+STAR_COLUMNS = ["anchors_n", "t_sampling", "mu_star", "align"]
 
 
 @app.command()
@@ -45,6 +47,8 @@ def train(
     ray_address: Optional[str] = typer.Option(
         None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray)."
     ),
+    log: Optional[str] = common.LogOpt,
+    log_dir: Optional[str] = common.LogDirOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Train one solution per seed and register it as an anchor (seeds already trained are skipped)."""
@@ -57,12 +61,13 @@ def train(
         recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_)
     )
     reg = common.registry()
+    tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     with rep.live():
         outcomes = executors.train(
             reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
             reporter=rep, partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster,
-            ray_address=ray_address,
+            ray_address=ray_address, tracking=tracking,
         )
     rows = [records.record(reg, o.solution) for o in outcomes]
     if json_:
@@ -102,26 +107,38 @@ def register(
 
 @app.command("list")
 def list_(
-    kind: Optional[str] = typer.Option(None, "--kind", help="anchor, star, external, aligned, soup..."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="anchor, star, soup, aligned or external."),
     arch: Optional[str] = typer.Option(None, "--arch"),
     dataset: Optional[str] = typer.Option(None, "--dataset"),
     width: Optional[int] = typer.Option(None, "--width"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Only solutions of this recipe."),
+    seed: Optional[str] = typer.Option(None, "--seed", "-s", help="Seeds: 3, 1-5, 1,3,7."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Only solutions with this tag."),
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
 ) -> None:
-    """List registered solutions."""
+    """List registered solutions (a star also shows its anchor count, t-sampling, μ* and anchor alignment)."""
     from starcli.solutions import records
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
+    records.check_kind(kind)
+    seeds = common.ids(seed, "seed") if seed is not None else None
     reg = common.registry(create=False)
-    rows = [records.record(reg, s) for s in records.query(reg, kind, arch, dataset, width)] if reg else []
+    sols = records.query(reg, kind, arch, dataset, width, recipe=recipe, tag=tag, seeds=seeds) if reg else []
+    rows = [records.record(reg, s) | records.star_settings(s) for s in sols]
     if fmt == "json":
         common.echo_json(rows)
     elif not rows and fmt is None:
-        print("no solutions registered yet; train some with `starlight train --seed 1-5`", file=sys.stderr)
+        filtered = any(v is not None for v in (kind, arch, dataset, width, recipe, seed, tag))
+        print("no solutions match these filters" if filtered and reg else
+              "no solutions registered yet; train some with `starlight train --seed 1-5`", file=sys.stderr)
     else:
-        sys.stdout.write(table_text(common.flatten_metrics(rows), LIST_COLUMNS, fmt))
+        columns = LIST_COLUMNS + (STAR_COLUMNS if any(r.get("anchors_n") for r in rows) else [])
+        columns += ["tags"] if any(r["tags"] for r in rows) else []
+        for r in rows:
+            r["tags"] = ",".join(r["tags"])
+        sys.stdout.write(table_text(common.flatten_metrics(rows), columns, fmt))
 
 
 @app.command()
@@ -149,12 +166,16 @@ def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = commo
 
 @app.command()
 def doctor(
-    data_dir: Optional[str] = common.DataDirOpt, json_: bool = common.JsonOpt
+    data_dir: Optional[str] = common.DataDirOpt,
+    fix: bool = typer.Option(
+        False, "--fix", help="Delete orphan checkpoints and stale runs/ folders (untouched 1 h, no training holds them)."
+    ),
+    json_: bool = common.JsonOpt,
 ) -> None:
-    """Versions, devices, registry location and which datasets are available."""
+    """Versions, devices, registry location, which datasets are available, and garbage (see --fix)."""
     from starcli.solutions import doctor as doc
 
-    info = doc.report(common.state.home, data_dir)
+    info = doc.report(common.state.home, data_dir, fix=fix)
     if json_:
         common.echo_json(info)
         return
@@ -164,7 +185,7 @@ def doctor(
             for k, v in value.items():
                 print(f"  {k:<14} {v}")
         elif isinstance(value, list):
-            print(f"{key}: {', '.join(value)}")
+            print(f"{key}: {', '.join(value) or 'none'}")
         else:
             print(f"{key}: {value}")
 

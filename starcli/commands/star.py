@@ -16,7 +16,9 @@ from . import app, common
 
 @app.command()
 def star(
-    anchors: str = typer.Option(..., "--anchors", "-a", help="Anchor ids: 1-5, 1,3,7."),
+    anchors: str = typer.Option(
+        ..., "--anchors", "-a", help="Anchor ids: 1-5, 1,3,7, or attributes: seed=1-5,recipe=mnist1d-mlp."
+    ),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: the anchors' recipe."),
     t_sampling: str = typer.Option("uniform", "--t-sampling", help="uniform | beta:A,B | constant:T"),
     samples_per_step: int = typer.Option(1, "--samples-per-step", help="Anchor/t draws averaged per batch."),
@@ -26,19 +28,22 @@ def star(
         False, "--align-anchors", help="Re-permute every anchor to the star at each epoch start (weight matching)."
     ),
     device: str = common.DeviceOpt,
+    log: Optional[str] = common.LogOpt,
+    log_dir: Optional[str] = common.LogDirOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Build a star model from anchors with the Starlight algorithm and register it (kind star)."""
     from starcli.solutions import records
     from starcli.solutions.stars import build_star
 
-    anchor_ids = common.ids(anchors, "anchor id")
+    anchor_ids = common.solution_ids(anchors, "anchor id")
     reg = common.registry()
+    tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     with rep.live():
         sol, created = build_star(
             reg, anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step,
-            mu_star=mu_star, seed=seed, device=device, reporter=rep, align_anchors=align_anchors,
+            mu_star=mu_star, seed=seed, device=device, reporter=rep, align_anchors=align_anchors, tracking=tracking,
         )
     rec = records.record(reg, sol)
     if json_:
@@ -76,7 +81,7 @@ def barrier(
     from starcli.solutions.barriers import measure
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    held = common.ids(held_out, "held-out id") if held_out else None
+    held = common.solution_ids(held_out, "held-out id") if held_out else None
     pairs = [tuple(pair)] if pair and pair[0] is not None else None
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
     reg = common.registry()

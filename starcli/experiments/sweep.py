@@ -35,6 +35,7 @@ def run(
     executor: str = "local",
     jobs: int | None = None,
     reporter: Reporter | None = None,
+    tracking=None,
 ) -> dict[str, Any]:
     """Train what is missing, build every star, measure every barrier, write the report folder.
 
@@ -51,7 +52,9 @@ def run(
 
     ids: dict[Any, dict[int, int]] = {}  # width → seed → solution id
     for width in sweep.widths:
-        outcomes = _train(reg, sweep.config(width), sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter)
+        outcomes = _train(
+            reg, sweep.config(width), sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter, tracking
+        )
         computed["training_runs"] += sum(o.trained for o in outcomes)
         ids[width] = {o.solution.seed: o.solution.id for o in outcomes}
         overall.advance(step=f"trained width {width}")
@@ -60,7 +63,7 @@ def run(
     for cell in cells:
         anchors = [ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]]
         held_out = [ids[cell.width][s] for s in sweep.held_out_seeds]
-        star, created = _build_star(reg, sweep, cell, anchors, device, reporter)
+        star, created = _build_star(reg, sweep, cell, anchors, device, reporter, tracking)
         computed["stars"] += int(created)
         overall.advance(step=f"star {star.id}")
         measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter)
@@ -104,13 +107,14 @@ def _task(sweep: Sweep) -> str:
     return data.info(sweep.config(sweep.widths[0])["dataset"]).task
 
 
-def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter):
+def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter, tracking=None):
     return executors.train(
-        reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download, reporter=reporter
+        reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
+        reporter=reporter, tracking=tracking,
     )
 
 
-def _build_star(reg, sweep: Sweep, cell: Cell, anchors: list[int], device: str, reporter):
+def _build_star(reg, sweep: Sweep, cell: Cell, anchors: list[int], device: str, reporter, tracking=None):
     options = dict(sweep.star)
     return build_star(
         reg,
@@ -123,6 +127,7 @@ def _build_star(reg, sweep: Sweep, cell: Cell, anchors: list[int], device: str, 
         device=device,
         reporter=reporter,
         align_anchors=options.get("align_anchors", False),
+        tracking=tracking,
     )
 
 

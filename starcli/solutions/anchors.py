@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from registry import Registry, Solution
 from starcli.engine import devices, evaluation, training
@@ -12,7 +13,44 @@ from starcli.engine.data import load_split
 from starcli.engine.loop import ResumeFile
 from starcli.progress import Reporter
 
-from . import records
+from . import manage, records
+
+# Opens a live tracker run for one training: (name, resolved config, tags) -> a starcli.trackers.Logger.
+Tracking = Callable[[str, dict[str, Any], dict[str, Any]], Any]
+
+
+class History:
+    """The per-epoch rows of one training ({"epoch", "train_loss"}: the mean loss of the epoch's batches),
+    stored with the solution; forwarded to a live tracker run when there is one."""
+
+    def __init__(self, task=None, logger=None):
+        self.rows: list[dict[str, Any]] = []
+        self.task, self.logger = task, logger
+
+    def __call__(self, epoch: int, loss: float) -> None:
+        row = {"epoch": int(epoch), "train_loss": float(loss)}
+        self.rows.append(row)
+        if self.task is not None:
+            self.task.advance(loss=loss)
+        if self.logger is not None:
+            self.logger.log_epoch(epoch, row)
+
+
+def replay(tracking: Tracking, reg: Registry, sol: Solution) -> None:
+    """A run trained elsewhere (a worker), logged after the fact from its stored history."""
+    with tracking(f"anchor seed {sol.seed}", sol.config, {"kind": sol.kind, "seed": sol.seed}) as logger:
+        for row in sol.history or []:
+            logger.log_epoch(row["epoch"], row)
+        finish_tracking(logger, reg, sol)
+
+
+def finish_tracking(logger, reg: Registry, sol: Solution) -> None:
+    """The tracker run ends with the final metrics and, from a local store, the checkpoint as an artifact."""
+    if logger is None:
+        return
+    path = reg.store.path(sol.sha256)
+    checkpoint = path if not isinstance(path, str) and path.is_file() else None
+    logger.finish(sol.metrics, checkpoint=checkpoint)
 
 
 @dataclass
@@ -33,6 +71,7 @@ def train(
     data_dir=None,
     download: bool = False,
     reporter: Reporter | None = None,
+    tracking: Tracking | None = None,
 ) -> list[Outcome]:
     """Train and register one anchor per seed; seeds already registered with this config are skipped."""
     reporter = reporter or Reporter()
@@ -50,17 +89,28 @@ def train(
         test_split = load_split(config["dataset"], "test", dev, data_dir, download, cache)
         resume = ResumeFile(reg.home / "runs" / key[:24])
         task = reporter.task(f"seed {seed}", config["epochs"])
-        start = time.perf_counter()
-        model = training.fit(config, seed, dev, train_split, resume, on_epoch=lambda e, loss: task.advance(loss=loss))
-        wall = time.perf_counter() - start
-        task.done()
-        metrics = evaluation.metrics(model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)})
-        sol, created = records.register(
-            reg, model.state_dict(), key=key, kind="anchor", arch=config["arch"], arch_kwargs=config["arch_kwargs"],
-            dataset=config["dataset"], recipe=config["recipe"], config=config, seed=seed, epochs=config["epochs"],
-            metrics=metrics, device=str(dev), wall_seconds=wall,
-        )
-        resume.remove()
+        with ExitStack() as stack:
+            # The lock tells `doctor --fix` this resume folder is live, however long an epoch takes.
+            stack.enter_context(manage.run_lock(resume.folder))
+            logger = None
+            if tracking is not None:
+                logger = stack.enter_context(tracking(f"anchor seed {seed}", config, {"kind": "anchor", "seed": seed}))
+            history = History(task, logger)
+            start = time.perf_counter()
+            model = training.fit(config, seed, dev, train_split, resume, on_epoch=history)
+            wall = time.perf_counter() - start
+            task.done()
+            metrics = evaluation.metrics(
+                model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)}
+            )
+            sol, created = records.register(
+                reg, model.state_dict(), key=key, kind="anchor", arch=config["arch"], arch_kwargs=config["arch_kwargs"],
+                dataset=config["dataset"], recipe=config["recipe"], config=config, seed=seed, epochs=config["epochs"],
+                metrics=metrics, device=str(dev), wall_seconds=wall, history=history.rows,
+            )
+            resume.remove()
+            manage.release_run(resume.folder)
+            finish_tracking(logger, reg, sol)
         reporter.log(
             f"seed {seed}: solution {sol.id}  train acc {metrics['train_acc']:.1f}%  test acc {metrics['test_acc']:.1f}%"
             f"  ({wall:.1f}s)"

@@ -88,13 +88,19 @@ def train(
     gpus_per_job: float | None = None,
     slurm_cluster: str = "slurm",
     ray_address: str | None = None,
+    tracking=None,
 ) -> list:
-    """Train one anchor per seed on `executor`; returns `anchors.Outcome`s in seed order."""
+    """Train one anchor per seed on `executor`; returns `anchors.Outcome`s in seed order.
+
+    `tracking` (see anchors.Tracking) streams epochs live when training runs in this process; runs in
+    workers are logged to the tracker once registered, from the history stored with them."""
     reporter = reporter or Reporter()
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     slots = _pool_slots(device, jobs) if executor == "local" else []
     if executor == "local" and not slots:
-        return anchors.train(reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=reporter)
+        return anchors.train(
+            reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=reporter, tracking=tracking
+        )
     # Load (and download) the data once here, not in every worker at once: no download race, and a
     # missing --data-dir is one line now rather than fifty failed jobs later. A remote Ray cluster has
     # its own disks, so there each worker loads (and downloads) for itself.
@@ -115,7 +121,12 @@ def train(
         results = _run_slurm(job, seeds, device, jobs, reg.home, partition, time, gpus_per_job, slurm_cluster, reporter)
     else:
         results = _run_ray(job, seeds, device, jobs, gpus_per_job, ray_address, reporter)
-    return _outcomes(reg, seeds, results)
+    outcomes = _outcomes(reg, seeds, results)
+    if tracking is not None:
+        for o in outcomes:
+            if o.trained:
+                anchors.replay(tracking, reg, o.solution)
+    return outcomes
 
 
 def check_options(

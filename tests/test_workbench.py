@@ -189,3 +189,66 @@ def test_a_missing_tracker_library_is_one_line_before_any_training(world, reg, c
     assert [s.id for s in records.query(reg)] == before
     code, _, err = cli("train", "--seed", "1", "--log", "neptune")
     assert code == 2 and "unknown tracker 'neptune'" in err
+
+
+_SWEEP = """
+name = "tiny-log"
+description = "a seconds-long sweep for --log"
+recipe = "mnist1d-mlp"
+[train]
+epochs = 2
+[grid]
+widths = [4]
+anchor_seeds = "1-2"
+anchors = [2]
+held_out_seeds = "11"
+t_sampling = ["uniform"]
+[star]
+epochs = 2
+[barriers]
+points = 3
+splits = ["train", "test"]
+"""
+
+
+def _tensorboard_runs(folder) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for run in sorted(p for p in folder.iterdir() if p.is_dir()):
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        out[run.name] = [(e.step, e.value) for e in acc.Scalars("epoch/train_loss")]
+    return out
+
+
+def test_sweep_with_log_gives_a_run_per_training_and_star(home, mnist1d_cache, tmp_path, cli):
+    import shutil
+
+    (home / "datasets").mkdir(parents=True)
+    shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")
+    (tmp_path / "s.toml").write_text(_SWEEP)
+    code, _, err = cli("sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                       "--log", "tensorboard", "--log-dir", str(tmp_path / "tb"), "--json")  # fmt: skip
+    assert code == 0, err
+    runs = _tensorboard_runs(tmp_path / "tb")
+    assert len(runs) == 4  # anchors of seeds 1, 2 and 11, and one star
+    assert sorted(len(v) for v in runs.values()) == [2, 2, 2, 2]
+
+
+def test_trainings_in_worker_processes_are_logged_from_their_stored_history(home, mnist1d_cache, tmp_path, cli):
+    import shutil
+
+    from registry import open_registry
+
+    (home / "datasets").mkdir(parents=True)
+    shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")
+    code, _, err = cli("train", "--seed", "1-2", "--width", "8", "--epochs", "2", "--device", "cpu", "--jobs", "2",
+                       "--log", "tensorboard", "--log-dir", str(tmp_path / "tb"))  # fmt: skip
+    assert code == 0, err
+    reg = open_registry(home)
+    want = sorted([(r["epoch"], r["train_loss"]) for r in s.history] for s in records.query(reg))
+    reg.close()
+    got = sorted(_tensorboard_runs(tmp_path / "tb").values())
+    assert [[e for e, _ in run] for run in got] == [[1, 2], [1, 2]]
+    assert [[pytest.approx(v, rel=1e-6) for _, v in run] for run in got] == [[v for _, v in run] for run in want]

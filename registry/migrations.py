@@ -75,6 +75,13 @@ def m003_provenance(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE solutions ADD COLUMN target_id INTEGER REFERENCES solutions(id)"))
 
 
+@migration
+def m004_workbench(conn: Connection) -> None:
+    """Labels a researcher gives (tags, a note) and the per-epoch training loss of anchors and stars."""
+    for column in ("tags JSON", "note TEXT", "history JSON"):
+        conn.execute(sa.text(f"ALTER TABLE solutions ADD COLUMN {column}"))
+
+
 def _migrations_table() -> sa.Table:
     return sa.Table(
         "migrations",

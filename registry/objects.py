@@ -99,6 +99,26 @@ class ObjectStore(BlobStore):
         self._keep(data)
         return data
 
+    def holds(self, sha256: str) -> bool:
+        return bool(self._call("read from", self.fs.exists, self._key(sha256)))
+
+    def delete(self, sha256: str) -> bool:
+        self.cache.delete(sha256)
+        if not self.holds(sha256):
+            return False
+        self._call("delete from", self.fs.rm_file, self._key(sha256))
+        return True
+
+    def shas(self) -> list[str]:
+        base = f"{self.root}/sha256"
+        found = self._call("list", self.fs.find, base)
+        out = []
+        for key in found:
+            prefix, _, name = key[len(base) + 1 :].partition("/")
+            if len(prefix) == 2 and name.endswith(".safetensors") and "/" not in name:
+                out.append(prefix + name[: -len(".safetensors")])
+        return sorted(out)
+
     # -- the object store ----------------------------------------------------------------------------
 
     def _key(self, sha256: str) -> str:

@@ -52,6 +52,18 @@ class BlobStore:
         """The blob's bytes; CorruptBlobError when it is missing or they do not hash to `sha256`."""
         raise NotImplementedError
 
+    def holds(self, sha256: str) -> bool:
+        """Whether the blob is there at all (its bytes are checked when it is read)."""
+        raise NotImplementedError
+
+    def delete(self, sha256: str) -> bool:
+        """Remove the blob; False when it was not there. Callers make sure no row references it."""
+        raise NotImplementedError
+
+    def shas(self) -> list[str]:
+        """The sha256 of every blob in the store (for garbage collection)."""
+        raise NotImplementedError
+
     def put(self, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> str:
         from safetensors.torch import save
 
@@ -81,6 +93,22 @@ class CheckpointStore(BlobStore):
     def holds(self, sha256: str) -> bool:
         """Whether a file is there at all (its bytes are checked when it is read)."""
         return self.path(sha256).exists()
+
+    def delete(self, sha256: str) -> bool:
+        path = self.path(sha256)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        try:
+            path.parent.rmdir()  # only when empty: another blob of the same prefix keeps it
+        except OSError:
+            pass
+        return True
+
+    def shas(self) -> list[str]:
+        base = self.root / "sha256"
+        return sorted(p.parent.name + p.stem for p in base.glob("??/*.safetensors")) if base.is_dir() else []
 
     def put_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()

@@ -40,6 +40,10 @@ class Solution(SQLModel, table=True):
     anchors: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     source_id: Optional[int] = Field(default=None, foreign_key="solutions.id")
     target_id: Optional[int] = Field(default=None, foreign_key="solutions.id")
+    # m004: nullable, so rows written before it read back as None (treat as "no tags", "no history").
+    tags: Optional[list[str]] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    note: Optional[str] = None
+    history: Optional[list[dict[str, Any]]] = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class BarrierResult(SQLModel, table=True):

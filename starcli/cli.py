@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from .commands import alignment, app, experiments, solutions, star  # noqa: F401  (each module adds its commands)
+from .commands import alignment, app, experiments, solutions, star, workbench  # noqa: F401  (each module adds its commands)
 
 
 def main(argv: list[str] | None = None) -> int:

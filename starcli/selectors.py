@@ -97,3 +97,45 @@ def check_finite(value: float | None, flag: str, lo: float = 0.0, *, strict: boo
     if not ok or value < lo or (strict and value == lo):
         raise UsageError(f"{flag} must be a finite number {'>' if strict else '>='} {lo:g}, got {value!r}")
     return value
+
+
+# Attributes a solution selector may name: integer ones take id selectors (1-5,9), the others exact values.
+INTEGER_ATTRIBUTES = ("id", "seed", "width", "epochs")
+TEXT_ATTRIBUTES = ("kind", "recipe", "arch", "dataset", "tag")
+ATTRIBUTES = INTEGER_ATTRIBUTES + TEXT_ATTRIBUTES
+
+
+def is_attribute_selector(text: str) -> bool:
+    return "=" in str(text)
+
+
+def parse_attributes(text: str, what: str = "id") -> dict[str, list]:
+    """`seed=1-5,recipe=mnist1d-mlp` -> {"seed": [1..5], "recipe": ["mnist1d-mlp"]}.
+
+    A comma starts a new attribute only where the next part has an `=`: `seed=1-3,7,kind=anchor` reads as
+    seed in {1, 2, 3, 7} and kind anchor. Values of one attribute are alternatives; attributes all must hold.
+    """
+    raw: dict[str, list[str]] = {}
+    current = None
+    for part in str(text).split(","):
+        part = part.strip()
+        name, eq, value = part.partition("=")
+        if eq:
+            current = name.strip().lower()
+            if current not in ATTRIBUTES:
+                raise UsageError(
+                    f"unknown attribute {name.strip()!r} in {what} selector {text!r}; use {', '.join(ATTRIBUTES)}"
+                )
+            if current in raw:
+                raise UsageError(f"{what} selector {text!r} names {current} twice; list its values after one {current}=")
+            raw[current] = [value.strip()]
+        elif current is None:
+            raise UsageError(f"malformed {what} selector {text!r}: write attr=value parts, e.g. seed=1-5,recipe=mnist1d-mlp")
+        else:
+            raw[current].append(part)
+    out: dict[str, list] = {}
+    for name, values in raw.items():
+        if any(not v for v in values):
+            raise UsageError(f"empty value for {name} in {what} selector {text!r}")
+        out[name] = parse_ids(",".join(values), name) if name in INTEGER_ATTRIBUTES else values
+    return out

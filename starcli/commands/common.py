@@ -48,6 +48,8 @@ SlurmClusterOpt = typer.Option(
     "slurm", "--slurm-cluster", help="slurm: slurm, or local/debug to try the submission on this machine."
 )
 RayAddressOpt = typer.Option(None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray).")
+LogOpt = typer.Option(None, "--log", help="Stream each run's per-epoch loss to mlflow | tensorboard | wandb (offline).")
+LogDirOpt = typer.Option(None, "--log-dir", help="Where --log writes: a folder (or MLflow tracking URI); default <home>/<tracker>.")
 
 
 def registry(create: bool = True, read_only: bool = False):
@@ -103,6 +105,30 @@ def device(name: str) -> str:
 
     devices.check(name)
     return name
+
+
+def tracking(reg, log: str | None, log_dir: str | None):
+    """The live tracker `--log` asks for (checked before any training starts), or None."""
+    if log is None:
+        return None
+    from starcli.solutions import tracking as tr
+
+    return tr.live(log, log_dir or tr.default_dest(reg, log))
+
+
+def solution_ids(text: str, what: str = "id", unique: bool = False) -> list[int]:
+    """Solution ids from plain ids (`1-5`) or attributes (`seed=1-5,recipe=mnist1d-mlp`); `unique`: a
+    solution listed twice is a usage error."""
+    from starcli.selectors import is_attribute_selector, parse_ids
+
+    if not is_attribute_selector(text):
+        return parse_ids(text, what, unique=unique)
+    from starcli.solutions import records
+
+    reg = registry(create=False)
+    if reg is None:
+        raise UsageError(f"{what} selector {text!r} names attributes, but there is no registry here yet")
+    return records.select_ids(reg, text, what)
 
 
 def flatten_metrics(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -25,6 +25,8 @@ def sweep(
     download: bool = common.DownloadOpt,
     plan: bool = typer.Option(False, "--plan", help="Validate the file and print what a run needs; compute nothing."),
     force: bool = common.ForceOpt,
+    log: Optional[str] = common.LogOpt,
+    log_dir: Optional[str] = common.LogDirOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
@@ -51,10 +53,12 @@ def sweep(
     common.check_out_folder(folder, force)
     common.device(device)
     reg = common.registry()
+    tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     with rep.live():
         result = sweeps.run(
-            reg, spec, folder, device=device, data_dir=data_dir, download=download, executor=executor, jobs=jobs, reporter=rep
+            reg, spec, folder, device=device, data_dir=data_dir, download=download, executor=executor, jobs=jobs,
+            reporter=rep, tracking=tracking,
         )
     if json_:
         common.echo_json({k: v for k, v in result.items() if k != "cells"})  # cells hold every curve: see results.json
@@ -87,8 +91,8 @@ def soup(
     if (anchors is None) == (star is None):
         raise UsageError("give the anchors to average: --anchors 1-5, or --star S for that star's anchors")
     check_id(star, "--star")
-    given = common.ids(anchors, "anchor", unique=True) if anchors is not None else None
-    held = common.ids(held_out, "held-out", unique=True) if held_out else []
+    given = common.solution_ids(anchors, "anchor", unique=True) if anchors is not None else None
+    held = common.solution_ids(held_out, "held-out", unique=True) if held_out else []
     calibration = _bn_calibration(bn_calibration)
     common.device(device)
     reg = common.registry(create=False)
@@ -171,7 +175,7 @@ def report(
 
     bma.check_samples(samples)
     check_id(star, "--star")
-    held = common.ids(held_out, "held-out", unique=True) if held_out else None
+    held = common.solution_ids(held_out, "held-out", unique=True) if held_out else None
     common.check_out_folder(out, force)
     common.device(device)
     reg = common.registry(create=False)

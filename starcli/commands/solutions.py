@@ -15,8 +15,9 @@ from starcli.reports.tables import table_text
 from . import app, common
 
 # Every kind a solution can have (records.register is called with one of these).
-KINDS = ("anchor", "star", "external", "aligned", "soup")
 LIST_COLUMNS = ["id", "kind", "arch", "width", "seed", "dataset", "recipe", "epochs", "train_acc", "test_acc", "train_loss"]
+# A star's own columns in `list`, shown when any listed solution is one (anchors_n: how many anchors).
+STAR_COLUMNS = ["anchors_n", "t_sampling", "mu_star", "align"]
 
 
 @app.command()
@@ -38,6 +39,8 @@ def train(
     gpus_per_job: Optional[float] = common.GpusPerJobOpt,
     slurm_cluster: str = common.SlurmClusterOpt,
     ray_address: Optional[str] = common.RayAddressOpt,
+    log: Optional[str] = common.LogOpt,
+    log_dir: Optional[str] = common.LogDirOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Train one solution per seed and register it as an anchor (seeds already trained are skipped)."""
@@ -52,12 +55,13 @@ def train(
     if executor == "local":
         common.device(device)  # remote executors resolve the device on their nodes
     reg = common.registry()
+    tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     with rep.live():
         outcomes = executors.train(
             reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
             reporter=rep, partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster,
-            ray_address=ray_address,
+            ray_address=ray_address, tracking=tracking,
         )
     rows = [records.record(reg, o.solution) for o in outcomes]
     if json_:
@@ -103,30 +107,40 @@ def register(
 
 @app.command("list")
 def list_(
-    kind: Optional[str] = typer.Option(None, "--kind", help="anchor, star, external, aligned, soup..."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="anchor, star, soup, aligned or external."),
     arch: Optional[str] = typer.Option(None, "--arch"),
     dataset: Optional[str] = typer.Option(None, "--dataset"),
     width: Optional[int] = typer.Option(None, "--width"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Only solutions of this recipe."),
+    seed: Optional[str] = typer.Option(None, "--seed", "-s", help="Seeds: 3, 1-5, 1,3,7."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Only solutions with this tag."),
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
 ) -> None:
-    """List registered solutions."""
+    """List registered solutions (a star also shows its anchor count, t-sampling, μ* and anchor alignment)."""
     from starcli.selectors import check_int
     from starcli.solutions import records
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    if kind is not None and kind not in KINDS:
-        raise UsageError(f"unknown --kind {kind!r}; kinds: {', '.join(KINDS)}")
+    records.check_kind(kind)
     check_int(width, "--width", 0, 2**63 - 1)
+    seeds = common.ids(seed, "seed") if seed is not None else None
     reg = common.registry(create=False, read_only=True)
-    rows = [records.record(reg, s) for s in records.query(reg, kind, arch, dataset, width)] if reg else []
+    sols = records.query(reg, kind, arch, dataset, width, recipe=recipe, tag=tag, seeds=seeds) if reg else []
+    rows = [records.record(reg, s) | records.star_settings(s) for s in sols]
     if fmt == "json":
         common.echo_json(rows)
     elif not rows and fmt is None:
-        print("no solutions registered yet; train some with `starlight train --seed 1-5`", file=sys.stderr)
+        filtered = any(v is not None for v in (kind, arch, dataset, width, recipe, seed, tag))
+        print("no solutions match these filters" if filtered and reg else
+              "no solutions registered yet; train some with `starlight train --seed 1-5`", file=sys.stderr)
     else:
-        sys.stdout.write(table_text(common.flatten_metrics(rows), LIST_COLUMNS, fmt))
+        columns = LIST_COLUMNS + (STAR_COLUMNS if any(r.get("anchors_n") for r in rows) else [])
+        columns += ["tags"] if any(r["tags"] for r in rows) else []
+        for r in rows:
+            r["tags"] = ",".join(r["tags"])
+        sys.stdout.write(table_text(common.flatten_metrics(rows), columns, fmt))
 
 
 @app.command()
@@ -154,12 +168,16 @@ def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = commo
 
 @app.command()
 def doctor(
-    data_dir: Optional[str] = common.DataDirOpt, json_: bool = common.JsonOpt
+    data_dir: Optional[str] = common.DataDirOpt,
+    fix: bool = typer.Option(
+        False, "--fix", help="Delete orphan checkpoints and stale runs/ folders (untouched 1 h, no training holds them)."
+    ),
+    json_: bool = common.JsonOpt,
 ) -> None:
-    """Versions, devices, registry location and which datasets are available."""
+    """Versions, devices, registry location, which datasets are available, and garbage (see --fix)."""
     from starcli.solutions import doctor as doc
 
-    info = doc.report(common.state.home, data_dir)
+    info = doc.report(common.state.home, data_dir, fix=fix)
     if json_:
         common.echo_json(info)
         return
@@ -169,7 +187,7 @@ def doctor(
             for k, v in value.items():
                 print(f"  {k:<14} {v}")
         elif isinstance(value, list):
-            print(f"{key}: {', '.join(value)}")
+            print(f"{key}: {', '.join(value) or 'none'}")
         else:
             print(f"{key}: {value}")
 

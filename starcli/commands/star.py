@@ -17,7 +17,9 @@ from . import app, common
 
 @app.command()
 def star(
-    anchors: str = typer.Option(..., "--anchors", "-a", help="Anchor ids: 1-5, 1,3,7."),
+    anchors: str = typer.Option(
+        ..., "--anchors", "-a", help="Anchor ids: 1-5, 1,3,7, or attributes: seed=1-5,recipe=mnist1d-mlp."
+    ),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: the anchors' recipe."),
     t_sampling: str = typer.Option("uniform", "--t-sampling", help="uniform | beta:A,B | constant:T"),
     samples_per_step: int = typer.Option(1, "--samples-per-step", help="Anchor/t draws averaged per batch."),
@@ -33,6 +35,8 @@ def star(
     gpus_per_job: Optional[float] = common.GpusPerJobOpt,
     slurm_cluster: str = common.SlurmClusterOpt,
     ray_address: Optional[str] = common.RayAddressOpt,
+    log: Optional[str] = common.LogOpt,
+    log_dir: Optional[str] = common.LogDirOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Build a star model from anchors with the Starlight algorithm and register it (kind star).
@@ -43,7 +47,7 @@ def star(
     from starcli.selectors import check_finite, check_int, check_seed
     from starcli.solutions import executors, records
 
-    anchor_ids = common.ids(anchors, "anchor id", unique=True)
+    anchor_ids = common.solution_ids(anchors, "anchor id", unique=True)
     executors.check_options(executor, None, partition, time, gpus_per_job, slurm_cluster, ray_address)
     if len(anchor_ids) < 2:
         raise UsageError(f"a star needs at least 2 anchors, got --anchors {anchors}")
@@ -54,6 +58,7 @@ def star(
     TSampling.parse(t_sampling)
     common.device(device)
     reg = common.registry()
+    tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     spec = dict(
         anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step,
@@ -62,7 +67,7 @@ def star(
     with rep.live():
         [(sol, created)] = executors.build_stars(
             reg, [spec], executor=executor, device=device, reporter=rep, partition=partition, time=time,
-            gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
+            gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address, tracking=tracking,
         )
     rec = records.record(reg, sol)
     if json_:
@@ -113,7 +118,7 @@ def barrier(
     from starcli.solutions.barriers import _parse_options
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    held = common.ids(held_out, "held-out id", unique=True) if held_out else None
+    held = common.solution_ids(held_out, "held-out id", unique=True) if held_out else None
     pairs = [tuple(pair)] if pair and pair[0] is not None else None
     check_id(star, "--star")
     for a in pairs[0] if pairs else ():

@@ -35,6 +35,7 @@ def run(
     executor: str = "local",
     jobs: int | None = None,
     reporter: Reporter | None = None,
+    tracking=None,
 ) -> dict[str, Any]:
     """Train what is missing, build every star, measure every barrier, write the report folder.
 
@@ -51,7 +52,9 @@ def run(
 
     ids: dict[Any, dict[int, int]] = {}  # width → seed → solution id
     for width in sweep.widths:
-        outcomes = _train(reg, sweep.config(width), sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter)
+        outcomes = _train(
+            reg, sweep.config(width), sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter, tracking
+        )
         computed["training_runs"] += sum(o.trained for o in outcomes)
         ids[width] = {o.solution.seed: o.solution.id for o in outcomes}
         overall.advance(step=f"trained width {width}")
@@ -60,7 +63,7 @@ def run(
     anchor_sets = [[ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]] for cell in cells]
     built = executors.build_stars(
         reg, [_star_spec(sweep, cell, anchors) for cell, anchors in zip(cells, anchor_sets)],
-        executor=executor, device=device, jobs=jobs, reporter=reporter,
+        executor=executor, device=device, jobs=jobs, reporter=reporter, tracking=tracking,
     )
     # Barrier pairs run on the executor too, in --jobs batches (local: in this process unless --jobs > 1).
     fan_out = partial(executors.barrier, executor=executor, jobs=jobs)
@@ -111,9 +114,10 @@ def _task(sweep: Sweep) -> str:
     return data.info(sweep.config(sweep.widths[0])["dataset"]).task
 
 
-def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter):
+def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter, tracking=None):
     return executors.train(
-        reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download, reporter=reporter
+        reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
+        reporter=reporter, tracking=tracking,
     )
 
 

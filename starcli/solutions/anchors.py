@@ -9,8 +9,9 @@ nets, several threads, GPUs) the seeds train one after another.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -22,11 +23,48 @@ from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError
 from starcli.progress import Reporter
 
-from . import records
+from . import manage, records
+
+# Opens a live tracker run for one training: (name, resolved config, tags) -> a starcli.trackers.Logger.
+Tracking = Callable[[str, dict[str, Any], dict[str, Any]], Any]
 
 # Whether stacking is exact, per (config, device, threads, number of seeds): the self-test costs a
 # fraction of a second, once per process and setting.
 _EXACT: dict[tuple, bool] = {}
+
+
+class History:
+    """The per-epoch rows of one training ({"epoch", "train_loss"}: the mean loss of the epoch's batches),
+    stored with the solution; forwarded to a live tracker run when there is one."""
+
+    def __init__(self, task=None, logger=None):
+        self.rows: list[dict[str, Any]] = []
+        self.task, self.logger = task, logger
+
+    def __call__(self, epoch: int, loss: float) -> None:
+        row = {"epoch": int(epoch), "train_loss": float(loss)}
+        self.rows.append(row)
+        if self.task is not None:
+            self.task.advance(loss=loss)
+        if self.logger is not None:
+            self.logger.log_epoch(epoch, row)
+
+
+def replay(tracking: Tracking, reg: Registry, sol: Solution) -> None:
+    """A run trained elsewhere (a worker), logged after the fact from its stored history."""
+    with tracking(f"anchor seed {sol.seed}", sol.config, {"kind": sol.kind, "seed": sol.seed}) as logger:
+        for row in sol.history or []:
+            logger.log_epoch(row["epoch"], row)
+        finish_tracking(logger, reg, sol)
+
+
+def finish_tracking(logger, reg: Registry, sol: Solution) -> None:
+    """The tracker run ends with the final metrics and, from a local store, the checkpoint as an artifact."""
+    if logger is None:
+        return
+    path = reg.store.path(sol.sha256)
+    checkpoint = path if not isinstance(path, str) and path.is_file() else None
+    logger.finish(sol.metrics, checkpoint=checkpoint)
 
 
 @dataclass
@@ -47,8 +85,10 @@ def train(
     data_dir=None,
     download: bool = False,
     reporter: Reporter | None = None,
+    tracking: Tracking | None = None,
 ) -> list[Outcome]:
     """Train and register one anchor per seed; seeds already registered with this config are skipped.
+    Each run's per-epoch losses are stored with it (and streamed to `tracking`, a live tracker, if given).
 
     A seed that diverges registers nothing; the others still register, then its error is raised."""
     reporter = reporter or Reporter()
@@ -68,11 +108,22 @@ def train(
         test_split = load_split(config["dataset"], "test", dev, data_dir, download, cache)
         fit_many = _fit_stacked if _stacks(config, dev, len(todo)) else _fit_one_by_one
         errors = []
-        for seed, model, wall, error in fit_many(reg, config, todo, dev, train_split, reporter):
-            if error is not None:
-                errors.append(error)
-                continue
-            found[seed] = Outcome(*_register(reg, config, seed, model, dev, wall, train_split, test_split, reporter))
+        with ExitStack() as stack:
+            # The locks tell `doctor --fix` these resume folders are live, however long an epoch takes.
+            for seed in todo:
+                stack.enter_context(manage.run_lock(_resume(reg, config, seed).folder))
+            loggers = {
+                seed: stack.enter_context(tracking(f"anchor seed {seed}", config, {"kind": "anchor", "seed": seed}))
+                for seed in todo
+            } if tracking is not None else {}
+            histories = {seed: History(reporter.task(f"seed {seed}", config["epochs"]), loggers.get(seed)) for seed in todo}
+            for seed, model, wall, error in fit_many(reg, config, todo, dev, train_split, histories):
+                histories[seed].task.done()
+                if error is not None:
+                    errors.append(error)
+                    continue
+                found[seed] = Outcome(*_register(reg, config, seed, model, dev, wall, train_split, test_split, reporter,
+                                                 histories[seed], loggers.get(seed)))
         if errors:
             raise errors[0]
     return [found[seed] for seed in seeds]
@@ -91,46 +142,44 @@ def _resume(reg: Registry, config: dict[str, Any], seed: int) -> ResumeFile:
     return ResumeFile(reg.home / "runs" / anchor_key(config, seed)[:24])
 
 
-def _fit_one_by_one(reg, config, seeds, dev, split: Split, reporter):
+def _fit_one_by_one(reg, config, seeds, dev, split: Split, histories: dict[int, History]):
     """(seed, model, wall seconds, error) per seed, training them one after another."""
     for seed in seeds:
-        task = reporter.task(f"seed {seed}", config["epochs"])
         start = time.perf_counter()
         try:
-            model = training.fit(config, seed, dev, split, _resume(reg, config, seed), on_epoch=lambda e, loss: task.advance(loss=loss))
+            model = training.fit(config, seed, dev, split, _resume(reg, config, seed), on_epoch=histories[seed])
         except StarlightError as e:
             if not str(e).startswith(f"seed {seed}:"):
                 raise
-            task.done()
             yield seed, None, 0.0, e
             continue
-        task.done()
         yield seed, model, time.perf_counter() - start, None
 
 
-def _fit_stacked(reg, config, seeds, dev, split: Split, reporter):
+def _fit_stacked(reg, config, seeds, dev, split: Split, histories: dict[int, History]):
     """The same, all seeds in one stacked pass; each seed's wall time is its share of the pass."""
-    tasks = {seed: reporter.task(f"seed {seed}", config["epochs"]) for seed in seeds}
     start = time.perf_counter()
     runs = stacked.fit_stacked(
         config, seeds, dev, split, [_resume(reg, config, s) for s in seeds],
-        on_epoch=lambda seed, e, loss: tasks[seed].advance(loss=loss),
+        on_epoch=lambda seed, e, loss: histories[seed](e, loss),
     )
     wall = (time.perf_counter() - start) / len(seeds)
     for run in runs:
-        tasks[run.seed].done()
         yield run.seed, run.model, wall, run.error
 
 
-def _register(reg, config, seed, model, dev, wall, train_split, test_split, reporter) -> tuple[Solution, bool]:
+def _register(reg, config, seed, model, dev, wall, train_split, test_split, reporter, history, logger) -> tuple[Solution, bool]:
     """(solution, created): created is False when a concurrent run of the same seed registered it first."""
     metrics = evaluation.metrics(model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)})
     sol, created = records.register(
         reg, model.state_dict(), key=anchor_key(config, seed), kind="anchor", arch=config["arch"],
         arch_kwargs=config["arch_kwargs"], dataset=config["dataset"], recipe=config["recipe"], config=config, seed=seed,
-        epochs=config["epochs"], metrics=metrics, device=str(dev), wall_seconds=wall,
+        epochs=config["epochs"], metrics=metrics, device=str(dev), wall_seconds=wall, history=history.rows,
     )
-    _resume(reg, config, seed).remove()
+    resume = _resume(reg, config, seed)
+    resume.remove()
+    manage.release_run(resume.folder)
+    finish_tracking(logger, reg, sol)
     reporter.log(
         f"seed {seed}: solution {sol.id}  train acc {metrics['train_acc']:.1f}%  test acc {metrics['test_acc']:.1f}%"
         f"  ({wall:.1f}s)"

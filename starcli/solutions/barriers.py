@@ -301,3 +301,93 @@ def measured_held_outs(reg, star) -> list[int]:
         rows = s.exec(select(BarrierResult).where(or_(BarrierResult.a_id == star.id, BarrierResult.b_id == star.id))).all()
     others = {r.b_id if r.a_id == star.id else r.a_id for r in rows}
     return sorted(others - set(star.anchors) - {star.id})
+
+
+# --- what is stored: `starlight barriers`, `starlight curves` ------------------------------------------
+
+STORED_KINDS = (STAR_PAIRS, REGULAR_PAIRS, PLAIN_PAIRS)
+
+
+def _kind_of(a, b, stars_of_b: list) -> str:
+    """A stored row's kind: star–held-out when A is a star (or soup) and B not one of its anchors;
+    regular–held-out when A is an anchor of a star measured against B; otherwise a plain pair."""
+    if a.anchors and b.id not in a.anchors and b.id != a.id:
+        return STAR_PAIRS
+    if any(a.id in (s.anchors or []) for s in stars_of_b):
+        return REGULAR_PAIRS
+    return PLAIN_PAIRS
+
+
+def stored_rows(reg, star: int | None = None, kinds: list[str] | None = None, pairs: list[tuple[int, int]] | None = None):
+    """(row, kind) of stored barrier rows: all, those of one star (its pairs and its anchors' against its
+    held-outs), or of the given (a, b) pairs; kinds filter by kind."""
+    for kind in kinds or []:
+        if kind not in STORED_KINDS:
+            raise UsageError(f"unknown pair kind {kind!r}; the kinds are {', '.join(STORED_KINDS)}")
+    star_sol = records.get(reg, star) if star is not None else None
+    with reg.session() as s:
+        stmt = select(BarrierResult).order_by(BarrierResult.id)
+        if star_sol is not None:
+            held = measured_held_outs(reg, star_sol)
+            stmt = stmt.where(or_(
+                BarrierResult.a_id == star_sol.id,
+                col(BarrierResult.a_id).in_(star_sol.anchors or []) & col(BarrierResult.b_id).in_(held),
+            ))
+        rows = list(s.exec(stmt))
+    if pairs is not None:
+        wanted = set(pairs)
+        rows = [r for r in rows if (r.a_id, r.b_id) in wanted]
+    by_id = {sol.id: sol for sol in records.get_many(reg, sorted({i for r in rows for i in (r.a_id, r.b_id)}))}
+    with reg.session() as s:  # every (star, b) measured, to tell an anchor's baseline pair from a plain one
+        star_rows = [(r.a_id, r.b_id) for r in s.exec(select(BarrierResult))]
+    stars = {sol.id: sol for sol in records.get_many(reg, sorted({a for a, _ in star_rows})) if sol.anchors}
+    stars_of: dict[int, list] = {}
+    for a, b in star_rows:
+        if a in stars and b not in stars[a].anchors:
+            stars_of.setdefault(b, []).append(stars[a])
+    if star_sol is not None:  # with --star, the baseline is that star's
+        stars_of = {b: [star_sol] for b in stars_of}
+    out = [(r, _kind_of(by_id[r.a_id], by_id[r.b_id], stars_of.get(r.b_id, []))) for r in rows]
+    return [(r, k) for r, k in out if not kinds or k in kinds]
+
+
+def stored(reg, star: int | None = None, kinds: list[str] | None = None) -> list[dict[str, Any]]:
+    """One record per stored row: the pair, its kind, the settings it was measured under and its barriers."""
+    out = []
+    for row, kind in stored_rows(reg, star, kinds):
+        splits = tuple(s for s in row.settings["splits"] if s in row.result)
+        rec = pair_record(row.a_id, row.b_id, kind, row.result, splits)
+        item: dict[str, Any] = {"id": row.id, "a": row.a_id, "b": row.b_id, "kind": kind}
+        item.update({k: row.settings[k] for k in ("points", "bn_calibration", "batch_size", "align")})
+        item["splits"] = ",".join(splits)
+        for split in ("train", "test"):
+            if split in rec:
+                item[f"{split}_loss_barrier"] = rec[split]["loss_barrier"]
+                item[f"{split}_acc_barrier"] = rec[split]["acc_barrier"]
+        item["settings_hash"] = row.settings_hash[:12]
+        item["created_at"] = row.created_at.isoformat(timespec="seconds") + "Z"
+        out.append(item)
+    return out
+
+
+def curves(reg, pairs: list[tuple[int, int]] | None = None, star: int | None = None) -> list[dict[str, Any]]:
+    """The tidy table of stored curves: one row per (pair, settings, split, t) with loss and accuracy."""
+    if not pairs and star is None:
+        raise UsageError("say which curves: pairs like 6-7 7-8, or --star S")
+    rows = stored_rows(reg, star, None, pairs)
+    if pairs:
+        missing = [f"{a}-{b}" for a, b in pairs if not any((r.a_id, r.b_id) == (a, b) for r, _ in rows)]
+        if missing:
+            raise StarlightError(
+                f"no stored barrier for pair {', '.join(missing)}; measure it with `starlight barrier --pair A B`"
+            )
+    out = []
+    for row, kind in rows:
+        for split in row.settings["splits"]:
+            curve = row.result.get(split)
+            if curve is None:
+                continue
+            for t, loss, acc in zip(row.result["t"], curve["loss"], curve["acc"]):
+                out.append({"pair": f"{row.a_id}-{row.b_id}", "a": row.a_id, "b": row.b_id, "kind": kind,
+                            "settings_hash": row.settings_hash[:12], "split": split, "t": t, "loss": loss, "acc": acc})
+    return out

@@ -12,7 +12,7 @@ from starcli.engine import data
 from . import records
 
 
-def report(home=None, data_dir=None) -> dict[str, Any]:
+def report(home=None, data_dir=None, fix: bool = False) -> dict[str, Any]:
 
     devices = ["cpu"]
     if torch.cuda.is_available():
@@ -28,4 +28,15 @@ def report(home=None, data_dir=None) -> dict[str, Any]:
         "checkpoints": reg.store.describe() if reg else paths.store_url(paths.home(home)),
         "solutions": len(records.query(reg)) if reg else 0,
         "datasets": data.available(data_dir),
-    }
+    } | _garbage(reg, fix)
+
+
+def _garbage(reg, fix: bool) -> dict[str, Any]:
+    """Orphan checkpoints and stale runs/ folders: listed, or with fix removed (and listed as removed)."""
+    from . import manage
+
+    if reg is None:
+        return {}
+    found = manage.gc(reg, fix=fix)
+    verb = "removed" if fix else "found"
+    return {f"orphan_checkpoints_{verb}": found["orphan_blobs"], f"stale_runs_{verb}": found["stale_runs"]}

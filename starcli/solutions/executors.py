@@ -92,11 +92,12 @@ class StarJob:
     def weight(self) -> int:
         return 1
 
-    def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, bool]:
-        """(solution id, trained)."""
+    def run(self, reg: Registry, reporter: Reporter | None = None, tracking=None) -> tuple[int, bool]:
+        """(solution id, trained); `tracking` streams its epochs to a live tracker when it runs here."""
         sol, created = stars.build_star(
             reg, list(self.anchors), epochs=self.epochs, t_sampling=self.t_sampling, samples_per_step=self.samples_per_step,
             mu_star=self.mu_star, seed=self.seed, device=self.device, reporter=reporter, align_anchors=self.align_anchors,
+            tracking=tracking,
         )
         return sol.id, created
 
@@ -177,13 +178,19 @@ def train(
     gpus_per_job: float | None = None,
     slurm_cluster: str = "slurm",
     ray_address: str | None = None,
+    tracking=None,
 ) -> list:
-    """Train one anchor per seed on `executor`; returns `anchors.Outcome`s in seed order."""
+    """Train one anchor per seed on `executor`; returns `anchors.Outcome`s in seed order.
+
+    `tracking` (see anchors.Tracking) streams epochs live when training runs in this process; runs in
+    workers are logged to the tracker once registered, from the history stored with them."""
     reporter = reporter or Reporter()
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     slots = _pool_slots(device, jobs) if executor == "local" else []
     if executor == "local" and not slots:
-        return anchors.train(reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=reporter)
+        return anchors.train(
+            reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=reporter, tracking=tracking
+        )
     # Load (and download) the data once here, not in every worker at once: no download race, and a
     # missing --data-dir is one line now rather than fifty failed jobs later. A remote Ray cluster has
     # its own disks, so there each worker loads (and downloads) for itself.
@@ -200,7 +207,12 @@ def train(
         reg, todo, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter,
         slots=slots,
     )
-    return _outcomes(reg, todo, results)
+    outcomes = _outcomes(reg, todo, results)
+    if tracking is not None:
+        for o in outcomes:
+            if o.trained:
+                anchors.replay(tracking, reg, o.solution)
+    return outcomes
 
 
 def build_stars(
@@ -215,6 +227,7 @@ def build_stars(
     gpus_per_job: float | None = None,
     slurm_cluster: str = "slurm",
     ray_address: str | None = None,
+    tracking=None,
 ) -> list[tuple[Any, bool]]:
     """Build one star per spec (`stars.build_star`'s keyword arguments, `anchor_ids` included) on
     `executor`, several at once; returns (solution, created) in spec order. Every spec is checked here
@@ -233,7 +246,7 @@ def build_stars(
             reporter.log(f"star from anchors {plan.config['star']['anchors']}: already registered as solution {plan.existing.id}")
     if executor == "local" and todo and not _pool_slots(device, jobs):
         # One slot: here, with this process's progress bars, exactly as `build_star` runs.
-        results = [job.run(reg, reporter) for job in todo]
+        results = [job.run(reg, reporter, tracking) for job in todo]
     else:
         results = run_jobs(reg, todo, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter)
     raise_failures(todo, results, "star")

@@ -14,11 +14,15 @@ from sqlmodel import col, select
 
 from registry import Registry, Solution
 from starcli.engine.recipes import config_hash
-from starcli.errors import StarlightError
+from starcli.errors import StarlightError, UsageError
 
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
+
+# Every kind `register` is called with (anchors.py, stars.py, soups.py, aligned.py, imports.py).
+KINDS = ("anchor", "star", "soup", "aligned", "external")
+
 
 def record(reg: Registry, sol: Solution, full: bool = False) -> dict[str, Any]:
     """The JSON record of a solution (`show --json` adds config, versions and provenance)."""
@@ -39,6 +43,8 @@ def record(reg: Registry, sol: Solution, full: bool = False) -> dict[str, Any]:
         "wall_seconds": round(sol.wall_seconds, 3),
         "created_at": sol.created_at.isoformat(timespec="seconds") + "Z",
         "anchors": list(sol.anchors or []),
+        "tags": list(sol.tags or []),
+        "note": sol.note,
     }
     if full:
         out.update(config=sol.config, versions=sol.versions, source_id=sol.source_id, target_id=sol.target_id)
@@ -100,15 +106,60 @@ def get_many(reg: Registry, ids: Iterable[int]) -> list[Solution]:
     return [found[i] for i in ids]
 
 
+def check_kind(kind: str | None) -> None:
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}; the kinds are {', '.join(KINDS)}")
+
+
 def query(
-    reg: Registry, kind: str | None = None, arch: str | None = None, dataset: str | None = None, width: int | None = None
+    reg: Registry,
+    kind: str | None = None,
+    arch: str | None = None,
+    dataset: str | None = None,
+    width: int | None = None,
+    *,
+    recipe: str | None = None,
+    tag: str | None = None,
+    seeds: Iterable[int] | None = None,
 ) -> list[Solution]:
+    """Solutions matching every filter given, by id. Each filter may also be a list of alternatives."""
+    check_kind(kind)
+    return _matching(reg, {"kind": kind, "arch": arch, "dataset": dataset, "width": width, "recipe": recipe,
+                           "seed": list(seeds) if seeds is not None else None, "tag": tag})
+
+
+def _matching(reg: Registry, filters: dict[str, Any]) -> list[Solution]:
     stmt = select(Solution).order_by(Solution.id)
-    for column, value in ((Solution.kind, kind), (Solution.arch, arch), (Solution.dataset, dataset), (Solution.width, width)):
-        if value is not None:
-            stmt = stmt.where(column == value)
+    tags: list[str] = []
+    for name, value in filters.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if name == "tag":  # a JSON list: matched here, not in SQL, the same on SQLite and PostgreSQL
+            tags = [str(v) for v in values]
+            continue
+        stmt = stmt.where(col(getattr(Solution, name)).in_(values))
     with reg.session() as s:
-        return list(s.exec(stmt))
+        found = list(s.exec(stmt))
+    return [sol for sol in found if not tags or set(tags) & set(sol.tags or [])]
+
+
+def select_ids(reg: Registry, text: str, what: str = "id") -> list[int]:
+    """A solution selector: plain ids (`1-5,9`, as given) or attributes (`seed=1-5,recipe=mnist1d-mlp`, by id).
+
+    Attributes that match nothing are an error, so `--anchors seed=1-5` never silently means no anchors.
+    """
+    from starcli.selectors import is_attribute_selector, parse_attributes, parse_ids
+
+    if not is_attribute_selector(text):
+        return parse_ids(text, what)
+    attrs = parse_attributes(text, what)
+    for kind in attrs.get("kind", []):
+        check_kind(kind)
+    ids = [sol.id for sol in _matching(reg, attrs)]
+    if not ids:
+        raise StarlightError(f"no solution matches {what} selector {text!r}; see `starlight list`")
+    return ids
 
 
 def solution_key(kind: str, config: dict[str, Any], seed: int | None) -> str:
@@ -140,6 +191,7 @@ def register(
     anchors: list[int] | None = None,
     source_id: int | None = None,
     target_id: int | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> tuple[Solution, bool]:
     """Register a solution of any kind (anchor, star, soup, aligned, external): the one path, which fills
     in the width and the library versions the same way for every kind. Returns (solution, created)."""
@@ -149,7 +201,7 @@ def register(
         reg, tensors, key=key, kind=kind, arch=arch, arch_kwargs=arch_kwargs, width=models.width_of(arch, arch_kwargs),
         seed=seed, dataset=dataset, recipe=recipe, config=config, epochs=epochs, metrics=metrics, device=device,
         wall_seconds=wall_seconds, versions=versions(), anchors=list(anchors or []), source_id=source_id,
-        target_id=target_id,
+        target_id=target_id, history=history,
     )
 
 
@@ -160,19 +212,30 @@ def add(reg: Registry, tensors: dict[str, "torch.Tensor"], **fields: Any) -> tup
     Returns (solution, created). A concurrent writer that registered the same key first wins and
     its row is returned, so two workers given the same seed do not produce two solutions.
     """
-    sha = reg.store.put(tensors, metadata={"arch": fields["arch"]})
+    from safetensors.torch import save
+
+    # Contiguous CPU copies: safetensors refuses views and shared storage.
+    data = save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, metadata={"arch": fields["arch"]})
+    sha = reg.store.put_bytes(data)
     sol = Solution(sha256=sha, **fields)
     try:
         with reg.session() as s:
             s.add(sol)
             s.commit()
             s.refresh(sol)
-        return sol, True
     except IntegrityError:
         existing = by_key(reg, fields["key"])
         if existing is None:
             raise
-        return existing, False
+        sol, created = existing, False
+    else:
+        created = True
+    # `rm`'s garbage collection may have deleted this blob between our put and our insert, when no row
+    # referenced it yet (a re-register of removed weights). Now a row does, so no collector deletes it
+    # again: putting it back once closes the race.
+    if sol.sha256 == sha and not reg.store.holds(sha):
+        reg.store.put_bytes(data)
+    return sol, created
 
 
 def state_dict(reg: Registry, sol: Solution, device: "torch.device | str" = "cpu") -> dict[str, "torch.Tensor"]:
@@ -224,3 +287,25 @@ def require_same_task(sols: list[Solution], role: str = "solutions") -> None:
                 f"{role} must share arch_kwargs: solution {first.id} has {first.arch_kwargs} but "
                 f"{other.id} has {other.arch_kwargs}"
             )
+
+
+def history(reg: Registry, sid: int) -> list[dict[str, Any]]:
+    """A solution's per-epoch training rows; an error naming why when it has none (imported, or older)."""
+    sol = get(reg, sid)
+    if not sol.history:
+        why = "it was not trained here" if sol.kind in ("external", "aligned", "soup") else "it was trained before history was kept"
+        raise StarlightError(f"solution {sid} ({sol.kind}) has no training history: {why}")
+    return [dict(row) for row in sol.history]
+
+
+def star_settings(sol: Solution) -> dict[str, Any]:
+    """What tells stars apart in `list`: anchor count, t-sampling, μ* and whether anchors were re-aligned."""
+    star = (sol.config or {}).get("star") or {}
+    if not sol.anchors:
+        return {}
+    return {
+        "anchors_n": len(sol.anchors),
+        "t_sampling": star.get("t_sampling"),
+        "mu_star": star.get("mu_star"),
+        "align": ("weight" if star.get("align_anchors") else "none") if "align_anchors" in star else None,
+    }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,6 +23,7 @@ from starcli.progress import Reporter
 from starcli.selectors import MAX_SEED
 
 from . import records
+from .anchors import History, finish_tracking
 
 # What a recipe config needs before a star can reuse it (imported checkpoints have none).
 RECIPE_KEYS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "augmentation")
@@ -119,6 +121,7 @@ def build_star(
     device: str = "auto",
     reporter: Reporter | None = None,
     align_anchors: bool = False,
+    tracking: Callable | None = None,
 ) -> tuple[Solution, bool]:
     """Train and register a star from the anchors; returns (solution, created).
 
@@ -141,22 +144,30 @@ def build_star(
     # A killed or requeued star resumes from its last finished epoch, as anchor training does.
     resume = ResumeFile(reg.home / "runs" / key[:24])
     task = reporter.task(f"star from {len(anchors)} anchors", config["epochs"])
-    start = time.perf_counter()
-    model = fit_star(
-        config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign,
-        on_epoch=lambda e, loss: task.advance(loss=loss), resume=resume,
-    )
-    # The running statistics gathered during training describe interpolated networks, not the star.
-    evaluation.recalibrate_bn(model, train_split.x)
-    wall = time.perf_counter() - start
-    task.done()
-    metrics = evaluation.metrics(model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)})
-    sol, created = records.register(
-        reg, model.state_dict(), key=key, kind="star", arch=anchors[0].arch, arch_kwargs=anchors[0].arch_kwargs,
-        dataset=anchors[0].dataset, recipe=recipe.get("recipe"), config=config, seed=seed, epochs=config["epochs"],
-        metrics=metrics, device=str(dev), wall_seconds=wall, anchors=anchor_ids,
-    )
-    resume.remove()
+    with ExitStack() as stack:
+        logger = None
+        if tracking is not None:
+            logger = stack.enter_context(tracking(f"star from {len(anchors)} anchors", config, {"kind": "star", "seed": seed}))
+        history = History(task, logger)
+        start = time.perf_counter()
+        model = fit_star(
+            config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign, on_epoch=history,
+            resume=resume,
+        )
+        # The running statistics gathered during training describe interpolated networks, not the star.
+        evaluation.recalibrate_bn(model, train_split.x)
+        wall = time.perf_counter() - start
+        task.done()
+        metrics = evaluation.metrics(
+            model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)}
+        )
+        sol, created = records.register(
+            reg, model.state_dict(), key=key, kind="star", arch=anchors[0].arch, arch_kwargs=anchors[0].arch_kwargs,
+            dataset=anchors[0].dataset, recipe=recipe.get("recipe"), config=config, seed=seed, epochs=config["epochs"],
+            metrics=metrics, device=str(dev), wall_seconds=wall, anchors=anchor_ids, history=history.rows,
+        )
+        resume.remove()
+        finish_tracking(logger, reg, sol)
     reporter.log(
         f"star: solution {sol.id}  train acc {metrics['train_acc']:.1f}%  test acc {metrics['test_acc']:.1f}%  ({wall:.1f}s)"
     )

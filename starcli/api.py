@@ -1,0 +1,91 @@
+"""starlight for notebooks: what is registered, as pandas DataFrames (pandas is the optional extra `pandas`).
+
+    from starcli import api
+    sols = api.solutions(kind="anchor", recipe="mnist1d-mlp")   # one row per solution, metrics as columns
+    bars = api.barriers(star=9)                                   # stored pairs with their settings and barriers
+    cur = api.curves(star=9)                                      # tidy: pair, split, t, loss, acc
+    hist = api.history(3)                                         # epoch, train_loss
+
+Each function opens the registry at `home` (default $STARLIGHT_HOME or ./.starlight) and reads it only.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+from starcli.errors import StarlightError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        raise StarlightError("starcli.api needs pandas: pip install 'starlight[pandas]'") from None
+    return pandas
+
+
+@contextmanager
+def _registry(home) -> Iterator[Any]:
+    from registry import open_registry
+
+    reg = open_registry(home, create=False)
+    if reg is None:
+        raise StarlightError("there is no registry here yet (train some solutions first, or pass home=)")
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+def solutions(
+    home=None, *, kind: str | None = None, recipe: str | None = None, tag: str | None = None, seeds=None,
+    arch: str | None = None, dataset: str | None = None, width: int | None = None,
+) -> "pd.DataFrame":
+    """One row per solution: the `list --json` record with its metrics (and a star's settings) as columns."""
+    from starcli.solutions import records
+
+    pd = _pandas()
+    with _registry(home) as reg:
+        sols = records.query(reg, kind, arch, dataset, width, recipe=recipe, tag=tag, seeds=seeds)
+        rows = []
+        for sol in sols:
+            rec = records.record(reg, sol) | records.star_settings(sol)
+            rows.append({k: v for k, v in rec.items() if k != "metrics"} | dict(rec["metrics"] or {}))
+    return pd.DataFrame(rows).set_index("id") if rows else pd.DataFrame(columns=["id"]).set_index("id")
+
+
+def barriers(home=None, *, star: int | None = None, kind: str | list[str] | None = None) -> "pd.DataFrame":
+    """One row per stored barrier measurement (`starlight barriers`): pair, kind, settings, barriers per split."""
+    from starcli.solutions import barriers as stored
+
+    pd = _pandas()
+    kinds = [kind] if isinstance(kind, str) else kind
+    with _registry(home) as reg:
+        rows = stored.stored(reg, star=star, kinds=kinds)
+    return pd.DataFrame(rows)
+
+
+def curves(pairs=None, home=None, *, star: int | None = None) -> "pd.DataFrame":
+    """The tidy curve table (`starlight curves`): pair, a, b, kind, settings_hash, split, t, loss, acc.
+
+    pairs: [(a, b), …]; or star=S for all of S's stored pairs."""
+    from starcli.solutions import barriers as stored
+
+    pd = _pandas()
+    with _registry(home) as reg:
+        rows = stored.curves(reg, [tuple(p) for p in pairs] if pairs else None, star=star)
+    return pd.DataFrame(rows)
+
+
+def history(id: int, home=None) -> "pd.DataFrame":
+    """A solution's per-epoch training rows (`starlight history`), indexed by epoch."""
+    from starcli.solutions import records
+
+    pd = _pandas()
+    with _registry(home) as reg:
+        rows = records.history(reg, id)
+    return pd.DataFrame(rows).set_index("epoch")

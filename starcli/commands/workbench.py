@@ -1,0 +1,194 @@
+"""rm, tag, untag, note, history, barriers, curves, export: managing and browsing what is registered."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from starcli.errors import StarlightError
+from starcli.reports.tables import table_text
+
+from . import app, common
+
+BARRIER_COLUMNS = [
+    "id", "a", "b", "kind", "points", "splits", "bn_calibration", "batch_size", "align",
+    "train_loss_barrier", "train_acc_barrier", "test_loss_barrier", "test_acc_barrier", "created_at",
+]  # fmt: skip
+CURVE_COLUMNS = ["pair", "a", "b", "kind", "settings_hash", "split", "t", "loss", "acc"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc"]
+
+
+def _existing_registry():
+    reg = common.registry(create=False)
+    if reg is None:
+        raise StarlightError("there is no registry here yet (train some solutions first)")
+    return reg
+
+
+@app.command()
+def rm(
+    ids: str = typer.Argument(..., help="Solutions: 3, 1-5, or attributes like seed=1-5,recipe=mnist1d-mlp."),
+    cascade: bool = typer.Option(
+        False, "--cascade", help="Also remove what depends on them (stars, soups, aligned copies, barrier rows)."
+    ),
+    json_: bool = common.JsonOpt,
+) -> None:
+    """Remove solutions, their barrier rows and the checkpoints nothing else references."""
+    from starcli.solutions import manage, records
+
+    reg = _existing_registry()
+    removal = manage.remove(reg, records.select_ids(reg, ids, "solution"), cascade=cascade)
+    if json_:
+        common.echo_json(removal.as_dict())
+        return
+    print(
+        f"removed solutions {', '.join(map(str, removal.solutions))}; "
+        f"{len(removal.barriers)} barrier rows; {len(removal.blobs)} checkpoints"
+    )
+
+
+@app.command()
+def tag(
+    ids: str = typer.Argument(..., help="Solutions: 3, 1-5, or attributes like seed=1-5."),
+    name: str = typer.Argument(..., help="The tag, a word (e.g. paper, bad-lr)."),
+) -> None:
+    """Add a tag to solutions (`list --tag NAME` finds them)."""
+    _tag(ids, name, False)
+
+
+@app.command()
+def untag(
+    ids: str = typer.Argument(..., help="Solutions: 3, 1-5, or attributes like tag=paper."),
+    name: str = typer.Argument(..., help="The tag to remove."),
+) -> None:
+    """Remove a tag from solutions."""
+    _tag(ids, name, True)
+
+
+def _tag(ids: str, name: str, remove_it: bool) -> None:
+    from starcli.solutions import manage, records
+
+    reg = _existing_registry()
+    changed = manage.tag(reg, records.select_ids(reg, ids, "solution"), name, remove_it=remove_it)
+    verb = "untagged" if remove_it else "tagged"
+    print(f"{verb} {len(changed)} solutions{': ' + ', '.join(map(str, changed)) if changed else ''}")
+
+
+@app.command()
+def note(
+    id: int = typer.Argument(..., help="Solution id."),
+    text: str = typer.Argument(..., help="The note ('' clears it)."),
+) -> None:
+    """Attach a note to a solution (shown by `show`)."""
+    from starcli.solutions import manage
+
+    manage.note(_existing_registry(), id, text)
+
+
+@app.command()
+def history(
+    id: int = typer.Argument(..., help="Solution id (an anchor or a star)."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the loss per epoch as a PNG."),
+    json_: bool = common.JsonOpt,
+    csv_: bool = common.CsvOpt,
+    md: bool = common.MdOpt,
+) -> None:
+    """The per-epoch training loss of an anchor or a star (the mean over the epoch's batches)."""
+    from starcli.solutions import records
+
+    fmt = common.one_format(json=json_, csv=csv_, md=md)
+    rows = records.history(_existing_registry(), id)
+    if plot:
+        from pathlib import Path
+
+        from starcli.reports.figures import line_plot
+
+        losses = [r["train_loss"] for r in rows]
+        written = line_plot(
+            Path(plot), [r["epoch"] for r in rows], {"train loss": (losses, [None] * len(rows))}, "epoch",
+            "train loss (mean over the epoch's batches)",
+        )  # fmt: skip
+        print(f"wrote {written}", file=sys.stderr)
+    if fmt == "json":
+        common.echo_json(rows)
+    else:
+        sys.stdout.write(table_text(rows, [c for c in HISTORY_COLUMNS if any(c in r for r in rows)], fmt))
+
+
+@app.command()
+def barriers(
+    star: Optional[int] = typer.Option(None, "--star", help="Only this star's pairs (and its anchors' baseline)."),
+    kind: List[str] = typer.Option([], "--kind", help="star-held-out, regular-held-out or pair (repeatable)."),
+    json_: bool = common.JsonOpt,
+    csv_: bool = common.CsvOpt,
+    md: bool = common.MdOpt,
+) -> None:
+    """List the stored barrier measurements with the settings they were measured under."""
+    from starcli.solutions import barriers as stored
+
+    fmt = common.one_format(json=json_, csv=csv_, md=md)
+    reg = common.registry(create=False)
+    rows = stored.stored(reg, star=star, kinds=kind or None) if reg else []
+    if fmt == "json":
+        common.echo_json(rows)
+    elif not rows and fmt is None:
+        print("no barriers stored yet; measure some with `starlight barrier`", file=sys.stderr)
+    else:
+        sys.stdout.write(table_text(rows, BARRIER_COLUMNS, fmt))
+
+
+def parse_pair(text: str) -> tuple[int, int]:
+    from starcli.errors import UsageError
+
+    a, sep, b = text.replace(":", "-").partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        return int(a), int(b)
+    except ValueError:
+        raise UsageError(f"a pair is written A-B (e.g. 6-7), got {text!r}") from None
+
+
+@app.command()
+def curves(
+    pairs: Optional[List[str]] = typer.Argument(None, help="Pairs A-B (e.g. 6-7 6-8), as stored."),
+    star: Optional[int] = typer.Option(None, "--star", help="Every stored pair of this star."),
+    json_: bool = common.JsonOpt,
+    csv_: bool = common.CsvOpt,
+    md: bool = common.MdOpt,
+) -> None:
+    """The stored interpolation curves as a tidy table: pair, split, t, loss, acc (one row per point)."""
+    from starcli.solutions import barriers as stored
+
+    fmt = common.one_format(json=json_, csv=csv_, md=md)
+    rows = stored.curves(_existing_registry(), [parse_pair(p) for p in pairs or []] or None, star=star)
+    if fmt == "json":
+        common.echo_json(rows)
+    else:
+        sys.stdout.write(table_text(rows, CURVE_COLUMNS, fmt))
+
+
+@app.command()
+def export(
+    ids: str = typer.Argument(..., help="Solutions: 3, 1-5, or attributes like tag=paper."),
+    to: str = typer.Option(..., "--to", help="mlflow | tensorboard | wandb (offline)."),
+    log_dir: Optional[str] = typer.Option(
+        None, "--log-dir", help="Folder (or MLflow tracking URI) to write to; default <home>/<tracker>."
+    ),
+    json_: bool = common.JsonOpt,
+) -> None:
+    """Write registered solutions to an experiment tracker: a run per solution and per stored pair among them."""
+    from starcli.solutions import records, tracking
+
+    tracking.check(to, "--to")
+    reg = _existing_registry()
+    result = tracking.export(reg, to, records.select_ids(reg, ids, "solution"), log_dir)
+    if json_:
+        common.echo_json(result)
+        return
+    print(
+        f"exported {len(result['solutions'])} solutions and {len(result['pairs'])} pairs to {to} at "
+        f"{result['destination']}"
+    )

@@ -31,6 +31,8 @@ BnCalibrationOpt = typer.Option(
 )
 DataDirOpt = typer.Option(None, "--data-dir", help="Folder of torchvision datasets (default $STARLIGHT_DATA_DIR).")
 DownloadOpt = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir.")
+FormatOpt = typer.Option(None, "--format", help="Figure format: png | pdf | svg (default: the file's suffix, else png).")
+DpiOpt = typer.Option(None, "--dpi", help="Figure resolution in dots per inch (default 150).")
 ExecutorOpt = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where training runs.")
 
 

@@ -7,6 +7,7 @@ import time
 from typing import Optional, Tuple
 
 import typer
+from typer.core import TyperCommand
 
 from starcli.reports.barrier_text import PAIR_COLUMNS, human_report, pair_rows
 from starcli.reports.tables import table_text
@@ -52,11 +53,38 @@ def star(
     )
 
 
-@app.command()
+class _RepeatablePair(TyperCommand):
+    """`--pair A B` given several times keeps every pair. Typer cannot declare a list of tuples, so the
+    option is declared as one (int, int) and made repeatable here, with its own conversion."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.name == "pair":
+                param.multiple = True
+                param.process_value = lambda ctx, value, p=param: _pairs(ctx, p, value)
+
+
+def _pairs(ctx, param, value) -> list[tuple[int, int]] | None:
+    if not value:
+        return None
+    try:
+        return [(int(a), int(b)) for a, b in value]
+    except ValueError:
+        raise typer.BadParameter("takes two solution ids, e.g. --pair 1 2", ctx=ctx, param=param) from None
+
+
+@app.command(cls=_RepeatablePair)
 def barrier(
     star: Optional[int] = typer.Option(None, "--star", help="Star id: measure it against --held-out."),
     held_out: Optional[str] = common.HeldOutOpt,
-    pair: Optional[Tuple[int, int]] = typer.Option(None, "--pair", help="Measure any two solutions: --pair A B."),
+    pair: Optional[Tuple[int, int]] = typer.Option(
+        None, "--pair", help="Measure any two solutions: --pair A B (repeatable: --pair 1 2 --pair 3 4)."
+    ),
+    matrix: Optional[str] = typer.Option(
+        None, "--matrix", help="Every pair among these ids (e.g. 1-8): a CSV and a heatmap of the train loss barrier."
+    ),
+    out: str = typer.Option(".", "--out", "-o", help="--matrix: folder (or .csv file) for barrier-matrix.csv and its figure."),
     baseline: str = typer.Option("anchors", "--baseline", help="anchors: also every (anchor, held-out) pair | none"),
     points: int = typer.Option(11, "--points", help="Grid size: t = linspace(0, 1, N)."),
     splits: str = typer.Option("train,test", "--splits", help="train, test or train,test."),
@@ -65,32 +93,48 @@ def barrier(
     align: str = typer.Option(
         "auto", "--align", help="auto (weight where the architecture has a spec) | weight | none: permute B to A first."
     ),
-    plot: Optional[str] = typer.Option(None, "--plot", help="Write the curves as a PNG."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the curves as a figure (this file)."),
+    fig_format: str = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
 ) -> None:
-    """Loss and accuracy barriers: star–held-out and regular–held-out pairs, or one --pair."""
+    """Loss and accuracy barriers: star–held-out and regular–held-out pairs, --pair A B (repeatable), or
+    the --matrix of every pair among some solutions."""
+    from starcli.reports import style
     from starcli.solutions.barriers import measure
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
     held = common.ids(held_out, "held-out id") if held_out else None
-    pairs = [tuple(pair)] if pair and pair[0] is not None else None
+    pairs = list(dict.fromkeys(pair)) if pair else None
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
-    reg = common.registry()
-    rep = common.reporter()
-    with rep.live():
-        result = measure(
-            reg, star=star, held_out=held, pairs=pairs, baseline=baseline, points=points, splits=split_names,
-            bn_calibration=bn_calibration, batch_size=batch_size, recompute=recompute, device=device, align=align,
-            reporter=rep,
-        )
-    if plot:
-        from starcli.reports.figures import barrier_plot
+    if matrix is not None and (pairs or star is not None or held):
+        from starcli.errors import UsageError
 
-        print(f"wrote {barrier_plot(result, plot)}", file=sys.stderr)
+        raise UsageError("--matrix measures every pair among its ids: use it without --star, --held-out or --pair")
+    matrix_ids = common.ids(matrix, "solution id") if matrix is not None else None
+    options = dict(points=points, splits=split_names, bn_calibration=bn_calibration, batch_size=batch_size,
+                   recompute=recompute, device=device, align=align)
+    with style.output(fig_format, dpi):
+        reg = common.registry()
+        rep = common.reporter()
+        with rep.live():
+            if matrix_ids is not None:
+                from starcli.experiments.matrix import barrier_matrix, matrix_pairs
+
+                matrix_pairs(matrix_ids)  # its usage errors before any work
+                result = barrier_matrix(reg, matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, **options)
+            else:
+                result = measure(reg, star=star, held_out=held, pairs=pairs, baseline=baseline, reporter=rep, **options)
+        if matrix_ids is not None:
+            print(f"wrote {result['matrix']['csv']} and {result['matrix']['figure']}", file=sys.stderr)
+        if plot:
+            from starcli.reports.figures import barrier_plot
+
+            print(f"wrote {barrier_plot(result, plot)}", file=sys.stderr)
     if fmt == "json":
         common.echo_json(result)
     elif fmt in ("csv", "md"):

@@ -24,6 +24,8 @@ def sweep(
     data_dir: Optional[str] = common.DataDirOpt,
     download: bool = common.DownloadOpt,
     plan: bool = typer.Option(False, "--plan", help="Validate the file and print what a run needs; compute nothing."),
+    fig_format: Optional[str] = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
@@ -46,10 +48,12 @@ def sweep(
             for key, value in info.items():
                 print(f"{key:>14}: {value}")
         return
+    from starcli.reports import style
+
     folder = Path(out) if out else Path("sweeps") / spec.name
     reg = common.registry()
     rep = common.reporter()
-    with rep.live():
+    with style.output(fig_format, dpi), rep.live():
         result = sweeps.run(
             reg, spec, folder, device=device, data_dir=data_dir, download=download, executor=executor, jobs=jobs, reporter=rep
         )
@@ -146,11 +150,14 @@ def report(
     held_out: Optional[str] = typer.Option(None, "--held-out", help="Held-out ids (default: those already measured with the star)."),
     samples: int = typer.Option(32, "--samples", help="BMA samples."),
     soup: bool = typer.Option(True, "--soup/--no-soup", help="Compare with the aligned average of the anchors."),
+    fig_format: Optional[str] = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """One markdown report about a star: anchors, own metrics, barriers and curves, soup and ensemble."""
     from starcli.experiments import bma, star_report
+    from starcli.reports import style
 
     bma.check_samples(samples)
     reg = common.registry(create=False)
@@ -158,7 +165,7 @@ def report(
         raise StarlightError(f"no solution with id {star}: there is no registry here yet")
     held = common.ids(held_out, "held-out") if held_out else None
     rep = common.reporter()
-    with rep.live():
+    with style.output(fig_format, dpi), rep.live():
         result = star_report.write(reg, star, Path(out), held_out=held, samples=samples, soup=soup, device=device, reporter=rep)
     if json_:
         common.echo_json(result)

@@ -94,7 +94,7 @@ def barrier(
         "auto", "--align", help="auto (weight where the architecture has a spec) | weight | none: permute B to A first."
     ),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the curves as a figure (this file)."),
-    fig_format: str = common.FormatOpt,
+    fig_format: Optional[str] = common.FormatOpt,
     dpi: Optional[int] = common.DpiOpt,
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
     device: str = common.DeviceOpt,
@@ -145,7 +145,9 @@ def barrier(
 
 @app.command()
 def demo(
-    out: str = typer.Option("demo-out", "--out", help="Folder for barriers.png and barriers.json."),
+    out: str = typer.Option("demo-out", "--out", "-o", help="Folder for the barriers figure and barriers.json."),
+    fig_format: Optional[str] = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
@@ -155,11 +157,12 @@ def demo(
     interpolation, as the paper measures them.
     """
     from starcli.experiments.demo import demo as run_demo
+    from starcli.reports import style
 
     start = time.perf_counter()
     reg = common.registry()
     rep = common.reporter()
-    with rep.live():
+    with style.output(fig_format, dpi), rep.live():
         result = run_demo(reg, out, device=device, reporter=rep)
     if json_:
         common.echo_json(result)
@@ -172,6 +175,6 @@ def demo(
         f"star–held-out {star_lb['mean']:.4f} ± {star_lb['std']:.4f}, "
         f"regular–held-out {regular_lb['mean']:.4f} ± {regular_lb['std']:.4f}."
     )
-    print(f"plot: {out}/barriers.png   curves: {out}/barriers.json   ({time.perf_counter() - start:.0f}s)")
+    print(f"plot: {result['figure']}   curves: {out}/barriers.json   ({time.perf_counter() - start:.0f}s)")
 
 

@@ -113,28 +113,39 @@ def line_plot(
     fig, ax = plt.subplots(figsize=FIGSIZE)
     numeric = all(isinstance(v, (int, float)) for v in x)
     xs = list(x) if numeric else list(range(len(x)))
+    log_x = numeric and (logx or style.spans_decades(xs, 8))
+    n = len(series)
+    every = []
     for k, (label, (means, stds)) in enumerate(series.items()):
         pts = [(xv, m, s) for xv, m, s in zip(xs, means, stds) if m is not None]
         if not pts:
             continue
-        px, pm, ps = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+        # Series side by side, a few percent apart, so that their error bars do not hide one another.
+        shift = (k - (n - 1) / 2) * 0.05
+        px = [p[0] * 2**shift if log_x else p[0] + shift * _step(xs) for p in pts]
+        pm, ps = [p[1] for p in pts], [p[2] for p in pts]
+        every += pm
         yerr = None
         if any(s is not None for s in ps):
             yerr = style.floored_yerr([m - floor for m in pm], ps) if floor is not None else [[s or 0 for s in ps]] * 2
         ax.errorbar(px, pm, yerr=yerr, marker="o", ms=4, capsize=2.5, lw=1.4, elinewidth=0.9,
                     color=style.colour(label, k), label=label)
-    if numeric and (logx or style.spans_decades(xs, 8)):
+    if log_x:
         ax.set_xscale("log", base=2)
         ax.minorticks_off()
     ax.set_xticks(xs, [str(v) for v in x])  # the grid's own values, not matplotlib's round numbers
-    if floor is not None:
-        ax.set_ylim(bottom=floor)
+    style.decades_y(ax, every, floor)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     style.legend_outside(ax)
     return _save(fig, path)
+
+
+def _step(xs: Sequence[float]) -> float:
+    gaps = [b - a for a, b in zip(sorted(xs), sorted(xs)[1:]) if b > a]
+    return min(gaps) if gaps else 1.0
 
 
 def bar_plot(
@@ -177,46 +188,58 @@ def scatter_fit(
     title: str = "",
     slope_origin: float | None = None,
 ) -> Path:
-    """Points labelled by their grid value (labels pushed apart so none overlaps another), the y = x
-    diagonal, and the least-squares line through the origin of slope `slope_origin` (fitted by the caller)."""
+    """Points labelled by their grid value (labels moved apart so none overlaps another), the y = x
+    diagonal, and the least-squares line through the origin of slope `slope_origin` (fitted by the
+    caller); both axes symmetric-log when the values span decades, so that small values stay apart."""
+    import math
+
+    import numpy as np
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.4, 3.8))
-    ax.scatter(x, y, zorder=3, s=22, color=style.PALETTE["star"])
     top = max([*x, *y, 1e-9]) * 1.12
-    for (xv, yv, lab), (dx, dy) in zip(zip(x, y, labels), _label_offsets(x, y, top)):
-        ax.annotate(str(lab), (xv, yv), textcoords="offset points", xytext=(dx, dy), fontsize=7,
-                    ha="left" if dx >= 0 else "right", va="center",
-                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if abs(dy) > 6 else None)
-    ax.plot([0, top], [0, top], color="0.4", lw=0.8, ls=":", label="y = x")
+    pos = [v for v in (*x, *y) if v > 0]
+    if pos and max(pos) / min(pos) > 10**1.5:
+        lin = 10 ** math.floor(math.log10(min(pos)))
+        ax.set_xscale("symlog", linthresh=lin, linscale=0.5)
+        ax.set_yscale("symlog", linthresh=lin, linscale=0.5)
+        top = max([*x, *y]) * 1.6
+    line = np.concatenate([[0.0], np.geomspace(max(min(pos or [1e-9]) / 10, 1e-12), top, 200)])
+    ax.plot(line, line, color="0.4", lw=0.8, ls=":", label="y = x")
     if slope_origin is not None:
-        ax.plot([0, top], [0, slope_origin * top], color=style.PALETTE["regular"], lw=1.2, label=f"y = {slope_origin:.2f}·x")
+        ax.plot(line, slope_origin * line, color="0.15", lw=1.1, label=f"y = {slope_origin:.2f}·x")
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
-    ax.set_aspect("equal")
+    ax.scatter(x, y, zorder=3, s=22, color=style.PALETTE["star"])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    for (xv, yv, lab), dy in zip(zip(x, y, labels), _label_offsets(ax, x, y)):
+        ax.annotate(str(lab), (xv, yv), textcoords="offset points", xytext=(5, dy), fontsize=7, va="center",
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if abs(dy) > 6 else None)
     style.legend_outside(ax)
     return _save(fig, path)
 
 
-def _label_offsets(x: Sequence[float], y: Sequence[float], top: float) -> list[tuple[int, int]]:
-    """Offsets in points for point labels: to the right, moved up or down in 9-point steps until no label
-    is within a label's height of one already placed (axes of about 260 points span `top`)."""
-    scale = 260.0 / top
+def _label_offsets(ax, x: Sequence[float], y: Sequence[float]) -> list[float]:
+    """Vertical offsets in points for point labels placed to the right: moved up or down in 9-point steps
+    until no label is within a label's size of one placed before (positions from the axes' own transform,
+    so log axes count as drawn)."""
+    scale = 72.0 / ax.figure.dpi
+    disp = ax.transData.transform(list(zip(x, y))) * scale
     placed: list[tuple[float, float]] = []
-    out = []
-    for xv, yv in sorted(zip(x, y), key=lambda p: p[1]):
-        px, py = xv * scale, yv * scale
-        for dy in (3, 12, -6, 21, -15, 30, -24, 39):
+    offsets = [0.0] * len(x)
+    for k in sorted(range(len(x)), key=lambda i: disp[i][1]):
+        px, py = disp[k]
+        for dy in (0, 9, -9, 18, -18, 27, -27, 36, 45, 54):
             cand = (px + 5, py + dy)
-            if all(abs(cand[0] - qx) > 24 or abs(cand[1] - qy) > 8.5 for qx, qy in placed):
+            if all(abs(cand[0] - qx) > 20 or abs(cand[1] - qy) > 8.5 for qx, qy in placed):
                 break
         placed.append(cand)
-        out.append(((xv, yv), (5, dy)))
-    lookup = dict(out)
-    return [lookup[(xv, yv)] for xv, yv in zip(x, y)]
+        offsets[k] = dy
+    return offsets
 
 
 def curves_plot(

@@ -133,3 +133,16 @@ def chord(ax, ts: Sequence[float], curves: list[Sequence[float]], colour_: str, 
     y0 = sum(c[0] for c in curves) / n
     y1 = sum(c[-1] for c in curves) / n
     ax.plot([ts[0], ts[-1]], [y0, y1], color=colour_, lw=0.9, ls=linestyle, alpha=0.9)
+
+
+def decades_y(ax, values: Sequence[float], floor: float | None = 0.0) -> None:
+    """A y axis that shows small and large values alike: symmetric-log (linear near 0, so a barrier of
+    exactly 0 still has a place) when the positive values span more than 1.5 decades, else linear from
+    `floor`."""
+    import math
+
+    pos = [v for v in values if v is not None and v > 0]
+    if pos and max(pos) / min(pos) > 10**1.5:
+        ax.set_yscale("symlog", linthresh=10 ** math.floor(math.log10(min(pos))), linscale=0.5)
+    if floor is not None:
+        ax.set_ylim(bottom=floor)

@@ -10,21 +10,43 @@ import typer
 
 from . import common
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """Every command's help groups its options in panels (common.PanelledCommand)."""
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or common.PanelledCommand, **kwargs)
+
+
+app = _App(
     name="starlight",
     help="Star domains of neural-network solutions: train solutions, build star models, measure barriers.",
     no_args_is_help=True,
-    add_completion=False,
+    # Typer's own --install-completion / --show-completion (bash, zsh, fish, PowerShell); its modules
+    # load only when those options are used.
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from starcli import __version__
+
+        print(f"starlight {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     home: Optional[str] = typer.Option(None, "--home", help="Registry folder (default $STARLIGHT_HOME or ./.starlight)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (messages and results still print)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
+    """Global options go before or after the command: `starlight --home H list` = `starlight list --home H`."""
     common.state.home = home
     common.state.debug = debug
+    common.state.quiet = quiet

@@ -29,16 +29,17 @@ def sweep(
     json_: bool = common.JsonOpt,
 ) -> None:
     """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
-    from starcli.experiments import sweep as sweeps
     from starcli.experiments import sweep_file
 
     if name is None:
-        rows = [{"sweep": n, "description": sweep_file.load(n).description} for n in sweep_file.available()]
+        rows = [{"sweep": n, "description": sweep_file.description(n)} for n in sweep_file.available()]
         if json_:
             common.echo_json(rows)
         else:
             sys.stdout.write(table_text(rows, ["sweep", "description"], None))
         return
+    from starcli.experiments import sweep as sweeps
+
     spec = sweep_file.load(name)
     if plan:
         info = spec.plan()

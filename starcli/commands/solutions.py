@@ -32,18 +32,18 @@ def train(
     jobs: Optional[int] = typer.Option(
         None, "--jobs", "-j",
         help="Seeds at once. local: worker processes (default one per visible GPU, else 1 = this process); "
-        "slurm: array parallelism; ray: tasks in flight.",
+        "slurm: array parallelism; ray: tasks in flight.", rich_help_panel=common.CLUSTER,
     ),
-    partition: Optional[str] = typer.Option(None, "--partition", help="slurm: the partition to submit to."),
-    time: str = typer.Option("4:00:00", "--time", help="slurm: time limit per seed (90, 4:00:00, 1-12:00:00)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="slurm: the partition to submit to.", rich_help_panel=common.CLUSTER),
+    time: str = typer.Option("4:00:00", "--time", help="slurm: time limit per seed (90, 4:00:00, 1-12:00:00).", rich_help_panel=common.CLUSTER),
     gpus_per_job: Optional[float] = typer.Option(
-        None, "--gpus-per-job", help="slurm/ray: GPUs per seed (default 1, or 0 with --device cpu; ray: 0.5 shares)."
+        None, "--gpus-per-job", help="slurm/ray: GPUs per seed (default 1, or 0 with --device cpu; ray: 0.5 shares).", rich_help_panel=common.CLUSTER
     ),
     slurm_cluster: str = typer.Option(
-        "slurm", "--slurm-cluster", help="slurm: slurm, or local/debug to try the submission on this machine."
+        "slurm", "--slurm-cluster", help="slurm: slurm, or local/debug to try the submission on this machine.", rich_help_panel=common.CLUSTER
     ),
     ray_address: Optional[str] = typer.Option(
-        None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray)."
+        None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray).", rich_help_panel=common.CLUSTER
     ),
     json_: bool = common.JsonOpt,
 ) -> None:

@@ -7,7 +7,6 @@ import time
 from typing import Optional, Tuple
 
 import typer
-from typer.core import TyperCommand
 
 from starcli.reports.barrier_text import PAIR_COLUMNS, human_report, pair_rows
 from starcli.reports.tables import table_text
@@ -53,7 +52,7 @@ def star(
     )
 
 
-class _RepeatablePair(TyperCommand):
+class _RepeatablePair(common.PanelledCommand):
     """`--pair A B` given several times keeps every pair. Typer cannot declare a list of tuples, so the
     option is declared as one (int, int) and made repeatable here, with its own conversion."""
 

@@ -49,7 +49,7 @@ def train(
         train_split = load_split(config["dataset"], "train", dev, data_dir, download, cache)
         test_split = load_split(config["dataset"], "test", dev, data_dir, download, cache)
         resume = ResumeFile(reg.home / "runs" / key[:24])
-        task = reporter.task(f"seed {seed}", config["epochs"])
+        task = reporter.task(f"seed {seed}", config["epochs"], completed=resume.epoch())
         start = time.perf_counter()
         model = training.fit(config, seed, dev, train_split, resume, on_epoch=lambda e, loss: task.advance(loss=loss))
         wall = time.perf_counter() - start

@@ -49,11 +49,12 @@ def barrier_plot(result: dict[str, Any], path: str | Path) -> Path:
         ax.set_xlabel(style.T_LABEL)
         ax.set_ylabel(label)
         ax.set_xlim(0, 1)
-    ax_loss.set_title("loss along the segment (dotted: chord between the endpoints)")
+    ax_loss.set_title("loss along the segment")
     ax_acc.set_title("accuracy along the segment")
+    kinds.sort(key=lambda k: k != "star-held-out")  # the legend names the star first
     n = {k: len(groups.get((k, "train"), groups.get((k, "test"), []))) for k in kinds}
     handles = [Line2D([], [], color=style.colour(k), lw=1.8, label=f"{k} (n={n[k]})") for k in kinds]
-    splits = list(dict.fromkeys(s for _, s in order))
+    splits = [s for s in STYLES if any(split == s for _, split in order)]
     handles += [Line2D([], [], color="black", linestyle=STYLES[s], lw=1.2, label=s) for s in splits]
     handles += [Line2D([], [], color="black", linestyle=":", lw=0.9, label="chord (Eq. 1)")]
     style.legend_outside(ax_acc, handles=handles)

@@ -11,15 +11,52 @@ import sys
 
 from .commands import alignment, app, experiments, solutions, star, workbench  # noqa: F401  (each module adds its commands)
 
+# Training keeps a resume file per epoch and barriers keep the pairs they finished.
+INTERRUPTED = "interrupted; rerun the same command to resume"
+
+# The global options (commands/__init__.py), which may also follow the command.
+GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
+GLOBAL_VALUED = ("--home", "--threads")
+
+
+def hoist_globals(argv: list[str]) -> list[str]:
+    """Move global options given after the command in front of it, where Click parses them:
+    `starlight list --home H` reads as `starlight --home H list`. Nothing after `--` is touched."""
+    command_at = next((i for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in GLOBAL_VALUED)), None)
+    if command_at is None:
+        return list(argv)
+    front, rest, moved = list(argv[:command_at]), [], []
+    i = command_at
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest += argv[i:]
+            break
+        if a in GLOBAL_FLAGS:
+            moved.append(a)
+        elif a in GLOBAL_VALUED and i + 1 < len(argv):
+            moved += [a, argv[i + 1]]
+            i += 1
+        elif any(a.startswith(v + "=") for v in GLOBAL_VALUED):
+            moved.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + moved + rest
+
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import StarlightError
 
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    argv = hoist_globals(list(argv if argv is not None else sys.argv[1:]))
+    debug = "--debug" in argv
     if not debug:
         _quiet_warnings()
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, prog_name="starlight", standalone_mode=False)
+        if result == 130:
+            # Typer catches Ctrl-C itself and, outside standalone mode, returns 130 (no command returns it).
+            print(INTERRUPTED, file=sys.stderr)
         return result if isinstance(result, int) else 0
     except StarlightError as e:
         if debug:
@@ -27,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as e:
         # RegistryError, matched without importing the registry (sqlmodel costs `--help` half a second):
@@ -41,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         kinds = {c.__name__ for c in type(e).__mro__}
         if "Exit" in kinds:
             return getattr(e, "exit_code", 0)
-        if "Abort" in kinds:
-            print("aborted", file=sys.stderr)
+        if "Abort" in kinds:  # Click's form of Ctrl-C
+            print(INTERRUPTED, file=sys.stderr)
             return 130
         if debug:
             raise

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import typer
+from typer.core import TyperCommand
 
 from starcli.errors import UsageError
 
@@ -17,39 +18,70 @@ class GlobalState:
     home: str | None = None
     debug: bool = False
     threads: int | None = None
+    quiet: bool = False
 
 
 state = GlobalState()
 
+# Help panels: the options most runs need come first, under "Options"; these follow.
+OUTPUT, CLUSTER, DATA = "Output", "Cluster (--executor slurm | ray)", "Data"
+
 # Options several commands share, declared once (as sqlite-utils does with its output_options).
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps")
-JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
-CsvOpt = typer.Option(False, "--csv", help="CSV on stdout.")
-MdOpt = typer.Option(False, "--md", help="Markdown table on stdout.")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.", rich_help_panel=OUTPUT)
+CsvOpt = typer.Option(False, "--csv", help="CSV on stdout.", rich_help_panel=OUTPUT)
+MdOpt = typer.Option(False, "--md", help="Markdown table on stdout.", rich_help_panel=OUTPUT)
 HeldOutOpt = typer.Option(None, "--held-out", help="Held-out ids, e.g. 6-10.")
 BnCalibrationOpt = typer.Option(
     "full", "--bn-calibration", help="BatchNorm re-estimation: full, or N (a fixed seeded subset of N samples)."
 )
-DataDirOpt = typer.Option(None, "--data-dir", help="Folder of torchvision datasets (default $STARLIGHT_DATA_DIR).")
-DownloadOpt = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir.")
-ForceOpt = typer.Option(False, "--force", help="Write into --out even when it already holds files (they are replaced).")
-ExecutorOpt = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where the work runs.")
+DataDirOpt = typer.Option(None, "--data-dir", help="Folder of torchvision datasets (default $STARLIGHT_DATA_DIR).", rich_help_panel=DATA)
+DownloadOpt = typer.Option(False, "--download", help="Download a torchvision dataset into --data-dir.", rich_help_panel=DATA)
+FormatOpt = typer.Option(None, "--format", help="Figure format: png | pdf | svg (default: the file's suffix, else png).", rich_help_panel=OUTPUT)
+DpiOpt = typer.Option(None, "--dpi", help="Figure resolution in dots per inch (default 150).", rich_help_panel=OUTPUT)
+ForceOpt = typer.Option(False, "--force", help="Write into --out even when it already holds files (they are replaced).", rich_help_panel=OUTPUT)
+
+
+ExecutorOpt = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where the work runs.", rich_help_panel=CLUSTER)
 JobsOpt = typer.Option(
     None, "--jobs", "-j",
     help="Jobs at once. local: worker processes (default one per visible GPU, else 1 = this process); "
-    "slurm: array parallelism; ray: tasks in flight.",
+    "slurm: array parallelism; ray: tasks in flight.", rich_help_panel=CLUSTER,
 )
-PartitionOpt = typer.Option(None, "--partition", help="slurm: the partition to submit to.")
-TimeOpt = typer.Option("4:00:00", "--time", help="slurm: time limit per job (90, 4:00:00, 1-12:00:00).")
+PartitionOpt = typer.Option(None, "--partition", help="slurm: the partition to submit to.", rich_help_panel=CLUSTER)
+TimeOpt = typer.Option("4:00:00", "--time", help="slurm: time limit per job (90, 4:00:00, 1-12:00:00).", rich_help_panel=CLUSTER)
 GpusPerJobOpt = typer.Option(
-    None, "--gpus-per-job", help="slurm/ray: GPUs per job (default 1, or 0 with --device cpu; ray: 0.5 shares)."
+    None, "--gpus-per-job", help="slurm/ray: GPUs per job (default 1, or 0 with --device cpu; ray: 0.5 shares).", rich_help_panel=CLUSTER
 )
 SlurmClusterOpt = typer.Option(
-    "slurm", "--slurm-cluster", help="slurm: slurm, or local/debug to try the submission on this machine."
+    "slurm", "--slurm-cluster", help="slurm: slurm, or local/debug to try the submission on this machine.", rich_help_panel=CLUSTER
 )
-RayAddressOpt = typer.Option(None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray).")
+RayAddressOpt = typer.Option(None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray).", rich_help_panel=CLUSTER)
 LogOpt = typer.Option(None, "--log", help="Stream each run's per-epoch loss to mlflow | tensorboard | wandb (offline).")
 LogDirOpt = typer.Option(None, "--log-dir", help="Where --log writes: a folder (or MLflow tracking URI); default <home>/<tracker>.")
+
+
+class PanelledCommand(TyperCommand):
+    """Plain-text help (the app sets rich_markup_mode=None, so brackets in help texts print as written)
+    with the options grouped by their `rich_help_panel`: Typer draws panels only in rich mode."""
+
+    def format_options(self, ctx, formatter) -> None:
+        args, panels = [], {"Options": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                args.append(record)
+            else:
+                panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        if args:
+            with formatter.section("Arguments"):
+                formatter.write_dl(args)
+        for name, records in panels.items():
+            if records:
+                with formatter.section(name):
+                    formatter.write_dl(records)
 
 
 def registry(create: bool = True, read_only: bool = False):
@@ -61,10 +93,11 @@ def registry(create: bool = True, read_only: bool = False):
 
 
 def reporter(enabled: bool = True):
-    """A rich progress display on stderr, or a silent one."""
-    from starcli.progress import Reporter, RichReporter
+    """Progress on stderr: a rich display on a terminal, plain periodic lines elsewhere (SLURM logs,
+    nohup), messages only under --quiet; or a silent one."""
+    from starcli.progress import Reporter, for_stderr
 
-    return RichReporter() if enabled else Reporter()
+    return for_stderr(quiet=state.quiet) if enabled else Reporter()
 
 
 def echo_json(payload: Any) -> None:

@@ -27,19 +27,22 @@ def sweep(
     force: bool = common.ForceOpt,
     log: Optional[str] = common.LogOpt,
     log_dir: Optional[str] = common.LogDirOpt,
+    fig_format: Optional[str] = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
-    from starcli.experiments import sweep as sweeps
     from starcli.experiments import sweep_file
 
     if name is None:
-        rows = [{"sweep": n, "description": sweep_file.load(n).description} for n in sweep_file.available()]
+        rows = [{"sweep": n, "description": sweep_file.description(n)} for n in sweep_file.available()]
         if json_:
             common.echo_json(rows)
         else:
             sys.stdout.write(table_text(rows, ["sweep", "description"], None))
         return
+    from starcli.experiments import sweep as sweeps
+
     spec = sweep_file.load(name)
     if plan:
         info = spec.plan()
@@ -49,13 +52,15 @@ def sweep(
             for key, value in info.items():
                 print(f"{key:>14}: {value}")
         return
+    from starcli.reports import style
+
     folder = Path(out) if out else Path("sweeps") / spec.name
     common.check_out_folder(folder, force)
     common.device(device)
     reg = common.registry()
     tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
-    with rep.live():
+    with style.output(fig_format, dpi), rep.live():
         result = sweeps.run(
             reg, spec, folder, device=device, data_dir=data_dir, download=download, executor=executor, jobs=jobs,
             reporter=rep, tracking=tracking,
@@ -166,11 +171,14 @@ def report(
     samples: int = typer.Option(32, "--samples", help="BMA samples."),
     soup: bool = typer.Option(True, "--soup/--no-soup", help="Compare with the aligned average of the anchors."),
     force: bool = common.ForceOpt,
+    fig_format: Optional[str] = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
     """One markdown report about a star: anchors, own metrics, barriers and curves, soup and ensemble."""
     from starcli.experiments import bma, star_report
+    from starcli.reports import style
     from starcli.selectors import check_id
 
     bma.check_samples(samples)
@@ -182,7 +190,7 @@ def report(
     if reg is None:
         raise StarlightError(f"no solution with id {star}: there is no registry here yet")
     rep = common.reporter()
-    with rep.live():
+    with style.output(fig_format, dpi), rep.live():
         result = star_report.write(reg, star, Path(out), held_out=held, samples=samples, soup=soup, device=device, reporter=rep)
     if json_:
         common.echo_json(result)

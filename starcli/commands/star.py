@@ -81,11 +81,38 @@ def star(
     )
 
 
-@app.command()
+class _RepeatablePair(common.PanelledCommand):
+    """`--pair A B` given several times keeps every pair. Typer cannot declare a list of tuples, so the
+    option is declared as one (int, int) and made repeatable here, with its own conversion."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.name == "pair":
+                param.multiple = True
+                param.process_value = lambda ctx, value, p=param: _pairs(ctx, p, value)
+
+
+def _pairs(ctx, param, value) -> list[tuple[int, int]] | None:
+    if not value:
+        return None
+    try:
+        return [(int(a), int(b)) for a, b in value]
+    except ValueError:
+        raise typer.BadParameter("takes two solution ids, e.g. --pair 1 2", ctx=ctx, param=param) from None
+
+
+@app.command(cls=_RepeatablePair)
 def barrier(
     star: Optional[int] = typer.Option(None, "--star", help="Star id: measure it against --held-out."),
     held_out: Optional[str] = common.HeldOutOpt,
-    pair: Optional[Tuple[int, int]] = typer.Option(None, "--pair", help="Measure any two solutions: --pair A B."),
+    pair: Optional[Tuple[int, int]] = typer.Option(
+        None, "--pair", help="Measure any two solutions: --pair A B (repeatable: --pair 1 2 --pair 3 4)."
+    ),
+    matrix: Optional[str] = typer.Option(
+        None, "--matrix", help="Every pair among these ids (e.g. 1-8): a CSV and a heatmap of the train loss barrier."
+    ),
+    out: str = typer.Option(".", "--out", "-o", help="--matrix: folder (or .csv file) for barrier-matrix.csv and its figure."),
     baseline: str = typer.Option("anchors", "--baseline", help="anchors: also every (anchor, held-out) pair | none"),
     points: int = typer.Option(11, "--points", help="Grid size: t = linspace(0, 1, N)."),
     splits: str = typer.Option("train,test", "--splits", help="train, test or train,test."),
@@ -94,7 +121,9 @@ def barrier(
     align: str = typer.Option(
         "auto", "--align", help="auto (weight where the architecture has a spec) | weight | none: permute B to A first."
     ),
-    plot: Optional[str] = typer.Option(None, "--plot", help="Write the curves as a PNG."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the curves as a figure (this file)."),
+    fig_format: Optional[str] = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
     device: str = common.DeviceOpt,
     executor: str = common.ExecutorOpt,
@@ -108,23 +137,31 @@ def barrier(
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
 ) -> None:
-    """Loss and accuracy barriers: star–held-out and regular–held-out pairs, or one --pair.
+    """Loss and accuracy barriers: star–held-out and regular–held-out pairs, --pair A B (repeatable), or
+    the --matrix of every pair among some solutions.
 
     With --jobs N (or another executor) the missing pairs run in N batches on workers; each batch stores
     its pairs as it finishes, so a rerun measures only what is still missing.
     """
+    from starcli.reports import style
     from starcli.selectors import check_id
     from starcli.solutions import executors
     from starcli.solutions.barriers import _parse_options
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
     held = common.solution_ids(held_out, "held-out id", unique=True) if held_out else None
-    pairs = [tuple(pair)] if pair and pair[0] is not None else None
+    pairs = list(pair) if pair else None
     check_id(star, "--star")
-    for a in pairs[0] if pairs else ():
+    for a, b in pairs or ():
         check_id(a, "--pair")
-    if pairs and pairs[0][0] == pairs[0][1]:
-        raise UsageError(f"--pair {pairs[0][0]} {pairs[0][1]} names one solution twice; a barrier needs two")
+        check_id(b, "--pair")
+        if a == b:
+            raise UsageError(f"--pair {a} {b} names one solution twice; a barrier needs two")
+    if pairs and len(set(pairs)) != len(pairs):
+        raise UsageError("a --pair is given twice; list each pair once")
+    if matrix is not None and (pairs or star is not None or held):
+        raise UsageError("--matrix measures every pair among its ids: use it without --star, --held-out or --pair")
+    matrix_ids = common.solution_ids(matrix, "solution id", unique=True) if matrix is not None else None
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
     executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     _parse_options(points, split_names, bn_calibration, batch_size, baseline, align)
@@ -133,19 +170,32 @@ def barrier(
 
         check_plot_path(plot)
     common.device(device)
-    reg = common.registry()
-    rep = common.reporter()
-    with rep.live():
-        result, _ = executors.barrier(
-            reg, executor=executor, device=device, jobs=jobs, reporter=rep, partition=partition, time=time,
-            gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
-            star=star, held_out=held, pairs=pairs, baseline=baseline, points=points, splits=split_names,
-            bn_calibration=bn_calibration, batch_size=batch_size, recompute=recompute, align=align,
-        )
-    if plot:
-        from starcli.reports.figures import barrier_plot
+    options = dict(points=points, splits=split_names, bn_calibration=bn_calibration, batch_size=batch_size,
+                   recompute=recompute, device=device, align=align)
+    with style.output(fig_format, dpi):
+        if matrix_ids is not None:
+            from starcli.experiments.matrix import matrix_pairs
 
-        print(f"wrote {barrier_plot(result, plot)}", file=sys.stderr)
+            matrix_pairs(matrix_ids)  # its usage errors before any work
+        reg = common.registry()
+        rep = common.reporter()
+        with rep.live():
+            if matrix_ids is not None:
+                from starcli.experiments.matrix import barrier_matrix
+
+                result = barrier_matrix(reg, matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, **options)
+            else:
+                result, _ = executors.barrier(
+                    reg, executor=executor, jobs=jobs, reporter=rep, partition=partition, time=time,
+                    gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
+                    star=star, held_out=held, pairs=pairs, baseline=baseline, **options,
+                )
+        if matrix_ids is not None:
+            print(f"wrote {result['matrix']['csv']} and {result['matrix']['figure']}", file=sys.stderr)
+        if plot:
+            from starcli.reports.figures import barrier_plot
+
+            print(f"wrote {barrier_plot(result, plot)}", file=sys.stderr)
     if fmt == "json":
         common.echo_json(result)
     elif fmt in ("csv", "md"):
@@ -156,8 +206,10 @@ def barrier(
 
 @app.command()
 def demo(
-    out: str = typer.Option("demo-out", "--out", help="Folder for barriers.png and barriers.json."),
+    out: str = typer.Option("demo-out", "--out", "-o", help="Folder for the barriers figure and barriers.json."),
     force: bool = common.ForceOpt,
+    fig_format: Optional[str] = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
@@ -167,13 +219,14 @@ def demo(
     interpolation, as the paper measures them.
     """
     from starcli.experiments.demo import demo as run_demo
+    from starcli.reports import style
 
     common.check_out_folder(out, force)
     common.device(device)
     start = clock.perf_counter()
     reg = common.registry()
     rep = common.reporter()
-    with rep.live():
+    with style.output(fig_format, dpi), rep.live():
         result = run_demo(reg, out, device=device, reporter=rep)
     if json_:
         common.echo_json(result)
@@ -186,6 +239,6 @@ def demo(
         f"star–held-out {star_lb['mean']:.4f} ± {star_lb['std']:.4f}, "
         f"regular–held-out {regular_lb['mean']:.4f} ± {regular_lb['std']:.4f}."
     )
-    print(f"plot: {out}/barriers.png   curves: {out}/barriers.json   ({clock.perf_counter() - start:.0f}s)")
+    print(f"plot: {result['figure']}   curves: {out}/barriers.json   ({clock.perf_counter() - start:.0f}s)")
 
 

@@ -198,6 +198,17 @@ class ResumeFile:
         optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
         return int(meta["epoch"])
 
+    def epoch(self) -> int:
+        """Finished epochs recorded in the file (0 without one), read from its header only: what a
+        progress display shows before `load` restores the tensors."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.tensors), framework="pt", device="cpu") as f:
+                return int(f.metadata()["epoch"])
+        except (FileNotFoundError, KeyError, ValueError):
+            return 0
+
     def remove(self) -> None:
         self.tensors.unlink(missing_ok=True)
         try:

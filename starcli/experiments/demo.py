@@ -46,7 +46,8 @@ def demo(reg: Registry, out_dir: str | Path = "demo-out", device: str = "auto", 
     unaligned = measure(reg, star=star_sol.id, held_out=held_out, align="none", device=device, reporter=reporter)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    barrier_plot(result, out / "barriers.png")
+    figure = barrier_plot(result, out / "barriers.png")  # .pdf/.svg under `starlight demo --format`
     (out / "barriers.json").write_text(json.dumps(result, indent=2) + "\n")
     result["unaligned"] = unaligned["summary"]
+    result["figure"] = str(figure)
     return result

@@ -119,6 +119,16 @@ def available() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml")) if folder.is_dir() else []
 
 
+def description(name: str) -> str:
+    """A shipped sweep's description, read from its TOML alone: listing the sweeps resolves no recipe and
+    imports no torch (validation is `load`'s)."""
+    res = resources.files("recipes") / "sweeps" / f"{name}.toml"
+    try:
+        return str(tomllib.loads(res.read_text()).get("description", ""))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        return f"(unreadable: {e})"
+
+
 def load(name_or_path: str) -> Sweep:
     """A sweep by bare name (shipped under recipes/sweeps/) or by path to a .toml file, validated."""
     path = Path(name_or_path)

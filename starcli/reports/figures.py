@@ -1,24 +1,24 @@
-"""Every figure starlight draws (matplotlib, Agg backend): the barrier figure of one measurement and the
-line, bar, scatter and curve figures of reports. Figures are kept small (a few tens of kB) so that
-report folders can be committed next to the README."""
+"""Every figure starlight draws (matplotlib, Agg backend), all in the look of starcli/reports/style.py:
+the barrier figure of one measurement, the pairwise barrier matrix, and the line, bar, scatter and
+curve figures of reports. Titles say what is plotted, never registry ids (the caption or report does).
+Figures are kept small (a few tens of kB) so that report folders can be committed next to the README."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-COLOURS = {"star-held-out": "#d62728", "regular-held-out": "#7f7f7f", "pair": "#1f77b4"}
-STYLES = {"train": "-", "test": "--"}
+from . import style
 
 
 def check_plot_path(path: str | Path) -> Path:
-    """Refuse a --plot path before any work: it must end in .png, must not be a folder, and its folder
-    must be writable (probed with a temporary file, so a read-only mount or /proc is caught too)."""
+    """Refuse a --plot path before any work: it must end in .png, .pdf or .svg, must not be a folder, and its
+    folder must be writable (probed with a temporary file, so a read-only mount or /proc is caught too)."""
     from starcli.errors import UsageError
 
     path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise UsageError(f"--plot {path} must name a .png file (e.g. {path.with_suffix('.png').name})")
+    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UsageError(f"--plot {path} must name a .png, .pdf or .svg file (e.g. {path.with_suffix('.png').name})")
     if path.is_dir():
         raise UsageError(f"--plot {path} is a folder; name a file such as {path / 'barriers.png'}")
     check_writable_folder(path.parent, "--plot")
@@ -45,66 +45,92 @@ def check_writable_folder(folder: Path, flag: str) -> None:
         raise UsageError(f"{flag}: cannot write into {probe} ({e.strerror or e}); choose another path") from None
 
 
-def barrier_plot(result: dict[str, Any], path: str | Path) -> Path:
-    """`measure()`'s curves as a PNG with two panels (loss, accuracy), train solid and test dashed, star
-    pairs against regular pairs; returns the path."""
-    plt = _pyplot()
-    from matplotlib.lines import Line2D
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
-    kinds, splits = [], []
-    # Regular pairs first, so the star's curves are drawn on top.
-    for pair in sorted(result["pairs"], key=lambda p: p["kind"] == "star-held-out"):
-        kind = pair["kind"]
-        kinds += [kind] if kind not in kinds else []
-        for split in STYLES:
-            if split not in pair:
-                continue
-            splits += [split] if split not in splits else []
-            style = dict(color=COLOURS.get(kind, "#1f77b4"), linestyle=STYLES[split], alpha=0.75, linewidth=1.4)
-            ax_loss.plot(pair["t"], pair[split]["loss"], **style)
-            ax_acc.plot(pair["t"], pair[split]["acc"], **style)
-    for ax, label in ((ax_loss, "cross-entropy loss"), (ax_acc, "accuracy (%)")):
-        ax.set_xlabel("t   (weights (1−t)·θ_A + t·θ_B)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=COLOURS.get(k, "#1f77b4"), label=k) for k in kinds]
-    handles += [Line2D([], [], color="black", linestyle=STYLES[s], label=s) for s in splits]
-    ax_acc.legend(handles=handles, loc="best", fontsize=8)
-    star = result.get("star")
-    title = f"Interpolation curves — star {star} (A = star or anchor, B = held-out)" if star is not None else "Interpolation curves"
-    if result.get("settings", {}).get("align") == "weight":
-        title += ", B weight-matched to A"
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-FIGSIZE = (5.0, 3.4)
-
-
-DPI = 110
+# Kept for callers that imported them: the palette now lives in style.py.
+COLOURS = {"star-held-out": style.PALETTE["star"], "regular-held-out": style.PALETTE["regular"], "pair": style.PALETTE["pair"]}
+STYLES = style.SPLIT_STYLES
+FIGSIZE = style.FIGSIZE
 
 
 def _pyplot():
-    import matplotlib
+    return style.pyplot()
 
-    matplotlib.use("Agg")  # files only: never needs a display, works on headless hosts
-    import matplotlib.pyplot as plt
 
-    return plt
+def barrier_plot(result: dict[str, Any], path: str | Path) -> Path:
+    """`measure()`'s curves in two panels (loss, accuracy): per kind of pair the mean ± std band over its
+    pairs with each pair thin, train solid and test dashed, and (loss panel) the chord between the mean
+    endpoints that the barrier is measured against; returns the path written."""
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    groups: dict[tuple[str, str], list] = {}
+    ts = None
+    for pair in result["pairs"]:
+        ts = pair["t"]
+        for split in STYLES:
+            if split in pair:
+                groups.setdefault((pair["kind"], split), []).append(pair)
+    # Regular pairs first, so the star's curves are drawn on top.
+    order = sorted(groups, key=lambda ks: (ks[0] == "star-held-out", ks[1]))
+    kinds = list(dict.fromkeys(k for k, _ in order))
+    for kind, split in order:
+        c = style.colour(kind)
+        loss = [p[split]["loss"] for p in groups[(kind, split)]]
+        acc = [p[split]["acc"] for p in groups[(kind, split)]]
+        style.mean_band(ax_loss, ts, loss, c, kind, STYLES[split])
+        style.chord(ax_loss, ts, loss, c)
+        style.mean_band(ax_acc, ts, acc, c, kind, STYLES[split])
+    for ax, label in ((ax_loss, "cross-entropy loss"), (ax_acc, "accuracy (%)")):
+        ax.set_xlabel(style.T_LABEL)
+        ax.set_ylabel(label)
+        ax.set_xlim(0, 1)
+    ax_loss.set_title("loss along the segment")
+    ax_acc.set_title("accuracy along the segment")
+    kinds.sort(key=lambda k: k != "star-held-out")  # the legend names the star first
+    n = {k: len(groups.get((k, "train"), groups.get((k, "test"), []))) for k in kinds}
+    handles = [Line2D([], [], color=style.colour(k), lw=1.8, label=f"{k} (n={n[k]})") for k in kinds]
+    splits = [s for s in STYLES if any(split == s for _, split in order)]
+    handles += [Line2D([], [], color="black", linestyle=STYLES[s], lw=1.2, label=s) for s in splits]
+    handles += [Line2D([], [], color="black", linestyle=":", lw=0.9, label="chord (Eq. 1)")]
+    style.legend_outside(ax_acc, handles=handles)
+    fig.tight_layout()
+    return style.save(fig, path)
+
+
+def matrix_plot(path: str | Path, ids: Sequence[int], values: Sequence[Sequence[float]], label: str,
+                dpi: int | None = None) -> Path:
+    """The pairwise barrier matrix as a heatmap: solution ids on both axes, every cell annotated."""
+    import numpy as np
+
+    plt = _pyplot()
+    arr = np.asarray(values, dtype=float)
+    n = len(ids)
+    side = max(3.2, 0.55 * n + 1.6)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    im = ax.imshow(arr, cmap="viridis", vmin=0.0, vmax=max(float(arr.max()), 1e-12))
+    ax.grid(False)
+    ax.set_xticks(range(n), [str(i) for i in ids])
+    ax.set_yticks(range(n), [str(i) for i in ids])
+    ax.set_xlabel("solution")
+    ax.set_ylabel("solution")
+    for s in ax.spines.values():
+        s.set_visible(False)
+    if n <= 20:  # beyond that the numbers no longer fit their cells; the CSV has them
+        top = float(arr.max()) or 1.0
+        for i in range(n):
+            for j in range(n):
+                v = arr[i, j]
+                ax.text(j, i, f"{v:.2f}" if v < 10 else f"{v:.3g}", ha="center", va="center", fontsize=7 if n > 10 else 8,
+                        color="white" if v < 0.6 * top else "black")
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label(label)
+    fig.tight_layout()
+    return style.save(fig, path, dpi=dpi)
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    _pyplot().close(fig)
-    return path
+    return style.save(fig, path)
 
 
 def line_plot(
@@ -115,27 +141,47 @@ def line_plot(
     ylabel: str,
     title: str = "",
     logx: bool = False,
+    floor: float | None = 0.0,
 ) -> Path:
-    """One line with ±1 std error bars per series; a categorical x becomes evenly spaced ticks."""
+    """One line with ±1 std error bars per series (clipped at `floor`, the least value the quantity takes);
+    a categorical x becomes evenly spaced ticks; `logx` (or x spanning decades) gives a log2 axis."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIGSIZE)
     numeric = all(isinstance(v, (int, float)) for v in x)
     xs = list(x) if numeric else list(range(len(x)))
-    for label, (means, stds) in series.items():
-        pts = [(xv, m, s or 0.0) for xv, m, s in zip(xs, means, stds) if m is not None]
-        if pts:
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3, label=label)
-    if logx and numeric:
+    log_x = numeric and (logx or style.spans_decades(xs, 8))
+    n = len(series)
+    every = []
+    for k, (label, (means, stds)) in enumerate(series.items()):
+        pts = [(xv, m, s) for xv, m, s in zip(xs, means, stds) if m is not None]
+        if not pts:
+            continue
+        # Series side by side, a few percent apart, so that their error bars do not hide one another.
+        shift = (k - (n - 1) / 2) * 0.05
+        px = [p[0] * 2**shift if log_x else p[0] + shift * _step(xs) for p in pts]
+        pm, ps = [p[1] for p in pts], [p[2] for p in pts]
+        every += pm
+        yerr = None
+        if any(s is not None for s in ps):
+            yerr = style.floored_yerr([m - floor for m in pm], ps) if floor is not None else [[s or 0 for s in ps]] * 2
+        ax.errorbar(px, pm, yerr=yerr, marker="o", ms=4, capsize=2.5, lw=1.4, elinewidth=0.9,
+                    color=style.colour(label, k), label=label)
+    if log_x:
         ax.set_xscale("log", base=2)
         ax.minorticks_off()
     ax.set_xticks(xs, [str(v) for v in x])  # the grid's own values, not matplotlib's round numbers
+    style.decades_y(ax, every, floor)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        ax.set_title(title)
+    style.legend_outside(ax)
     return _save(fig, path)
+
+
+def _step(xs: Sequence[float]) -> float:
+    gaps = [b - a for a, b in zip(sorted(xs), sorted(xs)[1:]) if b > a]
+    return min(gaps) if gaps else 1.0
 
 
 def bar_plot(
@@ -144,22 +190,27 @@ def bar_plot(
     series: dict[str, tuple[Sequence[float | None], Sequence[float | None]]],
     ylabel: str,
     title: str = "",
+    floor: float | None = 0.0,
 ) -> Path:
-    """Grouped bars with ±1 std error bars."""
+    """Grouped bars with ±1 std error bars, the lower bar clipped at `floor`."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIGSIZE)
     k = max(1, len(series))
     width = 0.8 / k
     for i, (label, (means, stds)) in enumerate(series.items()):
         pos = [j + (i - (k - 1) / 2) * width for j in range(len(categories))]
-        yerr = [s or 0.0 for s in stds] if any(s is not None for s in stds) else None
-        ax.bar(pos, [m or 0.0 for m in means], width, yerr=yerr, capsize=3, label=label)
+        ms = [m or 0.0 for m in means]
+        yerr = None
+        if any(s is not None for s in stds):
+            yerr = style.floored_yerr([m - (floor or 0.0) for m in ms], stds) if floor is not None else [[s or 0 for s in stds]] * 2
+        ax.bar(pos, ms, width, yerr=yerr, capsize=2.5, color=style.colour(label, i), label=label,
+               error_kw={"elinewidth": 0.9})
     ax.set_xticks(range(len(categories)), [str(c) for c in categories])
     ax.set_ylabel(ylabel)
+    ax.grid(False, axis="x")
     if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+        ax.set_title(title)
+    style.legend_outside(ax)
     return _save(fig, path)
 
 
@@ -173,26 +224,58 @@ def scatter_fit(
     title: str = "",
     slope_origin: float | None = None,
 ) -> Path:
-    """Points labelled by their grid value, the y = x diagonal, and the least-squares line through the
-    origin of slope `slope_origin` (fitted by the caller)."""
+    """Points labelled by their grid value (labels moved apart so none overlaps another), the y = x
+    diagonal, and the least-squares line through the origin of slope `slope_origin` (fitted by the
+    caller); both axes symmetric-log when the values span decades, so that small values stay apart."""
+    import math
+
+    import numpy as np
+
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    ax.scatter(x, y, zorder=3)
-    for xv, yv, lab in zip(x, y, labels):
-        ax.annotate(str(lab), (xv, yv), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    top = max([*x, *y, 1e-9]) * 1.1
-    ax.plot([0, top], [0, top], color="grey", lw=0.8, ls=":", label="y = x")
+    fig, ax = plt.subplots(figsize=(4.4, 3.8))
+    top = max([*x, *y, 1e-9]) * 1.12
+    pos = [v for v in (*x, *y) if v > 0]
+    if pos and max(pos) / min(pos) > 10**1.5:
+        lin = 10 ** math.floor(math.log10(min(pos)))
+        ax.set_xscale("symlog", linthresh=lin, linscale=0.5)
+        ax.set_yscale("symlog", linthresh=lin, linscale=0.5)
+        top = max([*x, *y]) * 1.6
+    line = np.concatenate([[0.0], np.geomspace(max(min(pos or [1e-9]) / 10, 1e-12), top, 200)])
+    ax.plot(line, line, color="0.4", lw=0.8, ls=":", label="y = x")
     if slope_origin is not None:
-        ax.plot([0, top], [0, slope_origin * top], color="C1", lw=1.2, label=f"y = {slope_origin:.2f}·x")
+        ax.plot(line, slope_origin * line, color="0.15", lw=1.1, label=f"y = {slope_origin:.2f}·x")
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
+    ax.scatter(x, y, zorder=3, s=22, color=style.PALETTE["star"])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        ax.set_title(title)
+    fig.tight_layout()
+    for (xv, yv, lab), dy in zip(zip(x, y, labels), _label_offsets(ax, x, y)):
+        ax.annotate(str(lab), (xv, yv), textcoords="offset points", xytext=(5, dy), fontsize=7, va="center",
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if abs(dy) > 6 else None)
+    style.legend_outside(ax)
     return _save(fig, path)
+
+
+def _label_offsets(ax, x: Sequence[float], y: Sequence[float]) -> list[float]:
+    """Vertical offsets in points for point labels placed to the right: moved up or down in 9-point steps
+    until no label is within a label's size of one placed before (positions from the axes' own transform,
+    so log axes count as drawn)."""
+    scale = 72.0 / ax.figure.dpi
+    disp = ax.transData.transform(list(zip(x, y))) * scale
+    placed: list[tuple[float, float]] = []
+    offsets = [0.0] * len(x)
+    for k in sorted(range(len(x)), key=lambda i: disp[i][1]):
+        px, py = disp[k]
+        for dy in (0, 9, -9, 18, -18, 27, -27, 36, 45, 54):
+            cand = (px + 5, py + dy)
+            if all(abs(cand[0] - qx) > 20 or abs(cand[1] - qy) > 8.5 for qx, qy in placed):
+                break
+        placed.append(cand)
+        offsets[k] = dy
+    return offsets
 
 
 def curves_plot(
@@ -202,21 +285,21 @@ def curves_plot(
     ylabel: str,
     title: str = "",
 ) -> Path:
-    """Interpolation curves: every pair thin, each group's mean thick, one colour per group."""
+    """Interpolation curves: per group every pair thin, the mean thick with a ±1 std band, and the chord
+    between the mean endpoints (what the barrier is measured against); one colour per center."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=FIGSIZE)
     for i, (label, curves) in enumerate(groups.items()):
         curves = [list(c) for c in curves]
         if not curves:
             continue
-        for c in curves:
-            ax.plot(ts, c, color=f"C{i}", alpha=0.25, lw=0.7)
-        mean = [sum(vals) / len(vals) for vals in zip(*curves)]
-        ax.plot(ts, mean, color=f"C{i}", lw=2, label=f"{label} (n={len(curves)})")
-    ax.set_xlabel("t  (0: first model, 1: second)")
+        c = style.colour(label, i)
+        style.mean_band(ax, ts, curves, c, label)
+        style.chord(ax, ts, curves, c)
+    ax.set_xlabel(style.T_LABEL)
     ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
     if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        ax.set_title(title)
+    style.legend_outside(ax)
     return _save(fig, path)

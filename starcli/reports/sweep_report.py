@@ -44,7 +44,7 @@ def write_sweep(
     pairs = [row for cell in cells for row in pair_rows(cell)]
     write_csv(out / "pairs.csv", pairs, PAIR_COLUMNS)
     write_csv(out / "summary.csv", rows)
-    for stale in out.glob("*.png"):
+    for stale in [f for suffix in ("png", "pdf", "svg") for f in out.glob(f"*.{suffix}")]:
         # Figures of an earlier run of another grid would sit next to a report that no longer shows them.
         if stale.stem.startswith(FIGURE_STEMS):
             stale.unlink()
@@ -133,7 +133,7 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path, fit: dict[s
             if any(r[f"{short}_{split}_loss_barrier_mean"] is not None for r in rows)
         }
         path = out / f"barrier-{split}.png"
-        title = f"{split} loss barrier (mean ± std over held-out pairs)"
+        title = f"{split} loss barrier, mean ± std over held-out pairs"
         if numeric:
             figures.append(line_plot(path, xs, series, label, f"{split} loss barrier", title, logx=x in LOG_AXES))
         else:
@@ -162,8 +162,8 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path, fit: dict[s
     curves = curve_groups(cells, "train")
     if curves:
         path = out / "curves-train.png"
-        where = f"{label} {cells[-1][x]}, star {cells[-1]['star']}"
-        figures.append(curves_plot(path, curves["ts"], curves["groups"], "train loss along the segment", f"train loss, every pair ({where})"))
+        where = f"{label} {cells[-1][x]}"
+        figures.append(curves_plot(path, curves["ts"], curves["groups"], "train loss", f"train loss along every segment ({where})"))
     return figures
 
 

@@ -116,7 +116,10 @@ def train(
                 seed: stack.enter_context(tracking(f"anchor seed {seed}", config, {"kind": "anchor", "seed": seed}))
                 for seed in todo
             } if tracking is not None else {}
-            histories = {seed: History(reporter.task(f"seed {seed}", config["epochs"]), loggers.get(seed)) for seed in todo}
+            histories = {seed: History(
+                    reporter.task(f"seed {seed}", config["epochs"], completed=_resume(reg, config, seed).epoch()),
+                    loggers.get(seed),
+                ) for seed in todo}
             for seed, model, wall, error in fit_many(reg, config, todo, dev, train_split, histories):
                 histories[seed].task.done()
                 if error is not None:

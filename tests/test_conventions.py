@@ -1,0 +1,144 @@
+"""The CLI's conventions: --version, global options after the command, --quiet, option panels in
+--help, progress with an ETA (plain lines off a terminal), a resumed run's progress starting where it
+resumed, Ctrl-C saying a rerun resumes, and listing sweeps without torch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import starcli
+from starcli.cli import hoist_globals
+from starcli.progress import LogReporter, PlainReporter, RichReporter, for_stderr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(home: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "STARLIGHT_HOME": str(home), "OMP_NUM_THREADS": "1"}
+
+
+def test_version_prints_the_package_version(cli):
+    code, out, _ = cli("--version")
+    assert code == 0 and out == f"starlight {starcli.__version__}\n"
+
+
+def test_global_options_after_the_command_are_moved_in_front_and_nothing_after_double_dash():
+    assert hoist_globals(["list", "--home", "H", "--kind", "star", "--quiet"]) == ["--home", "H", "--quiet", "list", "--kind", "star"]
+    assert hoist_globals(["--home", "H", "list", "--debug"]) == ["--home", "H", "--debug", "list"]
+    assert hoist_globals(["show", "3", "--home=H"]) == ["--home=H", "show", "3"]
+    assert hoist_globals(["show", "--", "--debug"]) == ["show", "--", "--debug"]
+
+
+def test_home_given_after_the_command_is_the_registry_used(cli, tmp_path):
+    other = tmp_path / "other"
+    code, out, err = cli("doctor", "--home", str(other), "--json")
+    assert code == 0, err
+    import json
+
+    assert json.loads(out)["home"] == str(other)  # not $STARLIGHT_HOME
+
+
+def test_quiet_shows_messages_but_no_progress_display(capsys):
+    rep = for_stderr(quiet=True)
+    assert type(rep) is LogReporter
+    task = rep.task("seed 1", 10)
+    task.advance(5, loss=0.5)
+    task.done()
+    rep.log("seed 1: solution 1")
+    assert capsys.readouterr().err == "seed 1: solution 1\n"
+
+
+def test_off_a_terminal_progress_is_plain_periodic_lines_with_an_eta(capsys):
+    now = [0.0]
+    rep = PlainReporter(interval=10, clock=lambda: now[0])
+    task = rep.task("seed 1", 10)
+    for step in range(1, 5):
+        now[0] = 10.0 * step
+        task.advance(loss=1.0 / step)
+    task.done()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "seed 1: started (10 steps)"
+    # after 2 steps in 20 s, 8 steps left at 10 s each
+    assert lines[2] == "seed 1: 2/10 (0:20 elapsed, ETA 1:20)  loss 0.5"
+    assert lines[-1] == "seed 1: 10/10 (0:40 elapsed)  loss 0.25 done"
+    assert len(lines) == 6  # start, one line per 10 s, done
+
+
+def test_the_rich_bar_of_a_resumed_task_starts_where_it_resumed_and_has_an_eta():
+    rep = RichReporter()
+    rep.task("seed 1", 400, completed=120)
+    (t,) = rep.progress.tasks
+    assert t.completed == 120 and "resumed at 120" in t.description
+    assert any(type(c).__name__ == "TimeRemainingColumn" for c in rep.progress.columns)
+
+
+def test_an_interrupted_training_resumes_and_its_progress_says_where(reg, tiny_config, capsys):
+    from starcli.engine import data, training
+    from starcli.engine.loop import ResumeFile
+    from starcli.solutions import anchors, records
+    from starcli.solutions.anchors import anchor_key
+
+    resume = ResumeFile(reg.home / "runs" / anchor_key(tiny_config, 1)[:24])
+    import torch
+
+    cpu = torch.device("cpu")
+    split = data.load_split(tiny_config["dataset"], "train", cpu, cache_dir=records.dataset_cache(reg))
+
+    def stop_after_two(epoch, loss):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_config, 1, cpu, split, resume, on_epoch=stop_after_two)
+    assert resume.epoch() == 2
+    anchors.train(reg, tiny_config, [1], device="cpu", reporter=PlainReporter(interval=0))
+    err = capsys.readouterr().err
+    assert "seed 1: started, resumed at 2/3" in err and "seed 1: 3/3" in err
+
+
+def test_ctrl_c_says_that_rerunning_the_command_resumes(tmp_path, mnist1d_cache):
+    home = tmp_path / "h"
+    (home / "datasets").mkdir(parents=True)
+    (home / "datasets" / "mnist1d.npz").write_bytes(mnist1d_cache.read_bytes())
+    env = {**_env(home), "STARLIGHT_PROGRESS_INTERVAL": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "starcli", "train", "--seed", "1", "--epochs", "400"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((home / "runs").glob("*/*.safetensors")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.splitlines()[-1] == "interrupted; rerun the same command to resume"
+    assert "Traceback" not in err
+
+
+def test_help_groups_cluster_and_output_options_in_their_own_sections(cli):
+    code, out, _ = cli("train", "--help")
+    assert code == 0
+    sections = {}
+    for line in out.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            current = sections.setdefault(line[:-1], [])
+        elif line.strip().startswith("-") and sections:
+            current.append(line.split()[0].rstrip(","))
+    assert "--partition" in sections["Cluster (--executor slurm | ray)"] and "--partition" not in sections["Options"]
+    assert sections["Output"] == ["--json"] and "--recipe" in " ".join(sections["Options"]) + " -r --recipe"
+    code, out, _ = cli("--help")
+    assert "--install-completion" in out and "--version" in out and "--quiet" in out
+
+
+def test_listing_the_shipped_sweeps_imports_no_torch(tmp_path):
+    code = (
+        "import sys\nfrom starcli.cli import main\nrc = main(['sweep'])\n"
+        "assert rc == 0\nprint('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path / "h"), capture_output=True, text=True, check=True).stdout
+    assert "width-mnist1d" in out and "MNIST-1D MLP" in out and out.rstrip().endswith("NO-TORCH")

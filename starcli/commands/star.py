@@ -23,10 +23,19 @@ def star(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: the anchors' recipe."),
     t_sampling: str = typer.Option("uniform", "--t-sampling", help="uniform | beta:A,B | constant:T"),
     samples_per_step: int = typer.Option(1, "--samples-per-step", help="Anchor/t draws averaged per batch."),
-    mu_star: float = typer.Option(0.0, "--mu-star", help="Weight M of the star's own loss: (L_interp + M·L_star)/(1+M)."),
+    preset: str = typer.Option(
+        "solution", "--preset",
+        help="solution: re-aligned anchors, an aligned-mean start, mu_star 1 (a star that is a solution; "
+        "docs/results/star-quality.md) | paper: the authors' released settings. The flags below override it.",
+    ),
+    mu_star: Optional[float] = typer.Option(
+        None, "--mu-star", help="Weight M of the star's own loss: (L_interp + M·L_star)/(1+M) (solution: 1, paper: 0)."
+    ),
+    init: Optional[str] = typer.Option(None, "--init", help="random | anchor-mean: the star's start (solution: anchor-mean)."),
     seed: int = typer.Option(0, "--seed", "-s", help="Seed of the star's initialisation and draws."),
-    align_anchors: bool = typer.Option(
-        False, "--align-anchors", help="Re-permute every anchor to the star at each epoch start (weight matching)."
+    align_anchors: Optional[bool] = typer.Option(
+        None, "--align-anchors/--no-align-anchors",
+        help="Re-permute every anchor to the star at each epoch start (solution: on, paper: off).",
     ),
     device: str = common.DeviceOpt,
     executor: str = common.ExecutorOpt,
@@ -43,16 +52,19 @@ def star(
 
     It checkpoints every epoch: a killed, preempted or requeued star resumes from its last one.
     """
+    from starcli.engine.star_presets import star_settings
     from starcli.engine.starlight import TSampling
     from starcli.selectors import check_finite, check_int, check_seed
     from starcli.solutions import executors, records
+
+    settings = star_settings(preset, align_anchors=align_anchors, init=init, mu_star=mu_star)
 
     anchor_ids = common.solution_ids(anchors, "anchor id", unique=True)
     executors.check_options(executor, None, partition, time, gpus_per_job, slurm_cluster, ray_address)
     if len(anchor_ids) < 2:
         raise UsageError(f"a star needs at least 2 anchors, got --anchors {anchors}")
     check_seed(seed)
-    check_finite(mu_star, "--mu-star")
+    check_finite(settings["mu_star"], "--mu-star")
     check_int(epochs, "--epochs", 1, 100_000)
     check_int(samples_per_step, "--samples-per-step", 1, 1_000)
     TSampling.parse(t_sampling)
@@ -61,8 +73,8 @@ def star(
     tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     spec = dict(
-        anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step,
-        mu_star=mu_star, seed=seed, align_anchors=align_anchors,
+        anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step, seed=seed,
+        **settings,
     )
     with rep.live():
         [(sol, created)] = executors.build_stars(

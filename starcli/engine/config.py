@@ -107,16 +107,13 @@ def check(config: dict[str, Any], origins: dict[str, str] | None = None) -> None
 
 
 def entry_parameters(arch: str) -> dict[str, inspect.Parameter] | None:
-    """The named keyword parameters of `arch`'s timm entry point, or None when it takes any **kwargs
-    only (most timm models forward them to their class, so only building them can tell)."""
-    import timm
-    from timm.models import model_entrypoint
-
+    """The named keyword parameters of one of our architectures' builders, or None for a timm model (most
+    forward **kwargs to their class, so only building them can tell)."""
     from starcli import models
 
-    if not timm.is_model(arch) or arch not in models.WIDTH_KWARG:
+    if arch not in models.OURS:
         return None
-    params = inspect.signature(model_entrypoint(arch)).parameters
+    params = inspect.signature(models.OURS[arch]).parameters
     return {n: p for n, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD and n != "pretrained"}
 
 
@@ -124,7 +121,6 @@ def check_arch(arch: str, arch_kwargs: dict[str, Any], dataset_info: Any, origin
     """Build `arch` with `arch_kwargs` on the meta device (no memory, no time) and push one batch of the
     dataset's shape through it: an unknown kwarg, a wrong type, a zero/fractional/huge width, a negative
     depth or a network whose input or output does not fit the dataset is one UsageError naming the key."""
-    import timm
     import torch
 
     from starcli import models
@@ -135,7 +131,7 @@ def check_arch(arch: str, arch_kwargs: dict[str, Any], dataset_info: Any, origin
     def where(key: str) -> str:
         return origins.get(f"arch_kwargs.{key}", origins.get("arch_kwargs", "the dataset's defaults"))
 
-    if not isinstance(arch, str) or not timm.is_model(arch):
+    if not isinstance(arch, str) or not models.is_known(arch):
         hint = ", ".join(sorted(models.WIDTH_KWARG))
         raise UsageError(f"unknown architecture {arch!r} (from {origins.get('arch', 'the recipe')}); ours are {hint}, or any name from timm.list_models()")
     for key in arch_kwargs:

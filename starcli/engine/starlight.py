@@ -22,10 +22,12 @@ from starcli.errors import UsageError
 
 from . import evaluation, loop
 from .data import Split
+from .interpolation import average
 
 # The star's initialisation and shuffles are seeded apart from the anchors', so that star seed 1 does
 # not start from the same weights as the anchor trained with seed 1.
 STAR_SEED_OFFSET = 1_000_000_007
+STAR_INITS = ("random", "anchor-mean")
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,13 @@ def fit_star(
     realign: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
     resume: loop.ResumeFile | None = None,
+    init: str = "random",
 ) -> nn.Module:
-    """Train a star from a fresh seeded initialisation toward `anchors` (state dicts); returns it (train mode).
+    """Train a star toward `anchors` (state dicts); returns it (train mode).
+
+    `init`: "random", a fresh seeded initialisation (the paper's), or "anchor-mean", the mean of the
+    anchors, each first permuted to the first one by `realign` when given (docs/results/star-quality.md:
+    with the star's own loss in the objective, this is what makes the star a solution that still connects).
 
     `realign(star_state, anchor_state)`, when given, re-permutes every anchor to the current star at the
     start of each epoch (Algorithm 1; off in the paper's released configs). With `resume`, every finished
@@ -110,9 +117,14 @@ def fit_star(
     continues from the last one, bit for bit as if it had never stopped: the re-aligned anchors need no
     saving, since they are recomputed from the restored star at the start of the next epoch.
     """
+    if init not in STAR_INITS:
+        raise UsageError(f"--init must be one of {', '.join(STAR_INITS)}, got {init!r}")
     init_seed = STAR_SEED_OFFSET + seed
     torch.manual_seed(init_seed)
     model = loop.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
+    if init == "anchor-mean":
+        first = anchors[0]
+        model.load_state_dict(average([first] + [realign(first, a) if realign else a for a in anchors[1:]]))
     optimizer = loop.build_optimizer(model.parameters(), config)
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]

@@ -15,6 +15,7 @@ from typing import Any
 
 from registry import Registry
 from starcli.engine import data
+from starcli.engine.star_presets import star_settings
 from starcli.progress import Reporter
 from starcli.reports import sweep_report
 from starcli.solutions import executors, records
@@ -123,14 +124,17 @@ def _train(reg, config, seeds, device, data_dir, download, executor, jobs, repor
 
 def _star_spec(sweep: Sweep, cell: Cell, anchors: list[int]) -> dict[str, Any]:
     options = dict(sweep.star)
+    settings = star_settings(
+        options.get("preset"), align_anchors=options.get("align_anchors"), init=options.get("init"),
+        mu_star=options.get("mu_star"),
+    )
     return dict(
         anchor_ids=anchors,
         epochs=options.get("epochs"),
         t_sampling=cell.t_sampling,
         samples_per_step=options.get("samples_per_step", 1),
-        mu_star=options.get("mu_star", 0.0),
         seed=cell.star_seed,
-        align_anchors=options.get("align_anchors", False),
+        **settings,
     )
 
 

@@ -15,7 +15,7 @@ sampled, which seeds are held out. Running it is sweep.py.
     held_out_seeds = "101-103"
     t_sampling = ["uniform"]          # uniform | beta:A,B | constant:T
     star_seeds = [0]
-    [star]                            # build_star options: epochs, samples_per_step, mu_star, align_anchors
+    [star]                            # preset (solution | paper) and build_star options: epochs, samples_per_step, mu_star, align_anchors, init
     [barriers]                        # measure options: points, splits, bn_calibration, batch_size, align
     [baselines]
     soup = true                       # also test the aligned average of each star's anchors (baselines.py)
@@ -32,12 +32,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from starcli.engine.star_presets import DEFAULT_PRESET, STAR_PRESETS
 from starcli.errors import StarlightError, UsageError
 from starcli.selectors import parse_ids
 
 SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers", "baselines", "paper", "report"}
 GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds"}
-STAR_KEYS = {"epochs", "samples_per_step", "mu_star", "align_anchors"}
+STAR_KEYS = {"epochs", "samples_per_step", "mu_star", "align_anchors", "init", "preset"}
 BARRIER_KEYS = {"points", "splits", "bn_calibration", "batch_size", "align"}
 BASELINE_KEYS = {"soup"}
 REPORT_KEYS = {"x"}
@@ -243,6 +244,10 @@ def _check_star(star: dict[str, Any], where: str) -> None:
         raise UsageError(f"sweep {where}: [star] mu_star must be a number ≥ 0")
     if "align_anchors" in star and not isinstance(star["align_anchors"], bool):
         raise UsageError(f"sweep {where}: [star] align_anchors must be true or false")
+    if star.get("init", "random") not in ("random", "anchor-mean"):
+        raise UsageError(f"sweep {where}: [star] init must be random or anchor-mean")
+    if star.get("preset", DEFAULT_PRESET) not in STAR_PRESETS:
+        raise UsageError(f"sweep {where}: [star] preset must be one of {', '.join(STAR_PRESETS)}")
 
 
 def _check_barriers(options: dict[str, Any], where: str) -> None:

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from starcli.errors import StarlightError
 
-from . import linear, mlp, resnet, vgg, wrn  # noqa: F401  (registration side effect)
+from . import cnn1d, linear, mlp, resnet, vgg, wrn  # noqa: F401  (registration side effect)
 from .builders import OURS, into_timm
 
 # Our architectures, and the kwarg that is their width (recorded in the registry's `width` column).
@@ -26,6 +26,7 @@ WIDTH_KWARG = {
     "cifar_vgg11": "width",
     "cifar_vgg19": "width",
     "wrn": "width",
+    "mnist1d_cnn": "width",
 }
 
 
@@ -47,6 +48,16 @@ def create(arch: str, **kwargs: Any) -> nn.Module:
         return timm.create_model(arch, pretrained=False, **kwargs)
     except TypeError as e:
         raise StarlightError(f"architecture {arch!r} rejects its kwargs {kwargs}: {e}") from None
+
+
+def is_known(arch: str) -> bool:
+    """Whether `create` can build `arch`: one of ours (no timm import), or a name in timm's registry."""
+    if arch in OURS:
+        return True
+    import timm
+
+    into_timm()
+    return timm.is_model(arch)
 
 
 def width_of(arch: str, arch_kwargs: dict[str, Any]) -> int | None:

@@ -83,6 +83,7 @@ class StarJob:
     seed: int = 0
     align_anchors: bool = False
     store_url: str | None = None
+    init: str = "random"
 
     kind = "star"
 
@@ -97,7 +98,7 @@ class StarJob:
         sol, created = stars.build_star(
             reg, list(self.anchors), epochs=self.epochs, t_sampling=self.t_sampling, samples_per_step=self.samples_per_step,
             mu_star=self.mu_star, seed=self.seed, device=self.device, reporter=reporter, align_anchors=self.align_anchors,
-            tracking=tracking,
+            tracking=tracking, init=self.init,
         )
         return sol.id, created
 

@@ -17,7 +17,7 @@ from starcli.alignment import align_state
 from starcli.engine import devices, evaluation
 from starcli.engine.data import load_split
 from starcli.engine.loop import ResumeFile
-from starcli.engine.starlight import TSampling, fit_star
+from starcli.engine.starlight import STAR_INITS, TSampling, fit_star
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 from starcli.selectors import MAX_SEED
@@ -77,10 +77,13 @@ def plan_star(
     seed: int = 0,
     align_anchors: bool = False,
     reporter: Reporter | None = None,
+    init: str = "random",
 ) -> StarPlan:
     """Check a star's settings and anchors and key it, training nothing: what `build_star` does first,
     and what an executor does before it submits a star job (bad input fails here, not in a worker)."""
     sampling = TSampling.parse(t_sampling)
+    if init not in STAR_INITS:
+        raise UsageError(f"--init must be one of {', '.join(STAR_INITS)}, got {init!r}")
     if len(anchor_ids) < 2:
         raise UsageError(f"a star needs at least 2 anchors, got {list(anchor_ids)}; pass e.g. --anchors 1-5")
     if len(set(anchor_ids)) != len(anchor_ids):
@@ -106,6 +109,9 @@ def plan_star(
         "seed": seed,
         "align_anchors": bool(align_anchors),
     }
+    # Recorded only when not the paper's random start, so that stars built before the option keep their keys.
+    if init != "random":
+        config["star"]["init"] = init
     key = star_key(config, seed)
     return StarPlan(config, key, anchors, recipe, sampling, records.by_key(reg, key))
 
@@ -122,6 +128,7 @@ def build_star(
     reporter: Reporter | None = None,
     align_anchors: bool = False,
     tracking: Callable | None = None,
+    init: str = "random",
 ) -> tuple[Solution, bool]:
     """Train and register a star from the anchors; returns (solution, created).
 
@@ -129,7 +136,7 @@ def build_star(
     """
     reporter = reporter or Reporter()
     dev = devices.resolve(device)  # before any lookup: a registered star must not hide --device tpu
-    plan = plan_star(reg, anchor_ids, epochs, t_sampling, samples_per_step, mu_star, seed, align_anchors, reporter)
+    plan = plan_star(reg, anchor_ids, epochs, t_sampling, samples_per_step, mu_star, seed, align_anchors, reporter, init)
     config, key, anchors, recipe, sampling = plan.config, plan.key, plan.anchors, plan.recipe, plan.sampling
     anchor_ids = config["star"]["anchors"]
     existing = plan.existing
@@ -151,7 +158,7 @@ def build_star(
         history = History(task, logger)
         start = time.perf_counter()
         model = fit_star(
-            config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign, on_epoch=history,
+            config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign, on_epoch=history, init=init,
             resume=resume,
         )
         # The running statistics gathered during training describe interpolated networks, not the star.

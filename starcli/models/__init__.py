@@ -9,19 +9,14 @@ model stay one namespace.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch.nn as nn
 
 from starcli.errors import StarlightError
 
+from . import linear, mlp, resnet, vgg, wrn  # noqa: F401  (registration side effect)
 from .builders import OURS, into_timm
-
-if TYPE_CHECKING:
-    import torch.nn as nn
-
-
-def _load_ours() -> None:
-    # Imported on first use: widths and kwargs (recipes, sweep listings, records) need no torch.
-    from . import linear, mlp, resnet, vgg, wrn  # noqa: F401  (each registers its builders in OURS)
 
 # Our architectures, and the kwarg that is their width (recorded in the registry's `width` column).
 WIDTH_KWARG = {
@@ -34,9 +29,8 @@ WIDTH_KWARG = {
 }
 
 
-def create(arch: str, **kwargs: Any) -> "nn.Module":
+def create(arch: str, **kwargs: Any) -> nn.Module:
     """Build `arch` with `kwargs` (num_classes and in_chans included): ours directly, others through timm."""
-    _load_ours()
     if arch in OURS:
         # What timm.create_model does for an entry point of ours: drop None kwargs, call it unpretrained.
         try:

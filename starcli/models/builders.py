@@ -17,15 +17,21 @@ OURS: dict[str, Callable] = {}
 def register_model(fn: Callable) -> Callable:
     OURS[fn.__name__] = fn
     if "timm" in sys.modules:
-        into_timm()
+        _register_in_timm(fn)
     return fn
 
 
 def into_timm() -> None:
     """Register every builder of ours in timm's registry (idempotent; imports timm)."""
+    from . import linear, mlp, resnet, vgg, wrn  # noqa: F401  (each registers its builders in OURS)
+
+    for fn in OURS.values():
+        _register_in_timm(fn)
+
+
+def _register_in_timm(fn: Callable) -> None:
     import timm
     from timm.models import register_model as timm_register
 
-    for name, fn in OURS.items():
-        if not timm.is_model(name):
-            timm_register(fn)
+    if not timm.is_model(fn.__name__):
+        timm_register(fn)

@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     if not debug:
         _quiet_warnings()
+    from .commands import common
+
+    common.state.argv = tuple(argv if argv is not None else sys.argv[1:])
     try:
         result = app(args=argv, standalone_mode=False)
         return result if isinstance(result, int) else 0

@@ -99,6 +99,8 @@ CASES = [
     (("barrier", "--star", "3", "--held-out", "2,2"), 2, "given twice"),
     (("barrier", "--pair", "1", "1"), 2, "names one solution twice"),
     (("barrier", "--pair", "1", "99999999999999999999"), 2, "--pair must be an integer"),
+    (("barrier", "--pair", "1", "2", "--pair", "2", "3"), 2, "--pair takes one pair"),
+    (("list", "--width", "99999999999999999999"), 2, "--width must be an integer"),
     (("show", "99999999999999999999"), 2, "solution id must be an integer"),
     (("show", "１"), 2, "solution id must be an integer"),
     (("align", "1", "--to", "1"), 2, "cannot be aligned to itself"),
@@ -429,3 +431,19 @@ def test_library_warnings_do_not_reach_stderr(cli, home, capsys):
     cli("list")  # main() installs the filters
     warnings.warn_explicit("TypedStorage is deprecated", UserWarning, "/site-packages/torch/x.py", 1, module="torch.storage")
     assert "site-packages" not in capsys.readouterr().err
+
+
+def test_blobs_follow_the_umask_so_a_group_shared_home_can_load_them(populated):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    blobs = [p for p in (populated / "blobs").rglob("*") if p.is_file()]
+    assert blobs and all(p.stat().st_mode & 0o777 == 0o666 & ~mask for p in blobs)
+
+
+def test_a_long_refusal_is_cut_at_a_word_boundary():
+    from starcli.solutions.imports import _clip
+
+    text = "Weights only load failed. " + "Please file an issue with the following so that we can make it work " * 5
+    clipped = _clip(text, 200)
+    assert len(clipped) <= 204 and clipped.endswith(" ...") and text.startswith(clipped[:-4])
+    assert clipped[:-4].split()[-1] in text.split()

@@ -16,6 +16,8 @@ from starcli.errors import UsageError
 class GlobalState:
     home: str | None = None
     debug: bool = False
+    # The raw command line (set by main): Click keeps only the last of a repeated tuple option such as --pair.
+    argv: tuple[str, ...] = ()
 
 
 state = GlobalState()

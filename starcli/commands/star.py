@@ -93,6 +93,8 @@ def barrier(
     fmt = common.one_format(json=json_, csv=csv_, md=md)
     held = common.ids(held_out, "held-out id", unique=True) if held_out else None
     pairs = [tuple(pair)] if pair and pair[0] is not None else None
+    if sum(a == "--pair" for a in common.state.argv) > 1:
+        raise UsageError("--pair takes one pair (A B); measure several pairs with --star S --held-out IDS, or one call per pair")
     check_id(star, "--star")
     for a in pairs[0] if pairs else ():
         check_id(a, "--pair")

@@ -38,7 +38,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise StarlightError(
                 f"{path} is not a plain state dict that loads with weights_only=True (nothing in it was executed): "
-                f"{first[:200]}"
+                f"{_clip(first, 200)}"
             ) from None
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
@@ -128,6 +128,13 @@ def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def _clip(text: str, n: int) -> str:
+    """At most n characters, cut at a word boundary (torch's advice must not end mid-word)."""
+    if len(text) <= n:
+        return text
+    return text[:n].rsplit(" ", 1)[0].rstrip(" ,.;:") + " ..."
 
 
 def _preview(keys: list[str], n: int = 5) -> str:

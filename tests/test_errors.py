@@ -447,3 +447,26 @@ def test_a_long_refusal_is_cut_at_a_word_boundary():
     clipped = _clip(text, 200)
     assert len(clipped) <= 204 and clipped.endswith(" ...") and text.startswith(clipped[:-4])
     assert clipped[:-4].split()[-1] in text.split()
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        ('anchor_seeds = "1-100000000"', "more than 10,000 ids"),
+        ('anchor_seeds = "1-3"\nt_sampling = ["beta:inf,1"]', "finite A, B > 0"),
+        ('anchor_seeds = "1-3"\nstar_seeds = [-1]', "star_seeds must be a list of integers from 0"),
+        ('anchor_seeds = "1-3"\n[star]\nmu_star = nan', "mu_star must be a finite number"),
+        ('anchor_seeds = "1-3"\n[barriers]\npoints = 100000000', "points must be an integer from 2 to 1,001"),
+    ],
+)
+def test_sweep_files_are_bounded_and_refused_even_under_plan(home, cli, tmp_path, extra, fragment):
+    f = tmp_path / "s.toml"
+    head, _, tail = extra.partition("\n[")
+    f.write_text(
+        'recipe = "mnist1d-mlp"\n[grid]\nwidths = [4]\nanchors = [2]\nheld_out_seeds = "11-12"\n'
+        + head + "\n" + ("[" + tail + "\n" if tail else "")
+    )
+    start = time.monotonic()
+    code, _, err = cli("sweep", str(f), "--plan")
+    assert_one_line_error(code, err, 2, fragment)
+    assert time.monotonic() - start < 30 and not (home / "registry.db").exists()

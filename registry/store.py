@@ -120,6 +120,8 @@ class CheckpointStore(BlobStore):
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=".safetensors")
         try:
+            # mkstemp makes 0600; a blob follows the umask like every other file, so a group-shared home can load it.
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -139,6 +141,12 @@ class CheckpointStore(BlobStore):
         if actual != sha256:
             raise corrupt(str(path), actual, sha256)
         return data
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 URL_HELP = "write s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or file:///ABSOLUTE/PATH, or unset it to keep them in the home"

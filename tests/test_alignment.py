@@ -281,9 +281,9 @@ def test_spec_prints_groups_coverage_and_the_self_check(cli, home):
     assert code == 0 and "self-check passed" in out and "permutation groups cover" in out
 
 
-def test_spec_exits_1_when_no_spec_can_be_derived_or_the_self_check_fails(cli, home, monkeypatch):
+def test_spec_refuses_an_unknown_arch_and_exits_1_when_the_self_check_fails(cli, home, monkeypatch):
     code, out, err = cli("spec", "--arch", "no_such_architecture")
-    assert code == 1 and "unknown architecture" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "unknown architecture" in err and len(err.strip().splitlines()) == 1  # a usage error, like every bad config value
     monkeypatch.setattr(alignment, "_HAND_WRITTEN", {})
     monkeypatch.setattr(alignment, "_CACHE", {})
     alignment.register_spec("linear2", lambda m: PermutationSpec.from_axes({"1.weight": ("P", None)}, m.state_dict()))

@@ -25,7 +25,13 @@ def align(
     from starcli.solutions import records
     from starcli.solutions.aligned import align_solution
 
+    from starcli.selectors import check_seed
+
     b, a = _solution_id(source, "B"), _solution_id(to, "--to")
+    if a == b:
+        raise UsageError(f"solution {b} cannot be aligned to itself; name another --to")
+    check_seed(seed)
+    common.device(device)
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError(f"no solution with id {b}: there is no registry here yet (train some first)")
@@ -52,7 +58,11 @@ def spec(
 
     from .solutions import parse_json_object
 
-    info = alignment.describe(arch, parse_json_object(arch_kwargs, "--arch-kwargs"))
+    from starcli.engine.config import check_arch
+
+    kwargs = parse_json_object(arch_kwargs, "--arch-kwargs")
+    check_arch(arch, kwargs, None, {"arch": "--arch", **{f"arch_kwargs.{k}": "--arch-kwargs" for k in kwargs}})
+    info = alignment.describe(arch, kwargs)
     if json_:
         common.echo_json({k: v for k, v in info.items() if k not in ("ok", "summary")})
     else:
@@ -66,7 +76,8 @@ def spec(
 
 
 def _solution_id(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UsageError(f"{what} must be a solution id (an integer), got {text!r}") from None
+    from starcli.selectors import MAX_ID
+
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > MAX_ID:
+        raise UsageError(f"{what} must be a solution id (an integer from 0 to {MAX_ID}), got {text!r}")
+    return int(text)

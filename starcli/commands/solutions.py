@@ -92,9 +92,11 @@ def register(
     if not Path(path).is_file():
         raise StarlightError(f"checkpoint {path} does not exist (or is not a file)")
     common.device(device)
+    prepared = imports.prepare(path, arch, dataset, kwargs, width)  # every check before the registry is opened
     reg = common.registry()
     sol, created = imports.register(
-        reg, path, arch, dataset, arch_kwargs=kwargs, seed=seed, width=width, device=device, data_dir=data_dir
+        reg, path, arch, dataset, arch_kwargs=kwargs, seed=seed, width=width, device=device, data_dir=data_dir,
+        prepared=prepared,
     )
     rec = records.record(reg, sol)
     if json_:

@@ -161,7 +161,7 @@ def check_arch(arch: str, arch_kwargs: dict[str, Any], dataset_info: Any, origin
                     f"{arch} with arch_kwargs {arch_kwargs} has {n_params:,} parameters, more than {MAX_PARAMETERS:,}; "
                     f"choose a smaller width (from {where('width')})"
                 )
-            out = model(torch.empty((2, *dataset_info.shape)))
+            out = model(torch.empty((2, *dataset_info.shape))) if dataset_info is not None else None
     except UsageError:
         raise
     except Exception as e:  # the model's own complaint, whatever its type: the kwargs do not build a network
@@ -169,10 +169,11 @@ def check_arch(arch: str, arch_kwargs: dict[str, Any], dataset_info: Any, origin
             raise UsageError(str(e)) from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(
-            f"{arch} with arch_kwargs {arch_kwargs} does not build a network for {dataset_info.name} "
-            f"(inputs {tuple(dataset_info.shape)}): {first[:200]}"
+            f"{arch} with arch_kwargs {arch_kwargs} does not build a network"
+            + (f" for {dataset_info.name} (inputs {tuple(dataset_info.shape)})" if dataset_info is not None else "")
+            + f": {first[:200]}"
         ) from None
-    if tuple(out.shape) != (2, dataset_info.num_classes):
+    if out is not None and tuple(out.shape) != (2, dataset_info.num_classes):
         raise UsageError(
             f"{arch} with arch_kwargs {arch_kwargs} outputs {tuple(out.shape[1:])} per sample but {dataset_info.name} "
             f"has {dataset_info.num_classes} classes/targets; fix num_classes (from {where('num_classes')})"

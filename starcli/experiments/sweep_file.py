@@ -25,6 +25,7 @@ sampled, which seeds are held out. Running it is sweep.py.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from typing import Any
 
 from starcli.engine.star_presets import DEFAULT_PRESET, STAR_PRESETS
 from starcli.errors import StarlightError, UsageError
-from starcli.selectors import parse_ids
+from starcli.selectors import MAX_IDS, MAX_SEED, parse_ids
 
 SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers", "baselines", "paper", "report"}
 GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds"}
@@ -189,8 +190,10 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
     t_sampling = grid.get("t_sampling", ["uniform"])
     t_sampling = _t_samplings([t_sampling] if isinstance(t_sampling, str) else t_sampling, where)
     star_seeds = grid.get("star_seeds", [0])
-    if not isinstance(star_seeds, list) or not star_seeds or not all(isinstance(s, int) and s >= 0 for s in star_seeds):
-        raise UsageError(f"sweep {where}: [grid] star_seeds must be a list of non-negative integers")
+    if not isinstance(star_seeds, list) or not star_seeds or not all(
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in star_seeds
+    ):
+        raise UsageError(f"sweep {where}: [grid] star_seeds must be a list of integers from 0 to {MAX_SEED}")
     _check_star(star, where)
     _check_barriers(barriers, where)
     if report.get("x") is not None and report["x"] not in AXES:
@@ -240,8 +243,9 @@ def _check_star(star: dict[str, Any], where: str) -> None:
         raise UsageError(f"sweep {where}: [star] epochs must be a positive integer")
     if "samples_per_step" in star and not positive_int(star["samples_per_step"]):
         raise UsageError(f"sweep {where}: [star] samples_per_step must be a positive integer")
-    if "mu_star" in star and (not isinstance(star["mu_star"], (int, float)) or star["mu_star"] < 0):
-        raise UsageError(f"sweep {where}: [star] mu_star must be a number ≥ 0")
+    mu = star.get("mu_star", 0.0)
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
+        raise UsageError(f"sweep {where}: [star] mu_star must be a finite number ≥ 0, got {mu!r}")
     if "align_anchors" in star and not isinstance(star["align_anchors"], bool):
         raise UsageError(f"sweep {where}: [star] align_anchors must be true or false")
     if star.get("init", "random") not in ("random", "anchor-mean"):
@@ -255,8 +259,10 @@ def _check_barriers(options: dict[str, Any], where: str) -> None:
     from starcli.solutions.barriers import ALIGN_CHOICES
 
     points = options.get("points", 11)
-    if not isinstance(points, int) or isinstance(points, bool) or points < 2:
-        raise UsageError(f"sweep {where}: [barriers] points must be an integer ≥ 2")
+    from starcli.solutions.barriers import MAX_POINTS
+
+    if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= MAX_POINTS:
+        raise UsageError(f"sweep {where}: [barriers] points must be an integer from 2 to {MAX_POINTS:,}")
     splits = options.get("splits", ["train", "test"])
     if not isinstance(splits, list) or not splits or not set(splits) <= {"train", "test"}:
         raise UsageError(f"sweep {where}: [barriers] splits must be a list of train and/or test")
@@ -307,7 +313,9 @@ def _known(table: dict[str, Any], known: set[str], where: str, what: str) -> Non
 
 
 def _seeds(value: Any, key: str, where: str) -> list[int]:
-    if isinstance(value, list) and value and all(isinstance(v, int) and v >= 0 for v in value):
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED for v in value):
+        if len(value) > MAX_IDS:
+            raise UsageError(f"sweep {where}: [grid] {key} lists more than {MAX_IDS:,} seeds")
         return list(dict.fromkeys(value))
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         try:

@@ -76,3 +76,21 @@ def arch_kwargs_for(arch: str, dataset_info: Any, user_kwargs: dict[str, Any] | 
         kwargs["input_size"] = dataset_info.input_size
     kwargs.update(user_kwargs or {})
     return kwargs
+
+
+def complete_kwargs(arch: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` with every default of our architecture's entry point filled in (depth, batch_norm, ...),
+    so that two records of one network compare equal however they were written; timm's own models
+    (which take any **kwargs) come back as given."""
+    if arch not in WIDTH_KWARG or not timm.is_model(arch):
+        return dict(kwargs)
+    import inspect
+
+    from timm.models import model_entrypoint
+
+    params = inspect.signature(model_entrypoint(arch)).parameters
+    defaults = {
+        n: p.default for n, p in params.items()
+        if p.kind is p.POSITIONAL_OR_KEYWORD and n != "pretrained" and p.default is not p.empty
+    }
+    return defaults | dict(kwargs)

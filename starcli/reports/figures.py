@@ -21,6 +21,8 @@ def check_plot_path(path: str | Path) -> Path:
         raise UsageError(f"--plot {path} must name a .png, .pdf or .svg file (e.g. {path.with_suffix('.png').name})")
     if path.is_dir():
         raise UsageError(f"--plot {path} is a folder; name a file such as {path / 'barriers.png'}")
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"--plot {path} must name a .png file (e.g. {path.with_suffix('.png').name})")
     check_writable_folder(path.parent, "--plot")
     return path
 

@@ -15,7 +15,7 @@ import torch
 from starcli import models
 from starcli.engine import data, devices, evaluation
 from starcli.engine.data import load_split
-from starcli.errors import StarlightError
+from starcli.errors import StarlightError, UsageError
 
 from . import records
 
@@ -38,7 +38,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise StarlightError(
                 f"{path} is not a plain state dict that loads with weights_only=True (nothing in it was executed): "
-                f"{first[:200]}"
+                f"{_clip(first, 200)}"
             ) from None
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
@@ -51,25 +51,28 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
-def register(
-    reg,
-    path: str | Path,
-    arch: str,
-    dataset: str,
-    arch_kwargs: dict[str, Any] | None = None,
-    seed: int | None = None,
-    width: int | None = None,
-    device: str = "auto",
-    data_dir=None,
-):
-    """Load `path` strictly into `arch`, compute its metrics, register it; returns (solution, created)."""
+def prepare(
+    path: str | Path, arch: str, dataset: str, arch_kwargs: dict[str, Any] | None = None, width: int | None = None
+) -> tuple[Path, dict[str, Any], torch.nn.Module]:
+    """Everything `register` checks before it touches the registry: the dataset, the complete arch_kwargs
+    (built on the meta device), the file, finite weights, and a strict load. Returns (path, kwargs, model)."""
+    from starcli.engine.config import check_arch
+
     path = Path(path).expanduser().resolve()
+    if dataset not in data.DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}; available: {', '.join(data.DATASETS)}")
     meta = data.info(dataset)
     kwargs = dict(arch_kwargs or {})
     if width is not None:
         kwargs["width"] = width
-    kwargs = models.arch_kwargs_for(arch, meta, kwargs)
+    origins = {f"arch_kwargs.{k}": "--arch-kwargs" for k in arch_kwargs or {}} | ({"arch_kwargs.width": "--width"} if width is not None else {})
+    # Complete, as every record is: the dataset's shape, then the architecture's own defaults (depth, ...).
+    kwargs = models.complete_kwargs(arch, models.arch_kwargs_for(arch, meta, kwargs))
+    check_arch(arch, kwargs, meta, origins | {"arch": "--arch"})
     state = read_state_dict(path)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise StarlightError(f"{path.name} holds NaN or infinite weights (in {_preview(bad)}); a diverged checkpoint cannot be compared")
     model = models.create(arch, **kwargs)
     try:
         result = model.load_state_dict(state, strict=False)
@@ -83,16 +86,55 @@ def register(
         if result.unexpected_keys:
             parts.append(f"unexpected keys {_preview(result.unexpected_keys)}")
         raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: {'; '.join(parts)}")
+    return path, kwargs, model
+
+
+def register(
+    reg,
+    path: str | Path,
+    arch: str,
+    dataset: str,
+    arch_kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
+    width: int | None = None,
+    device: str = "auto",
+    data_dir=None,
+    prepared: tuple[Path, dict[str, Any], torch.nn.Module] | None = None,
+):
+    """Load `path` strictly into `arch`, compute its metrics, register it; returns (solution, created).
+    `prepared` is `prepare(...)`'s result when the caller checked the request before opening the registry."""
+    path, kwargs, model = prepared or prepare(path, arch, dataset, arch_kwargs, width)
     dev = devices.resolve(device)
     model = model.to(dev)
     splits = {s: load_split(dataset, s, dev, data_dir, False, records.dataset_cache(reg)) for s in data.SPLITS}
     metrics = evaluation.metrics(model, {s: (sp.x, sp.y) for s, sp in splits.items()})
     file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    tensors = model.state_dict()
     config = {"source": str(path), "source_sha256": file_sha, "arch": arch, "arch_kwargs": kwargs, "dataset": dataset}
+    # Keyed by content (the tensors, the network, the dataset), not by the file's path or the seed given:
+    # the same weights registered twice, from anywhere, are one solution.
+    identity = {"tensors_sha256": tensors_sha256(tensors), "arch": arch, "arch_kwargs": kwargs, "dataset": dataset}
     return records.register(
-        reg, model.state_dict(), key=records.solution_key("external", config, seed), kind="external", arch=arch,
+        reg, tensors, key=records.solution_key("external", identity, None), kind="external", arch=arch,
         arch_kwargs=kwargs, dataset=dataset, config=config, seed=seed, metrics=metrics, device=str(dev),
     )
+
+
+def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A hash of the tensors themselves (names, dtypes, shapes and bytes), whatever file they came from."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _clip(text: str, n: int) -> str:
+    """At most n characters, cut at a word boundary (torch's advice must not end mid-word)."""
+    if len(text) <= n:
+        return text
+    return text[:n].rsplit(" ", 1)[0].rstrip(" ,.;:") + " ..."
 
 
 def _preview(keys: list[str], n: int = 5) -> str:

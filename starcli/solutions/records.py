@@ -282,7 +282,10 @@ def require_same_task(sols: list[Solution], role: str = "solutions") -> None:
                     f"{role} must share {field}: solution {first.id} has {getattr(first, field)!r} but "
                     f"{other.id} has {getattr(other, field)!r}"
                 )
-        if other.arch_kwargs != first.arch_kwargs:
+        from starcli import models
+
+        # Compared complete: an imported MLP recorded with depth 1 is the anchor's network recorded without it.
+        if models.complete_kwargs(other.arch, other.arch_kwargs) != models.complete_kwargs(first.arch, first.arch_kwargs):
             raise StarlightError(
                 f"{role} must share arch_kwargs: solution {first.id} has {first.arch_kwargs} but "
                 f"{other.id} has {other.arch_kwargs}"

@@ -52,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     if not debug:
         _quiet_warnings()
-    from .commands import common
-
     try:
         result = app(args=argv, prog_name="starlight", standalone_mode=False)
         if result == 130:

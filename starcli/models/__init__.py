@@ -82,13 +82,11 @@ def complete_kwargs(arch: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """`kwargs` with every default of our architecture's entry point filled in (depth, batch_norm, ...),
     so that two records of one network compare equal however they were written; timm's own models
     (which take any **kwargs) come back as given."""
-    if arch not in WIDTH_KWARG or not timm.is_model(arch):
+    if arch not in OURS:
         return dict(kwargs)
     import inspect
 
-    from timm.models import model_entrypoint
-
-    params = inspect.signature(model_entrypoint(arch)).parameters
+    params = inspect.signature(OURS[arch]).parameters
     defaults = {
         n: p.default for n, p in params.items()
         if p.kind is p.POSITIONAL_OR_KEYWORD and n != "pretrained" and p.default is not p.empty

@@ -252,3 +252,12 @@ def test_trainings_in_worker_processes_are_logged_from_their_stored_history(home
     got = sorted(_tensorboard_runs(tmp_path / "tb").values())
     assert [[e for e, _ in run] for run in got] == [[1, 2], [1, 2]]
     assert [[pytest.approx(v, rel=1e-6) for _, v in run] for run in got] == [[v for _, v in run] for run in want]
+
+
+def test_the_api_without_pandas_is_one_line_naming_the_extra(world, monkeypatch):
+    from starcli import api
+    from starcli.errors import StarlightError
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(StarlightError, match=r"^starcli.api needs pandas: pip install 'starlight\[pandas\]'$"):
+        api.solutions()

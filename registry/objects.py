@@ -115,8 +115,9 @@ class ObjectStore(BlobStore):
         out = []
         for key in found:
             prefix, _, name = key[len(base) + 1 :].partition("/")
-            if len(prefix) == 2 and name.endswith(".safetensors") and "/" not in name:
-                out.append(prefix + name[: -len(".safetensors")])
+            sha = prefix + name.removesuffix(".safetensors")
+            if len(prefix) == 2 and name.endswith(".safetensors") and re.fullmatch(r"[0-9a-f]{64}", sha):
+                out.append(sha)
         return sorted(out)
 
     # -- the object store ----------------------------------------------------------------------------

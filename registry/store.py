@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,9 @@ from .errors import CorruptBlobError
 
 if TYPE_CHECKING:
     import torch
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def blob_key(sha256: str) -> str:
@@ -95,28 +99,30 @@ class CheckpointStore(BlobStore):
         return self.path(sha256).exists()
 
     def delete(self, sha256: str) -> bool:
-        path = self.path(sha256)
+        # The prefix folder stays (at most 256 of them): removing it could pull it from under a writer
+        # that has just made it for a blob of its own.
         try:
-            path.unlink()
+            self.path(sha256).unlink()
         except FileNotFoundError:
             return False
-        try:
-            path.parent.rmdir()  # only when empty: another blob of the same prefix keeps it
-        except OSError:
-            pass
         return True
 
     def shas(self) -> list[str]:
         base = self.root / "sha256"
-        return sorted(p.parent.name + p.stem for p in base.glob("??/*.safetensors")) if base.is_dir() else []
+        found = (p.parent.name + p.stem for p in base.glob("??/*.safetensors")) if base.is_dir() else ()
+        return sorted(sha for sha in found if _SHA256.fullmatch(sha))  # never a writer's .tmp- file
 
     def put_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         final = self.path(sha)
         # A blob already there is only kept when its bytes are right: a truncated or bit-flipped file
         # (a crash of an old version, a bad disk) is replaced, so registering again repairs it.
-        if final.exists() and hashlib.sha256(final.read_bytes()).hexdigest() == sha:
-            return sha
+        try:
+            if hashlib.sha256(final.read_bytes()).hexdigest() == sha:
+                return sha
+        except FileNotFoundError:
+            pass  # not there, or a collector deleted it just now: write it
+
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=".safetensors")
         try:

@@ -261,3 +261,54 @@ def test_an_older_registry_gains_tags_note_and_history_and_its_rows_read_back(ho
     with pytest.raises(StarlightError, match="trained before history was kept"):
         records.history(reg, 1)
     reg.close()
+
+
+_RACE = """
+import sys, torch
+from registry import open_registry
+from starcli.solutions import manage, records
+role, home, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+reg = open_registry(home)
+fields = dict(kind="anchor", arch="mlp", arch_kwargs={}, width=4, seed=1, dataset="mnist1d", recipe="r", config={},
+              epochs=1, metrics={}, device="cpu", wall_seconds=0.0, versions={})
+weights = {"w": torch.full((64,), 3.0)}  # both processes register the same bytes: one blob
+for i in range(n):
+    # Register, load, remove: the other process's rm collects the shared blob whenever no row holds it,
+    # often between this process's put and its insert.
+    sol, _ = records.add(reg, weights, key=f"{role}-{i}", **fields)
+    assert records.state_dict(reg, sol)["w"].tolist() == [3.0] * 64, i  # a registered row always loads
+    if i < n - 1:
+        manage.remove(reg, [sol.id])
+print("ok")
+"""
+
+
+def test_a_collector_and_a_writer_in_two_processes_never_leave_a_row_without_its_blob(home, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "race.py"
+    script.write_text(_RACE)
+    open_registry(home).close()  # migrate once, before the two start
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen([sys.executable, str(script), role, str(home), "60"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+        for role in ("one", "two")
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    reg = open_registry(home)
+    kept = records.query(reg)
+    assert sorted(s.key for s in kept) == ["one-59", "two-59"]  # each kept its last
+    assert all(records.state_dict(reg, s)["w"].tolist() == [3.0] * 64 for s in kept)
+    assert reg.store.shas() == [kept[0].sha256]
+    reg.close()
+
+
+def test_the_store_lists_blobs_only_never_a_writers_temporary_file(reg):
+    sol = _sol(reg, 1.0, seed=1)
+    tmp = reg.store.path(sol.sha256).parent / ".tmp-abc123.safetensors"
+    tmp.write_bytes(b"half a file")
+    assert reg.store.shas() == [sol.sha256]
+    assert manage.gc(reg, fix=True)["orphan_blobs"] == [] and tmp.exists()

@@ -211,14 +211,16 @@ splits = ["train", "test"]
 """
 
 
-def _tensorboard_runs(folder) -> dict[str, list[tuple[int, float]]]:
+def _tensorboard_runs(folder, tag: str = "epoch/train_loss") -> dict[str, list[tuple[int, float]]]:
+    """run folder name -> the (step, value) series of `tag`, for the runs that logged it."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = {}
     for run in sorted(p for p in folder.iterdir() if p.is_dir()):
         acc = EventAccumulator(str(run))
         acc.Reload()
-        out[run.name] = [(e.step, e.value) for e in acc.Scalars("epoch/train_loss")]
+        if tag in acc.Tags()["scalars"]:
+            out[run.name] = [(e.step, e.value) for e in acc.Scalars(tag)]
     return out
 
 
@@ -252,3 +254,32 @@ def test_trainings_in_worker_processes_are_logged_from_their_stored_history(home
     got = sorted(_tensorboard_runs(tmp_path / "tb").values())
     assert [[e for e, _ in run] for run in got] == [[1, 2], [1, 2]]
     assert [[pytest.approx(v, rel=1e-6) for _, v in run] for run in got] == [[v for _, v in run] for run in want]
+
+
+def test_the_api_without_pandas_is_one_line_naming_the_extra(world, monkeypatch):
+    from starcli import api
+    from starcli.errors import StarlightError
+
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(StarlightError, match=r"^starcli.api needs pandas: pip install 'starlight\[pandas\]'$"):
+        api.solutions()
+
+
+def test_export_to_tensorboard_and_wandb_writes_history_and_the_pair_barrier(world, reg, tmp_path, cli, wandb_env):
+    ids, star = world
+    sol = records.get(reg, star.id)
+    code, out, err = cli("export", f"{ids[3]},{star.id}", "--to", "tensorboard", "--log-dir", str(tmp_path / "tb"))
+    assert code == 0 and out.startswith("exported 2 solutions and 1 pairs to tensorboard"), err
+    runs = _tensorboard_runs(tmp_path / "tb")
+    [star_run] = [v for k, v in runs.items() if k.startswith("solution-" + str(star.id))]
+    assert star_run == [(r["epoch"], pytest.approx(r["train_loss"], rel=1e-6)) for r in sol.history]
+    stored = json.loads(cli("barriers", "--star", str(star.id), "--kind", "star-held-out", "--json")[1])[0]
+    [barrier_series] = _tensorboard_runs(tmp_path / "tb", "test_loss_barrier").values()
+    assert [v for _, v in barrier_series] == [pytest.approx(stored["test_loss_barrier"], rel=1e-6, abs=1e-7)]
+
+    code, out, err = cli("export", str(star.id), "--to", "wandb", "--log-dir", str(tmp_path / "wb"), "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["solutions"]) == 1 and json.loads(out)["pairs"] == []  # no pair among one solution
+    [run_file] = (tmp_path / "wb").rglob("*.wandb")
+    recs = finished_records(run_file.parent)
+    assert _history(recs, "epoch/train_loss") == [(r["epoch"], pytest.approx(r["train_loss"])) for r in sol.history]

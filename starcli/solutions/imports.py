@@ -54,22 +54,46 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def register(
     reg,
     path: str | Path,
-    arch: str,
-    dataset: str,
+    arch: str | None,
+    dataset: str | None,
     arch_kwargs: dict[str, Any] | None = None,
     seed: int | None = None,
     width: int | None = None,
     device: str = "auto",
     data_dir=None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
 ):
-    """Load `path` strictly into `arch`, compute its metrics, register it; returns (solution, created)."""
+    """Load `path` strictly into `arch`, compute its metrics, register it; returns (solution, created).
+
+    `path` may be a folder in the Hugging Face / timm layout (model.safetensors + config.json), whose
+    config gives the architecture, its arguments, the dataset and the normalisation unless passed here.
+    `mean`/`std`, the input normalisation the checkpoint was trained with, are recorded in its config."""
+    from .bundles import HF_WEIGHTS, read_hf_config
+
     path = Path(path).expanduser().resolve()
+    weights = path
+    if path.is_dir():
+        hf = read_hf_config(path)
+        weights = path / HF_WEIGHTS
+        arch = arch or hf["arch"]
+        dataset = dataset or hf["dataset"]
+        arch_kwargs = {**hf["arch_kwargs"], **(arch_kwargs or {})}
+        mean, std = mean or hf["mean"], std or hf["std"]
+    if not arch or not dataset:
+        from starcli.errors import UsageError
+
+        raise UsageError("name the checkpoint's --arch and --dataset (only a Hugging Face / timm folder can say them itself)")
+    if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+        from starcli.errors import UsageError
+
+        raise UsageError("give --mean and --std together, one value per input channel each")
     meta = data.info(dataset)
     kwargs = dict(arch_kwargs or {})
     if width is not None:
         kwargs["width"] = width
     kwargs = models.arch_kwargs_for(arch, meta, kwargs)
-    state = read_state_dict(path)
+    state = read_state_dict(weights)
     model = models.create(arch, **kwargs)
     try:
         result = model.load_state_dict(state, strict=False)
@@ -87,12 +111,38 @@ def register(
     model = model.to(dev)
     splits = {s: load_split(dataset, s, dev, data_dir, False, records.dataset_cache(reg)) for s in data.SPLITS}
     metrics = evaluation.metrics(model, {s: (sp.x, sp.y) for s, sp in splits.items()})
-    file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    file_sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     config = {"source": str(path), "source_sha256": file_sha, "arch": arch, "arch_kwargs": kwargs, "dataset": dataset}
+    if mean is not None:
+        config["input_normalisation"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
     return records.register(
         reg, model.state_dict(), key=records.solution_key("external", config, seed), kind="external", arch=arch,
         arch_kwargs=kwargs, dataset=dataset, config=config, seed=seed, metrics=metrics, device=str(dev),
     )
+
+
+def plausibility(metrics: dict[str, Any], dataset: str, mean=None, std=None) -> list[str]:
+    """Warnings a person should read before trusting an imported checkpoint: a test accuracy near chance
+    (wrong architecture variant, wrong label order, or another input normalisation), and a normalisation
+    that differs from the one starlight feeds this dataset with."""
+    meta = data.info(dataset)
+    out = []
+    if meta.task == "classification" and "test_acc" in metrics:
+        chance = 100.0 / meta.num_classes
+        if metrics["test_acc"] < 1.5 * chance:
+            out.append(
+                f"warning: test accuracy {metrics['test_acc']:.1f}% is near chance ({chance:.1f}%) for {dataset}: "
+                "is this a trained model of this dataset, with the same labels and input normalisation?"
+            )
+    if mean is not None and meta.mean and (
+        any(abs(a - b) > 1e-3 for a, b in zip(mean, meta.mean)) or any(abs(a - b) > 1e-3 for a, b in zip(std, meta.std))
+    ):
+        out.append(
+            f"warning: the checkpoint was trained with mean {list(mean)} / std {list(std)}, but starlight feeds {dataset} "
+            f"inputs {meta.normalisation}; "
+            "its metrics here may be lower than its own"
+        )
+    return out
 
 
 def _preview(keys: list[str], n: int = 5) -> str:

@@ -93,6 +93,7 @@ def _tar(path, members: dict[str, bytes], link: str | None = None):
     ("damaged", "damaged"),
     ({"manifest.json": b"{"}, "not valid JSON"),
     ({"other.txt": b"x"}, "no manifest.json"),
+    ("orphan", "which the bundle lacks"),
 ])
 def test_unsafe_or_damaged_bundles_are_refused_and_import_nothing(reg, source, other, tmp_path, bad, message):
     star, _ = source
@@ -106,6 +107,10 @@ def test_unsafe_or_damaged_bundles_are_refused_and_import_nothing(reg, source, o
     elif bad == "damaged":
         name = next(n for n in members if n.startswith("blobs/"))
         _tar(path, {**members, name: members[name][:-1] + b"\0"})
+    elif bad == "orphan":  # the star without its anchors
+        manifest = json.loads(members["manifest.json"])
+        manifest["solutions"] = [r for r in manifest["solutions"] if r["id"] == star]
+        _tar(path, {**members, "manifest.json": json.dumps(manifest).encode()})
     elif "manifest.json" in bad or "other.txt" in bad:
         _tar(path, bad)
     else:

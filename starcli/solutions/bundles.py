@@ -132,6 +132,12 @@ def import_bundle(reg, path: str | Path) -> dict[str, Any]:
     solutions were new and how many barrier rows were added."""
     manifest, blobs = read_bundle(path)
     rows = sorted(manifest.get("solutions", []), key=lambda r: r["id"])
+    inside = {r["id"] for r in rows}
+    for row in rows:  # checked before anything is written: a bundle imports whole or not at all
+        refs = [*(row.get("anchors") or []), *(row[r] for r in REFERENCES if row.get(r) is not None)]
+        missing = [i for i in refs if i not in inside or i >= row["id"]]
+        if missing:
+            raise StarlightError(f"{path}: solution {row['id']} refers to solution {missing[0]}, which the bundle lacks")
     ids: dict[int, int] = {}
     added: list[int] = []
     fields = set(Solution.model_fields) - {"id"}
@@ -142,13 +148,10 @@ def import_bundle(reg, path: str | Path) -> dict[str, Any]:
             continue
         sha = reg.store.put_bytes(blobs[row["sha256"]])
         values = {k: v for k, v in row.items() if k in fields}
-        try:
-            values["anchors"] = [ids[a] for a in row.get("anchors") or []]
-            for ref in REFERENCES:
-                if row.get(ref) is not None:
-                    values[ref] = ids[row[ref]]
-        except KeyError as e:
-            raise StarlightError(f"{path}: solution {row['id']} refers to solution {e.args[0]}, which the bundle lacks") from None
+        values["anchors"] = [ids[a] for a in row.get("anchors") or []]
+        for ref in REFERENCES:
+            if row.get(ref) is not None:
+                values[ref] = ids[row[ref]]
         values["created_at"] = datetime.fromisoformat(row["created_at"]) if row.get("created_at") else datetime.utcnow()
         values["sha256"] = sha
         sol = Solution(**values)

@@ -64,7 +64,7 @@ def test_show_prints_one_full_record(trained, cli):
         (("train", "--seed", "1", "--set", "dataset=imagenet"), 1, "unknown dataset"),
         (("train", "--seed", "1", "--epochs", "0"), 2, "epochs"),
         (("train", "--bogus"), 2, "No such option"),
-        (("register", "x.pt", "--arch", "mlp"), 2, "Missing option"),
+        (("register", "x.pt", "--arch", "mlp"), 2, "--arch and --dataset"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_with_a_non_zero_exit_and_no_change(trained, cli, reg, args, code, needle):

@@ -70,11 +70,27 @@ def train(
         sys.stdout.write(table_text(common.flatten_metrics(rows), LIST_COLUMNS, None))
 
 
+def _floats(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise UsageError(f"{option} takes comma-separated numbers, e.g. 0.485,0.456,0.406; got {text!r}")
+    return values
+
+
 @app.command()
 def register(
-    path: str = typer.Argument(..., help="A .safetensors, .pt or .pth state dict."),
-    arch: str = typer.Option(..., "--arch", help="Architecture name (ours or any timm model)."),
-    dataset: str = typer.Option(..., "--dataset", help="Dataset the checkpoint was trained on."),
+    path: str = typer.Argument(
+        ..., help="A .safetensors, .pt or .pth state dict, or a folder with model.safetensors + config.json (HF/timm)."
+    ),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture name (ours or any timm model); a folder's config.json gives it."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset the checkpoint was trained on (required unless the folder's config names it)."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Input normalisation it was trained with: per-channel mean, e.g. 0.485,0.456,0.406."),
+    std: Optional[str] = typer.Option(None, "--std", help="... and per-channel std, e.g. 0.229,0.224,0.225."),
     arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help='JSON, e.g. \'{"width": 128}\'.'),
     seed: Optional[int] = typer.Option(None, "--seed"),
     width: Optional[int] = typer.Option(None, "--width"),
@@ -89,15 +105,20 @@ def register(
     kwargs = parse_json_object(arch_kwargs, "--arch-kwargs")
     check_seed(seed)
     check_int(width, "--width", 1, 1 << 20)
-    if not Path(path).is_file():
-        raise StarlightError(f"checkpoint {path} does not exist (or is not a file)")
+    mean_v, std_v = _floats(mean, "--mean"), _floats(std, "--std")
+    if not Path(path).exists():
+        raise StarlightError(f"checkpoint {path} does not exist")
     common.device(device)
-    prepared = imports.prepare(path, arch, dataset, kwargs, width)  # every check before the registry is opened
+    # Every check before the registry is opened.
+    prepared = imports.prepare(path, arch, dataset, kwargs, width, mean_v, std_v)
     reg = common.registry()
     sol, created = imports.register(
         reg, path, arch, dataset, arch_kwargs=kwargs, seed=seed, width=width, device=device, data_dir=data_dir,
         prepared=prepared,
     )
+    told = (sol.config or {}).get("input_normalisation") or {}
+    for warning in imports.plausibility(sol.metrics, sol.dataset, told.get("mean"), told.get("std")):
+        print(warning, file=sys.stderr)
     rec = records.record(reg, sol)
     if json_:
         common.echo_json(rec)

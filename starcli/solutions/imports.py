@@ -52,24 +52,47 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def prepare(
-    path: str | Path, arch: str, dataset: str, arch_kwargs: dict[str, Any] | None = None, width: int | None = None
-) -> tuple[Path, dict[str, Any], torch.nn.Module]:
-    """Everything `register` checks before it touches the registry: the dataset, the complete arch_kwargs
-    (built on the meta device), the file, finite weights, and a strict load. Returns (path, kwargs, model)."""
+    path: str | Path,
+    arch: str | None,
+    dataset: str | None,
+    arch_kwargs: dict[str, Any] | None = None,
+    width: int | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> dict[str, Any]:
+    """Everything `register` checks before it touches the registry: a Hugging Face / timm folder's
+    config.json (model.safetensors + config.json name the architecture, its arguments, the dataset and the
+    normalisation unless given here), the dataset, the complete arch_kwargs (built on the meta device),
+    the file, finite weights, and a strict load. Returns what `register` needs."""
     from starcli.engine.config import check_arch
 
+    from .bundles import HF_WEIGHTS, read_hf_config
+
     path = Path(path).expanduser().resolve()
+    weights = path
+    given_kwargs = dict(arch_kwargs or {})
+    if path.is_dir():
+        hf = read_hf_config(path)
+        weights = path / HF_WEIGHTS
+        arch = arch or hf["arch"]
+        dataset = dataset or hf["dataset"]
+        arch_kwargs = {**hf["arch_kwargs"], **given_kwargs}
+        mean, std = mean or hf["mean"], std or hf["std"]
+    if not arch or not dataset:
+        raise UsageError("name the checkpoint's --arch and --dataset (only a Hugging Face / timm folder can say them itself)")
+    if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+        raise UsageError("give --mean and --std together, one value per input channel each")
     if dataset not in data.DATASETS:
         raise UsageError(f"unknown dataset {dataset!r}; available: {', '.join(data.DATASETS)}")
     meta = data.info(dataset)
     kwargs = dict(arch_kwargs or {})
     if width is not None:
         kwargs["width"] = width
-    origins = {f"arch_kwargs.{k}": "--arch-kwargs" for k in arch_kwargs or {}} | ({"arch_kwargs.width": "--width"} if width is not None else {})
+    origins = {f"arch_kwargs.{k}": "--arch-kwargs" for k in given_kwargs} | ({"arch_kwargs.width": "--width"} if width is not None else {})
     # Complete, as every record is: the dataset's shape, then the architecture's own defaults (depth, ...).
     kwargs = models.complete_kwargs(arch, models.arch_kwargs_for(arch, meta, kwargs))
     check_arch(arch, kwargs, meta, origins | {"arch": "--arch"})
-    state = read_state_dict(path)
+    state = read_state_dict(weights)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise StarlightError(f"{path.name} holds NaN or infinite weights (in {_preview(bad)}); a diverged checkpoint cannot be compared")
@@ -86,31 +109,40 @@ def prepare(
         if result.unexpected_keys:
             parts.append(f"unexpected keys {_preview(result.unexpected_keys)}")
         raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: {'; '.join(parts)}")
-    return path, kwargs, model
+    return {"path": path, "weights": weights, "arch": arch, "dataset": dataset, "kwargs": kwargs, "model": model,
+            "mean": mean, "std": std}
 
 
 def register(
     reg,
     path: str | Path,
-    arch: str,
-    dataset: str,
+    arch: str | None,
+    dataset: str | None,
     arch_kwargs: dict[str, Any] | None = None,
     seed: int | None = None,
     width: int | None = None,
     device: str = "auto",
     data_dir=None,
-    prepared: tuple[Path, dict[str, Any], torch.nn.Module] | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    prepared: dict[str, Any] | None = None,
 ):
     """Load `path` strictly into `arch`, compute its metrics, register it; returns (solution, created).
-    `prepared` is `prepare(...)`'s result when the caller checked the request before opening the registry."""
-    path, kwargs, model = prepared or prepare(path, arch, dataset, arch_kwargs, width)
+
+    `path` may be a Hugging Face / timm folder (see `prepare`). `mean`/`std`, the input normalisation the
+    checkpoint was trained with, are recorded in its config. `prepared` is `prepare(...)`'s result when the
+    caller checked the request before opening the registry."""
+    p = prepared or prepare(path, arch, dataset, arch_kwargs, width, mean, std)
+    arch, dataset, kwargs, mean, std = p["arch"], p["dataset"], p["kwargs"], p["mean"], p["std"]
     dev = devices.resolve(device)
-    model = model.to(dev)
+    model = p["model"].to(dev)
     splits = {s: load_split(dataset, s, dev, data_dir, False, records.dataset_cache(reg)) for s in data.SPLITS}
     metrics = evaluation.metrics(model, {s: (sp.x, sp.y) for s, sp in splits.items()})
-    file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    file_sha = hashlib.sha256(p["weights"].read_bytes()).hexdigest()
     tensors = model.state_dict()
-    config = {"source": str(path), "source_sha256": file_sha, "arch": arch, "arch_kwargs": kwargs, "dataset": dataset}
+    config = {"source": str(p["path"]), "source_sha256": file_sha, "arch": arch, "arch_kwargs": kwargs, "dataset": dataset}
+    if mean is not None:
+        config["input_normalisation"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
     # Keyed by content (the tensors, the network, the dataset), not by the file's path or the seed given:
     # the same weights registered twice, from anywhere, are one solution.
     identity = {"tensors_sha256": tensors_sha256(tensors), "arch": arch, "arch_kwargs": kwargs, "dataset": dataset}
@@ -128,6 +160,30 @@ def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def plausibility(metrics: dict[str, Any], dataset: str, mean=None, std=None) -> list[str]:
+    """Warnings a person should read before trusting an imported checkpoint: a test accuracy near chance
+    (wrong architecture variant, wrong label order, or another input normalisation), and a normalisation
+    that differs from the one starlight feeds this dataset with."""
+    meta = data.info(dataset)
+    out = []
+    if meta.task == "classification" and "test_acc" in metrics:
+        chance = 100.0 / meta.num_classes
+        if metrics["test_acc"] < 1.5 * chance:
+            out.append(
+                f"warning: test accuracy {metrics['test_acc']:.1f}% is near chance ({chance:.1f}%) for {dataset}: "
+                "is this a trained model of this dataset, with the same labels and input normalisation?"
+            )
+    if mean is not None and meta.mean and (
+        any(abs(a - b) > 1e-3 for a, b in zip(mean, meta.mean)) or any(abs(a - b) > 1e-3 for a, b in zip(std, meta.std))
+    ):
+        out.append(
+            f"warning: the checkpoint was trained with mean {list(mean)} / std {list(std)}, but starlight feeds {dataset} "
+            f"inputs {meta.normalisation}; "
+            "its metrics here may be lower than its own"
+        )
+    return out
 
 
 def _clip(text: str, n: int) -> str:

@@ -1,0 +1,237 @@
+"""Moving solutions between registries, and checkpoints out to the Hugging Face / timm layout.
+
+A bundle is a tar file (gzip-compressed when its name ends in .gz/.tgz): `manifest.json` with the rows
+(solutions and the barrier rows among them) and `blobs/<sha256>.safetensors`, the checkpoints as the
+store keeps them. Exporting a solution also exports what it refers to (a star's anchors, an aligned
+copy's source and target), so every reference resolves in the receiving registry. Importing remaps ids,
+keeps a solution already there (same idempotency key) instead of adding a copy, stores each blob once by
+its sha256 (checked against its bytes), and reads only the members the manifest names: absolute paths,
+`..`, links and other special members are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlmodel import col, select
+
+from registry import BarrierResult, Solution
+from starcli.errors import StarlightError, UsageError
+
+from . import records
+
+FORMAT, VERSION = "starlight-bundle", 1
+MANIFEST = "manifest.json"
+HF_WEIGHTS, HF_CONFIG = "model.safetensors", "config.json"
+REFERENCES = ("source_id", "target_id")
+
+
+def _closure(reg, ids: list[int]) -> list[Solution]:
+    """The solutions and everything they refer to, referenced ones first (ids increase along references)."""
+    seen: dict[int, Solution] = {}
+    todo = list(ids)
+    while todo:
+        batch = [i for i in dict.fromkeys(todo) if i not in seen]
+        todo = []
+        for sol in records.get_many(reg, batch):
+            seen[sol.id] = sol
+            todo += [*(sol.anchors or []), *(getattr(sol, r) for r in REFERENCES if getattr(sol, r) is not None)]
+    return sorted(seen.values(), key=lambda s: s.id)
+
+
+def _row(sol: Solution) -> dict[str, Any]:
+    row = sol.model_dump()
+    row["created_at"] = sol.created_at.isoformat()
+    return row
+
+
+def export_bundle(reg, ids: list[int], path: str | Path) -> dict[str, Any]:
+    """Write the bundle of `ids` (and what they refer to) to `path`; returns what it holds."""
+    path = Path(path)
+    sols = _closure(reg, ids)
+    by_id = {s.id for s in sols}
+    with reg.session() as s:
+        barriers = [
+            r for r in s.exec(select(BarrierResult).where(col(BarrierResult.a_id).in_(by_id)))
+            if r.b_id in by_id
+        ]
+        barrier_rows = [{"a_id": r.a_id, "b_id": r.b_id, "settings_hash": r.settings_hash, "settings": r.settings,
+                         "result": r.result, "created_at": r.created_at.isoformat()} for r in barriers]
+    manifest = {"format": FORMAT, "version": VERSION, "solutions": [_row(s) for s in sols], "barriers": barrier_rows}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "w:gz" if path.name.endswith((".gz", ".tgz")) else "w"
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tarfile.open(tmp, mode) as tar:
+        _add(tar, MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+        for sha in dict.fromkeys(s.sha256 for s in sols):
+            _add(tar, f"blobs/{sha}.safetensors", reg.store.read_verified(sha))
+    tmp.replace(path)  # a half-written bundle never carries the final name
+    return {"file": str(path), "solutions": [s.id for s in sols], "blobs": len({s.sha256 for s in sols}),
+            "barriers": len(barrier_rows)}
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _safe_members(tar: tarfile.TarFile, path: Path) -> dict[str, tarfile.TarInfo]:
+    members = {}
+    for m in tar.getmembers():
+        p = PurePosixPath(m.name)
+        if p.is_absolute() or ".." in p.parts or "\\" in m.name or not m.isfile():
+            raise StarlightError(f"{path} holds an unsafe member {m.name!r} (absolute, '..', a link or not a file); nothing was imported")
+        members[str(p)] = m
+    return members
+
+
+def read_bundle(path: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and the blobs of a bundle, each blob checked against its sha256."""
+    path = Path(path)
+    if not path.is_file():
+        raise StarlightError(f"bundle {path} does not exist")
+    try:
+        tar = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise StarlightError(f"{path} is not a starlight bundle (a tar file): {e}") from None
+    with tar:
+        members = _safe_members(tar, path)
+        if MANIFEST not in members:
+            raise StarlightError(f"{path} has no {MANIFEST}; is it a bundle written by `starlight export --bundle`?")
+        try:
+            manifest = json.loads(tar.extractfile(members[MANIFEST]).read())
+        except ValueError as e:
+            raise StarlightError(f"{path}: {MANIFEST} is not valid JSON: {e}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise StarlightError(f"{path} is not a {FORMAT} version {VERSION}")
+        blobs = {}
+        for row in manifest.get("solutions", []):
+            sha = row.get("sha256", "")
+            name = f"blobs/{sha}.safetensors"
+            if sha in blobs:
+                continue
+            if name not in members:
+                raise StarlightError(f"{path} lacks the checkpoint of solution {row.get('id')} ({name})")
+            data = tar.extractfile(members[name]).read()
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise StarlightError(f"{path}: {name} is damaged (its sha256 does not match); nothing was imported")
+            blobs[sha] = data
+    return manifest, blobs
+
+
+def import_bundle(reg, path: str | Path) -> dict[str, Any]:
+    """Add a bundle's solutions and barrier rows to `reg`; returns the id map (bundle id → id here), which
+    solutions were new and how many barrier rows were added."""
+    manifest, blobs = read_bundle(path)
+    rows = sorted(manifest.get("solutions", []), key=lambda r: r["id"])
+    inside = {r["id"] for r in rows}
+    for row in rows:  # checked before anything is written: a bundle imports whole or not at all
+        refs = [*(row.get("anchors") or []), *(row[r] for r in REFERENCES if row.get(r) is not None)]
+        missing = [i for i in refs if i not in inside or i >= row["id"]]
+        if missing:
+            raise StarlightError(f"{path}: solution {row['id']} refers to solution {missing[0]}, which the bundle lacks")
+    ids: dict[int, int] = {}
+    added: list[int] = []
+    fields = set(Solution.model_fields) - {"id"}
+    for row in rows:  # referenced solutions come first: their new ids are known when a star is added
+        existing = records.by_key(reg, row["key"])
+        if existing is not None:
+            ids[row["id"]] = existing.id
+            continue
+        sha = reg.store.put_bytes(blobs[row["sha256"]])
+        values = {k: v for k, v in row.items() if k in fields}
+        values["anchors"] = [ids[a] for a in row.get("anchors") or []]
+        for ref in REFERENCES:
+            if row.get(ref) is not None:
+                values[ref] = ids[row[ref]]
+        values["created_at"] = datetime.fromisoformat(row["created_at"]) if row.get("created_at") else datetime.utcnow()
+        values["sha256"] = sha
+        sol = Solution(**values)
+        with reg.session() as s:
+            s.add(sol)
+            s.commit()
+            s.refresh(sol)
+        ids[row["id"]] = sol.id
+        added.append(sol.id)
+    n_barriers = 0
+    with reg.session() as s:
+        for b in manifest.get("barriers", []):
+            a, bb = ids.get(b["a_id"]), ids.get(b["b_id"])
+            if a is None or bb is None:
+                continue
+            there = s.exec(select(BarrierResult).where(
+                BarrierResult.a_id == a, BarrierResult.b_id == bb, BarrierResult.settings_hash == b["settings_hash"]
+            )).first()
+            if there is None:
+                s.add(BarrierResult(a_id=a, b_id=bb, settings_hash=b["settings_hash"], settings=b["settings"],
+                                    result=b["result"]))
+                n_barriers += 1
+        s.commit()
+    return {"file": str(path), "ids": {str(k): v for k, v in ids.items()}, "added": added,
+            "kept": [v for k, v in ids.items() if v not in added], "barriers": n_barriers}
+
+
+# --- the Hugging Face / timm layout ----------------------------------------------------------------
+
+
+def export_hf(reg, sid: int, folder: str | Path) -> dict[str, Any]:
+    """`model.safetensors` + `config.json` in `folder`, as timm's hub checkpoints are laid out: the
+    architecture and its arguments, the classes, the input normalisation, and starlight's own record."""
+    from starcli.engine import data
+
+    sol = records.get(reg, sid)
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--hf {folder} is a file; give a folder for {HF_WEIGHTS} and {HF_CONFIG}")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / HF_WEIGHTS).write_bytes(reg.store.read_verified(sol.sha256))
+    try:
+        meta = data.info(sol.dataset)
+        norm = {"mean": list(meta.mean), "std": list(meta.std)} if meta.mean else {}
+        classes = meta.num_classes
+    except StarlightError:
+        norm, classes = {}, sol.arch_kwargs.get("num_classes")
+    told = (sol.config or {}).get("input_normalisation")  # what register was told (--mean/--std)
+    if told:
+        norm = {"mean": told["mean"], "std": told["std"]}
+    config = {
+        "architecture": sol.arch,
+        "num_classes": classes,
+        "model_args": sol.arch_kwargs,
+        "pretrained_cfg": {**norm, "num_classes": classes},
+        "starlight": {"dataset": sol.dataset, "kind": sol.kind, "seed": sol.seed, "recipe": sol.recipe,
+                      "metrics": sol.metrics, "sha256": sol.sha256, "id": sol.id},
+    }
+    (folder / HF_CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n")
+    return {"folder": str(folder), "files": [HF_WEIGHTS, HF_CONFIG], "solution": sol.id}
+
+
+def read_hf_config(folder: Path) -> dict[str, Any]:
+    """arch, arch_kwargs, dataset and normalisation from a `config.json` beside `model.safetensors`."""
+    if not (folder / HF_WEIGHTS).is_file() or not (folder / HF_CONFIG).is_file():
+        raise StarlightError(f"{folder} is a folder without {HF_WEIGHTS} and {HF_CONFIG} (the Hugging Face / timm layout)")
+    try:
+        cfg = json.loads((folder / HF_CONFIG).read_text())
+    except ValueError as e:
+        raise StarlightError(f"{folder / HF_CONFIG} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("architecture"), str):
+        raise StarlightError(f"{folder / HF_CONFIG} names no architecture")
+    pre = cfg.get("pretrained_cfg") or {}
+    kwargs = dict(cfg.get("model_args") or {})
+    if cfg.get("num_classes") is not None:
+        kwargs.setdefault("num_classes", cfg["num_classes"])
+    return {
+        "arch": cfg["architecture"],
+        "arch_kwargs": kwargs,
+        "dataset": (cfg.get("starlight") or {}).get("dataset"),
+        "mean": pre.get("mean"),
+        "std": pre.get("std"),
+    }

@@ -68,6 +68,8 @@ def versions() -> dict[str, str]:
         "timm": _installed("timm"),
         "safetensors": safetensors.__version__,
         "python": platform.python_version(),
+        # Matrix products split work by thread count, so it changes a checkpoint's last bits (README).
+        "threads": str(torch.get_num_threads()),
     }
 
 

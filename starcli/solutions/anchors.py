@@ -116,11 +116,8 @@ def train(
                 seed: stack.enter_context(tracking(f"anchor seed {seed}", config, {"kind": "anchor", "seed": seed}))
                 for seed in todo
             } if tracking is not None else {}
-            histories = {seed: History(
-                    reporter.task(f"seed {seed}", config["epochs"], completed=_resume(reg, config, seed).epoch()),
-                    loggers.get(seed),
-                ) for seed in todo}
-            for seed, model, wall, error in fit_many(reg, config, todo, dev, train_split, histories):
+            histories = {seed: History(None, loggers.get(seed)) for seed in todo}
+            for seed, model, wall, error in fit_many(reg, config, todo, dev, train_split, histories, reporter):
                 histories[seed].task.done()
                 if error is not None:
                     errors.append(error)
@@ -145,9 +142,15 @@ def _resume(reg: Registry, config: dict[str, Any], seed: int) -> ResumeFile:
     return ResumeFile(reg.home / "runs" / anchor_key(config, seed)[:24])
 
 
-def _fit_one_by_one(reg, config, seeds, dev, split: Split, histories: dict[int, History]):
+def _progress(reporter: Reporter, reg, config, seed: int):
+    # A resumed run's bar starts where it resumed.
+    return reporter.task(f"seed {seed}", config["epochs"], completed=_resume(reg, config, seed).epoch())
+
+
+def _fit_one_by_one(reg, config, seeds, dev, split: Split, histories: dict[int, History], reporter: Reporter):
     """(seed, model, wall seconds, error) per seed, training them one after another."""
     for seed in seeds:
+        histories[seed].task = _progress(reporter, reg, config, seed)
         start = time.perf_counter()
         try:
             model = training.fit(config, seed, dev, split, _resume(reg, config, seed), on_epoch=histories[seed])
@@ -159,8 +162,10 @@ def _fit_one_by_one(reg, config, seeds, dev, split: Split, histories: dict[int, 
         yield seed, model, time.perf_counter() - start, None
 
 
-def _fit_stacked(reg, config, seeds, dev, split: Split, histories: dict[int, History]):
+def _fit_stacked(reg, config, seeds, dev, split: Split, histories: dict[int, History], reporter: Reporter):
     """The same, all seeds in one stacked pass; each seed's wall time is its share of the pass."""
+    for seed in seeds:
+        histories[seed].task = _progress(reporter, reg, config, seed)
     start = time.perf_counter()
     runs = stacked.fit_stacked(
         config, seeds, dev, split, [_resume(reg, config, s) for s in seeds],

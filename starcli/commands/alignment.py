@@ -22,10 +22,9 @@ def align(
     json_: bool = common.JsonOpt,
 ) -> None:
     """Register B with its hidden units permuted to match A (weight matching); it computes B's function."""
+    from starcli.selectors import check_seed
     from starcli.solutions import records
     from starcli.solutions.aligned import align_solution
-
-    from starcli.selectors import check_seed
 
     b, a = _solution_id(source, "B"), _solution_id(to, "--to")
     if a == b:
@@ -55,10 +54,9 @@ def spec(
 ) -> None:
     """Show the permutation groups derived for an architecture and their self-check (exit 1 if it fails)."""
     from starcli import alignment
+    from starcli.engine.config import check_arch
 
     from .solutions import parse_json_object
-
-    from starcli.engine.config import check_arch
 
     kwargs = parse_json_object(arch_kwargs, "--arch-kwargs")
     check_arch(arch, kwargs, None, {"arch": "--arch", **{f"arch_kwargs.{k}": "--arch-kwargs" for k in kwargs}})

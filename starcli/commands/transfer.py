@@ -14,29 +14,46 @@ from . import app, common
 
 @app.command("export")
 def export(
-    ids: Optional[str] = typer.Argument(None, help="Solution ids (1-5, 3,7); --hf takes one."),
+    ids: Optional[str] = typer.Argument(None, help="Solutions: 3, 1-5, or attributes like tag=paper; --hf takes one."),
+    to: Optional[str] = typer.Option(None, "--to", help="An experiment tracker: mlflow | tensorboard | wandb (offline)."),
+    log_dir: Optional[str] = typer.Option(
+        None, "--log-dir", help="--to: folder (or MLflow tracking URI) to write to; default <home>/<tracker>."
+    ),
     bundle: Optional[str] = typer.Option(
         None, "--bundle", help="Write a bundle (.tar, or .tar.gz) of the solutions, what they refer to, their checkpoints and barriers."
     ),
     hf: Optional[str] = typer.Option(None, "--hf", help="Write one solution as model.safetensors + config.json into this folder."),
     json_: bool = common.JsonOpt,
 ) -> None:
-    """Export solutions: a bundle for `starlight import`, or a checkpoint in the Hugging Face / timm layout."""
-    from starcli.solutions import bundles
+    """Export solutions: to a tracker (--to: a run per solution and per stored pair among them), as a bundle
+    for `starlight import` (--bundle), or as a checkpoint in the Hugging Face / timm layout (--hf)."""
+    from starcli.solutions import bundles, tracking
 
-    if (bundle is None) == (hf is None):
-        raise UsageError("say where: --bundle FILE IDS, or --hf DIR ID")
+    if sum(x is not None for x in (to, bundle, hf)) != 1:
+        raise UsageError("say where, once: --to mlflow|tensorboard|wandb IDS, --bundle FILE IDS, or --hf DIR ID")
     if not ids:
         raise UsageError("name the solutions to export, e.g. starlight export --bundle stars.tar 1-5")
-    chosen = common.ids(ids, "solution id")
+    if to is not None:
+        tracking.check(to, "--to")
+    chosen = common.solution_ids(ids, "solution id")
     if hf is not None and len(chosen) != 1:
         raise UsageError(f"--hf writes one checkpoint; got {len(chosen)} ids")
     reg = common.registry(create=False)
     if reg is None:
         raise UsageError("there is no registry here yet (see --home)")
-    result = bundles.export_bundle(reg, chosen, bundle) if bundle is not None else bundles.export_hf(reg, chosen[0], hf)
+    if to is not None:
+        result = tracking.export(reg, to, chosen, log_dir)
+    elif bundle is not None:
+        result = bundles.export_bundle(reg, chosen, bundle)
+    else:
+        result = bundles.export_hf(reg, chosen[0], hf)
     if json_:
         common.echo_json(result)
+    elif to is not None:
+        print(
+            f"exported {len(result['solutions'])} solutions and {len(result['pairs'])} pairs to {to} at "
+            f"{result['destination']}"
+        )
     elif bundle is not None:
         print(f"wrote {result['file']}: {len(result['solutions'])} solution(s) ({','.join(map(str, result['solutions']))}), "
               f"{result['blobs']} checkpoint(s), {result['barriers']} barrier row(s)")

@@ -168,27 +168,3 @@ def curves(
         common.echo_json(rows)
     else:
         sys.stdout.write(table_text(rows, CURVE_COLUMNS, fmt))
-
-
-@app.command()
-def export(
-    ids: str = typer.Argument(..., help="Solutions: 3, 1-5, or attributes like tag=paper."),
-    to: str = typer.Option(..., "--to", help="mlflow | tensorboard | wandb (offline)."),
-    log_dir: Optional[str] = typer.Option(
-        None, "--log-dir", help="Folder (or MLflow tracking URI) to write to; default <home>/<tracker>."
-    ),
-    json_: bool = common.JsonOpt,
-) -> None:
-    """Write registered solutions to an experiment tracker: a run per solution and per stored pair among them."""
-    from starcli.solutions import records, tracking
-
-    tracking.check(to, "--to")
-    reg = _existing_registry()
-    result = tracking.export(reg, to, records.select_ids(reg, ids, "solution"), log_dir)
-    if json_:
-        common.echo_json(result)
-        return
-    print(
-        f"exported {len(result['solutions'])} solutions and {len(result['pairs'])} pairs to {to} at "
-        f"{result['destination']}"
-    )

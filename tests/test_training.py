@@ -108,3 +108,8 @@ def test_a_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_o
     assert clean.returncode == 0, err2
     assert json.loads(out)[0]["sha256"] == json.loads(out2)[0]["sha256"]
     assert not list((homes["killed"] / "runs").glob("*/last.safetensors")), "the resume file is removed once registered"
+    assert not list((homes["killed"] / "runs").glob("*/history.json")), "so is the history kept beside it"
+    # The resumed run's stored history holds every epoch, the ones before the kill included, as the clean one's.
+    hist = [json.loads(_cli(h, "history", json.loads(o)[0]["id"].__str__(), "--json").communicate(timeout=120)[0])
+            for h, o in ((homes["killed"], out), (homes["clean"], out2))]  # fmt: skip
+    assert [r["epoch"] for r in hist[0]] == list(range(1, 151)) and hist[0] == hist[1]

@@ -8,9 +8,12 @@ nets, several threads, GPUs) the seeds train one after another.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -35,19 +38,45 @@ _EXACT: dict[tuple, bool] = {}
 
 class History:
     """The per-epoch rows of one training ({"epoch", "train_loss"}: the mean loss of the epoch's batches),
-    stored with the solution; forwarded to a live tracker run when there is one."""
+    stored with the solution; forwarded to a live tracker run when there is one.
 
-    def __init__(self, task=None, logger=None):
+    With a file (beside the resume checkpoint) the rows survive a killed run, so a resumed training's
+    history still starts at epoch 1; an epoch run again after the resume replaces its row."""
+
+    def __init__(self, task=None, logger=None, file: Path | None = None):
+        self.task, self.logger, self.file = task, logger, file
         self.rows: list[dict[str, Any]] = []
-        self.task, self.logger = task, logger
+        if file is not None and file.is_file():
+            try:
+                self.rows = list(json.loads(file.read_text()))
+            except ValueError:
+                self.rows = []  # a torn write of a killed run: the epochs that follow still count
 
     def __call__(self, epoch: int, loss: float) -> None:
         row = {"epoch": int(epoch), "train_loss": float(loss)}
-        self.rows.append(row)
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        if self.file is not None:
+            self._save()
         if self.task is not None:
             self.task.advance(loss=loss)
         if self.logger is not None:
             self.logger.log_epoch(epoch, row)
+
+    def _save(self) -> None:
+        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}")
+        for attempt in (1, 2):
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                tmp.write_text(json.dumps(self.rows))
+                os.replace(tmp, self.file)
+                return
+            except FileNotFoundError:  # another run of this seed finished and removed the folder meanwhile
+                if attempt == 2:
+                    raise
+
+    def remove(self) -> None:
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)
 
 
 def replay(tracking: Tracking, reg: Registry, sol: Solution) -> None:
@@ -116,7 +145,9 @@ def train(
                 seed: stack.enter_context(tracking(f"anchor seed {seed}", config, {"kind": "anchor", "seed": seed}))
                 for seed in todo
             } if tracking is not None else {}
-            histories = {seed: History(None, loggers.get(seed)) for seed in todo}
+            histories = {
+                seed: History(None, loggers.get(seed), _resume(reg, config, seed).folder / "history.json") for seed in todo
+            }
             for seed, model, wall, error in fit_many(reg, config, todo, dev, train_split, histories, reporter):
                 histories[seed].task.done()
                 if error is not None:
@@ -185,6 +216,7 @@ def _register(reg, config, seed, model, dev, wall, train_split, test_split, repo
         epochs=config["epochs"], metrics=metrics, device=str(dev), wall_seconds=wall, history=history.rows,
     )
     resume = _resume(reg, config, seed)
+    history.remove()  # before the resume folder goes: it lives there
     resume.remove()
     manage.release_run(resume.folder)
     finish_tracking(logger, reg, sol)

@@ -54,7 +54,7 @@ def test_the_matrix_equals_the_pairs_measured_one_by_one_and_is_stored(reg, thre
             one = barriers.measure(reg, pairs=[(x, y)], points=3, splits=("train",))["pairs"][0]
             # the plain reference: Eq. 1 on the stored curve, by hand
             t, loss = one["t"], one["train"]["loss"]
-            by_hand = max(0.0, max(l - ((1 - tt) * loss[0] + tt * loss[-1]) for tt, l in zip(t, loss)))
+            by_hand = max(0.0, max(v - ((1 - tt) * loss[0] + tt * loss[-1]) for tt, v in zip(t, loss)))
             assert values[a][j] == pytest.approx(by_hand, rel=1e-5, abs=1e-6)
             assert values[a][j] == values[b][k]
     assert (tmp_path / "m" / "barrier-matrix.png").read_bytes()[:8] == PNG

@@ -94,6 +94,7 @@ CASES = [
     (("train", "--seed", "1-100000000"), 2, "more than 10,000 ids"),
     (("train", "--seed", "99999999999"), 2, "seeds go from 0 to 4294967295"),
     (("star", "--anchors", "1-20000"), 2, "more than 10,000 ids"),
+    (("star", "--anchors", "1-9999"), 1, "4, 5, 6, 7, 8, 9, 10, 11, 12, 13 (and 9986 more)"),
     (("star", "--anchors", "1,1"), 2, "given twice"),
     (("star", "--anchors", "1"), 2, "at least 2 anchors"),
     (("barrier", "--star", "3", "--held-out", "2,2"), 2, "given twice"),

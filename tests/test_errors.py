@@ -471,3 +471,13 @@ def test_sweep_files_are_bounded_and_refused_even_under_plan(home, cli, tmp_path
     code, _, err = cli("sweep", str(f), "--plan")
     assert_one_line_error(code, err, 2, fragment)
     assert time.monotonic() - start < 30 and not (home / "registry.db").exists()
+
+
+def test_a_truncated_dataset_cache_names_the_file_to_delete(populated, cli):
+    from starcli.engine import data
+
+    cache = populated / "datasets" / "mnist1d.npz"
+    cache.write_bytes(cache.read_bytes()[:1000])
+    data._SPLIT_CACHE.clear()  # the in-process cache would answer from memory
+    code, _, err = cli("star", "--anchors", "1-2", "--epochs", "1", "--seed", "5", "--device", "cpu")
+    assert_one_line_error(code, err, 1, f"the dataset cache {cache} is damaged")

@@ -47,14 +47,8 @@ def make_engine(url: str, read_only: bool = False) -> sa.Engine:
     """The engine for `url`. Writers begin every SQLite transaction with BEGIN IMMEDIATE; read_only
     engines use a plain deferred BEGIN, which under WAL reads a snapshot beside a writer and never waits."""
     if not url.startswith("sqlite"):
-        engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=json_dumps)
-        if read_only:
-
-            @event.listens_for(engine, "begin")
-            def _begin_read_only(conn):
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-
-        return engine
+        # PostgreSQL readers never wait for writers (MVCC): nothing to change for read_only.
+        return sa.create_engine(url, pool_pre_ping=True, json_serializer=json_dumps)
     # Driver-level autocommit, with our own BEGIN IMMEDIATE: every transaction takes the write lock up
     # front and waits for it (busy timeout). A deferred transaction that upgrades from read to write fails
     # at once with "database is locked" under WAL when another process wrote in between.

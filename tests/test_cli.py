@@ -61,7 +61,7 @@ def test_show_prints_one_full_record(trained, cli):
         (("train", "--seed", "1", "--recipe", "nope"), 1, "unknown recipe"),
         (("train", "--seed", "1", "--device", "cuda:7"), 1, "device"),
         (("train", "--seed", "1", "--device", "tpu"), 1, "device"),
-        (("train", "--seed", "1", "--set", "dataset=imagenet"), 1, "unknown dataset"),
+        (("train", "--seed", "1", "--set", "dataset=imagenet"), 2, "unknown dataset"),  # a bad config value, like any other
         (("train", "--seed", "1", "--epochs", "0"), 2, "epochs"),
         (("train", "--bogus"), 2, "No such option"),
         (("register", "x.pt", "--arch", "mlp"), 2, "--arch and --dataset"),

@@ -94,6 +94,7 @@ CASES = [
     (("train", "--seed", "1-100000000"), 2, "more than 10,000 ids"),
     (("train", "--seed", "99999999999"), 2, "seeds go from 0 to 4294967295"),
     (("star", "--anchors", "1-20000"), 2, "more than 10,000 ids"),
+    (("star", "--anchors", "1-9999"), 1, "4, 5, 6, 7, 8, 9, 10, 11, 12, 13 (and 9986 more)"),
     (("star", "--anchors", "1,1"), 2, "given twice"),
     (("star", "--anchors", "1"), 2, "at least 2 anchors"),
     (("barrier", "--star", "3", "--held-out", "2,2"), 2, "given twice"),
@@ -470,3 +471,13 @@ def test_sweep_files_are_bounded_and_refused_even_under_plan(home, cli, tmp_path
     code, _, err = cli("sweep", str(f), "--plan")
     assert_one_line_error(code, err, 2, fragment)
     assert time.monotonic() - start < 30 and not (home / "registry.db").exists()
+
+
+def test_a_truncated_dataset_cache_names_the_file_to_delete(populated, cli):
+    from starcli.engine import data
+
+    cache = populated / "datasets" / "mnist1d.npz"
+    cache.write_bytes(cache.read_bytes()[:1000])
+    data._SPLIT_CACHE.clear()  # the in-process cache would answer from memory
+    code, _, err = cli("star", "--anchors", "1-2", "--epochs", "1", "--seed", "5", "--device", "cpu")
+    assert_one_line_error(code, err, 1, f"the dataset cache {cache} is damaged")

@@ -7,6 +7,7 @@ small datasets this project uses gain nothing from DataLoader worker processes, 
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,8 +111,12 @@ def _mnist1d(split: str, cache_dir: Path | None) -> tuple[torch.Tensor, torch.Te
         tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, cache)
-    with np.load(cache) as d:
-        return _mnist1d_split(d, split)
+    try:
+        with np.load(cache) as d:
+            return _mnist1d_split(d, split)
+    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as e:
+        # A truncated or foreign cache (a killed writer of an old version, a full disk): say which file.
+        raise StarlightError(f"the dataset cache {cache} is damaged ({e}); delete it and rerun to regenerate it") from None
 
 
 def _mnist1d_split(arrays, split: str) -> tuple[torch.Tensor, torch.Tensor]:

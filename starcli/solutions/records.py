@@ -102,9 +102,8 @@ def get_many(reg: Registry, ids: Iterable[int]) -> list[Solution]:
         found = {sol.id: sol for sol in s.exec(select(Solution).where(col(Solution.id).in_(ids)))}
     missing = [i for i in ids if i not in found]
     if missing:
-        raise StarlightError(
-            f"no solution with id {', '.join(map(str, missing))}; see `starlight list` for the ids that exist"
-        )
+        shown = ", ".join(map(str, missing[:10])) + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else "")
+        raise StarlightError(f"no solution with id {shown}; see `starlight list` for the ids that exist")
     return [found[i] for i in ids]
 
 

@@ -20,6 +20,7 @@ OUR_IMAGE_SIZE = 32  # starlight's own conv nets are CIFAR networks
 # and unlike 32×32 ones (where a flatten would see 1×1 maps), at a tenth of the cost of 224×224.
 SMALL_IMAGE_SIZE = 64
 OUR_CONV_NETS = ("cifar_resnet18", "cifar_vgg11", "cifar_vgg19", "wrn")
+OUR_SEQUENCE_NETS = {"mnist1d_cnn": 40}  # 1-D conv nets: the length of their dataset's sequences
 
 
 @dataclass
@@ -57,6 +58,8 @@ def example_input(arch: str, arch_kwargs: dict[str, Any], model: nn.Module, batc
         first = next(m for m in model.modules() if isinstance(m, nn.Linear))
         return torch.randn(batch, first.in_features, generator=g)
     chans = int(arch_kwargs.get("in_chans", 3))
+    if arch in OUR_SEQUENCE_NETS:
+        return torch.randn(batch, chans, OUR_SEQUENCE_NETS[arch], generator=g)
     if arch in OUR_CONV_NETS:
         size: Any = OUR_IMAGE_SIZE
     else:  # timm: the size the model was built for (ViTs fix it through img_size), or a small one

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from starcli.errors import StarlightError
 
-from . import linear, mlp, resnet, vgg, wrn  # noqa: F401  (registration side effect)
+from . import cnn1d, linear, mlp, resnet, vgg, wrn  # noqa: F401  (registration side effect)
 
 # Our architectures, and the kwarg that is their width (recorded in the registry's `width` column).
 WIDTH_KWARG = {
@@ -23,6 +23,7 @@ WIDTH_KWARG = {
     "cifar_vgg11": "width",
     "cifar_vgg19": "width",
     "wrn": "width",
+    "mnist1d_cnn": "width",
 }
 
 

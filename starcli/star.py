@@ -26,6 +26,7 @@ from .recipes import config_hash
 STAR_SEED_OFFSET = 1_000_000_007
 # What a recipe config needs before a star can reuse it (imported checkpoints have none).
 RECIPE_KEYS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "augmentation")
+STAR_INITS = ("random", "anchor-mean")
 
 
 @dataclass(frozen=True)
@@ -99,15 +100,26 @@ def fit_star(
     mu_star: float = 0.0,
     realign: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    init: str = "random",
+    own_epochs: int = 0,
 ) -> nn.Module:
     """Train a star from a fresh seeded initialisation toward `anchors` (state dicts); returns it (train mode).
 
     `realign(star_state, anchor_state)`, when given, re-permutes every anchor to the current star at the
     start of each epoch (Algorithm 1; off in the paper's released configs).
+    `init="anchor-mean"` starts the star from the anchors' mean (each aligned to the first with `realign`
+    when given) instead of a seeded random network. The last `own_epochs` epochs descend the star's own
+    loss only, at the tail of the same schedule: a polish toward the nearest minimum of the star itself.
     """
+    if init not in STAR_INITS:
+        raise UsageError(f"--init must be one of {', '.join(STAR_INITS)}, got {init!r}")
+    if not isinstance(own_epochs, int) or not 0 <= own_epochs < config["epochs"]:
+        raise UsageError(f"--own-epochs must be an integer in [0, epochs) = [0, {config['epochs']}), got {own_epochs!r}")
     init_seed = STAR_SEED_OFFSET + seed
     torch.manual_seed(init_seed)
     model = training.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
+    if init == "anchor-mean":
+        model.load_state_dict(anchor_mean(anchors, realign))
     optimizer = training.build_optimizer(model.parameters(), config)
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
@@ -124,7 +136,7 @@ def fit_star(
     steps_per_epoch = len(training.batches(len(train.x), config["batch_size"], training.epoch_generator(init_seed, 0)))
     model.train()
     for epoch in range(config["epochs"]):
-        if realign is not None:
+        if realign is not None and epoch < config["epochs"] - own_epochs:
             star_state = {k: v.detach() for k, v in model.state_dict().items()}
             targets = anchor_params([realign(star_state, state) for state in anchors])
         g = training.epoch_generator(init_seed, epoch)
@@ -136,6 +148,12 @@ def fit_star(
             xb = data.augment(train.x[idx.to(train.x.device)], config["augmentation"], g)
             yb = train.y[idx.to(train.y.device)]
             with training.autocast(device, config):
+                if epoch >= config["epochs"] - own_epochs:
+                    loss = evaluation.loss_fn(model(xb), yb, label_smoothing=config["label_smoothing"])
+                    total += training.descend(
+                        optimizer, loss, f"star seed {seed}", f"epoch {epoch + 1}, step {i + 1}", "Lower the recipe's lr"
+                    )
+                    continue
                 losses = [
                     interpolated_loss(
                         model, names, params, targets[draws.randrange(len(targets))], t_sampling.draw(draws), xb, yb,
@@ -154,6 +172,20 @@ def fit_star(
         if on_epoch:
             on_epoch(epoch + 1, total / steps_per_epoch)
     return model
+
+
+def anchor_mean(anchors: list[dict[str, torch.Tensor]], realign: Callable | None = None) -> dict[str, torch.Tensor]:
+    """The mean of the anchors' state dicts, each first permuted to the first anchor by `realign` (if given).
+
+    Integer buffers (BatchNorm's step counter) are the first anchor's; the star's BatchNorm statistics are
+    re-estimated after training anyway.
+    """
+    first = anchors[0]
+    aligned = [first] + [realign(first, a) if realign is not None else a for a in anchors[1:]]
+    return {
+        k: torch.stack([a[k].float() for a in aligned]).mean(0).to(v.dtype) if v.is_floating_point() else v.clone()
+        for k, v in first.items()
+    }
 
 
 def recipe_of(anchors: list[Any], reporter=None) -> dict[str, Any]:
@@ -199,6 +231,8 @@ def build_star(
     device: str = "auto",
     reporter=None,
     align_anchors: bool = False,
+    init: str = "random",
+    own_epochs: int = 0,
 ):
     """Train and register a star from the anchors; returns (solution, created).
 
@@ -218,6 +252,10 @@ def build_star(
         raise UsageError(f"--mu-star must be ≥ 0, got {mu_star}")
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs must be a positive integer, got {epochs}")
+    if init not in STAR_INITS:
+        raise UsageError(f"--init must be one of {', '.join(STAR_INITS)}, got {init!r}")
+    if not isinstance(own_epochs, int) or own_epochs < 0:
+        raise UsageError(f"--own-epochs must be a non-negative integer, got {own_epochs!r}")
     anchor_ids = sorted(anchor_ids)  # the same set of anchors is the same star, whatever the order given
     anchors = solutions.get_many(reg, anchor_ids)
     solutions.require_same_task(anchors, "anchors")
@@ -231,6 +269,11 @@ def build_star(
         "seed": seed,
         "align_anchors": bool(align_anchors),
     }
+    # Recorded only when used, so that stars built before these options keep their keys.
+    if init != "random":
+        config["star"]["init"] = init
+    if own_epochs:
+        config["star"]["own_epochs"] = own_epochs
     key = star_key(config, seed)
     existing = solutions.by_key(reg, key)
     if existing is not None:
@@ -246,7 +289,7 @@ def build_star(
     start = time.perf_counter()
     model = fit_star(
         config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign,
-        on_epoch=lambda e, loss: task.advance(loss=loss),
+        on_epoch=lambda e, loss: task.advance(loss=loss), init=init, own_epochs=own_epochs,
     )
     # The running statistics gathered during training describe interpolated networks, not the star.
     evaluation.recalibrate_bn(model, train_split.x)

@@ -129,6 +129,50 @@ def test_align_anchors_realigns_every_anchor_at_each_epoch_start(reg, tiny_confi
     assert len(calls) == 2 * len(ids) and sol.config["star"]["align_anchors"] is True
 
 
+def _fit(config, states, split, **kw):
+    return star.fit_star(config, states, 3, torch.device("cpu"), split, kw.pop("t", star.TSampling.parse("uniform")), **kw)
+
+
+def test_the_own_loss_phase_descends_the_star_loss_alone_on_the_same_schedule(reg, tiny_config):
+    ids = train_anchors(reg, tiny_config, [1, 2])
+    config = dict(tiny_config, epochs=3)
+    split = training.load_split(config["dataset"], "train", torch.device("cpu"), home=reg.home)
+    states = [solutions.state_dict(reg, solutions.get(reg, i)) for i in ids]
+    # At t = 0 the interpolated network is the star itself: Starlight steps and own-loss steps coincide,
+    # so a run whose last epochs use the own loss must match one that never does.
+    at_zero = star.TSampling.parse("constant:0")
+    plain, polished = _fit(config, states, split, t=at_zero), _fit(config, states, split, t=at_zero, own_epochs=2)
+    for a, b in zip(plain.state_dict().values(), polished.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # Away from t = 0 the phases differ, and the anchors are neither re-aligned nor used in the own epochs.
+    calls = []
+    realign = lambda star_state, anchor: calls.append(1) or anchor  # noqa: E731
+    uniform = _fit(config, states, split, realign=realign, own_epochs=1)
+    assert len(calls) == (3 - 1) * len(states)
+    assert any(not torch.allclose(a, b) for a, b in zip(uniform.state_dict().values(), plain.state_dict().values()))
+    with pytest.raises(UsageError, match="own-epochs"):
+        _fit(config, states, split, own_epochs=3)
+
+
+def test_anchor_mean_init_starts_from_the_mean_of_the_aligned_anchors(reg, tiny_config):
+    ids = train_anchors(reg, tiny_config, [1, 2])
+    states = [solutions.state_dict(reg, solutions.get(reg, i)) for i in ids]
+    flipped = lambda first, other: {k: v.flip(0) for k, v in other.items()}  # noqa: E731  a stand-in "alignment"
+    mean = star.anchor_mean(states, flipped)
+    for k, v in states[0].items():
+        torch.testing.assert_close(mean[k], (v + states[1][k].flip(0)) / 2)
+    # With a vanishing learning rate the star stays where it started: at the plain mean of the anchors.
+    config = dict(tiny_config, epochs=1, lr=1e-12)
+    split = training.load_split(config["dataset"], "train", torch.device("cpu"), home=reg.home)
+    model = _fit(config, states, split, init="anchor-mean")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, (states[0][k] + states[1][k]) / 2)
+    with pytest.raises(UsageError, match="--init"):
+        star.build_star(reg, ids, epochs=1, init="zeros")
+    sol, _ = star.build_star(reg, ids, epochs=2, init="anchor-mean", own_epochs=1)
+    assert sol.config["star"]["init"] == "anchor-mean" and sol.config["star"]["own_epochs"] == 1
+
+
 def test_star_cli_builds_and_prints_json(reg, tiny_config, cli):
     train_anchors(reg, tiny_config, [1, 2])
     code, out, err = cli("star", "--anchors", "1-2", "--epochs", "1", "--json")

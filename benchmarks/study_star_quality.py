@@ -49,11 +49,21 @@ SETTINGS = {
     "mu1+own": dict(align_anchors=True, mu_star=1.0, own_frac=0.05),
     "mean-init+mu1+own": dict(align_anchors=True, init="anchor-mean", mu_star=1.0, own_frac=0.05),
     "2x-epochs": dict(align_anchors=True, epochs_factor=2),
+    # Second round, after the first showed (a) and (b) trading off through mu_star on the MLP:
+    "mu0.3": dict(align_anchors=True, mu_star=0.3),
+    "mu0.5": dict(align_anchors=True, mu_star=0.5),
+    "beta22": dict(align_anchors=True, t_sampling="beta:2,2"),
+    "mu0.3+beta22": dict(align_anchors=True, mu_star=0.3, t_sampling="beta:2,2"),
+    "own25": dict(align_anchors=True, own_frac=0.25),
+    "mean-init+mu0.3": dict(align_anchors=True, init="anchor-mean", mu_star=0.3),
+    "4x-epochs": dict(align_anchors=True, epochs_factor=4),
+    "4x+mean-init+mu1": dict(align_anchors=True, init="anchor-mean", mu_star=1.0, epochs_factor=4),
+    "4x+mean-init+mu0.3": dict(align_anchors=True, init="anchor-mean", mu_star=0.3, epochs_factor=4),
 }
 
 
 def settings_for(name: str, config: dict) -> dict:
-    """build_star kwargs; epoch counts scale with the recipe's (own_frac 0.05: 20 of the MLP's 400, 2 of the CNN's 30)."""
+    """build_star kwargs; epoch counts scale with the recipe's (own_frac 0.05: 20 of the MLP's 400 epochs, 2 of the CNN's 30)."""
     kw = dict(SETTINGS[name])
     epochs = config["epochs"] * kw.pop("epochs_factor", 1)
     if epochs != config["epochs"]:
@@ -133,7 +143,11 @@ def main() -> None:
     parser.add_argument("--task", nargs="*", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--setting", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", default="star-quality.jsonl", help="rows are appended here, one JSON per line")
+    parser.add_argument("--render", action="store_true", help="print the table of the rows in --out and stop")
     args = parser.parse_args()
+    if args.render:
+        print(table([json.loads(line) for line in Path(args.out).read_text().splitlines() if line.strip()]))
+        return
     os.environ["STARLIGHT_HOME"] = args.home
     torch.set_num_threads(1)
     from registry import open_registry

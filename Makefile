@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/starlight demo
+	$(VENV)/bin/starlight demo --force  # a rerun rewrites demo-out/ and answers from the registry
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -87,7 +87,7 @@ def fit_fewer_syncs(config, seed, device, train):
 if __name__ == "__main__":
     import torch
 
-    from registry import open_registry
+    from starcli.registry import open_registry
     from starcli import models
     from starcli.engine import data, devices, loop, recipes, training
     from starcli.errors import StarlightError

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from registry import open_registry  # noqa: E402
+from starcli.registry import open_registry  # noqa: E402
 from starcli.engine import data, devices, evaluation, recipes
 from starcli.solutions import anchors as anchor_training
 from starcli.solutions import (

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from registry import open_registry  # noqa: E402
+from starcli.registry import open_registry  # noqa: E402
 from starcli.engine import recipes  # noqa: E402
 from starcli.solutions import anchors as anchor_training  # noqa: E402
 from starcli.solutions import barriers, executors, stars  # noqa: E402

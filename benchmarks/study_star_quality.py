@@ -150,7 +150,7 @@ def main() -> None:
         return
     os.environ["STARLIGHT_HOME"] = args.home
     torch.set_num_threads(1)
-    from registry import open_registry
+    from starcli.registry import open_registry
 
     reg = open_registry(Path(args.home))
     reporter = Reporter()

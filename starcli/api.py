@@ -30,7 +30,7 @@ def _pandas():
 
 @contextmanager
 def _registry(home) -> Iterator[Any]:
-    from registry import open_registry
+    from starcli.registry import open_registry
 
     reg = open_registry(home, create=False)
     if reg is None:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         # RegistryError, matched without importing the registry (sqlmodel costs `--help` half a second):
         # if the registry package was never imported, nothing raised it.
-        if isinstance(e, getattr(sys.modules.get("registry"), "RegistryError", ())):
+        if isinstance(e, getattr(sys.modules.get("starcli.registry"), "RegistryError", ())):
             if debug:
                 raise
             print(f"error: {e}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from registry.paths import DB_URL_ENV, HOME_ENV, db_url, home  # noqa: F401  (one definition, re-exported)
+from starcli.registry.paths import DB_URL_ENV, HOME_ENV, db_url, home  # noqa: F401  (one definition, re-exported)
 
 DATA_DIR_ENV = "STARLIGHT_DATA_DIR"
 

@@ -21,7 +21,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def reg(home: Path):
-    from registry import open_registry
+    from starcli.registry import open_registry
 
     r = open_registry(home)
     yield r

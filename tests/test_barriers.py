@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from registry import BarrierResult
+from starcli.registry import BarrierResult
 from starcli.engine import barriers as eq1
 from starcli.engine import data, interpolation, recipes
 from starcli.errors import StarlightError, UsageError

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sqlmodel import select
 
-from registry import BarrierResult, Solution, open_registry
+from starcli.registry import BarrierResult, Solution, open_registry
 from starcli.errors import StarlightError
 from starcli.solutions import anchors as anchor_training
 from starcli.solutions import barriers, bundles, records, stars

@@ -42,7 +42,7 @@ def snapshot(home: Path) -> tuple[list[str], dict[str, str]]:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory, mnist1d_cache):
     """A home with two tiny anchors (ids 1, 2) and a star (id 3), built once for the module."""
-    from registry import open_registry
+    from starcli.registry import open_registry
     from starcli.engine import recipes
     from starcli.solutions import anchors, stars
 
@@ -185,7 +185,7 @@ def test_register_refuses_a_checkpoint_with_nan_weights(populated, cli, tmp_path
 
 
 def test_register_keys_by_content_and_completes_arch_kwargs_like_an_anchor(populated, cli, tmp_path):
-    from registry import open_registry
+    from starcli.registry import open_registry
     from starcli.solutions import records
 
     a = mlp_checkpoint(tmp_path / "a.safetensors")
@@ -313,7 +313,7 @@ def test_list_and_show_do_not_wait_for_a_writer_holding_the_lock(populated, cli,
 def test_the_mode_ro_engine_reads_and_refuses_writes(populated):
     import sqlalchemy as sa
 
-    from registry.database import make_engine, read_only_url
+    from starcli.registry.database import make_engine, read_only_url
 
     engine = make_engine(read_only_url(populated / "registry.db"), read_only=True)
     with engine.connect() as conn:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from registry import BarrierResult, open_registry
+from starcli.registry import BarrierResult, open_registry
 from starcli.engine import recipes
 from starcli.solutions import anchors as anchor_training
 from starcli.solutions import barriers, executors, records, stars
@@ -193,7 +193,7 @@ def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes
         for row in s.exec(select(BarrierResult)):
             s.delete(row)
         s.commit()
-    from registry import Solution
+    from starcli.registry import Solution
 
     with clean.session() as s:
         s.delete(s.get(Solution, star.id))

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from registry import open_registry
+from starcli.registry import open_registry
 from starcli.errors import StarlightError, UsageError
 from starcli.selectors import parse_attributes
 from starcli.solutions import barriers, manage, records
@@ -236,9 +236,9 @@ def test_rm_by_attribute_and_unknown_ids(reg, cli):
 
 
 def test_an_older_registry_gains_tags_note_and_history_and_its_rows_read_back(home, monkeypatch):
-    import registry.migrations as m
-    from registry.database import make_engine
-    from registry.migrations import MIGRATIONS
+    import starcli.registry.migrations as m
+    from starcli.registry.database import make_engine
+    from starcli.registry.migrations import MIGRATIONS
 
     home.mkdir(parents=True)
     monkeypatch.setattr(m, "MIGRATIONS", MIGRATIONS[:3])  # a registry before m004
@@ -265,7 +265,7 @@ def test_an_older_registry_gains_tags_note_and_history_and_its_rows_read_back(ho
 
 _RACE = """
 import sys, torch
-from registry import open_registry
+from starcli.registry import open_registry
 from starcli.solutions import manage, records
 role, home, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 reg = open_registry(home)

@@ -7,7 +7,7 @@ import csv
 
 import pytest
 
-from registry import BarrierResult
+from starcli.registry import BarrierResult
 from starcli.errors import UsageError
 from starcli.experiments.matrix import barrier_matrix, matrix_pairs, output_paths
 from starcli.solutions import anchors as anchor_training

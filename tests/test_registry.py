@@ -5,8 +5,8 @@ import sqlite3
 import pytest
 import torch
 
-from registry import CorruptBlobError, open_registry
-from registry.migrations import MIGRATIONS
+from starcli.registry import CorruptBlobError, open_registry
+from starcli.registry.migrations import MIGRATIONS
 from starcli.solutions import records
 
 
@@ -29,8 +29,8 @@ def test_opening_a_registry_applies_and_records_every_migration(home):
 
 
 def test_a_registry_from_an_older_version_is_migrated_on_open(home, monkeypatch):
-    import registry.migrations as m
-    from registry.database import make_engine
+    import starcli.registry.migrations as m
+    from starcli.registry.database import make_engine
 
     # An "old starlight" that only knew the first migration wrote this registry.
     home.mkdir(parents=True)

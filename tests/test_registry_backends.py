@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from registry import Registry
-from registry.migrations import MIGRATIONS
+from starcli.registry import Registry
+from starcli.registry.migrations import MIGRATIONS
 from starcli.engine import recipes
 from starcli.solutions import executors, records
 
@@ -81,7 +81,7 @@ def _applied(reg: Registry) -> list[str]:
 
 
 def test_opening_applies_every_migration_once_and_reopening_applies_none(open_reg):
-    from registry import migrations
+    from starcli.registry import migrations
 
     reg = open_reg()
     assert _applied(reg) == sorted(n for n, _ in MIGRATIONS)

@@ -20,7 +20,7 @@ def run_and_report_modules(args: list[str], home: Path) -> tuple[dict, str]:
     """Run the CLI in a fresh process; return which heavy modules it imported, and its stdout."""
     script = (
         "import json, sys; from starcli.cli import main; code = main(sys.argv[1:]);"
-        "heavy = ['torch', 'timm', 'torchvision', 'scipy.optimize', 'registry'];"
+        "heavy = ['torch', 'timm', 'torchvision', 'scipy.optimize', 'starcli.registry'];"
         "sys.stderr.write('MODULES' + json.dumps({m: m in sys.modules for m in heavy}) + '\\n'); sys.exit(code)"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
@@ -70,7 +70,7 @@ def test_timm_models_still_go_through_timm():
 def test_help_imports_neither_torch_nor_the_registry(tmp_path):
     modules, out = run_and_report_modules(["--help"], tmp_path / "h")
     assert "barrier" in out
-    assert not modules["torch"] and not modules["registry"]
+    assert not modules["torch"] and not modules["starcli.registry"]
 
 
 def test_a_barrier_query_answered_from_the_registry_imports_no_torch(reg, home, tiny_config, cli):

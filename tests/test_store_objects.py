@@ -24,8 +24,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from registry import CorruptBlobError, Registry, RegistryError, open_registry
-from registry.paths import blob_cache
+from starcli.registry import CorruptBlobError, Registry, RegistryError, open_registry
+from starcli.registry.paths import blob_cache
 
 PREFIX = "ckpt"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

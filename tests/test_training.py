@@ -18,7 +18,7 @@ def test_same_seed_and_config_give_a_byte_identical_checkpoint(tmp_path, tiny_co
     first = anchor_training.train(reg, tiny_config, [1], device="cpu")[0].solution
     other_home = tmp_path / "other"
     monkeypatch.setenv("STARLIGHT_HOME", str(other_home))
-    from registry import open_registry
+    from starcli.registry import open_registry
 
     reg2 = open_registry(other_home)
     second = anchor_training.train(reg2, tiny_config, [1], device="cpu")[0].solution

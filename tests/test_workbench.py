@@ -23,7 +23,7 @@ def trained(tmp_path_factory, mnist1d_cache):
     from seeds 1-3 and its barriers against seed 4. Tests may add to it, never remove."""
     import shutil
 
-    from registry import open_registry
+    from starcli.registry import open_registry
     from starcli.engine import recipes
     from starcli.solutions import anchors, barriers
     from starcli.solutions.stars import build_star
@@ -50,7 +50,7 @@ def world(trained, monkeypatch):
 
 @pytest.fixture
 def reg(trained, world):
-    from registry import open_registry
+    from starcli.registry import open_registry
 
     r = open_registry(trained[0])
     yield r
@@ -241,7 +241,7 @@ def test_sweep_with_log_gives_a_run_per_training_and_star(home, mnist1d_cache, t
 def test_trainings_in_worker_processes_are_logged_from_their_stored_history(home, mnist1d_cache, tmp_path, cli):
     import shutil
 
-    from registry import open_registry
+    from starcli.registry import open_registry
 
     (home / "datasets").mkdir(parents=True)
     shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")

@@ -87,7 +87,7 @@ class PanelledCommand(TyperCommand):
 def registry(create: bool = True, read_only: bool = False):
     """Open (and migrate) the registry at --home / $STARLIGHT_HOME / ./.starlight; read_only for commands
     that only read (list, show, doctor): they never wait for a writer and work on a read-only registry."""
-    from registry import open_registry
+    from starcli.registry import open_registry
 
     return open_registry(state.home, create=create, read_only=read_only)
 

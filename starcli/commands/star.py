@@ -157,8 +157,8 @@ def barrier(
     """
     from starcli.reports import style
     from starcli.selectors import check_id
-    from starcli.solutions import executors
-    from starcli.solutions.barriers import _parse_options
+    from starcli.solutions.barriers import _parse_options, measure_counted
+    from starcli.solutions.executor_options import check_options
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
     held = common.solution_ids(held_out, "held-out id", unique=True) if held_out else None
@@ -175,7 +175,7 @@ def barrier(
         raise UsageError("--matrix measures every pair among its ids: use it without --star, --held-out or --pair")
     matrix_ids = common.solution_ids(matrix, "solution id", unique=True) if matrix is not None else None
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
-    executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
+    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     _parse_options(points, split_names, bn_calibration, batch_size, baseline, align)
     if plot:
         from starcli.reports.figures import check_plot_path
@@ -196,7 +196,12 @@ def barrier(
                 from starcli.experiments.matrix import barrier_matrix
 
                 result = barrier_matrix(reg, matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, **options)
+            elif executor == "local" and not jobs:
+                # In this process: a query the registry answers then imports no torch (the executors do).
+                result, _ = measure_counted(reg, star=star, held_out=held, pairs=pairs, baseline=baseline, reporter=rep, **options)
             else:
+                from starcli.solutions import executors
+
                 result, _ = executors.barrier(
                     reg, executor=executor, jobs=jobs, reporter=rep, partition=partition, time=time,
                     gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,

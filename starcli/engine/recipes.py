@@ -44,7 +44,7 @@ SCHEDULES = ("cosine", "constant", "step")
 
 
 def available() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("recipes").iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name[:-5] for p in resources.files("starcli.recipes").iterdir() if p.name.endswith(".toml"))
 
 
 def read(name_or_path: str) -> tuple[str, dict[str, Any]]:
@@ -55,7 +55,7 @@ def read(name_or_path: str) -> tuple[str, dict[str, Any]]:
             raise StarlightError(f"recipe file {path} does not exist")
         text, name = path.read_text(), path.stem
     else:
-        res = resources.files("recipes") / f"{name_or_path}.toml"
+        res = resources.files("starcli.recipes") / f"{name_or_path}.toml"
         if not res.is_file():
             raise StarlightError(f"unknown recipe {name_or_path!r}; available: {', '.join(available())}, or a .toml path")
         text, name = res.read_text(), name_or_path

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from registry import Registry
+from starcli.registry import Registry
 from starcli.engine.barriers import REGULAR_PAIRS, STAR_PAIRS
 from starcli.progress import Reporter
 from starcli.solutions import records

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from registry import Registry
+from starcli.registry import Registry
 from starcli.alignment import align_state
 from starcli.engine import data, devices, evaluation
 from starcli.engine.calibration import ECE_BINS, calibration, softmax

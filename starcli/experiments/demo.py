@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from registry import Registry
+from starcli.registry import Registry
 from starcli.engine import recipes
 from starcli.engine.star_presets import star_settings
 from starcli.progress import Reporter

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from registry import Registry
+from starcli.registry import Registry
 from starcli.alignment import has_spec
 from starcli.engine import data
 from starcli.errors import StarlightError

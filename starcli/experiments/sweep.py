@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from registry import Registry
+from starcli.registry import Registry
 from starcli.engine import data
 from starcli.engine.star_presets import star_settings
 from starcli.progress import Reporter

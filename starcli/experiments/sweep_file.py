@@ -117,14 +117,14 @@ class Sweep:
 
 
 def available() -> list[str]:
-    folder = resources.files("recipes") / "sweeps"
+    folder = resources.files("starcli.recipes") / "sweeps"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml")) if folder.is_dir() else []
 
 
 def description(name: str) -> str:
     """A shipped sweep's description, read from its TOML alone: listing the sweeps resolves no recipe and
     imports no torch (validation is `load`'s)."""
-    res = resources.files("recipes") / "sweeps" / f"{name}.toml"
+    res = resources.files("starcli.recipes") / "sweeps" / f"{name}.toml"
     try:
         return str(tomllib.loads(res.read_text()).get("description", ""))
     except (OSError, tomllib.TOMLDecodeError) as e:
@@ -139,7 +139,7 @@ def load(name_or_path: str) -> Sweep:
             raise StarlightError(f"sweep file {path} does not exist")
         text, stem, source = path.read_text(), path.stem, str(path)
     else:
-        res = resources.files("recipes") / "sweeps" / f"{name_or_path}.toml"
+        res = resources.files("starcli.recipes") / "sweeps" / f"{name_or_path}.toml"
         if not res.is_file():
             raise StarlightError(
                 f"unknown sweep {name_or_path!r}; available: {', '.join(available()) or 'none'}, or a .toml path"

@@ -22,9 +22,8 @@ def register_model(fn: Callable) -> Callable:
 
 
 def into_timm() -> None:
-    """Register every builder of ours in timm's registry (idempotent; imports timm)."""
-    from . import linear, mlp, resnet, vgg, wrn  # noqa: F401  (each registers its builders in OURS)
-
+    """Register every builder of ours in timm's registry (idempotent; imports timm). Called through
+    starcli.models, whose import has loaded every model module, so OURS is complete."""
     for fn in OURS.values():
         _register_in_timm(fn)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from registry import Registry, Solution
+from starcli.registry import Registry, Solution
 from starcli import models
 from starcli.alignment import align_state
 from starcli.engine import devices

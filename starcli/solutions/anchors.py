@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from registry import Registry, Solution
+from starcli.registry import Registry, Solution
 from starcli.engine import devices, evaluation, stacked, training
 from starcli.engine.data import Split, load_split
 from starcli.engine.loop import ResumeFile

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from registry import BarrierResult, Solution
+from starcli.registry import BarrierResult, Solution
 from starcli.errors import StarlightError, UsageError
 
 from . import records

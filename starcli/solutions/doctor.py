@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from registry import open_registry, paths
+from starcli.registry import open_registry, paths
 from starcli.engine import data
 
 from . import records

@@ -13,10 +13,8 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
-import re
 import shutil
 import signal
-import socket
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -26,17 +24,23 @@ from typing import Any
 
 import torch
 
-from registry import Registry, RegistryError
+from starcli.registry import Registry, RegistryError
 from starcli.engine import data, devices
 from starcli.engine import threads as thread_policy
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 
 from . import anchors, barriers, records, stars
+from .executor_options import (  # noqa: F401  (re-exported: the options are part of this API)
+    DEFAULT_TIME,
+    EXECUTORS,
+    RAY_CONNECT_TIMEOUT,
+    SLURM_CLUSTERS,
+    _check_ray_address,
+    check_options,
+    time_minutes,
+)
 
-EXECUTORS = ("local", "slurm", "ray")
-SLURM_CLUSTERS = ("slurm", "local", "debug")
-DEFAULT_TIME = "4:00:00"
 
 
 @dataclass(frozen=True)
@@ -346,39 +350,6 @@ def raise_failures(todo: list, results: list, what: str) -> None:
         )
 
 
-def check_options(
-    executor: str,
-    jobs: int | None = None,
-    partition: str | None = None,
-    time: str = DEFAULT_TIME,
-    gpus_per_job: float | None = None,
-    slurm_cluster: str = "slurm",
-    ray_address: str | None = None,
-) -> None:
-    """Options that only one executor understands are usage errors elsewhere, not silently ignored."""
-    if executor not in EXECUTORS:
-        raise UsageError(f"unknown executor {executor!r}; use local, slurm or ray")
-    misplaced = [
-        ("--partition", "slurm", partition is not None),
-        ("--time", "slurm", time != DEFAULT_TIME),
-        ("--slurm-cluster", "slurm", slurm_cluster != "slurm"),
-        ("--ray-address", "ray", ray_address is not None),
-        ("--gpus-per-job", "slurm or ray", gpus_per_job is not None),
-    ]
-    for flag, owners, given in misplaced:
-        if given and executor not in owners.split(" or "):
-            raise UsageError(f"{flag} applies to --executor {owners}, not {executor}")
-    if jobs is not None and jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {jobs}")
-    if slurm_cluster not in SLURM_CLUSTERS:
-        raise UsageError(f"unknown --slurm-cluster {slurm_cluster!r}; use slurm, local or debug")
-    if gpus_per_job is not None and (gpus_per_job < 0 or (executor == "slurm" and gpus_per_job != int(gpus_per_job))):
-        raise UsageError(f"--gpus-per-job must be a whole number >= 0 for slurm (fractions are for ray), got {gpus_per_job:g}")
-    if executor == "slurm":
-        time_minutes(time)
-    if executor == "ray" and ray_address is not None:
-        # Before anything is opened or loaded: a wrong address is one line at once, not a minute of retries.
-        _check_ray_address(ray_address)
 
 
 # --- local: a spawn process pool, one slot per visible GPU ---------------------------------------
@@ -468,20 +439,6 @@ def _run_local(todo: list, slots, reporter) -> "_Results":
 # --- slurm: submitit job arrays -----------------------------------------------------------------
 
 
-def time_minutes(text: str) -> int:
-    """A SLURM time limit, `MINUTES`, `H:MM:SS`, `H:MM` or `D-H:MM:SS`, in whole minutes."""
-    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text).strip())
-    if not m:
-        raise UsageError(f"malformed --time {text!r}; use minutes (90), H:MM:SS (4:00:00) or D-H:MM:SS (1-12:00:00)")
-    days, a, b, c = m.groups()
-    if b is None and days is None:
-        minutes = int(a)
-    else:
-        hours, mins, secs = int(a), int(b or 0), int(c or 0)
-        minutes = int(days or 0) * 1440 + hours * 60 + mins + (1 if secs else 0)
-    if minutes < 1:
-        raise UsageError(f"--time {text!r} is shorter than a minute")
-    return minutes
 
 
 def _run_slurm(todo: list, device, jobs, home: Path, partition, time, gpus_per_job, cluster, reporter) -> "_Results":
@@ -527,21 +484,8 @@ def _run_slurm(todo: list, device, jobs, home: Path, partition, time, gpus_per_j
 # --- ray: remote tasks --------------------------------------------------------------------------
 
 
-RAY_CONNECT_TIMEOUT = 10.0
 
 
-def _check_ray_address(address: str | None) -> None:
-    """Ray retries an unreachable head for a minute or more: try its port once, briefly, and say so in one line."""
-    if not address or address == "auto" or address.startswith("local"):
-        return
-    target = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise StarlightError(f"--ray-address {address!r} is not HOST:PORT (or ray://HOST:PORT, auto)")
-    try:
-        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT).close()
-    except OSError as e:
-        raise StarlightError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); is its head running?") from None
 
 
 def _run_ray(todo: list, device, jobs, gpus_per_job, address, reporter) -> "_Results":
@@ -607,7 +551,7 @@ def _job_error(e: BaseException, fallback: str) -> StarlightError:
     parts = text.split("----------------------")  # submitit quotes the job's traceback between these
     lines = [line.strip() for line in (parts[1] if len(parts) >= 3 else text).splitlines() if line.strip()]
     last = lines[-1] if lines else type(e).__name__
-    for prefix in ("starcli.errors.StarlightError: ", "starcli.errors.UsageError: ", "registry.errors.CorruptBlobError: "):
+    for prefix in ("starcli.errors.StarlightError: ", "starcli.errors.UsageError: ", "starcli.registry.errors.CorruptBlobError: ", "registry.errors.CorruptBlobError: "):
         if last.startswith(prefix):
             return StarlightError(last[len(prefix):])
     return StarlightError(f"{fallback} ({last})")

@@ -18,7 +18,7 @@ from typing import Iterator
 import sqlalchemy as sa
 from sqlmodel import col, delete, or_, select
 
-from registry import BarrierResult, Registry, Solution
+from starcli.registry import BarrierResult, Registry, Solution
 from starcli.errors import StarlightError, UsageError
 
 from . import records

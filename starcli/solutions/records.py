@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from registry import Registry, Solution
+from starcli.registry import Registry, Solution
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
 
@@ -283,6 +283,8 @@ def require_same_task(sols: list[Solution], role: str = "solutions") -> None:
                     f"{role} must share {field}: solution {first.id} has {getattr(first, field)!r} but "
                     f"{other.id} has {getattr(other, field)!r}"
                 )
+        if other.arch_kwargs == first.arch_kwargs:
+            continue  # the common case, decided without importing the models (and torch)
         from starcli import models
 
         # Compared complete: an imported MLP recorded with depth 1 is the anchor's network recorded without it.

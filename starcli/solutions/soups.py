@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from registry import Registry, Solution
+from starcli.registry import Registry, Solution
 from starcli import models
 from starcli.alignment import align_state, has_spec
 from starcli.engine import devices, evaluation

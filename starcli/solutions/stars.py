@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from registry import Registry, Solution
+from starcli.registry import Registry, Solution
 from starcli.alignment import align_state
 from starcli.engine import devices, evaluation
 from starcli.engine.data import load_split

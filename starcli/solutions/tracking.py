@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from registry import Registry
+from starcli.registry import Registry
 
 from . import barriers, records
 

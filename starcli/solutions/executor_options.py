@@ -1,0 +1,84 @@
+"""The executor options (--executor, --jobs and the SLURM/Ray ones), checked before any work.
+
+Free of torch, so a command can refuse a misplaced option at once, and a barrier answered from the
+registry still starts in well under a second.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+
+from starcli.errors import StarlightError, UsageError
+
+EXECUTORS = ("local", "slurm", "ray")
+SLURM_CLUSTERS = ("slurm", "local", "debug")
+DEFAULT_TIME = "4:00:00"
+
+
+def check_options(
+    executor: str,
+    jobs: int | None = None,
+    partition: str | None = None,
+    time: str = DEFAULT_TIME,
+    gpus_per_job: float | None = None,
+    slurm_cluster: str = "slurm",
+    ray_address: str | None = None,
+) -> None:
+    """Options that only one executor understands are usage errors elsewhere, not silently ignored."""
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}; use local, slurm or ray")
+    misplaced = [
+        ("--partition", "slurm", partition is not None),
+        ("--time", "slurm", time != DEFAULT_TIME),
+        ("--slurm-cluster", "slurm", slurm_cluster != "slurm"),
+        ("--ray-address", "ray", ray_address is not None),
+        ("--gpus-per-job", "slurm or ray", gpus_per_job is not None),
+    ]
+    for flag, owners, given in misplaced:
+        if given and executor not in owners.split(" or "):
+            raise UsageError(f"{flag} applies to --executor {owners}, not {executor}")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    if slurm_cluster not in SLURM_CLUSTERS:
+        raise UsageError(f"unknown --slurm-cluster {slurm_cluster!r}; use slurm, local or debug")
+    if gpus_per_job is not None and (gpus_per_job < 0 or (executor == "slurm" and gpus_per_job != int(gpus_per_job))):
+        raise UsageError(f"--gpus-per-job must be a whole number >= 0 for slurm (fractions are for ray), got {gpus_per_job:g}")
+    if executor == "slurm":
+        time_minutes(time)
+    if executor == "ray" and ray_address is not None:
+        # Before anything is opened or loaded: a wrong address is one line at once, not a minute of retries.
+        _check_ray_address(ray_address)
+
+
+def time_minutes(text: str) -> int:
+    """A SLURM time limit, `MINUTES`, `H:MM:SS`, `H:MM` or `D-H:MM:SS`, in whole minutes."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text).strip())
+    if not m:
+        raise UsageError(f"malformed --time {text!r}; use minutes (90), H:MM:SS (4:00:00) or D-H:MM:SS (1-12:00:00)")
+    days, a, b, c = m.groups()
+    if b is None and days is None:
+        minutes = int(a)
+    else:
+        hours, mins, secs = int(a), int(b or 0), int(c or 0)
+        minutes = int(days or 0) * 1440 + hours * 60 + mins + (1 if secs else 0)
+    if minutes < 1:
+        raise UsageError(f"--time {text!r} is shorter than a minute")
+    return minutes
+
+
+RAY_CONNECT_TIMEOUT = 10.0
+
+
+def _check_ray_address(address: str | None) -> None:
+    """Ray retries an unreachable head for a minute or more: try its port once, briefly, and say so in one line."""
+    if not address or address == "auto" or address.startswith("local"):
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise StarlightError(f"--ray-address {address!r} is not HOST:PORT (or ray://HOST:PORT, auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise StarlightError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); is its head running?") from None

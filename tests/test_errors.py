@@ -143,7 +143,7 @@ CASES = [
     (("bma", "--star", "3", "--samples", "1000000000"), 2, "from 1 to 10,000"),
     (("bma", "--star", "3", "--t-sampling", "beta:1,inf"), 2, "finite A, B > 0"),
     (("soup", "--anchors", "1-2", "--held-out", "1"), 2, "also averaged into the soup"),
-    (("list", "--kind", "stars"), 2, "kinds: anchor, star, external, aligned, soup"),
+    (("list", "--kind", "stars"), 2, "the kinds are anchor, star, soup, aligned, external"),
     # register / spec
     (("register", "/missing.pt", "--arch", "mlp", "--dataset", "mnist1d"), 1, "does not exist"),
     (("spec", "--arch", "mlp", "--arch-kwargs", '{"width": 0}'), 2, "width must be an integer ≥ 1"),

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from starcli.engine import data, recipes, starlight
+from starcli.engine import data, starlight
 from starcli.engine.interpolation import average
 from starcli.engine.star_presets import STAR_PRESETS, star_settings
 from starcli.errors import UsageError

@@ -84,7 +84,7 @@ def test_a_local_worker_takes_the_policy_not_one_thread_per_core(monkeypatch, re
     torch.set_num_threads(1)
     slots: queue.Queue = queue.Queue()
     slots.put((None, "cpu"))
-    executors._pin_worker(slots, 16)
+    executors._pin_worker(slots, 16, os.getppid())
     assert torch.get_num_threads() == 2
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -106,8 +105,6 @@ def register(
     check_seed(seed)
     check_int(width, "--width", 1, 1 << 20)
     mean_v, std_v = _floats(mean, "--mean"), _floats(std, "--std")
-    if not Path(path).exists():
-        raise StarlightError(f"checkpoint {path} does not exist")
     common.device(device)
     # Every check before the registry is opened.
     prepared = imports.prepare(path, arch, dataset, kwargs, width, mean_v, std_v)
@@ -169,7 +166,6 @@ def list_(
 @app.command()
 def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = common.JsonOpt) -> None:
     """Show one solution with the settings that produced it."""
-    from starcli.errors import StarlightError
     from starcli.selectors import MAX_ID
     from starcli.solutions import records
 

@@ -95,6 +95,12 @@ def loss_accumulator(device: torch.device) -> torch.Tensor:
     return torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
 
 
+def non_finite_message(who: str, epoch: int, advice: str) -> str:
+    """One wording for a diverged run, whether it trained alone or stacked (stacked.py stops a seed at its
+    first non-finite step, the loop sees the epoch's sum: naming no value keeps the two messages equal)."""
+    return f"{who}: the loss became non-finite (NaN or infinite) in epoch {epoch}; nothing was registered. {advice}"
+
+
 def check_finite(total: torch.Tensor, who: str, epoch: int, advice: str) -> float:
     """The epoch's summed loss as a float: the one host synchronisation of an epoch.
 
@@ -103,7 +109,7 @@ def check_finite(total: torch.Tensor, who: str, epoch: int, advice: str) -> floa
     """
     value = total.item()
     if not math.isfinite(value):
-        raise StarlightError(f"{who}: the loss became {value} in epoch {epoch}; nothing was registered. {advice}")
+        raise StarlightError(non_finite_message(who, epoch, advice))
     return value
 
 

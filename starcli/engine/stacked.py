@@ -41,7 +41,7 @@ from starcli.errors import StarlightError
 
 from . import data, evaluation
 from .data import Split
-from .loop import ResumeFile, batches, build_optimizer, epoch_generator, lr_at, prepare_model
+from .loop import ResumeFile, batches, build_optimizer, epoch_generator, lr_at, non_finite_message, prepare_model
 from .training import fit
 
 # Architectures whose networks are a plain chain of these layers: what `StackedNet` can run.
@@ -352,8 +352,7 @@ def _fit_group(config, seeds, nets, optimizers, resume, runs, start, device, tra
                     k = alive[pos]
                     runs[k].model = None
                     runs[k].error = StarlightError(
-                        f"seed {seeds[k]}: the loss became {values[pos]} at epoch {epoch + 1}, step {i + 1};"
-                        " nothing was registered. Lower --lr or check the data"
+                        non_finite_message(f"seed {seeds[k]}", epoch + 1, "Lower --lr or check the data")
                     )
                 rows = [p for p, ok in enumerate(finite) if ok]
                 alive = [alive[p] for p in rows]

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from starcli.registry import Registry
 from starcli.engine.barriers import REGULAR_PAIRS, STAR_PAIRS
 from starcli.progress import Reporter
+from starcli.registry import Registry
 from starcli.solutions import records
 from starcli.solutions.barriers import measure, measure_counted
 from starcli.solutions.soups import build_soup

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from starcli.registry import Registry
 from starcli.alignment import align_state
 from starcli.engine import data, devices, evaluation
 from starcli.engine.calibration import ECE_BINS, calibration, softmax
@@ -23,6 +22,7 @@ from starcli.engine.interpolation import interpolate_state
 from starcli.engine.starlight import TSampling
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
+from starcli.registry import Registry
 from starcli.solutions import records
 
 # Each sample is one full evaluation pass; 10,000 is already hours on CIFAR and far past where the average settles.

@@ -19,10 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from starcli.registry import Registry
 from starcli.engine import recipes
 from starcli.engine.star_presets import star_settings
 from starcli.progress import Reporter
+from starcli.registry import Registry
 from starcli.reports.figures import barrier_plot
 from starcli.solutions import anchors as anchor_training
 from starcli.solutions.barriers import measure

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from starcli.registry import Registry
 from starcli.alignment import has_spec
 from starcli.engine import data
 from starcli.errors import StarlightError
 from starcli.progress import Reporter
+from starcli.registry import Registry
 from starcli.reports.figures import bar_plot, curves_plot
 from starcli.reports.star_report import barrier_bars, pair_curves, star_markdown
 from starcli.solutions import records

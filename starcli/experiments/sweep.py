@@ -13,10 +13,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from starcli.registry import Registry
 from starcli.engine import data
 from starcli.engine.star_presets import star_settings
 from starcli.progress import Reporter
+from starcli.registry import Registry
 from starcli.reports import sweep_report
 from starcli.solutions import executors, records
 from starcli.solutions.barriers import measure_counted

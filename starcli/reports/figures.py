@@ -17,10 +17,10 @@ def check_plot_path(path: str | Path) -> Path:
     from starcli.errors import UsageError
 
     path = Path(path)
-    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise UsageError(f"--plot {path} must name a .png, .pdf or .svg file (e.g. {path.with_suffix('.png').name})")
     if path.is_dir():
         raise UsageError(f"--plot {path} is a folder; name a file such as {path / 'barriers.png'}")
+    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UsageError(f"--plot {path} must name a .png file, or .pdf or .svg (e.g. {path.with_suffix('.png').name})")
     if path.suffix.lower() != ".png":
         raise UsageError(f"--plot {path} must name a .png file (e.g. {path.with_suffix('.png').name})")
     check_writable_folder(path.parent, "--plot")

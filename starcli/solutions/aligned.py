@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from starcli.registry import Registry, Solution
 from starcli import models
 from starcli.alignment import align_state
 from starcli.engine import devices
 from starcli.errors import StarlightError, UsageError
+from starcli.registry import Registry, Solution
 
 from . import records
 

@@ -18,13 +18,13 @@ from typing import Any, Callable
 
 import torch
 
-from starcli.registry import Registry, Solution
 from starcli.engine import devices, evaluation, stacked, training
 from starcli.engine.data import Split, load_split
 from starcli.engine.loop import ResumeFile
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError
 from starcli.progress import Reporter
+from starcli.registry import Registry, Solution
 
 from . import manage, records
 

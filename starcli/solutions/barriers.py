@@ -11,12 +11,12 @@ from typing import Any, Callable
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 
-from starcli.registry import BarrierResult, Registry
 from starcli.engine import devices
 from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, pair_record, summarize, verdict
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
+from starcli.registry import BarrierResult, Registry
 
 from . import records
 

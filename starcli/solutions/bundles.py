@@ -21,8 +21,8 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from starcli.registry import BarrierResult, Solution
 from starcli.errors import StarlightError, UsageError
+from starcli.registry import BarrierResult, Solution
 
 from . import records
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from starcli.registry import open_registry, paths
 from starcli.engine import data
+from starcli.registry import open_registry, paths
 
 from . import records
 

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from starcli.registry import Registry, RegistryError
 from starcli.engine import data, devices
 from starcli.engine import threads as thread_policy
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
+from starcli.registry import Registry, RegistryError
 
 from . import anchors, barriers, records, stars
 from .executor_options import (  # noqa: F401  (re-exported: the options are part of this API)
@@ -40,7 +40,6 @@ from .executor_options import (  # noqa: F401  (re-exported: the options are par
     check_options,
     time_minutes,
 )
-
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Iterator
 import sqlalchemy as sa
 from sqlmodel import col, delete, or_, select
 
-from starcli.registry import BarrierResult, Registry, Solution
 from starcli.errors import StarlightError, UsageError
+from starcli.registry import BarrierResult, Registry, Solution
 
 from . import records
 

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from starcli.registry import Registry, Solution
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
+from starcli.registry import Registry, Solution
 
 if TYPE_CHECKING:
     import torch

@@ -11,7 +11,6 @@ import time
 
 import torch
 
-from starcli.registry import Registry, Solution
 from starcli import models
 from starcli.alignment import align_state, has_spec
 from starcli.engine import devices, evaluation
@@ -20,6 +19,7 @@ from starcli.engine.interpolation import average
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError
 from starcli.progress import Reporter
+from starcli.registry import Registry, Solution
 
 from . import records
 

@@ -12,7 +12,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from starcli.registry import Registry, Solution
 from starcli.alignment import align_state
 from starcli.engine import devices, evaluation
 from starcli.engine.data import load_split
@@ -20,6 +19,7 @@ from starcli.engine.loop import ResumeFile
 from starcli.engine.starlight import STAR_INITS, TSampling, fit_star
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
+from starcli.registry import Registry, Solution
 from starcli.selectors import MAX_SEED
 
 from . import records

@@ -1,12 +1,5 @@
 """How good and how honest a classifier's probabilities are: accuracy, NLL, ECE and the AUROC of its
-confidence (used by star-domain BMA, starcli/experiments/bma.py).
-
-The paper's "star domain BMA": draw an anchor θn and a t, take the network (1−t)θ⋆ + t·θn on the
-segment from the star, and average the softmax outputs of many such draws. If the star domain is a
-set of good solutions, the average is a cheap posterior sample average (one stored star plus the
-anchors it was built from). The paper reports better AUROC of confidence than the deep ensemble but
-worse ECE; `run` measures both, plus accuracy and NLL, for all three predictors.
-"""
+confidence. Star-domain BMA (starcli/experiments/bma.py) compares its predictors with them."""
 
 from __future__ import annotations
 

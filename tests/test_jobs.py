@@ -220,3 +220,53 @@ def test_ray_runs_train_star_and_barrier_jobs_into_one_registry(reg, config, loc
     assert computed == 6
     single, _ = barriers.measure_counted(reg, device="cpu", recompute=True, **options)
     assert _numbers(fanned) == _numbers(single)
+
+
+_TINY_SWEEP = """
+name = "tiny"
+description = "a seconds-long sweep for tests"
+recipe = "mnist1d-mlp"
+[train]
+epochs = 2
+[grid]
+widths = [8]
+anchor_seeds = "1-3"
+anchors = [2, 3]
+held_out_seeds = "11-12"
+t_sampling = ["uniform"]
+[star]
+epochs = 2
+[barriers]
+points = 3
+splits = ["train"]
+[baselines]
+soup = true
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_on_ray_gives_the_report_of_a_local_run(reg, tmp_path, mnist1d_cache, local_ray):
+    from starcli.experiments import sweep as sweep_run
+    from starcli.experiments import sweep_file
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(_TINY_SWEEP)
+    spec = sweep_file.load(str(path))
+    local = open_registry(tmp_path / "local")
+    for r in (reg, local):
+        (r.home / "datasets").mkdir(parents=True, exist_ok=True)
+        shutil.copy(mnist1d_cache, r.home / "datasets" / "mnist1d.npz")
+        # Anchors registered in seed order in both: parallel training registers in completion order, and a
+        # star's anchors are ordered by id (see the report: that order is part of a star's bits).
+        anchor_training.train(r, spec.config(8), spec.seeds_to_train(), device="cpu")
+    on_ray = sweep_run.run(reg, spec, tmp_path / "ray", device="cpu", executor="ray", jobs=2)
+    here = sweep_run.run(local, spec, tmp_path / "here", device="cpu")
+    assert on_ray["computed"] == here["computed"] and here["computed"]["stars"] == 2
+    assert [c["summary"] for c in on_ray["cells"]] == [c["summary"] for c in here["cells"]]
+    # The same rows, but for the stars' ids (two stars built at once register in the order they finish).
+    import csv
+
+    def rows(folder):
+        return [{k: v for k, v in r.items() if k not in ("star", "soup")} for r in csv.DictReader((folder / "summary.csv").open())]
+
+    assert rows(tmp_path / "ray") == rows(tmp_path / "here")

@@ -268,3 +268,27 @@ def test_a_sweep_on_ray_gives_the_report_of_a_local_run(reg, tmp_path, mnist1d_c
         return [{k: v for k, v in r.items() if k not in ("star", "soup")} for r in csv.DictReader((folder / "summary.csv").open())]
 
     assert rows(tmp_path / "ray") == rows(tmp_path / "here")
+
+
+def test_a_sweep_interrupted_in_its_barrier_phase_resumes_without_retraining(reg, tmp_path, mnist1d_cache, monkeypatch):
+    from starcli.errors import StarlightError
+    from starcli.experiments import sweep as sweep_run
+    from starcli.experiments import sweep_file
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(_TINY_SWEEP)
+    (reg.home / "datasets").mkdir(parents=True, exist_ok=True)
+    shutil.copy(mnist1d_cache, reg.home / "datasets" / "mnist1d.npz")
+    real = barriers.compute_pairs
+
+    def interrupted(*args, **kwargs):
+        raise StarlightError("interrupted")
+
+    monkeypatch.setattr(barriers, "compute_pairs", interrupted)
+    with pytest.raises(StarlightError, match="interrupted"):
+        sweep_run.run(reg, sweep_file.load(str(path)), tmp_path / "out", device="cpu")
+    assert len(records.query(reg, kind="star")) == 2  # the stars were built before the barriers began
+    monkeypatch.setattr(barriers, "compute_pairs", real)
+    resumed = sweep_run.run(reg, sweep_file.load(str(path)), tmp_path / "out", device="cpu")
+    assert resumed["computed"]["training_runs"] == 0 and resumed["computed"]["stars"] == 0
+    assert resumed["computed"]["barrier_pairs"] > 0 and (tmp_path / "out" / "summary.md").exists()

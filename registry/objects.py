@@ -35,7 +35,7 @@ CREDENTIALS = {
     "gcs": "GOOGLE_APPLICATION_CREDENTIALS (or `gcloud auth application-default login`)",
 }
 PACKAGES = {
-    "s3": "s3fs (pip install 'starlight[s3]')", "s3a": "s3fs (pip install 'starlight[s3]')",
+    "s3": "s3fs (pip install 'starlight-landscapes[s3]')", "s3a": "s3fs (pip install 'starlight-landscapes[s3]')",
     "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs",
 }
 # Web servers are read-only to fsspec: a store there could never be written.

@@ -24,7 +24,7 @@ def _pandas():
     try:
         import pandas
     except ImportError:
-        raise StarlightError("starcli.api needs pandas: pip install 'starlight[pandas]'") from None
+        raise StarlightError("starcli.api needs pandas: pip install 'starlight-landscapes[pandas]'") from None
     return pandas
 
 

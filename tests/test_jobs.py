@@ -97,7 +97,7 @@ def test_an_unreachable_ray_address_is_one_line_and_fails_fast(home, config, cli
 def test_a_slurm_executor_without_submitit_is_one_line(home, config, cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)
     code, _, err = cli("train", "--executor", "slurm", "--slurm-cluster", "local", "--width", "16", "--epochs", "2")
-    assert code == 1 and err.count("\n") == 1 and "pip install 'starlight[slurm]'" in err
+    assert code == 1 and err.count("\n") == 1 and "pip install 'starlight-landscapes[slurm]'" in err
 
 
 def _children(pid: int) -> list[int]:

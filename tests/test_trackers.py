@@ -72,7 +72,7 @@ def test_missing_library_is_one_line_naming_the_extra(tracker, monkeypatch):
     monkeypatch.setitem(sys.modules, library, None)  # `import library` now raises ModuleNotFoundError
     with pytest.raises(StarlightError) as e:
         get(tracker)
-    assert str(e.value) == f"--log {tracker} needs {library}: pip install 'starlight[{tracker}]'"
+    assert str(e.value) == f"--log {tracker} needs {library}: pip install 'starlight-landscapes[{tracker}]'"
     with pytest.raises(StarlightError, match=rf"^--to {tracker} needs {library}:"):
         export(tracker, [PAIR], "unused")
 

@@ -185,7 +185,7 @@ def test_a_missing_tracker_library_is_one_line_before_any_training(world, reg, c
     monkeypatch.setitem(sys.modules, "mlflow", None)
     before = [s.id for s in records.query(reg)]
     code, out, err = cli("train", "--seed", "11", "--device", "cpu", "--log", "mlflow")
-    assert code == 1 and err == "error: --log mlflow needs mlflow: pip install 'starlight[mlflow]'\n"
+    assert code == 1 and err == "error: --log mlflow needs mlflow: pip install 'starlight-landscapes[mlflow]'\n"
     assert [s.id for s in records.query(reg)] == before
     code, _, err = cli("train", "--seed", "1", "--log", "neptune")
     assert code == 2 and "unknown tracker 'neptune'" in err

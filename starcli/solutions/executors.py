@@ -539,7 +539,7 @@ def require(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise StarlightError(f"--executor {extra} needs {module}: pip install 'starlight[{extra}]'") from None
+        raise StarlightError(f"--executor {extra} needs {module}: pip install 'starlight-landscapes[{extra}]'") from None
 
 
 def _job_error(e: BaseException, fallback: str) -> StarlightError:

@@ -145,7 +145,7 @@ def get(name: str, option: str = "--log") -> ModuleType:
         missing = getattr(e, "name", None)
         if missing is not None and missing.split(".")[0] != library:
             raise
-        raise StarlightError(f"{option} {name} needs {library}: pip install 'starlight[{extra}]'") from e
+        raise StarlightError(f"{option} {name} needs {library}: pip install 'starlight-landscapes[{extra}]'") from e
 
 
 def open_logger(tracker: str, run: TrackedRun | TrackedPair, dest: str | Path, option: str = "--log") -> Logger:

@@ -116,7 +116,7 @@ def test_slurm_without_sbatch_says_where_to_run(reg, config, monkeypatch):
 @pytest.mark.parametrize("module,extra", [("submitit", "slurm"), ("ray", "ray")])
 def test_a_missing_optional_package_names_the_extra_to_install(reg, config, monkeypatch, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
-    with pytest.raises(StarlightError, match=rf"pip install 'starlight\[{extra}\]'"):
+    with pytest.raises(StarlightError, match=rf"pip install 'starlight-landscapes\[{extra}\]'"):
         executors.train(reg, config, [1], executor=extra, device="cpu")
 
 

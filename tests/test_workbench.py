@@ -261,7 +261,7 @@ def test_the_api_without_pandas_is_one_line_naming_the_extra(world, monkeypatch)
     from starcli.errors import StarlightError
 
     monkeypatch.setitem(sys.modules, "pandas", None)
-    with pytest.raises(StarlightError, match=r"^starcli.api needs pandas: pip install 'starlight\[pandas\]'$"):
+    with pytest.raises(StarlightError, match=r"^starcli.api needs pandas: pip install 'starlight-landscapes\[pandas\]'$"):
         api.solutions()
 
 

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import typer
 from typer.core import TyperCommand
 
-from starcli.errors import UsageError
+from starcli.errors import StarlightError, UsageError
 
 
 @dataclass
@@ -90,6 +90,15 @@ def registry(create: bool = True, read_only: bool = False):
     from starcli.registry import open_registry
 
     return open_registry(state.home, create=create, read_only=read_only)
+
+
+def existing_registry():
+    """The registry for commands that only act on what is registered: a failing one in an empty home
+    must leave no new registry.db behind."""
+    reg = registry(create=False)
+    if reg is None:
+        raise StarlightError("there is no registry here yet (train some solutions first)")
+    return reg
 
 
 def reporter(enabled: bool = True):

@@ -69,7 +69,7 @@ def star(
     check_int(samples_per_step, "--samples-per-step", 1, 1_000)
     TSampling.parse(t_sampling)
     common.device(device)
-    reg = common.registry()
+    reg = common.existing_registry()
     tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     spec = dict(
@@ -189,7 +189,7 @@ def barrier(
             from starcli.experiments.matrix import matrix_pairs
 
             matrix_pairs(matrix_ids)  # its usage errors before any work
-        reg = common.registry()
+        reg = common.existing_registry()
         rep = common.reporter()
         with rep.live():
             if matrix_ids is not None:

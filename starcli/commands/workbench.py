@@ -7,7 +7,6 @@ from typing import List, Optional
 
 import typer
 
-from starcli.errors import StarlightError
 from starcli.reports.tables import table_text
 
 from . import app, common
@@ -18,13 +17,6 @@ BARRIER_COLUMNS = [
 ]  # fmt: skip
 CURVE_COLUMNS = ["pair", "a", "b", "kind", "settings_hash", "split", "t", "loss", "acc"]
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc"]
-
-
-def _existing_registry():
-    reg = common.registry(create=False)
-    if reg is None:
-        raise StarlightError("there is no registry here yet (train some solutions first)")
-    return reg
 
 
 @app.command()
@@ -38,7 +30,7 @@ def rm(
     """Remove solutions, their barrier rows and the checkpoints nothing else references."""
     from starcli.solutions import manage, records
 
-    reg = _existing_registry()
+    reg = common.existing_registry()
     removal = manage.remove(reg, records.select_ids(reg, ids, "solution"), cascade=cascade)
     if json_:
         common.echo_json(removal.as_dict())
@@ -70,7 +62,7 @@ def untag(
 def _tag(ids: str, name: str, remove_it: bool) -> None:
     from starcli.solutions import manage, records
 
-    reg = _existing_registry()
+    reg = common.existing_registry()
     changed = manage.tag(reg, records.select_ids(reg, ids, "solution"), name, remove_it=remove_it)
     verb = "untagged" if remove_it else "tagged"
     print(f"{verb} {len(changed)} solutions{': ' + ', '.join(map(str, changed)) if changed else ''}")
@@ -84,7 +76,7 @@ def note(
     """Attach a note to a solution (shown by `show`)."""
     from starcli.solutions import manage
 
-    manage.note(_existing_registry(), id, text)
+    manage.note(common.existing_registry(), id, text)
 
 
 @app.command()
@@ -99,7 +91,7 @@ def history(
     from starcli.solutions import records
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    rows = records.history(_existing_registry(), id)
+    rows = records.history(common.existing_registry(), id)
     if plot:
         from pathlib import Path
 
@@ -163,7 +155,7 @@ def curves(
     from starcli.solutions import barriers as stored
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    rows = stored.curves(_existing_registry(), [parse_pair(p) for p in pairs or []] or None, star=star)
+    rows = stored.curves(common.existing_registry(), [parse_pair(p) for p in pairs or []] or None, star=star)
     if fmt == "json":
         common.echo_json(rows)
     else:

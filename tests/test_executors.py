@@ -39,6 +39,28 @@ def test_local_executor_trains_seeds_in_two_worker_processes_and_resubmitting_sk
     assert not any(o.trained for o in again)
 
 
+def test_two_workers_train_stacked_seed_groups_bit_identical_to_one_seed_at_a_time(tmp_path, config):
+    from starcli.registry import Registry
+
+    pooled, alone = Registry(tmp_path / "pooled"), Registry(tmp_path / "alone")
+    seeds = [1, 2, 3, 4, 5]
+    assert executors.seed_groups(seeds, 2) == [[1, 3, 5], [2, 4]]
+    outcomes = executors.train(pooled, config, seeds, executor="local", device="cpu", jobs=2)
+    assert [o.solution.seed for o in outcomes] == seeds and all(o.trained for o in outcomes)
+    # The reference: each seed trained by itself in this process (no stacking, no pool).
+    reference = [anchor_training.train(alone, config, [seed], device="cpu")[0] for seed in seeds]
+    assert [o.solution.sha256 for o in outcomes] == [r.solution.sha256 for r in reference]
+    assert [o.solution.key for o in outcomes] == [r.solution.key for r in reference]
+
+
+def test_registered_seeds_start_no_worker(reg, config, monkeypatch):
+    first = anchor_training.train(reg, config, [1, 2], device="cpu")
+    monkeypatch.setattr(executors, "_run_local", lambda *a, **k: pytest.fail("no pool when every seed is registered"))
+    again = executors.train(reg, config, [2, 1], executor="local", device="cpu", jobs=2)
+    assert [o.solution.id for o in again] == [first[1].solution.id, first[0].solution.id]
+    assert not any(o.trained for o in again)
+
+
 def test_one_slot_on_the_cpu_trains_in_this_process(reg, config, monkeypatch):
     monkeypatch.setattr(executors, "_run_local", lambda *a, **k: pytest.fail("no pool for one slot"))
     [outcome] = executors.train(reg, config, [5], executor="local", device="cpu")

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from starcli.engine import data, devices
+from starcli.engine import data, devices, stacked
 from starcli.engine import threads as thread_policy
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
@@ -69,6 +69,35 @@ class Job:
         """(solution id, trained)."""
         [outcome] = anchors.train(reg, self.config, [self.seed], device=self.device, data_dir=self.data_dir, download=self.download)
         return outcome.solution.id, outcome.trained
+
+
+@dataclass(frozen=True)
+class SeedGroupJob(Job):
+    """Several seeds of one config for one local worker, trained together: `anchors.train` stacks them
+    where that is bit-identical to one seed at a time (engine/stacked.py), so a pool of N one-thread
+    workers gets both gains, N cores and stacking. `seed` is the first; `more` holds the rest."""
+
+    more: tuple[int, ...] = ()
+
+    def seeds(self) -> list[int]:
+        return [self.seed, *self.more]
+
+    def label(self) -> str:
+        return f"seeds {', '.join(map(str, self.seeds()))}"
+
+    def weight(self) -> int:
+        return len(self.seeds())
+
+    def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[tuple[int, bool], ...]:
+        """(solution id, trained) per seed, in seed order."""
+        outcomes = anchors.train(reg, self.config, self.seeds(), device=self.device, data_dir=self.data_dir, download=self.download)
+        return tuple((o.solution.id, o.trained) for o in outcomes)
+
+
+def seed_groups(seeds: list[int], workers: int) -> list[list[int]]:
+    """Seeds dealt round-robin into at most `workers` groups (balanced to within one seed)."""
+    groups = [seeds[i::workers] for i in range(min(workers, len(seeds)))]
+    return [g for g in groups if g]
 
 
 @dataclass(frozen=True)
@@ -191,7 +220,13 @@ def train(
     reporter = reporter or Reporter()
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     slots = _pool_slots(device, jobs) if executor == "local" else []
-    if executor == "local" and not slots:
+    registered = {seed: records.by_key(reg, anchors.anchor_key(config, seed)) for seed in seeds}
+    missing = [seed for seed in seeds if registered[seed] is None]
+    if not missing:  # nothing for a worker to do (and no worker's device to check)
+        for seed in seeds:
+            reporter.log(f"seed {seed}: already registered as solution {registered[seed].id}, skipped")
+        return [anchors.Outcome(registered[seed], False) for seed in seeds]
+    if executor == "local" and not slots:  # one slot: the same as calling it here
         return anchors.train(
             reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=reporter, tracking=tracking
         )
@@ -206,12 +241,22 @@ def train(
     if not remote:
         data.load(config["dataset"], "train", data_dir=data_dir, download=download, cache_dir=records.dataset_cache(reg))
 
-    todo = [Job(str(reg.home), reg.url, config, seed, device, _str(data_dir), download and remote, reg.store_url) for seed in seeds]
+    common = (str(reg.home), reg.url, config)
+    where = (device, _str(data_dir), download and remote, reg.store_url)
+    if executor == "local" and stacked.stackable(config, devices.resolve(device)):
+        # One group per worker, stacked inside it: cores and stacking together.
+        todo = [SeedGroupJob(*common, g[0], *where, more=tuple(g[1:])) for g in seed_groups(missing, len(slots))]
+    else:
+        todo = [Job(*common, seed, *where) for seed in missing]
+    for seed in seeds:
+        if registered[seed] is not None:
+            reporter.log(f"seed {seed}: already registered as solution {registered[seed].id}, skipped")
     results = run_jobs(
         reg, todo, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter,
         slots=slots,
     )
-    outcomes = _outcomes(reg, todo, results)
+    outcomes = [anchors.Outcome(registered[seed], False) if registered[seed] is not None else trained
+                for seed, trained in zip(seeds, _outcomes_by_seed(reg, todo, results, seeds))]
     if tracking is not None:
         for o in outcomes:
             if o.trained:
@@ -575,18 +620,27 @@ class _Results(dict):
         elif job.kind == "pair":
             self.reporter.log(f"{job.label()}: {result[0]} computed, {result[1] - result[0]} already stored")
         else:
-            sid, trained = result
-            self.reporter.log(f"{job.label()}: {'solution' if trained else 'already registered as solution'} {sid}")
+            seeds = job.seeds() if isinstance(job, SeedGroupJob) else [job.seed]
+            for seed, (sid, trained) in zip(seeds, result if isinstance(job, SeedGroupJob) else [result]):
+                self.reporter.log(f"seed {seed}: {'solution' if trained else 'already registered as solution'} {sid}")
         self.task.advance(job.weight())
 
     def ordered(self) -> list:
         return [self.get(i, StarlightError("not run")) for i in range(len(self.todo))]
 
 
-def _outcomes(reg, todo: list, results: list) -> list:
+def _outcomes_by_seed(reg, todo: list, results: list, seeds: list[int]) -> list:
+    """`anchors.Outcome` per seed in the order of `seeds` (None for a seed no job trained), from jobs of
+    one seed or of a group."""
     raise_failures(todo, results, "seed")
-    sols = records.get_many(reg, [r[0] for r in results])
-    return [anchors.Outcome(sol, r[1]) for r, sol in zip(results, sols)]
+    by_seed: dict[int, tuple[int, bool]] = {}
+    for job, result in zip(todo, results):
+        if isinstance(job, SeedGroupJob):
+            by_seed.update(zip(job.seeds(), result))
+        else:
+            by_seed[job.seed] = result
+    sols = {sol.id: sol for sol in records.get_many(reg, [sid for sid, _ in by_seed.values()])}
+    return [anchors.Outcome(sols[by_seed[seed][0]], by_seed[seed][1]) if seed in by_seed else None for seed in seeds]
 
 
 def _str(path) -> str | None:

@@ -132,6 +132,8 @@ class Registry:
             )
         self.engine = make_engine(self.url)
         migrations.apply(self.engine)
+        # A writer killed mid-write (kill -9, power loss) leaves its temp file; the next writer collects it.
+        self.store.collect_temp()
 
     def _read_only_engine(self) -> sa.Engine:
         db = self.home / "registry.db"

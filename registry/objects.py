@@ -99,6 +99,9 @@ class ObjectStore(BlobStore):
         self._keep(data)
         return data
 
+    def collect_temp(self) -> list:
+        return self.cache.collect_temp()  # object PUTs are atomic: only the local cache has temp files
+
     def holds(self, sha256: str) -> bool:
         return bool(self._call("read from", self.fs.exists, self._key(sha256)))
 

@@ -10,6 +10,7 @@ objects.py); `open_store` picks the kind from the URL, and both kinds offer the 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -24,6 +25,21 @@ if TYPE_CHECKING:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+TEMP_PREFIX = ".tmp-"
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (the folder's entry, not only the file's bytes, survives power loss)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a folder that cannot be opened (some platforms): the rename itself is done
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def blob_key(sha256: str) -> str:
@@ -67,6 +83,10 @@ class BlobStore:
     def shas(self) -> list[str]:
         """The sha256 of every blob in the store (for garbage collection)."""
         raise NotImplementedError
+
+    def collect_temp(self) -> list:
+        """Remove temp files that writers killed mid-write left behind (a store without them: nothing)."""
+        return []
 
     def put(self, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> str:
         from safetensors.torch import save
@@ -123,20 +143,61 @@ class CheckpointStore(BlobStore):
         except FileNotFoundError:
             pass  # not there, or a collector deleted it just now: write it
 
+        for attempt in (1, 2):
+            try:
+                self._write(final, data)
+                return sha
+            except FileNotFoundError:
+                # A collector on open took our temp file for a dead writer's in the instant between its
+                # creation and our lock on it: write it again (it cannot happen twice, we lock at once now).
+                if attempt == 2:
+                    raise
+        return sha
+
+    def _write(self, final: Path, data: bytes) -> None:
+        """Temp file (locked while it is written, so `collect_temp` knows it is live), fsync, rename into
+        place, fsync the folder: a crash at any point leaves the old state or the whole blob, and a temp
+        file never outlives a failure (a killed writer's is collected when the registry is next opened)."""
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=".safetensors")
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=TEMP_PREFIX, suffix=".safetensors")
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             # mkstemp makes 0600; a blob follows the umask like every other file, so a group-shared home can load it.
             os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, final)
+                os.replace(tmp, final)  # still locked: the name is gone before the lock is
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return sha
+        fsync_folder(final.parent)
+
+    def collect_temp(self) -> list[Path]:
+        """Remove the temp files of writers that died (killed mid-write: no `except` ran to remove them).
+
+        A live writer holds a lock on its temp file until the rename; a file nobody locks is a dead
+        writer's. Called when a writer opens the registry; returns what it removed."""
+        base = self.root / "sha256"
+        removed = []
+        for tmp in base.glob(f"??/{TEMP_PREFIX}*") if base.is_dir() else ():
+            try:
+                fd = os.open(tmp, os.O_RDONLY)
+            except OSError:
+                continue  # renamed into place meanwhile, or not ours to read
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer's
+            finally:
+                os.close(fd)  # closing drops the lock we may have taken
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+        return removed
 
     def read_verified(self, sha256: str) -> bytes:
         path = self.path(sha256)

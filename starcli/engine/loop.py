@@ -216,7 +216,11 @@ class ResumeFile:
             return 0
 
     def remove(self) -> None:
+        """Once the run is registered: the checkpoint, and the temp file of any earlier attempt that was
+        killed inside `save` (kill -9 runs no cleanup), so the folder itself can go."""
         self.tensors.unlink(missing_ok=True)
+        for tmp in self.folder.glob(".tmp*.safetensors"):
+            tmp.unlink(missing_ok=True)
         try:
             self.folder.rmdir()
         except OSError:

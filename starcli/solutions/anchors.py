@@ -128,6 +128,7 @@ def train(
         existing = records.by_key(reg, anchor_key(config, seed))
         if existing is not None:
             reporter.log(f"seed {seed}: already registered as solution {existing.id}, skipped")
+            manage.clear_registered_run(_resume(reg, config, seed).folder)
             found[seed] = Outcome(existing, False)
         else:
             todo.append(seed)

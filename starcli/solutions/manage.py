@@ -183,6 +183,13 @@ def remove_runs(folders: list[Path]) -> list[str]:
     return removed
 
 
+def clear_registered_run(folder: Path) -> None:
+    """The runs/ folder of a run whose row is already in: a process killed between its commit and the
+    folder's removal left it. Removed at once (unless a training holds it), not an hour later by doctor."""
+    if folder.exists():
+        remove_runs([folder])
+
+
 def gc(reg: Registry, fix: bool = False, max_age: float = STALE_RUN_SECONDS) -> dict:
     """What `doctor` reports as garbage (orphan blobs, stale runs/ folders); with fix, removes it."""
     orphans, stale = orphan_blobs(reg), stale_runs(reg, max_age)

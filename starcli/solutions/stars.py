@@ -22,7 +22,7 @@ from starcli.progress import Reporter
 from starcli.registry import Registry, Solution
 from starcli.selectors import MAX_SEED
 
-from . import records
+from . import manage, records
 from .anchors import History, finish_tracking
 
 # What a recipe config needs before a star can reuse it (imported checkpoints have none).
@@ -142,6 +142,7 @@ def build_star(
     existing = plan.existing
     if existing is not None:
         reporter.log(f"this star is already registered as solution {existing.id}")
+        manage.clear_registered_run(reg.home / "runs" / key[:24])
         return existing, False
     realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if align_anchors else None
 

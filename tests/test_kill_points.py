@@ -1,0 +1,101 @@
+"""A training killed (SIGKILL, a real process) at each named point of the write path, then run again.
+
+Whatever the point, the rerun exits 0 with the checkpoint an uninterrupted run makes (same sha256), one
+row, no temp file, no runs/<key>/ folder, and no orphan blob: a kill loses nothing and leaves nothing behind.
+The faults are injected by tests/faults.py from outside the product.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import faults
+
+TRAIN = ("train", "--seed", "3", "--width", "32", "--epochs", "3", "--json")
+
+
+def _home(tmp_path: Path, name: str, mnist1d_cache: Path) -> Path:
+    home = tmp_path / name
+    (home / "datasets").mkdir(parents=True)
+    shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")
+    return home
+
+
+def _rows(home: Path) -> list[tuple]:
+    with sqlite3.connect(home / "registry.db") as db:
+        return db.execute("SELECT id, kind, seed, sha256 FROM solutions ORDER BY id").fetchall()
+
+
+@pytest.fixture(scope="module")
+def clean_sha(tmp_path_factory, mnist1d_cache) -> str:
+    home = _home(tmp_path_factory.mktemp("clean"), "home", mnist1d_cache)
+    done = faults.run(home, None, *TRAIN)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)[0]["sha256"]
+
+
+@pytest.mark.parametrize("point", faults.POINTS)
+def test_a_train_killed_at_a_named_point_reruns_to_the_uninterrupted_checkpoint(point, tmp_path, mnist1d_cache, clean_sha):
+    home = _home(tmp_path, "home", mnist1d_cache)
+    killed = faults.run(home, point, *TRAIN)
+    assert killed.returncode == -9, f"the fault at {point} never fired: {killed.stderr}"
+
+    again = faults.run(home, None, *TRAIN)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    (sol,) = json.loads(again.stdout)
+    assert sol["sha256"] == clean_sha
+    rows = _rows(home)
+    assert [(r[1], r[2], r[3]) for r in rows] == [("anchor", 3, clean_sha)]
+    assert faults.leftovers(home) == []
+    runs = home / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == [], f"left in runs/: {list(runs.iterdir())}"
+    blobs = sorted(p.name for p in (home / "blobs").rglob("*.safetensors"))
+    assert blobs == [clean_sha[2:] + ".safetensors"], "one blob, the row's: nothing orphaned"
+
+    # doctor agrees there is nothing to collect, and a third run skips as registered.
+    doctor = faults.run(home, None, "doctor", "--json")
+    assert doctor.returncode == 0, doctor.stderr
+    report = json.loads(doctor.stdout)
+    assert report["orphan_checkpoints_found"] == [] and report["stale_runs_found"] == [], report
+    third = faults.run(home, None, *TRAIN)
+    assert third.returncode == 0 and "already registered" in third.stderr
+    assert _rows(home) == rows
+
+
+def test_opening_the_registry_collects_a_dead_writers_temp_file_but_never_a_live_ones(home):
+    import fcntl
+    import subprocess
+    import sys
+
+    from starcli.registry import open_registry
+
+    open_registry(home).close()
+    folder = home / "blobs" / "sha256" / "ab"
+    folder.mkdir(parents=True)
+    dead, live = folder / ".tmp-dead.safetensors", folder / ".tmp-live.safetensors"
+    dead.write_bytes(b"half a blob")
+    live.write_bytes(b"being written")
+    # A live writer in another process holds the lock on its temp file until the rename.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'rb'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); sys.stdin.read()", str(live)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        open_registry(home).close()
+        assert not dead.exists(), "a temp file no writer holds is a killed writer's: collected on open"
+        assert live.exists(), "a live writer's temp file is never touched"
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with open(live, "rb") as f:  # once its writer is gone, it is the next opener's to collect
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    open_registry(home).close()
+    assert not live.exists()

@@ -91,7 +91,7 @@ def test_an_interrupted_training_resumes_and_its_progress_says_where(reg, tiny_c
     cpu = torch.device("cpu")
     split = data.load_split(tiny_config["dataset"], "train", cpu, cache_dir=records.dataset_cache(reg))
 
-    def stop_after_two(epoch, loss):
+    def stop_after_two(epoch, loss, acc):
         if epoch == 2:
             raise KeyboardInterrupt
 

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from starcli import models  # noqa: E402
-from starcli.engine import data, loop, recipes  # noqa: E402
+from starcli.engine import data, evaluation, loop, recipes  # noqa: E402
 from starcli.engine.data import Split  # noqa: E402
 
 # bf16 dense tensor-core peaks (TFLOP/s, no sparsity) by device name.
@@ -75,7 +75,8 @@ def after(config, split: Split, device: torch.device, epochs: int) -> float:
     opt = loop.build_optimizer(model.parameters(), config)
 
     def step_loss(x, y):
-        return torch.nn.functional.cross_entropy(model(x), y)
+        outputs = model(x)
+        return torch.nn.functional.cross_entropy(outputs, y), evaluation.correct_count(outputs, y)
 
     torch.cuda.synchronize()
     start = time.perf_counter()

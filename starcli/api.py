@@ -4,7 +4,7 @@
     sols = api.solutions(kind="anchor", recipe="mnist1d-mlp")   # one row per solution, metrics as columns
     bars = api.barriers(star=9)                                   # stored pairs with their settings and barriers
     cur = api.curves(star=9)                                      # tidy: pair, split, t, loss, acc
-    hist = api.history(3)                                         # epoch, train_loss
+    hist = api.history(3)                                         # epoch, train_loss, train_acc
 
 Each function opens the registry at `home` (default $STARLIGHT_HOME or ./.starlight) and reads it only.
 """
@@ -82,10 +82,11 @@ def curves(pairs=None, home=None, *, star: int | None = None) -> "pd.DataFrame":
 
 
 def history(id: int, home=None) -> "pd.DataFrame":
-    """A solution's per-epoch training rows (`starlight history`), indexed by epoch."""
+    """A solution's per-epoch training rows (`starlight history`), indexed by epoch: train_loss and
+    train_acc (NaN where it was not kept: regression runs, rows stored before accuracy was)."""
     from starcli.solutions import records
 
     pd = _pandas()
     with _registry(home) as reg:
         rows = records.history(reg, id)
-    return pd.DataFrame(rows).set_index("epoch")
+    return pd.DataFrame(rows, columns=list(records.HISTORY_COLUMNS)).astype({"train_acc": float}).set_index("epoch")

@@ -49,7 +49,7 @@ def test_a_star_travels_with_its_anchors_blobs_and_barriers_and_ids_are_remapped
     for sol in solutions(reg)[:2]:
         records.add(other, records.state_dict(reg, sol), **{**sol.model_dump(exclude={"id", "sha256"}), "key": "x" * 63 + str(sol.id)})
     out = bundles.export_bundle(reg, [star, ids[2]], tmp_path / "b.tar.gz")
-    assert out["solutions"] == sorted([star, *ids]) and out["barriers"] == 3  # star–held-out + 2 regular
+    assert out["solutions"] == sorted([star, *ids]) and out["barriers"] == 3  # star-held-out + 2 regular
     result = bundles.import_bundle(other, tmp_path / "b.tar.gz")
     mapping = {int(k): v for k, v in result["ids"].items()}
     assert len(result["added"]) == 4 and mapping[ids[0]] != ids[0]

@@ -91,7 +91,7 @@ def test_an_interrupted_training_resumes_and_its_progress_says_where(reg, tiny_c
     cpu = torch.device("cpu")
     split = data.load_split(tiny_config["dataset"], "train", cpu, cache_dir=records.dataset_cache(reg))
 
-    def stop_after_two(epoch, loss):
+    def stop_after_two(epoch, loss, acc):
         if epoch == 2:
             raise KeyboardInterrupt
 
@@ -142,3 +142,57 @@ def test_listing_the_shipped_sweeps_imports_no_torch(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path / "h"), capture_output=True, text=True, check=True).stdout
     assert "width-mnist1d" in out and "MNIST-1D MLP" in out and out.rstrip().endswith("NO-TORCH")
+
+
+# --- one spelling per concept -------------------------------------------------------------------
+
+# Spellings that once named a concept that has one name now: the name to use instead.
+RETIRED_OPTIONS = {
+    "--output": "--out", "--outdir": "--out", "--out-dir": "--out", "--aligned": "--align", "--alignment": "--align",
+    "--align-method": "--align", "--split-names": "--splits", "--n-samples": "--samples", "--num-samples": "--samples",
+    "--seeds": "--seed", "--workers": "--jobs", "--n-jobs": "--jobs", "--plot-format": "--format",
+}
+
+
+def command_options() -> dict[str, list[tuple[str, list[str]]]]:
+    """Every visible option of every command: {command: [(long name, all its spellings)]}."""
+    import typer.main
+
+    import starcli.cli  # noqa: F401  (loads every command module)
+    from starcli.commands import app
+
+    group = typer.main.get_command(app)
+    out = {}
+    for name in group.list_commands(None):
+        cmd = group.get_command(None, name)
+        out[name] = [
+            (max(p.opts, key=len), list(p.opts) + list(p.secondary_opts))
+            for p in cmd.params if getattr(p, "param_type_name", "") == "option" and not p.hidden
+        ]  # fmt: skip
+    return out
+
+
+def test_no_command_spells_a_concept_the_way_another_retired():
+    found = [(cmd, s) for cmd, opts in command_options().items() for _, spellings in opts for s in spellings if s in RETIRED_OPTIONS]
+    assert not found, [f"{cmd} {s}: use {RETIRED_OPTIONS[s]}" for cmd, s in found]
+
+
+def test_an_option_has_the_same_short_flag_in_every_command_that_has_it():
+    shorts: dict[str, dict[str, str | None]] = {}
+    for cmd, opts in command_options().items():
+        for long, spellings in opts:
+            short = next((s for s in spellings if len(s) == 2), None)
+            shorts.setdefault(long, {})[cmd] = short
+    differ = {long: by_cmd for long, by_cmd in shorts.items() if len(set(by_cmd.values())) > 1}
+    assert not differ, differ
+
+
+def test_pair_kinds_are_spelled_with_plain_hyphens_in_every_output():
+    """JSON and CSV say star-held-out; the markdown, captions and legends must say it the same way."""
+    import pathlib
+
+    import starcli
+
+    root = pathlib.Path(starcli.__file__).parent
+    odd = [str(p.relative_to(root)) for p in root.rglob("*.py") if "–held-out" in p.read_text(encoding="utf-8")]
+    assert not odd, odd

@@ -3,6 +3,7 @@ selectors, on a real SQLite registry and real blob files."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -312,3 +313,22 @@ def test_the_store_lists_blobs_only_never_a_writers_temporary_file(reg):
     tmp.write_bytes(b"half a file")
     assert reg.store.shas() == [sol.sha256]
     assert manage.gc(reg, fix=True)["orphan_blobs"] == [] and tmp.exists()
+
+
+def test_a_history_stored_before_accuracy_was_kept_still_displays_with_blank_accuracy(reg, cli, tmp_path):
+    import math
+
+    from starcli import api
+
+    old = [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}]  # the rows of an older starlight
+    sol = _sol(reg, 1.0, seed=1, history=old)
+    assert records.history(reg, sol.id) == [dict(r, train_acc=None) for r in old]
+    code, out, err = cli("history", str(sol.id), "--csv", "--plot", str(tmp_path / "h.png"))
+    assert code == 0, err
+    assert out == "epoch,train_loss,train_acc\n1,2.0,\n2,1.5,\n"
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = cli("history", str(sol.id))
+    assert code == 0 and "1.5" in out
+    assert json.loads(cli("history", str(sol.id), "--json")[1])[0] == {"epoch": 1, "train_loss": 2.0, "train_acc": None}
+    hist = api.history(sol.id, home=reg.home)
+    assert hist["train_loss"].tolist() == [2.0, 1.5] and all(math.isnan(v) for v in hist["train_acc"])

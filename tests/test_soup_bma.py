@@ -199,7 +199,7 @@ def test_a_star_report_reuses_the_measured_settings_and_compares_soup_and_ensemb
     soup_id = result["soup"]["id"]
     assert computed == [(soup_id, held.id)]
     text = (tmp_path / "r" / "report.md").read_text()
-    for needle in (f"# Star {built.id}", "star–held-out", "regular–held-out", "soup–held-out", "deep ensemble", "bma", "## Anchors"):
+    for needle in (f"# Star {built.id}", "star-held-out", "regular-held-out", "soup-held-out", "deep ensemble", "bma", "## Anchors"):
         assert needle in text
     assert result["held_out"] == [held.id] and (tmp_path / "r" / "curves-train.png").stat().st_size > 1000
     assert set(result["files"]) >= {"report.md", "curves-train.png", "barriers.png"}

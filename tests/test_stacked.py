@@ -35,7 +35,7 @@ def state_bytes(model):
 
 def fit_with_losses(cfg, seed, split, resume=None):
     losses = []
-    model = training.fit(cfg, seed, CPU, split, resume, on_epoch=lambda e, loss: losses.append((e, loss)))
+    model = training.fit(cfg, seed, CPU, split, resume, on_epoch=lambda e, loss, acc: losses.append((e, loss, acc)))
     return model, losses
 
 
@@ -53,12 +53,13 @@ def test_each_stacked_seed_is_bit_identical_to_fit(split, overrides):
     cfg = config(**overrides)
     seeds = [1, 2, 7, 3]
     losses = {s: [] for s in seeds}
-    runs = stacked.fit_stacked(cfg, seeds, CPU, split, on_epoch=lambda s, e, loss: losses[s].append((e, loss)))
+    runs = stacked.fit_stacked(cfg, seeds, CPU, split, on_epoch=lambda s, e, loss, acc: losses[s].append((e, loss, acc)))
     assert [r.seed for r in runs] == seeds and all(r.error is None for r in runs)
     for run in runs:
         reference, reference_losses = fit_with_losses(cfg, run.seed, split)
         assert state_bytes(run.model) == state_bytes(reference), f"seed {run.seed}"
         assert losses[run.seed] == reference_losses
+        assert all(0 < acc < 100 for _, _, acc in reference_losses)  # a real accuracy, not None on both sides
     # Different seeds really are different networks (the comparison above is not trivially true).
     assert state_bytes(runs[0].model) != state_bytes(runs[1].model)
 
@@ -75,7 +76,7 @@ class Interrupted(Exception):
 
 
 def interrupt_at(seed, epoch):
-    def on_epoch(s, e, loss):
+    def on_epoch(s, e, loss, acc):
         if (s, e) == (seed, epoch):
             raise Interrupted
 
@@ -117,7 +118,7 @@ def test_resume_files_are_fit_s_own_format_in_both_directions(split, tmp_path, o
     files = [loop.ResumeFile(tmp_path / "b" / str(s)) for s in seeds]
     for s, f in zip(seeds, files):
         with pytest.raises(Interrupted):
-            training.fit(cfg, s, CPU, split, f, on_epoch=lambda e, loss, s=s: interrupt_at(s, 3)(s, e, loss))
+            training.fit(cfg, s, CPU, split, f, on_epoch=lambda e, loss, acc, s=s: interrupt_at(s, 3)(s, e, loss, acc))
     runs = stacked.fit_stacked(cfg, seeds, CPU, split, files)
     assert [state_bytes(r.model) for r in runs] == [reference[s] for s in seeds]
 

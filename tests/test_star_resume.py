@@ -26,7 +26,7 @@ class Stop(Exception):
 
 
 def _fit(config, states, split, resume, stop_after=None, realign=None):
-    def on_epoch(epoch, loss):
+    def on_epoch(epoch, loss, acc):
         if epoch == stop_after:
             raise Stop
 

@@ -68,15 +68,17 @@ def test_history_is_the_loss_the_training_loop_reported_each_epoch(world, reg, t
     cpu = torch.device("cpu")
     split = load_split("mnist1d", "train", cpu, cache_dir=records.dataset_cache(reg))
     seen = []
-    training.fit(trained[1], 1, cpu, split, on_epoch=lambda e, loss: seen.append((e, loss)))
-    assert records.history(reg, ids[0]) == [{"epoch": e, "train_loss": loss} for e, loss in seen]
-    assert [r["epoch"] for r in records.history(reg, star.id)] == [1, 2]
+    training.fit(trained[1], 1, cpu, split, on_epoch=lambda e, loss, acc: seen.append((e, loss, acc)))
+    assert records.history(reg, ids[0]) == [{"epoch": e, "train_loss": loss, "train_acc": acc} for e, loss, acc in seen]
+    star_rows = records.history(reg, star.id)
+    assert [r["epoch"] for r in star_rows] == [1, 2] and all(0 < r["train_acc"] < 100 for r in star_rows)
 
     code, out, _ = cli("history", str(ids[0]), "--csv", "--plot", str(tmp_path / "h.png"))
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert [float(r["train_loss"]) for r in rows] == pytest.approx([loss for _, loss in seen], rel=1e-6)
+    assert [float(r["train_loss"]) for r in rows] == pytest.approx([loss for _, loss, _ in seen], rel=1e-6)
+    assert [float(r["train_acc"]) for r in rows] == pytest.approx([acc for _, _, acc in seen], rel=1e-6)
     assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads(cli("history", str(star.id), "--json")[1])[1]["epoch"] == 2
 
@@ -125,6 +127,7 @@ def test_the_notebook_api_returns_dataframes_of_the_same_numbers(world, reg, cli
     assert cur["loss"].tolist() == [c["loss"] for c in json.loads(cli("curves", f"{star.id}-{ids[3]}", "--json")[1])]
     hist = api.history(ids[0])
     assert hist.index.name == "epoch" and hist["train_loss"].tolist() == [r["train_loss"] for r in records.history(reg, ids[0])]
+    assert hist["train_acc"].tolist() == [r["train_acc"] for r in records.history(reg, ids[0])]
 
 
 def test_export_to_mlflow_a_run_per_solution_and_per_pair(world, reg, tmp_path, cli):
@@ -166,6 +169,8 @@ def test_train_with_log_tensorboard_streams_each_epoch(world, reg, tmp_path, cli
     logged = [(e.step, e.value) for e in acc.Scalars("epoch/train_loss")]
     assert logged == [(r["epoch"], pytest.approx(r["train_loss"], rel=1e-6)) for r in sol.history]
     assert len(logged) == 3
+    accs = [(e.step, e.value) for e in acc.Scalars("epoch/train_acc")]
+    assert accs == [(r["epoch"], pytest.approx(r["train_acc"], rel=1e-6)) for r in sol.history]
 
 
 def test_star_with_log_wandb_offline(world, reg, tmp_path, cli, wandb_env):
@@ -177,6 +182,7 @@ def test_star_with_log_wandb_offline(world, reg, tmp_path, cli, wandb_env):
     [run_file] = (tmp_path / "wb").rglob("*.wandb")
     recs = finished_records(run_file.parent)
     assert _history(recs, "epoch/train_loss") == [(r["epoch"], pytest.approx(r["train_loss"])) for r in sol.history]
+    assert _history(recs, "epoch/train_acc") == [(r["epoch"], pytest.approx(r["train_acc"])) for r in sol.history]
     assert _summary(recs)["test_acc"] == pytest.approx(sol.metrics["test_acc"])
 
 

@@ -17,7 +17,7 @@ from . import app, common
 def align(
     source: str = typer.Argument(..., help="Solution id to permute (B)."),
     to: str = typer.Option(..., "--to", help="Solution id to match (A)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the order in which weight matching visits groups."),
+    seed: int = typer.Option(0, "--seed", "-s", help="Seed of the order in which weight matching visits groups."),
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
 ) -> None:

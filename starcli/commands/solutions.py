@@ -91,7 +91,7 @@ def register(
     mean: Optional[str] = typer.Option(None, "--mean", help="Input normalisation it was trained with: per-channel mean, e.g. 0.485,0.456,0.406."),
     std: Optional[str] = typer.Option(None, "--std", help="... and per-channel std, e.g. 0.229,0.224,0.225."),
     arch_kwargs: Optional[str] = typer.Option(None, "--arch-kwargs", help='JSON, e.g. \'{"width": 128}\'.'),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s"),
     width: Optional[int] = typer.Option(None, "--width"),
     device: str = common.DeviceOpt,
     data_dir: Optional[str] = common.DataDirOpt,

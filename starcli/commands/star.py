@@ -127,7 +127,7 @@ def barrier(
     out: str = typer.Option(".", "--out", "-o", help="--matrix: folder (or .csv file) for barrier-matrix.csv and its figure."),
     baseline: str = typer.Option("anchors", "--baseline", help="anchors: also every (anchor, held-out) pair | none"),
     points: int = typer.Option(11, "--points", help="Grid size: t = linspace(0, 1, N)."),
-    splits: str = typer.Option("train,test", "--splits", help="train, test or train,test."),
+    splits: str = typer.Option("train,test", "--splits", help="The splits to measure, a list: train, test or train,test (--split, as in bma, is exactly one)."),
     bn_calibration: str = common.BnCalibrationOpt,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Evaluation and BN-calibration batch (4096)."),
     align: str = typer.Option(
@@ -149,7 +149,7 @@ def barrier(
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
 ) -> None:
-    """Loss and accuracy barriers: star–held-out and regular–held-out pairs, --pair A B (repeatable), or
+    """Loss and accuracy barriers: star-held-out and regular-held-out pairs, --pair A B (repeatable), or
     the --matrix of every pair among some solutions.
 
     With --jobs N (or another executor) the missing pairs run in N batches on workers; each batch stores
@@ -253,8 +253,8 @@ def demo(
     star_lb, regular_lb = (plain[k]["train"]["loss_barrier"] for k in ("star-held-out", "regular-held-out"))
     print(
         "\nThe same pairs without alignment: train loss barrier "
-        f"star–held-out {star_lb['mean']:.4f} ± {star_lb['std']:.4f}, "
-        f"regular–held-out {regular_lb['mean']:.4f} ± {regular_lb['std']:.4f}."
+        f"star-held-out {star_lb['mean']:.4f} ± {star_lb['std']:.4f}, "
+        f"regular-held-out {regular_lb['mean']:.4f} ± {regular_lb['std']:.4f}."
     )
     print(f"plot: {result['figure']}   curves: {out}/barriers.json   ({clock.perf_counter() - start:.0f}s)")
 

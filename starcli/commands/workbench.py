@@ -16,7 +16,6 @@ BARRIER_COLUMNS = [
     "train_loss_barrier", "train_acc_barrier", "test_loss_barrier", "test_acc_barrier", "created_at",
 ]  # fmt: skip
 CURVE_COLUMNS = ["pair", "a", "b", "kind", "settings_hash", "split", "t", "loss", "acc"]
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc"]
 
 
 @app.command()
@@ -82,31 +81,35 @@ def note(
 @app.command()
 def history(
     id: int = typer.Argument(..., help="Solution id (an anchor or a star)."),
-    plot: Optional[str] = typer.Option(None, "--plot", help="Write the loss per epoch as a PNG."),
+    plot: Optional[str] = typer.Option(
+        None, "--plot", help="Write the loss (and, where kept, the accuracy) per epoch as a PNG."
+    ),
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
 ) -> None:
-    """The per-epoch training loss of an anchor or a star (the mean over the epoch's batches)."""
+    """The per-epoch training loss and accuracy of an anchor or a star.
+
+    train_loss is the mean over the epoch's batches; train_acc the % of the epoch's samples classified right
+    as each step saw them (train mode, augmented, before that step's update; for a star, by the interpolated
+    networks it descended, averaged over the draws). Blank where it was not kept (regression, older runs).
+    """
     from starcli.solutions import records
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
+    if plot:
+        from starcli.reports.figures import check_plot_path
+
+        check_plot_path(plot)
     rows = records.history(common.existing_registry(), id)
     if plot:
-        from pathlib import Path
+        from starcli.reports.figures import history_plot
 
-        from starcli.reports.figures import line_plot
-
-        losses = [r["train_loss"] for r in rows]
-        written = line_plot(
-            Path(plot), [r["epoch"] for r in rows], {"train loss": (losses, [None] * len(rows))}, "epoch",
-            "train loss (mean over the epoch's batches)",
-        )  # fmt: skip
-        print(f"wrote {written}", file=sys.stderr)
+        print(f"wrote {history_plot(plot, rows)}", file=sys.stderr)
     if fmt == "json":
         common.echo_json(rows)
     else:
-        sys.stdout.write(table_text(rows, [c for c in HISTORY_COLUMNS if any(c in r for r in rows)], fmt))
+        sys.stdout.write(table_text(rows, list(records.HISTORY_COLUMNS), fmt))
 
 
 @app.command()

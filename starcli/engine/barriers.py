@@ -19,8 +19,8 @@ DEFINITIONS = (
     "{points} points in [0, 1]. Loss barrier = max over the grid of L(t) − ((1−t)L(0) + tL(1)), floored at 0; "
     "accuracy barrier = max over the grid of ((1−t)acc(0) + t·acc(1)) − acc(t), in percentage points, floored "
     "at 0. \"train\" is the training split without augmentation. Networks with BatchNorm get their running "
-    "statistics reset and re-estimated (cumulative average) on {calibration} at every interior t.{alignment} Star–held-out "
-    "pairs join the star to each held-out; regular–held-out pairs join each of the star's anchors to each "
+    "statistics reset and re-estimated (cumulative average) on {calibration} at every interior t.{alignment} Star-held-out "
+    "pairs join the star to each held-out; regular-held-out pairs join each of the star's anchors to each "
     "held-out. Mean ± sample standard deviation over pairs."
 )
 

@@ -30,6 +30,15 @@ def loss_fn(
     return F.cross_entropy(outputs, targets, reduction=reduction, label_smoothing=label_smoothing)
 
 
+def correct_count(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+    """How many of a batch's samples the outputs classify right (argmax over the last axis), as a tensor
+    left on the device so that a training loop can sum it without waiting; per leading axis for stacked
+    (N, B, C) outputs. None for regression targets, where there is no accuracy to count for free."""
+    if targets.is_floating_point():
+        return None
+    return (outputs.detach().argmax(-1) == targets).sum(-1)
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[float, float]:
     """(mean loss, accuracy in %) with the model in eval mode; for regression, (MSE, R² in %)."""

@@ -101,16 +101,21 @@ def non_finite_message(who: str, epoch: int, advice: str) -> str:
     return f"{who}: the loss became non-finite (NaN or infinite) in epoch {epoch}; nothing was registered. {advice}"
 
 
-def check_finite(total: torch.Tensor, who: str, epoch: int, advice: str) -> float:
-    """The epoch's summed loss as a float: the one host synchronisation of an epoch.
+def epoch_sums(total: torch.Tensor, correct: torch.Tensor | None, who: str, epoch: int, advice: str) -> tuple[float, float | None]:
+    """The epoch's summed loss and correct count as floats, read back together: the one host
+    synchronisation of an epoch (None for the count where the task has no accuracy).
 
     A NaN or infinite step loss makes the sum non-finite: the run stops here, before the epoch is saved
     for resuming, so it keeps its last good epoch and nothing half-trained is registered.
     """
-    value = total.item()
+    if correct is None:
+        value, count = total.item(), None
+    else:
+        # One read for both: the count is exact in the float64 accumulator (far below 2**53).
+        value, count = torch.stack([total, correct.to(total.dtype)]).tolist()
     if not math.isfinite(value):
         raise StarlightError(non_finite_message(who, epoch, advice))
-    return value
+    return value, count
 
 
 class ResumeFile:
@@ -237,21 +242,25 @@ def run_epochs(
     seed: int,
     device: torch.device,
     split: Split,
-    step_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    step_loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
     who: str,
     advice: str,
     start: int = 0,
     resume: ResumeFile | None = None,
     before_epoch: Callable[[int], None] | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
     resume_extra: Callable[[], dict[str, Any]] | None = None,
 ) -> nn.Module:
-    """Epochs `start`..config["epochs"] of minibatch descent on `step_loss(x_batch, y_batch)`.
+    """Epochs `start`..config["epochs"] of minibatch descent on `step_loss(x_batch, y_batch)`, which returns
+    the step's loss and how many of the batch's samples it classified right (`evaluation.correct_count`,
+    None for regression).
 
     `seed` fixes every epoch's shuffle and augmentation (and the global RNG that dropout draws from);
     `before_epoch(epoch)` runs first in each epoch (the star re-aligns its anchors there); the resume
     file, when given, is written after every finished epoch, with `resume_extra()` (JSON) beside the
-    weights when given.
+    weights when given. `on_epoch(epoch, mean_loss, train_acc)`: the mean of the epoch's step losses and the
+    percentage of the epoch's samples classified right as each step saw them (train mode, augmented, before
+    that step's update: the running accuracy, free because the logits were computed anyway), or None.
     """
     steps_per_epoch = len(batches(len(split.x), config["batch_size"], epoch_generator(seed, 0)))
     model.train()
@@ -267,17 +276,22 @@ def run_epochs(
         order = torch.cat(parts).to(split.x.device, non_blocking=True).split(sizes)
         draws = data.draw_augmentation(config["augmentation"], sizes, g, split.x.device)
         total = loss_accumulator(split.x.device)
+        correct = None
         for i, idx in enumerate(order):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, epoch * steps_per_epoch + i, steps_per_epoch)
             xb = data.apply_augmentation(split.x[idx], draws[i])
             yb = split.y[idx]
             with autocast(device, config):
-                loss = step_loss(xb, yb)
+                loss, right = step_loss(xb, yb)
             total += descend(optimizer, loss)
-        total = check_finite(total, who, epoch + 1, advice)
+            if right is not None:
+                # Summed on the device, in the loss's accumulator type: no step waits to read it.
+                correct = right.to(total.dtype) if correct is None else correct + right
+        loss_sum, right_sum = epoch_sums(total, correct, who, epoch + 1, advice)
         if resume:
             resume.save(model, optimizer, epoch + 1, resume_extra() if resume_extra else None)
         if on_epoch:
-            on_epoch(epoch + 1, total / steps_per_epoch)
+            acc = None if right_sum is None else 100.0 * right_sum / len(split.x)
+            on_epoch(epoch + 1, loss_sum / steps_per_epoch, acc)
     return model

@@ -284,13 +284,13 @@ def fit_stacked(
     device: torch.device,
     train: Split,
     resume: list[ResumeFile] | None = None,
-    on_epoch: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[int, int, float, float | None], None] | None = None,
 ) -> list[SeedRun]:
     """Train `seeds` together; seed i's network is bit-identical to `fit(config, seeds[i], ...)` where
     `stacking_is_exact` holds. A seed whose loss becomes non-finite stops there (its SeedRun carries the
     error `fit` would raise) while the others go on. `resume`: one `loop.ResumeFile` per seed, in
     `fit`'s own format, so a run may be resumed stacked or one seed at a time, whichever way it began.
-    `on_epoch(seed, epochs_done, mean_loss)`.
+    `on_epoch(seed, epochs_done, mean_loss, train_acc)`, each value as `fit` reports it for that seed.
     """
     if not stackable(config, device):
         raise StarlightError(
@@ -330,6 +330,7 @@ def _fit_group(config, seeds, nets, optimizers, resume, runs, start, device, tra
         gens = [epoch_generator(seeds[k], epoch) for k in alive]
         orders = [batches(n_train, config["batch_size"], g) for g in gens]
         totals = [0.0] * len(alive)
+        rights = None  # per seed, the epoch's correctly classified samples, summed on the device
         for i in range(steps_per_epoch):
             lr = lr_at(config, epoch * steps_per_epoch + i, steps_per_epoch)
             for group in opt.param_groups:
@@ -342,7 +343,12 @@ def _fit_group(config, seeds, nets, optimizers, resume, runs, start, device, tra
                 xb = torch.stack(
                     [data.augment(train.x[row], config["augmentation"], g) for row, g in zip(idx, gens)]
                 )
-            losses = stacked_loss(stacked.forward(xb), train.y[idx.to(train.y.device)], config)
+            yb = train.y[idx.to(train.y.device)]
+            logits = stacked.forward(xb)
+            losses = stacked_loss(logits, yb, config)
+            right = evaluation.correct_count(logits, yb)
+            if right is not None:
+                rights = right if rights is None else rights + right
             values = losses.tolist()
             finite = [math.isfinite(v) for v in values]
             opt.zero_grad(set_to_none=True)
@@ -360,6 +366,8 @@ def _fit_group(config, seeds, nets, optimizers, resume, runs, start, device, tra
                 orders = [orders[p] for p in rows]
                 totals = [totals[p] for p in rows]
                 values = [values[p] for p in rows]
+                if rights is not None:
+                    rights = rights.index_select(0, torch.tensor(rows, device=rights.device))
                 if not alive:
                     return
                 old_params, grads = stacked.params, [p.grad for p in stacked.params]
@@ -372,12 +380,13 @@ def _fit_group(config, seeds, nets, optimizers, resume, runs, start, device, tra
                     group["lr"] = lr
             opt.step()
             totals = [t + v for t, v in zip(totals, values)]
+        accs = [None] * len(alive) if rights is None else [100.0 * r / n_train for r in rights.tolist()]
         for pos, k in enumerate(alive):
             if resume:
                 _unstack_into(stacked, opt, pos, nets[k], optimizers[k])
                 resume[k].save(nets[k], optimizers[k], epoch + 1)
             if on_epoch:
-                on_epoch(seeds[k], epoch + 1, totals[pos] / steps_per_epoch)
+                on_epoch(seeds[k], epoch + 1, totals[pos] / steps_per_epoch, accs[pos])
     for pos, k in enumerate(alive):
         _unstack_into(stacked, opt, pos, nets[k], optimizers[k])
 
@@ -388,7 +397,7 @@ def _state_bytes(model: nn.Module) -> dict[str, bytes]:
 
 def stacking_is_exact(config: dict[str, Any], device: torch.device, seeds: int = 2, samples: int = 512) -> bool:
     """Train `seeds` seeds for 2 epochs on `samples` synthetic samples of the dataset's shape both
-    ways, and compare every weight and buffer byte for byte, and the reported epoch losses.
+    ways, and compare every weight and buffer byte for byte, and the reported epoch losses and accuracies.
 
     Callers stack only where this returns True, so a stacked run never silently stands in for a
     sequential one. Pass the number of seeds the real run will stack: the kernels' blocking may
@@ -409,9 +418,10 @@ def stacking_is_exact(config: dict[str, Any], device: torch.device, seeds: int =
     stacked_losses: dict[int, list] = {s: [] for s in ids}
     single_losses: dict[int, list] = {s: [] for s in ids}
     with torch.random.fork_rng(devices=[]):
-        runs = fit_stacked(cfg, ids, device, split, on_epoch=lambda s, e, loss: stacked_losses[s].append(loss))
+        runs = fit_stacked(cfg, ids, device, split, on_epoch=lambda s, e, loss, acc: stacked_losses[s].append((loss, acc)))
         singles = [
-            fit(cfg, s, device, split, on_epoch=lambda e, loss, s=s: single_losses[s].append(loss)) for s in ids
+            fit(cfg, s, device, split, on_epoch=lambda e, loss, acc, s=s: single_losses[s].append((loss, acc)))
+            for s in ids
         ]
     same_weights = all(
         r.model is not None and _state_bytes(r.model) == _state_bytes(m) for r, m in zip(runs, singles)

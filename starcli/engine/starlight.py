@@ -71,6 +71,23 @@ class TSampling:
         return rng.random()
 
 
+def interpolated_outputs(
+    model: nn.Module,
+    names: list[str],
+    params: list[torch.Tensor],
+    anchor: list[torch.Tensor],
+    t: float,
+    x: torch.Tensor,
+    tie_weights: bool = True,
+) -> torch.Tensor:
+    """The outputs of the network with weights (1−t)·params + t·anchor (buffers: the model's own).
+
+    In train mode BatchNorm normalises with the batch's statistics, as the paper's star training does.
+    """
+    lerped = torch._foreach_lerp(params, anchor, t)
+    return functional_call(model, dict(zip(names, lerped)), (x,), tie_weights=tie_weights)
+
+
 def interpolated_loss(
     model: nn.Module,
     names: list[str],
@@ -82,12 +99,8 @@ def interpolated_loss(
     label_smoothing: float = 0.0,
     tie_weights: bool = True,
 ) -> torch.Tensor:
-    """The training loss of the network with weights (1−t)·params + t·anchor (buffers: the model's own).
-
-    In train mode BatchNorm normalises with the batch's statistics, as the paper's star training does.
-    """
-    lerped = torch._foreach_lerp(params, anchor, t)
-    outputs = functional_call(model, dict(zip(names, lerped)), (x,), tie_weights=tie_weights)
+    """The training loss of the network with weights (1−t)·params + t·anchor."""
+    outputs = interpolated_outputs(model, names, params, anchor, t, x, tie_weights)
     return evaluation.loss_fn(outputs, y, label_smoothing=label_smoothing)
 
 
@@ -101,7 +114,7 @@ def fit_star(
     samples_per_step: int = 1,
     mu_star: float = 0.0,
     realign: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
     resume: loop.ResumeFile | None = None,
     init: str = "random",
 ) -> nn.Module:
@@ -116,6 +129,11 @@ def fit_star(
     epoch is checkpointed (weights, optimizer state and the position of the anchor/t draws) and a rerun
     continues from the last one, bit for bit as if it had never stopped: the re-aligned anchors need no
     saving, since they are recomputed from the restored star at the start of the next epoch.
+
+    `on_epoch(epoch, mean_loss, train_acc)`: the loss is the mean of the steps' objective; the accuracy is
+    that of the interpolated networks each step descended (anchor and t as drawn), averaged over the
+    step's `samples_per_step` draws exactly as their losses are, over the epoch's samples. The μ* term
+    (the star's own loss) is not part of it: the accuracy says how well the segments classify.
     """
     if init not in STAR_INITS:
         raise UsageError(f"--init must be one of {', '.join(STAR_INITS)}, got {init!r}")
@@ -148,19 +166,22 @@ def fit_star(
         star_state = {k: v.detach() for k, v in model.state_dict().items()}
         targets = anchor_params([realign(star_state, state) for state in anchors])
 
-    def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         smoothing = config["label_smoothing"]
-        losses = [
-            interpolated_loss(
-                model, names, params, targets[draws.randrange(len(targets))], t_sampling.draw(draws), x, y, smoothing, tied
-            )
-            for _ in range(samples_per_step)
-        ]
+        losses, rights = [], []
+        for _ in range(samples_per_step):
+            anchor = targets[draws.randrange(len(targets))]
+            outputs = interpolated_outputs(model, names, params, anchor, t_sampling.draw(draws), x, tied)
+            losses.append(evaluation.loss_fn(outputs, y, label_smoothing=smoothing))
+            rights.append(evaluation.correct_count(outputs, y))
         loss = losses[0] if samples_per_step == 1 else torch.stack(losses).mean()
+        right = None
+        if rights[0] is not None:
+            right = rights[0] if samples_per_step == 1 else torch.stack(rights).float().mean()
         if mu_star > 0:
             own = evaluation.loss_fn(model(x), y, label_smoothing=smoothing)
             loss = (loss + mu_star * own) / (1 + mu_star)
-        return loss
+        return loss, right
 
     return loop.run_epochs(
         model, optimizer, config, init_seed, device, split, step_loss, f"star seed {seed}",

@@ -20,16 +20,18 @@ def fit(
     device: torch.device,
     split: Split,
     resume: ResumeFile | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
 ) -> nn.Module:
-    """Train one network from `seed`; returns it with its final weights (train mode)."""
+    """Train one network from `seed`; returns it with its final weights (train mode).
+    `on_epoch(epoch, mean_loss, train_acc)` as in `loop.run_epochs`."""
     torch.manual_seed(seed)  # the initialisation is the seed's alone
     model = loop.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
     optimizer = loop.build_optimizer(model.parameters(), config)
     start = resume.load(model, optimizer, device) if resume else 0
 
-    def step_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return evaluation.loss_fn(model(x), y, label_smoothing=config["label_smoothing"])
+    def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        outputs = model(x)
+        return evaluation.loss_fn(outputs, y, label_smoothing=config["label_smoothing"]), evaluation.correct_count(outputs, y)
 
     return loop.run_epochs(
         model, optimizer, config, seed, device, split, step_loss, f"seed {seed}", "Lower --lr or check the data",

@@ -31,7 +31,7 @@ def soup_center(
 ) -> dict[str, Any]:
     """The soup of `anchor_ids` (aligned to the first when `align_soup`) as a center: built or found, then
     measured against `held_out` with the given barrier options. Its pairs are labelled soup-held-out;
-    with baseline "anchors" the regular anchor–held-out summary comes along. `measure` replaces
+    with baseline "anchors" the regular anchor-held-out summary comes along. `measure` replaces
     `measure_counted` (a sweep passes its executor's fan-out, `executors.barrier`)."""
     sol, created = build_soup(
         reg, anchor_ids, align=align_soup, bn_calibration=bn_calibration, device=device, reporter=reporter
@@ -62,7 +62,7 @@ def compare(
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
     """The soup's held-out barriers and own metrics next to the star's (when given) and the regular
-    anchor–held-out baseline: one row per candidate center. With align "auto", pairs are weight-matched
+    anchor-held-out baseline: one row per candidate center. With align "auto", pairs are weight-matched
     (the paper's protocol) wherever the architecture has a permutation spec."""
     soup_sol = records.get_star(reg, soup_id, "to compare")
     config = (soup_sol.config or {}).get("soup", {})

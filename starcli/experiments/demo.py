@@ -3,12 +3,12 @@
 Train 8 anchors of the `mnist1d-cnn` recipe (seeds 1–8: 100% train and ~99% test accuracy each); build
 a star from seeds 1–5 with the default star settings (preset "solution": anchors re-aligned to the star
 every epoch as Algorithm 1 writes it, the star started from their aligned mean, its own loss in the
-objective); measure its barriers against seeds 6–8 beside the regular (anchor–held-out) baseline, with
+objective); measure its barriers against seeds 6–8 beside the regular (anchor-held-out) baseline, with
 weight matching before every interpolation as the paper measures them. Everything is registered, so a
 second run answers from the registry.
 
 Why the CNN and these settings (docs/results/star-quality.md): on it the star is itself a solution (its
-train loss within 1.5× its anchors') AND connects — star–held-out barrier under half the regular one,
+train loss within 1.5× its anchors') AND connects — star-held-out barrier under half the regular one,
 and a lower peak loss along its segments. On the MLP recipe no setting met all three: MLPs on MNIST-1D
 test at ~61%, and a star with the paper's settings is a worse model than its anchors (3.5× their loss).
 """

@@ -43,7 +43,7 @@ def findings(rows: list[dict[str, Any]], x: str, split: str = "train") -> list[s
         return []
     lines = []
     below = sum(s < g for s, g, _ in valid)
-    lines.append(f"star–held-out below regular–held-out ({split} loss barrier) in {below} of {len(valid)} settings.")
+    lines.append(f"star-held-out below regular-held-out ({split} loss barrier) in {below} of {len(valid)} settings.")
     worse = sum((r.get(f"star_{split}_loss") or 0) > (r.get(f"anchor_{split}_loss") or 0) for _, _, r in valid)
     peak = sum((r.get(f"star_{split}_peak_loss") or 0) > (r.get(f"regular_{split}_peak_loss") or 0) for _, _, r in valid)
     lines.append(
@@ -69,7 +69,7 @@ def findings(rows: list[dict[str, Any]], x: str, split: str = "train") -> list[s
         lines.append(f"least squares through the origin: star ≈ {fit['slope_origin']:.2f} × regular{affine}.")
     xs = [r[x] for _, _, r in valid]
     if len(valid) >= 3 and all(isinstance(v, (int, float)) for v in xs):
-        for name, values in (("star–held-out", [s for s, _, _ in valid]), ("regular–held-out", [g for _, g, _ in valid])):
+        for name, values in (("star-held-out", [s for s, _, _ in valid]), ("regular-held-out", [g for _, g, _ in valid])):
             rho = _spearman(xs, values)
             trend = "falls" if rho <= -0.5 else "rises" if rho >= 0.5 else "shows no clear trend"
             lines.append(f"{name} barrier {trend} as {AXIS_LABELS.get(x, x)} grows (Spearman ρ = {rho:+.2f}).")

@@ -130,6 +130,25 @@ def matrix_plot(path: str | Path, ids: Sequence[int], values: Sequence[Sequence[
     return style.save(fig, path, dpi=dpi)
 
 
+def history_plot(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """A training history (`starlight history`): the train loss per epoch and, beside it where the rows have
+    it, the train accuracy; epochs without a value (rows stored before accuracy was kept) are gaps."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in rows]
+    panels = [("train_loss", "train loss (epoch mean)")]
+    if any(r.get("train_acc") is not None for r in rows):
+        panels.append(("train_acc", "train accuracy (%)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(FIGSIZE[0] * len(panels), FIGSIZE[1]), squeeze=False)
+    for k, (ax, (key, label)) in enumerate(zip(axes[0], panels)):
+        values = [float("nan") if r.get(key) is None else r[key] for r in rows]
+        ax.plot(epochs, values, marker="o", ms=3.5, lw=1.4, color=style.colour(key, k))
+        if key == "train_loss":
+            style.decades_y(ax, values, floor=None)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    return _save(fig, Path(path))
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     return style.save(fig, path)

@@ -17,8 +17,8 @@ def pair_curves(pairs, star_id: int, split: str) -> dict[str, Any] | None:
 
 def barrier_bars(summary, soup_part) -> dict[str, tuple[list, list]]:
     bars = {}
-    for label, part in (("star–held-out", summary.get("star-held-out")), ("regular–held-out", summary.get("regular-held-out")),
-                        ("soup–held-out", soup_part["summary"] if soup_part else None)):
+    for label, part in (("star-held-out", summary.get("star-held-out")), ("regular-held-out", summary.get("regular-held-out")),
+                        ("soup-held-out", soup_part["summary"] if soup_part else None)):
         if part:
             stats = [summary_stat({"g": part}, "g", split, "loss_barrier") for split in ("train", "test")]
             bars[label] = ([s.get("mean") for s in stats], [s.get("std") for s in stats])
@@ -51,9 +51,9 @@ def star_markdown(star, anchors, held, measured, soup_part, bma_part, figures, c
         "mean ± std over pairs.", "",
     ]
     rows = []
-    parts = [("star–held-out", summary.get("star-held-out")), ("regular–held-out (anchor × held-out)", summary.get("regular-held-out"))]
+    parts = [("star-held-out", summary.get("star-held-out")), ("regular-held-out (anchor × held-out)", summary.get("regular-held-out"))]
     if soup_part:
-        parts.append(("soup–held-out", soup_part["summary"]))
+        parts.append(("soup-held-out", soup_part["summary"]))
     for label, part in parts:
         if not part:
             continue

@@ -28,7 +28,7 @@ _output: dict = {"format": None, "dpi": 150}
 
 
 def colour(label: str, k: int = 0) -> str:
-    """The colour of a series: by the center its label names (star–held-out, regular, soup, …), else the
+    """The colour of a series: by the center its label names (star-held-out, regular, soup, …), else the
     k-th of the remaining palette."""
     low = label.lower()
     for key in ("star", "soup", "regular", "anchors", "pair"):

@@ -125,7 +125,7 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path, fit: dict[s
     label = AXIS_LABELS.get(x, x)
     for split in splits:
         series = {
-            f"{short}–held-out": (
+            f"{short}-held-out": (
                 [r[f"{short}_{split}_loss_barrier_mean"] for r in rows],
                 [r[f"{short}_{split}_loss_barrier_std"] for r in rows],
             )
@@ -143,7 +143,7 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path, fit: dict[s
     if len(pts) >= 2 and fit is not None:  # see statistics.findings(): the fit is the width study's
         figures.append(scatter_fit(
             out / "scatter-train.png", [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts],
-            "regular–held-out train loss barrier", "star–held-out train loss barrier", f"one point per {label}",
+            "regular-held-out train loss barrier", "star-held-out train loss barrier", f"one point per {label}",
             slope_origin=fit.get("slope_origin"),
         ))
     if len(rows) >= 2:

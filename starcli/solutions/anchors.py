@@ -37,8 +37,10 @@ _EXACT: dict[tuple, bool] = {}
 
 
 class History:
-    """The per-epoch rows of one training ({"epoch", "train_loss"}: the mean loss of the epoch's batches),
-    stored with the solution; forwarded to a live tracker run when there is one.
+    """The per-epoch rows of one training, stored with the solution; forwarded to a live tracker run when
+    there is one. A row is {"epoch", "train_loss": the mean loss of the epoch's batches, "train_acc": the
+    % of the epoch's samples classified right as each step saw them (see `loop.run_epochs`; absent for
+    regression and in rows stored before it was kept)}.
 
     With a file (beside the resume checkpoint) the rows survive a killed run, so a resumed training's
     history still starts at epoch 1; an epoch run again after the resume replaces its row."""
@@ -52,8 +54,10 @@ class History:
             except ValueError:
                 self.rows = []  # a torn write of a killed run: the epochs that follow still count
 
-    def __call__(self, epoch: int, loss: float) -> None:
+    def __call__(self, epoch: int, loss: float, acc: float | None = None) -> None:
         row = {"epoch": int(epoch), "train_loss": float(loss)}
+        if acc is not None:
+            row["train_acc"] = float(acc)
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         if self.file is not None:
             self._save()
@@ -201,7 +205,7 @@ def _fit_stacked(reg, config, seeds, dev, split: Split, histories: dict[int, His
     start = time.perf_counter()
     runs = stacked.fit_stacked(
         config, seeds, dev, split, [_resume(reg, config, s) for s in seeds],
-        on_epoch=lambda seed, e, loss: histories[seed](e, loss),
+        on_epoch=lambda seed, e, loss, acc: histories[seed](e, loss, acc),
     )
     wall = (time.perf_counter() - start) / len(seeds)
     for run in runs:

@@ -60,7 +60,7 @@ def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tu
     anchors = list(star_sol.anchors or [])
     if baseline == "anchors" and not anchors:
         raise StarlightError(
-            f"solution {star} ({star_sol.kind}) records no anchors, so there is no regular–held-out baseline; "
+            f"solution {star} ({star_sol.kind}) records no anchors, so there is no regular-held-out baseline; "
             "pass a star id, or --baseline none"
         )
     overlap = [h for h in held_out if h in anchors or h == star]
@@ -160,7 +160,7 @@ def resolve_auto_align(reg, sols, wanted: set[tuple[int, int]], settings_weight:
 
 
 def measure(reg: Registry, *args: Any, **options: Any) -> dict[str, Any]:
-    """Barriers of star–held-out and regular–held-out pairs (or of `pairs`), with curves and a summary;
+    """Barriers of star-held-out and regular-held-out pairs (or of `pairs`), with curves and a summary;
     the options are `measure_counted`'s."""
     return measure_counted(reg, *args, **options)[0]
 
@@ -181,7 +181,7 @@ def measure_counted(
     reporter: Reporter | None = None,
     fan_out: Callable[[list[tuple[int, int]], dict, str], None] | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """Barriers of star–held-out and regular–held-out pairs (or of `pairs`), with curves and a summary, and
+    """Barriers of star-held-out and regular-held-out pairs (or of `pairs`), with curves and a summary, and
     how many pairs this call computed (the others were answered from the registry): counted here, not
     from the table, which other processes may be writing at the same time.
 
@@ -309,8 +309,8 @@ STORED_KINDS = (STAR_PAIRS, REGULAR_PAIRS, PLAIN_PAIRS)
 
 
 def _kind_of(a, b, stars_of_b: list) -> str:
-    """A stored row's kind: star–held-out when A is a star (or soup) and B not one of its anchors;
-    regular–held-out when A is an anchor of a star measured against B; otherwise a plain pair."""
+    """A stored row's kind: star-held-out when A is a star (or soup) and B not one of its anchors;
+    regular-held-out when A is an anchor of a star measured against B; otherwise a plain pair."""
     if a.anchors and b.id not in a.anchors and b.id != a.id:
         return STAR_PAIRS
     if any(a.id in (s.anchors or []) for s in stars_of_b):

@@ -295,13 +295,19 @@ def require_same_task(sols: list[Solution], role: str = "solutions") -> None:
             )
 
 
+# The columns of a training history row (solutions/anchors.History writes them).
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc")
+
+
 def history(reg: Registry, sid: int) -> list[dict[str, Any]]:
-    """A solution's per-epoch training rows; an error naming why when it has none (imported, or older)."""
+    """A solution's per-epoch training rows, every row with every column of HISTORY_COLUMNS (None where it
+    was not kept: train_acc of regression runs and of rows stored before accuracy was); an error naming why
+    when it has none (imported, or older)."""
     sol = get(reg, sid)
     if not sol.history:
         why = "it was not trained here" if sol.kind in ("external", "aligned", "soup") else "it was trained before history was kept"
         raise StarlightError(f"solution {sid} ({sol.kind}) has no training history: {why}")
-    return [dict(row) for row in sol.history]
+    return [{**{c: None for c in HISTORY_COLUMNS}, **row} for row in sol.history]
 
 
 def star_settings(sol: Solution) -> dict[str, Any]:

@@ -128,7 +128,7 @@ class Registry:
         if self.url.startswith("sqlite") and not os.access(self.home, os.W_OK):
             raise RegistryError(
                 f"the registry at {self.home} is read-only; this command writes, so use a writable --home "
-                "(list, show and doctor can read it as it is)"
+                "(list, show, doctor and a barrier whose pairs are stored read it as it is)"
             )
         self.engine = make_engine(self.url)
         migrations.apply(self.engine)

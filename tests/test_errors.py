@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -348,6 +349,50 @@ def test_a_registry_on_a_read_only_mount_can_be_listed_and_writing_is_one_line(p
     assert run.stdout.strip().endswith("rc=1"), run.stdout
     errors = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert errors == [errors[0]] and "read-only" in errors[0] and "Traceback" not in run.stderr
+    assert snapshot(populated) == before
+
+
+_CACHED_BARRIER = ("barrier", "--pair", "1", "2", "--points", "3", "--splits", "test", "--align", "none", "--device", "cpu")
+
+
+@pytest.mark.parametrize("lock", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
+def test_a_cached_barrier_does_not_wait_for_a_writer_holding_the_lock(populated, cli, lock):
+    code, first, err = cli(*_CACHED_BARRIER, "--json")
+    assert code == 0, err
+    writer = sqlite3.connect(populated / "registry.db", isolation_level=None, timeout=0)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute(lock)
+    writer.execute("UPDATE solutions SET recipe = 'held' WHERE id = 1")
+    try:
+        start = time.monotonic()
+        code, again, err = cli(*_CACHED_BARRIER, "--json")
+        elapsed = time.monotonic() - start
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert code == 0 and elapsed < 10, err
+    assert json.loads(again)["pairs"] == json.loads(first)["pairs"]
+
+
+def test_a_cached_barrier_answers_on_a_read_only_mount_and_a_missing_pair_is_one_line(populated, cli):
+    if not _can_mount_read_only(populated):
+        pytest.skip("no mount namespace here (unshare -m)")
+    code, _, err = cli(*_CACHED_BARRIER)
+    assert code == 0, err
+    env = dict(os.environ, PYTHONPATH=str(ROOT), STARLIGHT_HOME=str(populated))
+    py = sys.executable
+    missing = list(_CACHED_BARRIER)
+    missing[missing.index("3")] = "5"  # other settings: not stored, must be computed and written
+    script = (
+        f"mount --bind {populated} {populated} && mount -o remount,ro,bind {populated} && "
+        f"{py} -m starcli {' '.join(_CACHED_BARRIER)} --csv; echo rc=$?; {py} -m starcli {' '.join(missing)}; echo rc=$?"
+    )
+    before = snapshot(populated)
+    run = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert "rc=0" in run.stdout and "1,2,pair," in run.stdout, run.stdout + run.stderr
+    assert run.stdout.strip().endswith("rc=1"), run.stdout
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error")]
+    assert len(errors) == 1 and "read-only" in errors[0] and "Traceback" not in run.stderr, run.stderr
     assert snapshot(populated) == before
 
 

@@ -92,10 +92,10 @@ def registry(create: bool = True, read_only: bool = False):
     return open_registry(state.home, create=create, read_only=read_only)
 
 
-def existing_registry():
+def existing_registry(read_only: bool = False):
     """The registry for commands that only act on what is registered: a failing one in an empty home
     must leave no new registry.db behind."""
-    reg = registry(create=False)
+    reg = registry(create=False, read_only=read_only)
     if reg is None:
         raise StarlightError("there is no registry here yet (train some solutions first)")
     return reg

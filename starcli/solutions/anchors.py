@@ -110,6 +110,16 @@ def anchor_key(config: dict[str, Any], seed: int) -> str:
     return records.solution_key("anchor", config, seed)
 
 
+def already_registered(reg: Registry, config: dict[str, Any], seed: int, reporter: Reporter) -> Solution | None:
+    """The registered anchor of (config, seed), if any, said so; a resume folder a killed run left behind
+    after registering it is cleared."""
+    existing = records.by_key(reg, anchor_key(config, seed))
+    if existing is not None:
+        reporter.log(f"seed {seed}: already registered as solution {existing.id}, skipped")
+        manage.clear_registered_run(_resume(reg, config, seed).folder)
+    return existing
+
+
 def train(
     reg: Registry,
     config: dict[str, Any],
@@ -129,10 +139,8 @@ def train(
     found: dict[int, Outcome] = {}
     todo: list[int] = []
     for seed in seeds:
-        existing = records.by_key(reg, anchor_key(config, seed))
+        existing = already_registered(reg, config, seed, reporter)
         if existing is not None:
-            reporter.log(f"seed {seed}: already registered as solution {existing.id}, skipped")
-            manage.clear_registered_run(_resume(reg, config, seed).folder)
             found[seed] = Outcome(existing, False)
         else:
             todo.append(seed)

@@ -220,16 +220,14 @@ def train(
     reporter = reporter or Reporter()
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     slots = _pool_slots(device, jobs) if executor == "local" else []
-    registered = {seed: records.by_key(reg, anchors.anchor_key(config, seed)) for seed in seeds}
-    missing = [seed for seed in seeds if registered[seed] is None]
-    if not missing:  # nothing for a worker to do (and no worker's device to check)
-        for seed in seeds:
-            reporter.log(f"seed {seed}: already registered as solution {registered[seed].id}, skipped")
-        return [anchors.Outcome(registered[seed], False) for seed in seeds]
     if executor == "local" and not slots:  # one slot: the same as calling it here
         return anchors.train(
             reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=reporter, tracking=tracking
         )
+    registered = {seed: anchors.already_registered(reg, config, seed, reporter) for seed in seeds}
+    missing = [seed for seed in seeds if registered[seed] is None]
+    if not missing:  # nothing for a worker to do (and no worker's device to check)
+        return [anchors.Outcome(registered[seed], False) for seed in seeds]
     # Load (and download) the data once here, not in every worker at once: no download race, and a
     # missing --data-dir is one line now rather than fifty failed jobs later. A remote Ray cluster has
     # its own disks, so there each worker loads (and downloads) for itself.
@@ -248,9 +246,6 @@ def train(
         todo = [SeedGroupJob(*common, g[0], *where, more=tuple(g[1:])) for g in seed_groups(missing, len(slots))]
     else:
         todo = [Job(*common, seed, *where) for seed in missing]
-    for seed in seeds:
-        if registered[seed] is not None:
-            reporter.log(f"seed {seed}: already registered as solution {registered[seed].id}, skipped")
     results = run_jobs(
         reg, todo, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter,
         slots=slots,

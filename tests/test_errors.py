@@ -8,11 +8,13 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -292,20 +294,28 @@ def test_a_bad_database_url_is_one_line(home, cli, monkeypatch, url, fragment):
     assert code != 0 and len(err.strip().splitlines()) == 1 and fragment in err, err
 
 
-@pytest.mark.parametrize("lock", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
-def test_list_and_show_do_not_wait_for_a_writer_holding_the_lock(populated, cli, lock):
-    writer = sqlite3.connect(populated / "registry.db", isolation_level=None, timeout=0)
+@contextmanager
+def _writer_holding(home: Path, lock: str):
+    """Another connection inside an open transaction that took `lock` and changed a row, uncommitted (so
+    readers must see the snapshot before it); rolled back on exit."""
+    writer = sqlite3.connect(home / "registry.db", isolation_level=None, timeout=0)
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute(lock)
-    writer.execute("UPDATE solutions SET recipe = 'held' WHERE id = 1")  # uncommitted: readers see the snapshot
+    writer.execute("UPDATE solutions SET recipe = 'held' WHERE id = 1")
     try:
+        yield
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+@pytest.mark.parametrize("lock", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
+def test_list_and_show_do_not_wait_for_a_writer_holding_the_lock(populated, cli, lock):
+    with _writer_holding(populated, lock):
         start = time.monotonic()
         code, out, err = cli("list", "--csv")
         code2, out2, err2 = cli("show", "1")
         elapsed = time.monotonic() - start
-    finally:
-        writer.execute("ROLLBACK")
-        writer.close()
     assert code == 0 and code2 == 0, err + err2
     assert elapsed < 10 and "mnist1d-mlp" in out and "held" not in out
     assert "anchor" in out2
@@ -334,17 +344,20 @@ def _can_mount_read_only(path: Path) -> bool:
     return probe.returncode == 0
 
 
+def _on_read_only_mount(home: Path, *commands: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """Each `starlight` command run in a private mount namespace where `home` is bind-mounted read-only;
+    stdout has `rc=N` after each command's output."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), STARLIGHT_HOME=str(home))
+    runs = "; ".join(f"{shlex.quote(sys.executable)} -m starcli {shlex.join(args)}; echo rc=$?" for args in commands)
+    script = f"mount --bind {home} {home} && mount -o remount,ro,bind {home} && {runs}"
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+
+
 def test_a_registry_on_a_read_only_mount_can_be_listed_and_writing_is_one_line(populated):
     if not _can_mount_read_only(populated):
         pytest.skip("no mount namespace here (unshare -m); the mode=ro path is tested directly above")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), STARLIGHT_HOME=str(populated))
-    py = sys.executable
-    script = (
-        f"mount --bind {populated} {populated} && mount -o remount,ro,bind {populated} && "
-        f"{py} -m starcli list --csv; echo rc=$?; {py} -m starcli train --seed 9 --epochs 1 --width 16; echo rc=$?"
-    )
     before = snapshot(populated)
-    run = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    run = _on_read_only_mount(populated, ("list", "--csv"), ("train", "--seed", "9", "--epochs", "1", "--width", "16"))
     assert "rc=0" in run.stdout and "mnist1d-mlp" in run.stdout, run.stdout + run.stderr
     assert run.stdout.strip().endswith("rc=1"), run.stdout
     errors = [ln for ln in run.stderr.splitlines() if ln.strip()]
@@ -359,17 +372,10 @@ _CACHED_BARRIER = ("barrier", "--pair", "1", "2", "--points", "3", "--splits", "
 def test_a_cached_barrier_does_not_wait_for_a_writer_holding_the_lock(populated, cli, lock):
     code, first, err = cli(*_CACHED_BARRIER, "--json")
     assert code == 0, err
-    writer = sqlite3.connect(populated / "registry.db", isolation_level=None, timeout=0)
-    writer.execute("PRAGMA journal_mode=WAL")
-    writer.execute(lock)
-    writer.execute("UPDATE solutions SET recipe = 'held' WHERE id = 1")
-    try:
+    with _writer_holding(populated, lock):
         start = time.monotonic()
         code, again, err = cli(*_CACHED_BARRIER, "--json")
         elapsed = time.monotonic() - start
-    finally:
-        writer.execute("ROLLBACK")
-        writer.close()
     assert code == 0 and elapsed < 10, err
     assert json.loads(again)["pairs"] == json.loads(first)["pairs"]
 
@@ -379,16 +385,10 @@ def test_a_cached_barrier_answers_on_a_read_only_mount_and_a_missing_pair_is_one
         pytest.skip("no mount namespace here (unshare -m)")
     code, _, err = cli(*_CACHED_BARRIER)
     assert code == 0, err
-    env = dict(os.environ, PYTHONPATH=str(ROOT), STARLIGHT_HOME=str(populated))
-    py = sys.executable
     missing = list(_CACHED_BARRIER)
     missing[missing.index("3")] = "5"  # other settings: not stored, must be computed and written
-    script = (
-        f"mount --bind {populated} {populated} && mount -o remount,ro,bind {populated} && "
-        f"{py} -m starcli {' '.join(_CACHED_BARRIER)} --csv; echo rc=$?; {py} -m starcli {' '.join(missing)}; echo rc=$?"
-    )
     before = snapshot(populated)
-    run = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    run = _on_read_only_mount(populated, (*_CACHED_BARRIER, "--csv"), tuple(missing))
     assert "rc=0" in run.stdout and "1,2,pair," in run.stdout, run.stdout + run.stderr
     assert run.stdout.strip().endswith("rc=1"), run.stdout
     errors = [ln for ln in run.stderr.splitlines() if ln.startswith("error")]

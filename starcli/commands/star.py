@@ -190,26 +190,24 @@ def barrier(
 
             matrix_pairs(matrix_ids)  # its usage errors before any work
         rep = common.reporter()
-        result = None
-        if matrix_ids is None and executor == "local" and not jobs and not recompute:
-            result = _answered_from_registry(star=star, held_out=held, pairs=pairs, baseline=baseline, reporter=rep, **options)
-        reg = common.existing_registry() if result is None else None
         with rep.live():
-            if result is not None:
-                pass  # every pair was stored: answered read-only, beside any writer
-            elif matrix_ids is not None:
+            if matrix_ids is not None:
                 from starcli.experiments.matrix import barrier_matrix
 
-                result = barrier_matrix(reg, matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, **options)
+                result = barrier_matrix(common.existing_registry(), matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, **options)
             elif executor == "local" and not jobs:
-                # In this process: a query the registry answers then imports no torch (the executors do).
-                result, _ = measure_counted(reg, star=star, held_out=held, pairs=pairs, baseline=baseline, reporter=rep, **options)
+                # In this process: a query the registry answers then imports no torch (the executors do),
+                # and reads it read-only, beside any writer; a missing pair needs the writable registry.
+                measure = dict(star=star, held_out=held, pairs=pairs, baseline=baseline, reporter=rep, **options)
+                result = None if recompute else _answered_from_registry(**measure)
+                if result is None:
+                    result, _ = measure_counted(common.existing_registry(), **measure)
             else:
                 from starcli.solutions import executors
 
                 result, _ = executors.barrier(
-                    reg, executor=executor, jobs=jobs, reporter=rep, partition=partition, time=time,
-                    gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
+                    common.existing_registry(), executor=executor, jobs=jobs, reporter=rep, partition=partition,
+                    time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
                     star=star, held_out=held, pairs=pairs, baseline=baseline, **options,
                 )
         if matrix_ids is not None:

@@ -65,6 +65,13 @@ class Job:
     def weight(self) -> int:
         return 1
 
+    def seeds(self) -> list[int]:
+        return [self.seed]
+
+    def per_seed(self, result) -> list[tuple[int, bool]]:
+        """This job's result as (solution id, trained) per seed, in the order of `seeds()`."""
+        return [result]
+
     def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, bool]:
         """(solution id, trained)."""
         [outcome] = anchors.train(reg, self.config, [self.seed], device=self.device, data_dir=self.data_dir, download=self.download)
@@ -87,6 +94,9 @@ class SeedGroupJob(Job):
 
     def weight(self) -> int:
         return len(self.seeds())
+
+    def per_seed(self, result) -> list[tuple[int, bool]]:
+        return list(result)
 
     def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[tuple[int, bool], ...]:
         """(solution id, trained) per seed, in seed order."""
@@ -250,8 +260,8 @@ def train(
         reg, todo, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter,
         slots=slots,
     )
-    outcomes = [anchors.Outcome(registered[seed], False) if registered[seed] is not None else trained
-                for seed, trained in zip(seeds, _outcomes_by_seed(reg, todo, results, seeds))]
+    trained = _trained(reg, todo, results)
+    outcomes = [anchors.Outcome(registered[seed], False) if registered[seed] is not None else trained[seed] for seed in seeds]
     if tracking is not None:
         for o in outcomes:
             if o.trained:
@@ -614,28 +624,24 @@ class _Results(dict):
             self.reporter.log(f"{job.label()}: failed: {result}")
         elif job.kind == "pair":
             self.reporter.log(f"{job.label()}: {result[0]} computed, {result[1] - result[0]} already stored")
-        else:
-            seeds = job.seeds() if isinstance(job, SeedGroupJob) else [job.seed]
-            for seed, (sid, trained) in zip(seeds, result if isinstance(job, SeedGroupJob) else [result]):
+        elif isinstance(job, SeedGroupJob):  # one line per seed, as when each seed is a job
+            for seed, (sid, trained) in zip(job.seeds(), job.per_seed(result)):
                 self.reporter.log(f"seed {seed}: {'solution' if trained else 'already registered as solution'} {sid}")
+        else:
+            sid, trained = result
+            self.reporter.log(f"{job.label()}: {'solution' if trained else 'already registered as solution'} {sid}")
         self.task.advance(job.weight())
 
     def ordered(self) -> list:
         return [self.get(i, StarlightError("not run")) for i in range(len(self.todo))]
 
 
-def _outcomes_by_seed(reg, todo: list, results: list, seeds: list[int]) -> list:
-    """`anchors.Outcome` per seed in the order of `seeds` (None for a seed no job trained), from jobs of
-    one seed or of a group."""
+def _trained(reg, todo: list, results: list) -> dict[int, "anchors.Outcome"]:
+    """`anchors.Outcome` per seed the jobs ran (one seed or a group each)."""
     raise_failures(todo, results, "seed")
-    by_seed: dict[int, tuple[int, bool]] = {}
-    for job, result in zip(todo, results):
-        if isinstance(job, SeedGroupJob):
-            by_seed.update(zip(job.seeds(), result))
-        else:
-            by_seed[job.seed] = result
+    by_seed = {seed: pair for job, result in zip(todo, results) for seed, pair in zip(job.seeds(), job.per_seed(result))}
     sols = {sol.id: sol for sol in records.get_many(reg, [sid for sid, _ in by_seed.values()])}
-    return [anchors.Outcome(sols[by_seed[seed][0]], by_seed[seed][1]) if seed in by_seed else None for seed in seeds]
+    return {seed: anchors.Outcome(sols[sid], trained) for seed, (sid, trained) in by_seed.items()}
 
 
 def _str(path) -> str | None:

@@ -212,7 +212,7 @@ def test_ray_runs_train_star_and_barrier_jobs_into_one_registry(reg, config, loc
     outcomes = executors.train(reg, config, [1, 2, 3, 4], executor="ray", device="cpu")
     ids = [o.solution.id for o in outcomes]
     [(star, created)] = executors.build_stars(reg, [dict(anchor_ids=ids[:2], epochs=2)], executor="ray", device="cpu")
-    assert created and star.kind == "star" and star.anchors == sorted(ids[:2])  # a star orders its anchors by id; parallel jobs may register seeds in any order
+    assert created and star.kind == "star" and star.anchors == ids[:2]  # drawn in seed order, whatever order the parallel jobs registered the seeds in
     options = dict(star=star.id, held_out=ids[2:], points=3)
     fanned, computed = executors.barrier(reg, executor="ray", device="cpu", jobs=2, **options)
     assert computed == 6

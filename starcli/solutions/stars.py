@@ -51,8 +51,40 @@ def aligner(arch: str, arch_kwargs: dict[str, Any], seed: int) -> Callable:
     return lambda star_state, anchor_state: align_state(arch, arch_kwargs, star_state, anchor_state, seed=seed)
 
 
-def star_key(config: dict[str, Any], seed: int) -> str:
-    return records.solution_key("star", config, seed)
+def anchor_order(anchors: list[Solution]) -> list[Solution]:
+    """The anchors in the order the star draws them from: by (seed, key), what they are, never by registry id,
+    so that the same anchors give the same star bits in any registry and whatever order they were registered
+    in. Seed first: the demo's and sweeps' anchors, registered in seed order, keep the order (and the star
+    bits, the README's numbers) they had when stars were ordered by id."""
+    return sorted(anchors, key=lambda a: (a.seed is None, a.seed or 0, a.key))
+
+
+def star_key(config: dict[str, Any], seed: int, anchors: list[Solution]) -> str:
+    """The star's idempotency key: its config with the anchors' ids replaced by their keys, so the same
+    anchors registered elsewhere (a cluster's database, an imported bundle) give the same key. The ids
+    stay in the recorded config, for people."""
+    star = dict(config["star"], anchors=[a.key for a in anchors])
+    return records.solution_key("star", dict(config, star=star), seed)
+
+
+def legacy_star_key(config: dict[str, Any], seed: int) -> str:
+    """The key stars had before they were keyed by their anchors' keys: the config with the anchor ids sorted.
+    Only looked up, so a registry's older stars are still found; never given to a new star."""
+    star = dict(config["star"], anchors=sorted(config["star"]["anchors"]))
+    return records.solution_key("star", dict(config, star=star), seed)
+
+
+def registered_star(reg: Registry, config: dict[str, Any], key: str, seed: int) -> Solution | None:
+    """The star registered for this request: under its key, else under the key of older registries. An old
+    key names anchors by id, which mean other solutions in another registry (an imported bundle's star keeps
+    its key), so an old-key star counts only if its anchors are these."""
+    found = records.by_key(reg, key)
+    if found is not None:
+        return found
+    old = records.by_key(reg, legacy_star_key(config, seed))
+    if old is not None and sorted(old.anchors or []) == sorted(config["star"]["anchors"]):
+        return old
+    return None
 
 
 @dataclass
@@ -96,8 +128,9 @@ def plan_star(
         raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs must be a positive integer, got {epochs}")
-    anchor_ids = sorted(anchor_ids)  # the same set of anchors is the same star, whatever the order given
-    anchors = records.get_many(reg, anchor_ids)
+    # The same set of anchors is the same star, whatever the order given (or registered).
+    anchors = anchor_order(records.get_many(reg, anchor_ids))
+    anchor_ids = [a.id for a in anchors]
     records.require_same_task(anchors, "anchors")
     recipe = recipe_of(anchors, reporter)
     config = dict(recipe, epochs=epochs or recipe["epochs"])
@@ -112,8 +145,8 @@ def plan_star(
     # Recorded only when not the paper's random start, so that stars built before the option keep their keys.
     if init != "random":
         config["star"]["init"] = init
-    key = star_key(config, seed)
-    return StarPlan(config, key, anchors, recipe, sampling, records.by_key(reg, key))
+    key = star_key(config, seed, anchors)
+    return StarPlan(config, key, anchors, recipe, sampling, registered_star(reg, config, key, seed))
 
 
 def build_star(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,45 @@ def test_a_train_killed_at_a_named_point_reruns_to_the_uninterrupted_checkpoint(
     third = faults.run(home, None, *TRAIN)
     assert third.returncode == 0 and "already registered" in third.stderr
     assert _rows(home) == rows
+
+
+def _swap_recorded_seconds(resume_file: Path, seconds: str | None) -> str | None:
+    """Replace the seconds a resume file recorded (None: drop the field, as files written before it
+    existed); returns what it held. Tensors and every other field stay as they were."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(resume_file), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    recorded = meta.pop("seconds", None)
+    if seconds is not None:
+        meta["seconds"] = seconds
+    save_file(tensors, str(resume_file), metadata=meta)
+    return recorded
+
+
+@pytest.mark.parametrize("earlier", ["1000.0", None], ids=["recorded", "old-resume-file"])
+def test_a_resumed_train_reports_the_wall_seconds_of_all_its_segments(earlier, tmp_path, mnist1d_cache, clean_sha):
+    home = _home(tmp_path, "home", mnist1d_cache)
+    began = time.perf_counter()
+    killed = faults.run(home, "resume-write", *TRAIN)  # dies saving epoch 2: epoch 1 is on file
+    first_segment = time.perf_counter() - began
+    assert killed.returncode == -9, killed.stderr
+    (resume_file,) = (home / "runs").glob("*/last.safetensors")
+    # Stand in a known figure for the killed segment's time, so the sum can be told from the last segment alone.
+    recorded = float(_swap_recorded_seconds(resume_file, earlier))
+    assert 0 < recorded < first_segment, "the file records the time its epochs took"
+
+    began = time.perf_counter()
+    again = faults.run(home, None, *TRAIN)
+    last_segment = time.perf_counter() - began
+    assert again.returncode == 0, again.stderr
+    (sol,) = json.loads(again.stdout)
+    assert sol["sha256"] == clean_sha, "the clock changes no bit of the checkpoint"
+    if earlier is None:  # a resume file from before the clock still resumes; its earlier time is unknown (0)
+        assert 0 < sol["wall_seconds"] < last_segment
+    else:
+        assert 1000.0 < sol["wall_seconds"] < 1000.0 + last_segment
 
 
 def test_opening_the_registry_collects_a_dead_writers_temp_file_but_never_a_live_ones(home):

@@ -7,7 +7,6 @@ reuses their recipe, keys the star by everything that changes its bits, and regi
 from __future__ import annotations
 
 import math
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -149,22 +148,22 @@ def build_star(
     train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))
     test_split = load_split(config["dataset"], "test", dev, cache_dir=records.dataset_cache(reg))
     states = [records.state_dict(reg, a, dev) for a in anchors]
-    # A killed or requeued star resumes from its last finished epoch, as anchor training does.
-    resume = ResumeFile(reg.home / "runs" / key[:24])
     task = reporter.task(f"star from {len(anchors)} anchors", config["epochs"])
     with ExitStack() as stack:
         logger = None
         if tracking is not None:
             logger = stack.enter_context(tracking(f"star from {len(anchors)} anchors", config, {"kind": "star", "seed": seed}))
         history = History(task, logger)
-        start = time.perf_counter()
+        # A killed or requeued star resumes from its last finished epoch, as anchor training does; the
+        # file's clock adds the killed segments' seconds to this one's.
+        resume = ResumeFile(reg.home / "runs" / key[:24])
         model = fit_star(
             config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign, on_epoch=history, init=init,
             resume=resume,
         )
         # The running statistics gathered during training describe interpolated networks, not the star.
         evaluation.recalibrate_bn(model, train_split.x)
-        wall = time.perf_counter() - start
+        wall = resume.seconds()
         task.done()
         metrics = evaluation.metrics(
             model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)}

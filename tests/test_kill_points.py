@@ -69,6 +69,49 @@ def test_a_train_killed_at_a_named_point_reruns_to_the_uninterrupted_checkpoint(
     assert _rows(home) == rows
 
 
+STAR = ("star", "--anchors", "1,2", "--epochs", "3", "--json")
+
+
+@pytest.fixture(scope="module")
+def anchored(tmp_path_factory, mnist1d_cache) -> Path:
+    """A home with two trained anchors (seeds 1, 2), copied for each star test."""
+    home = _home(tmp_path_factory.mktemp("anchored"), "home", mnist1d_cache)
+    made = faults.run(home, None, "train", "--seed", "1-2", "--width", "32", "--epochs", "3")
+    assert made.returncode == 0, made.stderr
+    return home
+
+
+def _copy(home: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "star-home"
+    shutil.copytree(home, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def clean_star_sha(anchored, tmp_path_factory) -> str:
+    done = faults.run(_copy(anchored, tmp_path_factory.mktemp("clean-star")), None, *STAR)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["sha256"]
+
+
+@pytest.mark.parametrize("point", faults.POINTS)
+def test_a_star_killed_at_a_named_point_reruns_to_the_uninterrupted_star(point, anchored, tmp_path, clean_star_sha):
+    home = _copy(anchored, tmp_path)
+    anchors_before = _rows(home)
+    killed = faults.run(home, point, *STAR)
+    assert killed.returncode == -9, f"the fault at {point} never fired: {killed.stderr}"
+
+    again = faults.run(home, None, *STAR)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert json.loads(again.stdout)["sha256"] == clean_star_sha
+    assert _rows(home) == anchors_before + [(3, "star", 0, clean_star_sha)]
+    assert faults.leftovers(home) == []
+    runs = home / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == [], f"left in runs/: {list(runs.iterdir())}"
+    blobs = sorted(p.name for p in (home / "blobs").rglob("*.safetensors"))
+    assert blobs == sorted(r[3][2:] + ".safetensors" for r in _rows(home)), "one blob per row: nothing orphaned"
+
+
 def _swap_recorded_seconds(resume_file: Path, seconds: str | None) -> str | None:
     """Replace the seconds a resume file recorded (None: drop the field, as files written before it
     existed); returns what it held. Tensors and every other field stay as they were."""

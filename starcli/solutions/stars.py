@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from starcli.alignment import align_state
@@ -115,6 +116,11 @@ def plan_star(
     return StarPlan(config, key, anchors, recipe, sampling, records.by_key(reg, key))
 
 
+def run_folder(reg: Registry, key: str) -> Path:
+    """The star's resume folder (runs/<key>/), kept until its row is in."""
+    return reg.home / "runs" / key[:24]
+
+
 def build_star(
     reg: Registry,
     anchor_ids: list[int],
@@ -141,7 +147,7 @@ def build_star(
     existing = plan.existing
     if existing is not None:
         reporter.log(f"this star is already registered as solution {existing.id}")
-        manage.clear_registered_run(reg.home / "runs" / key[:24])
+        manage.clear_registered_run(run_folder(reg, key))
         return existing, False
     realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if align_anchors else None
 
@@ -156,7 +162,7 @@ def build_star(
         history = History(task, logger)
         # A killed or requeued star resumes from its last finished epoch, as anchor training does; the
         # file's clock adds the killed segments' seconds to this one's.
-        resume = ResumeFile(reg.home / "runs" / key[:24])
+        resume = ResumeFile(run_folder(reg, key))
         model = fit_star(
             config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign, on_epoch=history, init=init,
             resume=resume,

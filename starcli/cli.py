@@ -14,6 +14,14 @@ from .commands import alignment, app, experiments, solutions, star, transfer, wo
 # Training keeps a resume file per epoch and barriers keep the pairs they finished.
 INTERRUPTED = "interrupted; rerun the same command to resume"
 
+# Spellings retired for one name per concept: permutation before comparison is `--align auto|weight|none`
+# in every command; the star's per-epoch re-permutation of its anchors is a concept of its own.
+RENAMED_OPTIONS = {
+    "--no-align": "--align none",
+    "--align-anchors": "--realign",
+    "--no-align-anchors": "--no-realign",
+}
+
 # The global options (commands/__init__.py), which may also follow the command.
 GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
 GLOBAL_VALUED = ("--home", "--threads")
@@ -86,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         if "UsageError" in kinds:
             ctx = getattr(e, "ctx", None)
             where = f"starlight {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "starlight --help"
-            print(f"error: {e.format_message()} (see {where})", file=sys.stderr)
+            renamed = RENAMED_OPTIONS.get(getattr(e, "option_name", None)) if "NoSuchOption" in kinds else None
+            message = f"{e.option_name} is now spelled {renamed}" if renamed else e.format_message()  # type: ignore[attr-defined]
+            print(f"error: {message} (see {where})", file=sys.stderr)
             return 2
         # The environment (disk, permissions, database, damaged files, memory), or a bug: one line either way.
         from .failures import describe

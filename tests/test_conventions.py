@@ -151,6 +151,7 @@ RETIRED_OPTIONS = {
     "--output": "--out", "--outdir": "--out", "--out-dir": "--out", "--aligned": "--align", "--alignment": "--align",
     "--align-method": "--align", "--split-names": "--splits", "--n-samples": "--samples", "--num-samples": "--samples",
     "--seeds": "--seed", "--workers": "--jobs", "--n-jobs": "--jobs", "--plot-format": "--format",
+    "--no-align": "--align none", "--align-anchors": "--realign", "--no-align-anchors": "--no-realign",
 }
 
 
@@ -196,3 +197,68 @@ def test_pair_kinds_are_spelled_with_plain_hyphens_in_every_output():
     root = pathlib.Path(starcli.__file__).parent
     odd = [str(p.relative_to(root)) for p in root.rglob("*.py") if "–held-out" in p.read_text(encoding="utf-8")]
     assert not odd, odd
+
+
+def _option(command: str, name: str):
+    import typer.main
+
+    import starcli.cli  # noqa: F401
+    from starcli.commands import app
+
+    cmd = typer.main.get_command(app).get_command(None, command)
+    return next(p for p in cmd.params if name in getattr(p, "opts", ()))
+
+
+def test_alignment_before_comparison_is_one_valued_option_auto_weight_none_wherever_it_appears():
+    having = [cmd for cmd, opts in command_options().items() if any(long == "--align" for long, _ in opts)]
+    assert {"barrier", "soup"} <= set(having), having
+    for cmd in having:
+        option = _option(cmd, "--align")
+        assert not option.is_flag and option.default == "auto", cmd
+        assert "auto" in option.help and "weight" in option.help and "none" in option.help, cmd
+
+
+def test_the_stars_per_epoch_re_permutation_is_its_own_option_realign(cli):
+    option = _option("star", "--realign")
+    assert option.is_flag and option.secondary_opts == ["--no-realign"]
+    assert not any("align" in s and "realign" not in s for s in option.opts + option.secondary_opts)
+
+
+@pytest.mark.parametrize("args, new", [
+    (("soup", "--anchors", "1-2", "--no-align"), "--align none"),
+    (("star", "--anchors", "1,2", "--align-anchors"), "--realign"),
+    (("star", "--anchors", "1,2", "--no-align-anchors"), "--no-realign"),
+])
+def test_a_retired_spelling_is_one_line_naming_the_new_one(cli, args, new):
+    code, out, err = cli(*args)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"{args[-1]} is now spelled {new}" in err
+
+
+def test_a_bad_align_choice_of_soup_is_one_line(cli):
+    code, _, err = cli("soup", "--anchors", "1-2", "--align", "bogus")
+    assert code == 2 and err.count("\n") == 1 and "auto, weight, none" in err
+
+
+def test_a_sweep_files_old_align_anchors_key_reads_as_realign():
+    from starcli.errors import UsageError
+    from starcli.experiments import sweep_file
+
+    table = {"recipe": "mnist1d-mlp", "grid": {"widths": [8], "anchor_seeds": "1-2", "held_out_seeds": "3"}}
+    assert sweep_file.parse({**table, "star": {"align_anchors": False}}).star == {"realign": False}
+    assert sweep_file.parse({**table, "star": {"realign": True}}).star == {"realign": True}
+    with pytest.raises(UsageError, match="both align_anchors and realign"):
+        sweep_file.parse({**table, "star": {"align_anchors": True, "realign": True}})
+
+
+def test_out_is_the_output_path_spelled_o_everywhere_and_split_is_one_split_splits_a_list():
+    for cmd, opts in command_options().items():
+        for long, spellings in opts:
+            if long == "--out":
+                assert "-o" in spellings, cmd
+            else:
+                assert "-o" not in spellings, f"{cmd} {long} takes -o, which means --out"
+            if long == "--split":
+                assert not _option(cmd, "--split").multiple and "one split" in _option(cmd, "--split").help, cmd
+            if long == "--splits":
+                assert "list" in _option(cmd, "--splits").help, cmd

@@ -99,3 +99,30 @@ def test_a_full_disk_is_one_line_changes_nothing_and_the_rerun_after_freeing_spa
     assert again.returncode == 0, again.stderr
     assert len(_rows(home)) == len(before) + 1
     assert faults.leftovers(home) == []
+
+
+def test_a_full_disk_while_the_dataset_cache_is_written_leaves_no_cache_a_later_run_would_trust(full_home, mnist1d_cache):
+    home, filler, before = full_home
+    cache = home / "datasets" / "mnist1d.npz"
+    filler.unlink()
+    cache.unlink()  # the next train regenerates MNIST-1D and writes the cache (~0.8 MB) onto the full disk
+    filler = _fill(home.parent)
+    args = ("train", "--seed", "7", "--width", "32", "--epochs", "1")
+    failed = faults.run(home, None, *args)
+    assert failed.returncode == 1, failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "space" in lines[0], failed.stderr
+    assert not EXCEPTION_NAME.search(failed.stderr), failed.stderr
+    assert sorted(p.name for p in (home / "datasets").iterdir()) == [], "no cache, whole or partial, stays behind"
+    assert faults.leftovers(home) == []
+
+    filler.unlink()
+    assert _rows(home) == before
+    again = faults.run(home, None, *args)
+    assert again.returncode == 0, again.stderr
+    assert len(_rows(home)) == len(before) + 1
+    import numpy as np
+
+    with np.load(cache) as made, np.load(mnist1d_cache) as reference:
+        assert sorted(made.files) == sorted(reference.files)
+        assert all(np.array_equal(made[k], reference[k]) for k in reference.files), "the rebuilt cache is whole"

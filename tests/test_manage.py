@@ -191,7 +191,7 @@ def test_list_filters_by_recipe_seed_and_kind_and_shows_a_stars_settings(reg, cl
     rows = json.loads(cli("list", "--seed", "2", "--recipe", "mnist1d-mlp", "--json")[1])
     assert [r["id"] for r in rows] == [2]
     [star] = json.loads(cli("list", "--kind", "star", "--json")[1])
-    assert (star["anchors_n"], star["t_sampling"], star["mu_star"], star["align"]) == (2, "beta:2,2", 0.5, "weight")
+    assert (star["anchors_n"], star["t_sampling"], star["mu_star"], star["realign"]) == (2, "beta:2,2", 0.5, True)
     code, out, _ = cli("list")
     assert "anchors_n" in out.splitlines()[0] and "beta:2,2" in out
     before = _state(reg)

@@ -138,6 +138,19 @@ def test_soup_command_registers_and_prints_json(anchors, cli):
     assert rec["kind"] == "soup" and rec["anchors"] == [s.id for s in anchors]
 
 
+def test_soup_align_is_spelled_as_barriers_and_keeps_the_keys_of_the_bool_form(reg, anchors, cli):
+    ids = [s.id for s in anchors]
+    span = f"{ids[0]}-{ids[-1]}"
+    plain, _ = soups.build_soup(reg, ids, align=False, device="cpu")
+    aligned, _ = soups.build_soup(reg, ids, align=True, device="cpu")
+    found = {}
+    for choice in ("none", "weight", "auto"):  # auto: weight, since the MLP has a permutation spec
+        code, out, err = cli("soup", "--anchors", span, "--align", choice, "--device", "cpu", "--json")
+        assert code == 0 and "already registered" in err, err
+        found[choice] = json.loads(out)["id"]
+    assert found == {"none": plain.id, "weight": aligned.id, "auto": aligned.id}
+
+
 def test_bma_command_prints_the_comparison(reg, anchors, cli):
     center, _ = soups.build_soup(reg, [s.id for s in anchors], device="cpu")
     code, out, err = cli("bma", "--star", str(center.id), "--samples", "2", "--device", "cpu", "--json")

@@ -82,7 +82,10 @@ def soup(
     anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Anchor ids to average, e.g. 1-5 (the first is the reference)."),
     star: Optional[int] = typer.Option(None, "--star", help="Average this star's anchors, and compare the soup with it."),
     held_out: Optional[str] = common.HeldOutOpt,
-    align: bool = typer.Option(True, "--align/--no-align", help="Permute every anchor to the first before averaging."),
+    align: str = typer.Option(
+        "auto", "--align",
+        help="auto (weight where the architecture has a spec) | weight | none: permute every anchor to the first before averaging.",
+    ),
     bn_calibration: str = common.BnCalibrationOpt,
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
@@ -91,11 +94,13 @@ def soup(
     from starcli.experiments.baselines import compare
     from starcli.selectors import check_id
     from starcli.solutions import records
-    from starcli.solutions.soups import build_soup
+    from starcli.solutions.soups import ALIGN_CHOICES, build_soup
 
     if (anchors is None) == (star is None):
         raise UsageError("give the anchors to average: --anchors 1-5, or --star S for that star's anchors")
     check_id(star, "--star")
+    if align not in ALIGN_CHOICES:
+        raise UsageError(f"--align must be one of {', '.join(ALIGN_CHOICES)}, got {align!r}")
     given = common.solution_ids(anchors, "anchor", unique=True) if anchors is not None else None
     held = common.solution_ids(held_out, "held-out", unique=True) if held_out else []
     calibration = _bn_calibration(bn_calibration)
@@ -120,7 +125,7 @@ def soup(
     m = rec["metrics"]
     verb = "registered" if created else "already registered"
     print(
-        f"{verb} the {'aligned' if align else 'plain'} average of {len(anchor_ids)} anchors as solution {sol.id}: "
+        f"{verb} the {'aligned' if sol.config['soup']['align'] else 'plain'} average of {len(anchor_ids)} anchors as solution {sol.id}: "
         f"train loss {m['train_loss']:.4f}, test acc {m['test_acc']:.1f}%"
     )
     if comparison:

@@ -16,7 +16,7 @@ from . import app, common
 # Every kind a solution can have (records.register is called with one of these).
 LIST_COLUMNS = ["id", "kind", "arch", "width", "seed", "dataset", "recipe", "epochs", "train_acc", "test_acc", "train_loss"]
 # A star's own columns in `list`, shown when any listed solution is one (anchors_n: how many anchors).
-STAR_COLUMNS = ["anchors_n", "t_sampling", "mu_star", "align"]
+STAR_COLUMNS = ["anchors_n", "t_sampling", "mu_star", "realign"]
 
 
 @app.command()

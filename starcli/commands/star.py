@@ -33,8 +33,8 @@ def star(
     ),
     init: Optional[str] = typer.Option(None, "--init", help="random | anchor-mean: the star's start (solution: anchor-mean)."),
     seed: int = typer.Option(0, "--seed", "-s", help="Seed of the star's initialisation and draws."),
-    align_anchors: Optional[bool] = typer.Option(
-        None, "--align-anchors/--no-align-anchors",
+    realign: Optional[bool] = typer.Option(
+        None, "--realign/--no-realign",
         help="Re-permute every anchor to the star at each epoch start (solution: on, paper: off).",
     ),
     device: str = common.DeviceOpt,
@@ -57,7 +57,7 @@ def star(
     from starcli.selectors import check_finite, check_int, check_seed
     from starcli.solutions import executors, records
 
-    settings = star_settings(preset, align_anchors=align_anchors, init=init, mu_star=mu_star)
+    settings = star_settings(preset, align_anchors=realign, init=init, mu_star=mu_star)
 
     anchor_ids = common.solution_ids(anchors, "anchor id", unique=True)
     executors.check_options(executor, None, partition, time, gpus_per_job, slurm_cluster, ray_address)

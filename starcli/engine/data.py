@@ -107,16 +107,34 @@ def _mnist1d(split: str, cache_dir: Path | None) -> tuple[torch.Tensor, torch.Te
         arrays = {"x": (x - mean) / std, "y": d["y"], "x_test": (xt - mean) / std, "y_test": d["y_test"]}
         if cache is None:
             return _mnist1d_split(arrays, split)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cache)
+        _write_cache(cache, arrays)
     try:
         with np.load(cache) as d:
             return _mnist1d_split(d, split)
     except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as e:
         # A truncated or foreign cache (a killed writer of an old version, a full disk): say which file.
         raise StarlightError(f"the dataset cache {cache} is damaged ({e}); delete it and rerun to regenerate it") from None
+
+
+def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write, fsync, rename into place, fsync the folder: only a whole cache ever bears the cache's name
+    (the one a later run trusts), and the temp file goes on any failure (a full disk mid-write)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, cache)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(cache.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _mnist1d_split(arrays, split: str) -> tuple[torch.Tensor, torch.Tensor]:

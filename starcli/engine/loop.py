@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -124,13 +125,27 @@ class ResumeFile:
 
     Lives outside the content-addressed store (under $STARLIGHT_HOME/runs/<key>/) and is removed once
     the solution is registered.
+
+    It also keeps the run's wall clock across segments: the file records the seconds spent up to its
+    epoch, so a run killed and resumed reports the time of all its segments (`seconds`), not only the
+    last one's. The time between a segment's last saved epoch and its kill is not counted: that epoch is
+    trained again. A file written before this field existed resumes as if its earlier segments took 0 s.
+    `share` is the fraction of this process's time that is this run's (1/n when n seeds train stacked).
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, share: float = 1.0):
         self.folder = folder
         self.tensors = folder / "last.safetensors"
         # The extra state of the last `load` (empty when there was nothing to resume).
         self.extra: dict[str, Any] = {}
+        self.share = share
+        # Wall seconds of the segments before this one, as the file recorded them (set by `load`).
+        self.earlier_seconds = 0.0
+        self._started = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Wall seconds of the run so far: the earlier segments' plus this one's since the file object was made."""
+        return self.earlier_seconds + self.share * (time.perf_counter() - self._started)
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, extra: dict[str, Any] | None = None) -> None:
         from safetensors.torch import save
@@ -143,7 +158,7 @@ class ResumeFile:
                     tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
                 else:
                     scalars[f"{idx}.{key}"] = value
-        metadata = {"epoch": str(epoch), "scalars": json.dumps(scalars)}
+        metadata = {"epoch": str(epoch), "scalars": json.dumps(scalars), "seconds": repr(self.seconds())}
         if extra is not None:
             metadata["extra"] = json.dumps(extra)
         data = save(tensors, metadata=metadata)
@@ -194,8 +209,10 @@ class ResumeFile:
         except FileNotFoundError:
             # Nothing to resume, or another run of the same seed just finished and removed it.
             self.extra = {}
+            self.earlier_seconds = 0.0
             return 0
         self.extra = json.loads(meta.get("extra", "{}"))
+        self.earlier_seconds = _seconds(meta.get("seconds"))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict[str, Any]] = {}
         for k, v in tensors.items():
@@ -230,6 +247,16 @@ class ResumeFile:
             self.folder.rmdir()
         except OSError:
             pass
+
+
+def _seconds(recorded: str | None) -> float:
+    """The earlier segments' wall seconds a resume file recorded; 0 for a file from before the field (or
+    an unreadable value): the time is a report, never a reason to refuse a resume."""
+    try:
+        value = float(recorded) if recorded is not None else 0.0
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value >= 0 else 0.0
 
 
 # --- the `starlight train` command as a function -------------------------------------------------

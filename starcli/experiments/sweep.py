@@ -125,7 +125,7 @@ def _train(reg, config, seeds, device, data_dir, download, executor, jobs, repor
 def _star_spec(sweep: Sweep, cell: Cell, anchors: list[int]) -> dict[str, Any]:
     options = dict(sweep.star)
     settings = star_settings(
-        options.get("preset"), align_anchors=options.get("align_anchors"), init=options.get("init"),
+        options.get("preset"), align_anchors=options.get("realign"), init=options.get("init"),
         mu_star=options.get("mu_star"),
     )
     return dict(

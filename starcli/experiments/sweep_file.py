@@ -15,7 +15,7 @@ sampled, which seeds are held out. Running it is sweep.py.
     held_out_seeds = "101-103"
     t_sampling = ["uniform"]          # uniform | beta:A,B | constant:T
     star_seeds = [0]
-    [star]                            # preset (solution | paper) and build_star options: epochs, samples_per_step, mu_star, align_anchors, init
+    [star]                            # preset (solution | paper) and build_star options: epochs, samples_per_step, mu_star, realign, init
     [barriers]                        # measure options: points, splits, bn_calibration, batch_size, align
     [baselines]
     soup = true                       # also test the aligned average of each star's anchors (baselines.py)
@@ -39,7 +39,9 @@ from starcli.selectors import MAX_IDS, MAX_SEED, parse_ids
 
 SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers", "baselines", "paper", "report"}
 GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds"}
-STAR_KEYS = {"epochs", "samples_per_step", "mu_star", "align_anchors", "init", "preset"}
+STAR_KEYS = {"epochs", "samples_per_step", "mu_star", "realign", "init", "preset"}
+# [star] keys renamed, still read with their old meaning: {old: new}.
+RENAMED_STAR_KEYS = {"align_anchors": "realign"}
 BARRIER_KEYS = {"points", "splits", "bn_calibration", "batch_size", "align"}
 BASELINE_KEYS = {"soup"}
 REPORT_KEYS = {"x"}
@@ -160,6 +162,7 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
     grid = _table(table, "grid", where)
     _known(grid, GRID_KEYS, where, "[grid] key")
     star, barriers, report = (_table(table, s, where) for s in ("star", "barriers", "report"))
+    star = _renamed(star, RENAMED_STAR_KEYS, where, "[star]")
     _known(star, STAR_KEYS, where, "[star] key")
     _known(barriers, BARRIER_KEYS, where, "[barriers] key")
     _known(report, REPORT_KEYS, where, "[report] key")
@@ -246,8 +249,8 @@ def _check_star(star: dict[str, Any], where: str) -> None:
     mu = star.get("mu_star", 0.0)
     if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
         raise UsageError(f"sweep {where}: [star] mu_star must be a finite number ≥ 0, got {mu!r}")
-    if "align_anchors" in star and not isinstance(star["align_anchors"], bool):
-        raise UsageError(f"sweep {where}: [star] align_anchors must be true or false")
+    if "realign" in star and not isinstance(star["realign"], bool):
+        raise UsageError(f"sweep {where}: [star] realign must be true or false")
     if star.get("init", "random") not in ("random", "anchor-mean"):
         raise UsageError(f"sweep {where}: [star] init must be random or anchor-mean")
     if star.get("preset", DEFAULT_PRESET) not in STAR_PRESETS:
@@ -304,6 +307,17 @@ def _table(table: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError(f"sweep {where}: {key} must be a table ([{key}])")
     return dict(value)
+
+
+def _renamed(table: dict[str, Any], renamed: dict[str, str], where: str, section: str) -> dict[str, Any]:
+    """Old keys read as their new names (sweep files written before a rename keep their meaning)."""
+    out = dict(table)
+    for old, new in renamed.items():
+        if old in out:
+            if new in out:
+                raise UsageError(f"sweep {where}: {section} gives both {old} and {new} (the same setting); keep {new}")
+            out[new] = out.pop(old)
+    return out
 
 
 def _known(table: dict[str, Any], known: set[str], where: str, what: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,8 +181,8 @@ def _stacks(config: dict[str, Any], dev: torch.device, n: int) -> bool:
     return _EXACT[key]
 
 
-def _resume(reg: Registry, config: dict[str, Any], seed: int) -> ResumeFile:
-    return ResumeFile(reg.home / "runs" / anchor_key(config, seed)[:24])
+def _resume(reg: Registry, config: dict[str, Any], seed: int, share: float = 1.0) -> ResumeFile:
+    return ResumeFile(reg.home / "runs" / anchor_key(config, seed)[:24], share)
 
 
 def _progress(reporter: Reporter, reg, config, seed: int):
@@ -195,29 +194,30 @@ def _fit_one_by_one(reg, config, seeds, dev, split: Split, histories: dict[int, 
     """(seed, model, wall seconds, error) per seed, training them one after another."""
     for seed in seeds:
         histories[seed].task = _progress(reporter, reg, config, seed)
-        start = time.perf_counter()
+        resume = _resume(reg, config, seed)  # its clock adds the killed segments' seconds to this one's
         try:
-            model = training.fit(config, seed, dev, split, _resume(reg, config, seed), on_epoch=histories[seed])
+            model = training.fit(config, seed, dev, split, resume, on_epoch=histories[seed])
         except StarlightError as e:
             if not str(e).startswith(f"seed {seed}:"):
                 raise
             yield seed, None, 0.0, e
             continue
-        yield seed, model, time.perf_counter() - start, None
+        yield seed, model, resume.seconds(), None
 
 
 def _fit_stacked(reg, config, seeds, dev, split: Split, histories: dict[int, History], reporter: Reporter):
-    """The same, all seeds in one stacked pass; each seed's wall time is its share of the pass."""
+    """The same, all seeds in one stacked pass; each seed's wall time is its share of the pass (plus its
+    own killed segments')."""
     for seed in seeds:
         histories[seed].task = _progress(reporter, reg, config, seed)
-    start = time.perf_counter()
+    resumes = {s: _resume(reg, config, s, share=1 / len(seeds)) for s in seeds}
     runs = stacked.fit_stacked(
-        config, seeds, dev, split, [_resume(reg, config, s) for s in seeds],
+        config, seeds, dev, split, [resumes[s] for s in seeds],
         on_epoch=lambda seed, e, loss, acc: histories[seed](e, loss, acc),
     )
-    wall = (time.perf_counter() - start) / len(seeds)
+    walls = {s: r.seconds() for s, r in resumes.items()}  # read before registering any seed
     for run in runs:
-        yield run.seed, run.model, wall, run.error
+        yield run.seed, run.model, walls[run.seed], run.error
 
 
 def _register(reg, config, seed, model, dev, wall, train_split, test_split, reporter, history, logger) -> tuple[Solution, bool]:

@@ -30,7 +30,7 @@ from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 from starcli.registry import Registry, RegistryError
 
-from . import anchors, barriers, records, stars
+from . import anchors, barriers, manage, records, stars
 from .executor_options import (  # noqa: F401  (re-exported: the options are part of this API)
     DEFAULT_TIME,
     EXECUTORS,
@@ -298,6 +298,8 @@ def build_stars(
             where.append(i)
         else:
             reporter.log(f"star from anchors {plan.config['star']['anchors']}: already registered as solution {plan.existing.id}")
+            # A star killed between its row's commit and its resume folder's removal left that folder.
+            manage.clear_registered_run(stars.run_folder(reg, plan.key))
     if executor == "local" and todo and not _pool_slots(device, jobs):
         # One slot: here, with this process's progress bars, exactly as `build_star` runs.
         results = [job.run(reg, reporter, tracking) for job in todo]

@@ -319,5 +319,6 @@ def star_settings(sol: Solution) -> dict[str, Any]:
         "anchors_n": len(sol.anchors),
         "t_sampling": star.get("t_sampling"),
         "mu_star": star.get("mu_star"),
-        "align": ("weight" if star.get("align_anchors") else "none") if "align_anchors" in star else None,
+        # Whether the anchors were re-permuted to the star each epoch (star --realign); not barrier's --align.
+        "realign": bool(star["align_anchors"]) if "align_anchors" in star else None,
     }

@@ -26,6 +26,19 @@ from . import records
 SOUP_VERSION = 1  # part of the idempotency key: bump when the construction changes
 
 
+ALIGN_CHOICES = ("auto", "weight", "none")  # as barrier's --align: auto is weight wherever a spec exists
+
+
+def aligns(align: bool | str, arch: str, arch_kwargs: dict) -> bool:
+    """Whether the soup permutes its anchors: `align` as barrier's --align spells it (auto, weight, none),
+    or a bool (the form the soup's key and config have always held, so existing soups keep their keys)."""
+    if isinstance(align, bool):
+        return align
+    if align not in ALIGN_CHOICES:
+        raise StarlightError(f"--align must be one of {', '.join(ALIGN_CHOICES)}, got {align!r}")
+    return align == "weight" or (align == "auto" and has_spec(arch, arch_kwargs))
+
+
 def soup_key(anchor_ids: list[int], align: bool, bn_calibration: str | int) -> str:
     return config_hash(
         {"kind": "soup", "anchors": list(anchor_ids), "align": align, "bn_calibration": bn_calibration, "v": SOUP_VERSION}
@@ -35,30 +48,32 @@ def soup_key(anchor_ids: list[int], align: bool, bn_calibration: str | int) -> s
 def build_soup(
     reg: Registry,
     anchor_ids: list[int],
-    align: bool = True,
+    align: bool | str = "auto",
     bn_calibration: str | int = "full",
     device: str = "auto",
     reporter: Reporter | None = None,
 ) -> tuple[Solution, bool]:
     """Register (kind `soup`) the average of `anchor_ids`, each aligned to the first; returns
-    (solution, created). The same anchors and settings return the registered soup unchanged."""
+    (solution, created). The same anchors and settings return the registered soup unchanged.
+    `align`: auto | weight | none (or a bool), as barrier's --align."""
     reporter = reporter or Reporter()
     if len(anchor_ids) < 2:
         raise StarlightError(f"a soup averages at least 2 anchors, got {len(anchor_ids)}; pass e.g. --anchors 1-5")
     if len(set(anchor_ids)) != len(anchor_ids):
         raise StarlightError("the same anchor is listed twice; each anchor enters the soup once")
+    anchors = records.get_many(reg, anchor_ids)
+    reference = anchors[0]
+    align = aligns(align, reference.arch, reference.arch_kwargs)
     key = soup_key(anchor_ids, align, bn_calibration)
     existing = records.by_key(reg, key)
     if existing is not None:
         reporter.log(f"soup of {','.join(map(str, anchor_ids))}: already registered as solution {existing.id}")
         return existing, False
-    anchors = records.get_many(reg, anchor_ids)
     records.require_same_task(anchors, "soup anchors")
-    reference = anchors[0]
     if align:
         if not has_spec(reference.arch, reference.arch_kwargs):
             raise StarlightError(
-                f"no permutation spec for {reference.arch}: cannot align the anchors; pass --no-align for a plain average"
+                f"no permutation spec for {reference.arch}: cannot align the anchors; pass --align none for a plain average"
             )
     dev = devices.resolve(device)
     start = time.perf_counter()

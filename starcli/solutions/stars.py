@@ -7,9 +7,9 @@ reuses their recipe, keys the star by everything that changes its bits, and regi
 from __future__ import annotations
 
 import math
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from starcli.alignment import align_state
@@ -149,6 +149,11 @@ def plan_star(
     return StarPlan(config, key, anchors, recipe, sampling, registered_star(reg, config, key, seed))
 
 
+def run_folder(reg: Registry, key: str) -> Path:
+    """The star's resume folder (runs/<key>/), kept until its row is in."""
+    return reg.home / "runs" / key[:24]
+
+
 def build_star(
     reg: Registry,
     anchor_ids: list[int],
@@ -175,29 +180,29 @@ def build_star(
     existing = plan.existing
     if existing is not None:
         reporter.log(f"this star is already registered as solution {existing.id}")
-        manage.clear_registered_run(reg.home / "runs" / key[:24])
+        manage.clear_registered_run(run_folder(reg, key))
         return existing, False
     realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if align_anchors else None
 
     train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))
     test_split = load_split(config["dataset"], "test", dev, cache_dir=records.dataset_cache(reg))
     states = [records.state_dict(reg, a, dev) for a in anchors]
-    # A killed or requeued star resumes from its last finished epoch, as anchor training does.
-    resume = ResumeFile(reg.home / "runs" / key[:24])
     task = reporter.task(f"star from {len(anchors)} anchors", config["epochs"])
     with ExitStack() as stack:
         logger = None
         if tracking is not None:
             logger = stack.enter_context(tracking(f"star from {len(anchors)} anchors", config, {"kind": "star", "seed": seed}))
         history = History(task, logger)
-        start = time.perf_counter()
+        # A killed or requeued star resumes from its last finished epoch, as anchor training does; the
+        # file's clock adds the killed segments' seconds to this one's.
+        resume = ResumeFile(run_folder(reg, key))
         model = fit_star(
             config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign, on_epoch=history, init=init,
             resume=resume,
         )
         # The running statistics gathered during training describe interpolated networks, not the star.
         evaluation.recalibrate_bn(model, train_split.x)
-        wall = time.perf_counter() - start
+        wall = resume.seconds()
         task.done()
         metrics = evaluation.metrics(
             model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)}

@@ -8,17 +8,20 @@ The report folder (CSV, markdown, PNG) is rewritten each time.
 
 from __future__ import annotations
 
+import math
 import time
+from concurrent.futures import FIRST_COMPLETED, wait
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from starcli.engine import data
+from starcli import models
+from starcli.engine import data, devices, stacked
 from starcli.engine.star_presets import star_settings
 from starcli.progress import Reporter
 from starcli.registry import Registry
 from starcli.reports import sweep_report
-from starcli.solutions import executors, records
+from starcli.solutions import anchors, executors, records
 from starcli.solutions.barriers import measure_counted
 
 from . import statistics
@@ -51,6 +54,12 @@ def run(
     computed = {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0}
     overall = reporter.task(f"sweep {sweep.name}", len(sweep.widths) + (3 if sweep.soup else 2) * len(cells))
 
+    pool = executors.local_pool(device, jobs) if executor == "local" else None
+    if pool is not None:
+        with pool:
+            results = _run_on_pool(reg, sweep, cells, pool, device, data_dir, download, reporter, tracking, overall, computed)
+        return _finish(sweep, out, results, computed, start, device)
+
     ids: dict[Any, dict[int, int]] = {}  # width → seed → solution id
     for width in sweep.widths:
         outcomes = _train(
@@ -79,16 +88,13 @@ def run(
         overall.advance(step=f"barriers of star {star.id}")
         result = _cell_result(reg, cell, star, anchors, held_out, measured)
         if sweep.soup:
-            soup = _soup(reg, sweep, anchors, held_out, measured["settings"]["align"], device, reporter, fan_out)
-            computed["soups"] += int(soup["created"])
-            computed["barrier_pairs"] += soup["computed"]
-            result["soup"] = {k: soup[k] for k in ("summary", "pairs")} | {
-                "id": soup["solution"].id, "metrics": dict(soup["solution"].metrics or {})
-            }
-            overall.advance(step=f"soup {result['soup']['id']}")
+            _add_soup(reg, sweep, result, anchors, held_out, measured, device, reporter, fan_out, computed, overall)
         results.append(result)
     overall.done()
+    return _finish(sweep, out, results, computed, start, device)
 
+
+def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: dict[str, int], start: float, device: str):
     payload = {
         "sweep": sweep.name,
         "description": sweep.description,
@@ -109,6 +115,150 @@ def run(
     fit = statistics.fit_line(*statistics.star_against_regular(rows)) if payload["x"] == "width" else None
     written = sweep_report.write_sweep(payload, out, rows, statistics.findings(rows, payload["x"]), fit)
     return payload | {"out": str(out), "files": written["files"], "rows": written["rows"]}
+
+
+def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], pool, device, data_dir, download, reporter, tracking, overall,
+                 computed) -> list[dict[str, Any]]:
+    """The sweep on one pool of workers started once (each imports torch once for all its jobs), every
+    phase fed as soon as what it needs is registered: all widths' seed groups at once, largest first; the
+    stars once the anchors are registered; a star's barrier pairs as soon as that star is; then the soups.
+
+    Anchor ids are given in the order a sequential sweep gives them (a soup's key still holds its
+    anchors' ids, and reports show ids), whatever finishes first: the workers train anchors without registering
+    them (`TrainAheadJob`) and this process registers them width by width, which runs no epoch and
+    stores the very same bytes; no star is submitted before every anchor is registered, and the soups
+    are built here after the stars. Star ids follow the order the stars finish in."""
+    ids = _train_on_pool(reg, sweep, pool, device, data_dir, download, reporter, tracking, overall, computed)
+    anchor_sets = [[ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]] for cell in cells]
+    held_outs = [[ids[cell.width][s] for s in sweep.held_out_seeds] for cell in cells]
+    plans, star_todo = executors.star_jobs(
+        reg, [_star_spec(sweep, cell, anchor_ids) for cell, anchor_ids in zip(cells, anchor_sets)], device, reporter
+    )
+    built: list[tuple[Any, bool]] = [(plan.existing, False) for plan in plans]
+    pending: dict[Any, tuple[str, int, Any]] = {}  # future → (kind, cell index, job)
+    sent: set[tuple[str, tuple[int, int]]] = set()  # (settings hash, pair) already on the pool
+    failed: list[tuple[Any, BaseException]] = []
+
+    def send_pairs(i: int) -> None:
+        todo, settings, settings_hash = executors.missing_pairs(
+            reg, device, **_measure_options(sweep, built[i][0].id, held_outs[i])
+        )
+        todo = [pair for pair in todo if (settings_hash, pair) not in sent]
+        sent.update((settings_hash, pair) for pair in todo)
+        for job in executors.barrier_jobs(reg, todo, settings, settings_hash, device, len(pool.slots)) if todo else []:
+            pending[pool.submit(job)] = ("pairs", i, job)
+
+    for i, plan in enumerate(plans):
+        if plan.existing is not None:
+            send_pairs(i)
+    # The widest stars first, so that no long one starts last while the other workers idle.
+    for i, job in sorted(star_todo, key=lambda item: -_cost(sweep.config(cells[item[0]].width), 1)):
+        pending[pool.submit(job)] = ("star", i, job)
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            kind, i, job = pending.pop(future)
+            try:
+                result = future.result()
+            except Exception as e:  # noqa: BLE001 - reported together once the others have finished
+                failed.append((job, e))
+                reporter.log(f"{job.label()}: failed: {e}")
+                continue
+            if kind == "star":
+                built[i] = (records.get(reg, result[0]), result[1])
+                reporter.log(f"{job.label()}: solution {result[0]}")
+                send_pairs(i)
+            else:
+                computed["barrier_pairs"] += result[0]
+    for what in ("star", "barrier batch"):
+        jobs = [(job, e) for job, e in failed if (job.kind == "star") == (what == "star")]
+        if jobs:
+            executors.raise_failures([j for j, _ in jobs], [e for _, e in jobs], what)
+
+    fan_out = partial(executors.barrier, executor="local", pool=pool)
+    results = []
+    for cell, anchor_ids, held_out, (star, created) in zip(cells, anchor_sets, held_outs, built):
+        computed["stars"] += int(created)
+        overall.advance(step=f"star {star.id}")
+        measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter)  # stored: read back
+        computed["barrier_pairs"] += n_computed
+        overall.advance(step=f"barriers of star {star.id}")
+        result = _cell_result(reg, cell, star, anchor_ids, held_out, measured)
+        if sweep.soup:
+            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, fan_out, computed, overall)
+        results.append(result)
+    overall.done()
+    return results
+
+
+def _train_on_pool(reg, sweep: Sweep, pool, device, data_dir, download, reporter, tracking, overall, computed) -> dict:
+    """Every width's missing seeds trained on the pool, registered here in the sequential sweep's order
+    (width by width, seeds in order) as soon as a width and all before it are trained. width → seed → id."""
+    widths, seeds = sweep.widths, sweep.seeds_to_train()
+    configs = [sweep.config(width) for width in widths]
+    missing = [[s for s in seeds if records.by_key(reg, anchors.anchor_key(config, s)) is None] for config in configs]
+    work = [(cost, w, job) for w, config in enumerate(configs) for cost, job in _train_jobs(
+        reg, config, missing[w], device, data_dir, download, pool, sum(_cost(c, len(m)) for c, m in zip(configs, missing)))]
+    if work:
+        # Generated datasets (MNIST-1D) are made once here and cached, not by every worker at once.
+        data.load(configs[0]["dataset"], "train", data_dir=data_dir, download=download, cache_dir=records.dataset_cache(reg))
+    left = [sum(1 for _, v, _ in work if v == w) for w in range(len(widths))]
+    pending = {pool.submit(job): (w, job) for _, w, job in sorted(work, key=lambda item: -item[0])}
+    failed: list[tuple[Any, BaseException]] = []
+    ids: dict[Any, dict[int, int]] = {}
+
+    def register_ready() -> None:
+        while len(ids) < len(widths) and left[len(ids)] == 0 and not failed:
+            w = len(ids)
+            outcomes = anchors.train(reg, configs[w], seeds, device=device, data_dir=data_dir, download=download,
+                                     reporter=reporter)
+            computed["training_runs"] += sum(o.trained for o in outcomes)
+            if tracking is not None:
+                for o in outcomes:
+                    if o.trained:
+                        anchors.replay(tracking, reg, o.solution)
+            ids[widths[w]] = {o.solution.seed: o.solution.id for o in outcomes}
+            overall.advance(step=f"trained width {widths[w]}")
+
+    register_ready()
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            w, job = pending.pop(future)
+            left[w] -= 1
+            try:
+                future.result()
+            except Exception as e:  # noqa: BLE001 - reported once the others have finished: their work is kept
+                failed.append((job, e))
+                reporter.log(f"{job.label()} (width {widths[w]}): failed: {e}")
+        register_ready()
+    if failed:
+        executors.raise_failures([j for j, _ in failed], [e for _, e in failed], "seed")
+    return ids
+
+
+def _train_jobs(reg, config, seeds: list[int], device, data_dir, download, pool, total: float) -> list[tuple[float, Any]]:
+    """(cost, job) for the seeds of one config: one stacked group where stacking applies, split across
+    workers only when the group alone would be more than half a worker's share (stacking pays less for
+    wide networks, and a long group started last would leave the other workers idle); else one per seed."""
+    if not seeds:
+        return []
+    if stacked.stackable(config, devices.resolve(device)):
+        workers = len(pool.slots)
+        parts = max(1, min(workers, len(seeds), math.ceil(_cost(config, len(seeds)) * 2 * workers / max(total, 1e-9))))
+        groups = executors.seed_groups(seeds, parts)
+    else:
+        groups = [[seed] for seed in seeds]
+    where = (device, data_dir and str(Path(data_dir).expanduser().resolve()), False, reg.store_url)
+    return [(_cost(config, len(g)), executors.TrainAheadJob(str(reg.home), reg.url, config, g[0], *where, more=tuple(g[1:])))
+            for g in groups]
+
+
+def _cost(config: dict[str, Any], seeds: int) -> float:
+    """A training's relative CPU cost: per seed, a fixed part (a step's dispatch, measured on MNIST-1D MLPs
+    as much as ~3850 weights) plus one per weight; times the epochs."""
+    net = models.create(config["arch"], **config["arch_kwargs"])
+    return seeds * config["epochs"] * (3850 + sum(p.numel() for p in net.parameters()))
 
 
 def _task(sweep: Sweep) -> str:
@@ -147,9 +297,12 @@ def _barrier_settings(sweep: Sweep) -> dict[str, Any]:
 
 
 def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, reporter, measure=measure_counted) -> tuple[dict[str, Any], int]:
+    return measure(reg, device=device, reporter=reporter, **_measure_options(sweep, star_id, held_out))
+
+
+def _measure_options(sweep: Sweep, star_id: int, held_out: list[int]) -> dict[str, Any]:
     settings = _barrier_settings(sweep)
-    return measure(
-        reg,
+    return dict(
         star=star_id,
         held_out=held_out,
         baseline="anchors",
@@ -158,8 +311,6 @@ def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, 
         bn_calibration=settings["bn_calibration"],
         batch_size=settings.get("batch_size"),
         align=settings["align"],
-        device=device,
-        reporter=reporter,
     )
 
 
@@ -172,6 +323,16 @@ def _soup(reg, sweep: Sweep, anchors: list[int], held_out: list[int], align: str
         points=settings["points"], splits=tuple(settings["splits"]), batch_size=settings.get("batch_size"),
         align=align, device=device, reporter=reporter, measure=measure,
     )
+
+
+def _add_soup(reg, sweep: Sweep, result, anchor_ids, held_out, measured, device, reporter, fan_out, computed, overall) -> None:
+    soup = _soup(reg, sweep, anchor_ids, held_out, measured["settings"]["align"], device, reporter, fan_out)
+    computed["soups"] += int(soup["created"])
+    computed["barrier_pairs"] += soup["computed"]
+    result["soup"] = {k: soup[k] for k in ("summary", "pairs")} | {
+        "id": soup["solution"].id, "metrics": dict(soup["solution"].metrics or {})
+    }
+    overall.advance(step=f"soup {result['soup']['id']}")
 
 
 def _cell_result(reg, cell: Cell, star, anchors: list[int], held_out: list[int], measured: dict[str, Any]) -> dict[str, Any]:

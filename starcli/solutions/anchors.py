@@ -128,11 +128,18 @@ def train(
     download: bool = False,
     reporter: Reporter | None = None,
     tracking: Tracking | None = None,
+    register: bool = True,
 ) -> list[Outcome]:
     """Train and register one anchor per seed; seeds already registered with this config are skipped.
     Each run's per-epoch losses are stored with it (and streamed to `tracking`, a live tracker, if given).
 
-    A seed that diverges registers nothing; the others still register, then its error is raised."""
+    A seed that diverges registers nothing; the others still register, then its error is raised.
+
+    `register=False` trains every missing seed to its last epoch and leaves it in its resume folder
+    (weights and history), registering nothing; it returns only the seeds already registered. A later
+    `train` of the same seeds resumes there, runs no epoch and registers the very same bytes: so a caller
+    that trains in any order (a sweep's worker pool) can still register in a fixed one, and the ids that
+    key later stars do not depend on which worker finished first."""
     reporter = reporter or Reporter()
     dev = devices.resolve(device)
     found: dict[int, Outcome] = {}
@@ -165,11 +172,13 @@ def train(
                 if error is not None:
                     errors.append(error)
                     continue
+                if not register:
+                    continue
                 found[seed] = Outcome(*_register(reg, config, seed, model, dev, wall, train_split, test_split, reporter,
                                                  histories[seed], loggers.get(seed)))
         if errors:
             raise errors[0]
-    return [found[seed] for seed in seeds]
+    return [found[seed] for seed in seeds if seed in found]
 
 
 def _stacks(config: dict[str, Any], dev: torch.device, n: int) -> bool:

@@ -104,6 +104,22 @@ class SeedGroupJob(Job):
         return tuple((o.solution.id, o.trained) for o in outcomes)
 
 
+@dataclass(frozen=True)
+class TrainAheadJob(SeedGroupJob):
+    """A seed group trained to its last epoch and left in its resume folders, registered by nobody yet
+    (`anchors.train(register=False)`): the caller registers it later, in an order of its choosing, by
+    training the same seeds again, which then runs no epoch. What a sweep's pool trains."""
+
+    def per_seed(self, result) -> list[tuple[int, bool]]:
+        return []
+
+    def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, ...]:
+        """The seeds of the group (trained now, or found trained or registered)."""
+        anchors.train(reg, self.config, self.seeds(), device=self.device, data_dir=self.data_dir, download=self.download,
+                      register=False)
+        return tuple(self.seeds())
+
+
 def seed_groups(seeds: list[int], workers: int) -> list[list[int]]:
     """Seeds dealt round-robin into at most `workers` groups (balanced to within one seed)."""
     groups = [seeds[i::workers] for i in range(min(workers, len(seeds)))]
@@ -288,18 +304,8 @@ def build_stars(
     first, and stars already registered are not submitted."""
     reporter = reporter or Reporter()
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
-    plans = [stars.plan_star(reg, **{k: v for k, v in spec.items() if k != "device"}) for spec in specs]
-    todo, where = [], []
-    for i, (spec, plan) in enumerate(zip(specs, plans)):
-        if plan.existing is None:
-            options = {k: v for k, v in spec.items() if k not in ("anchor_ids", "device", "reporter")}
-            todo.append(StarJob(str(reg.home), reg.url, tuple(plan.config["star"]["anchors"]), device,
-                                store_url=reg.store_url, **options))
-            where.append(i)
-        else:
-            reporter.log(f"star from anchors {plan.config['star']['anchors']}: already registered as solution {plan.existing.id}")
-            # A star killed between its row's commit and its resume folder's removal left that folder.
-            manage.clear_registered_run(stars.run_folder(reg, plan.key))
+    plans, jobs_of = star_jobs(reg, specs, device, reporter)
+    where, todo = [i for i, _ in jobs_of], [job for _, job in jobs_of]
     if executor == "local" and todo and not _pool_slots(device, jobs):
         # One slot: here, with this process's progress bars, exactly as `build_star` runs.
         results = [job.run(reg, reporter, tracking) for job in todo]
@@ -310,6 +316,53 @@ def build_stars(
     for i, (sid, created) in zip(where, results):
         out[i] = (records.get(reg, sid), created)
     return out
+
+
+def star_jobs(reg, specs: list[dict[str, Any]], device: str, reporter: Reporter) -> tuple[list, list[tuple[int, StarJob]]]:
+    """Every spec checked and keyed (`stars.plan_star`), and a `StarJob` for each star not yet registered:
+    (plans in spec order, [(spec index, job)])."""
+    plans = [stars.plan_star(reg, **{k: v for k, v in spec.items() if k != "device"}) for spec in specs]
+    todo = []
+    for i, (spec, plan) in enumerate(zip(specs, plans)):
+        if plan.existing is None:
+            options = {k: v for k, v in spec.items() if k not in ("anchor_ids", "device", "reporter")}
+            todo.append((i, StarJob(str(reg.home), reg.url, tuple(plan.config["star"]["anchors"]), device,
+                                    store_url=reg.store_url, **options)))
+        else:
+            reporter.log(f"star from anchors {plan.config['star']['anchors']}: already registered as solution {plan.existing.id}")
+            # A star killed between its row's commit and its resume folder's removal left that folder.
+            manage.clear_registered_run(stars.run_folder(reg, plan.key))
+    return plans, todo
+
+
+class _Collected(Exception):
+    """Raised by `missing_pairs`' fan-out to stop `measure_counted` once it has said what it lacks."""
+
+
+def missing_pairs(reg, device: str = "auto", **measure: Any) -> tuple[list[tuple[int, int]], dict | None, str | None]:
+    """The pairs `barriers.measure_counted(**measure)` would compute, with their settings and settings
+    hash, computing nothing: what a caller sends to workers ahead of the measurement that reads them
+    back. ([], None, None) when every pair is stored."""
+    found = []
+
+    def collect(todo, settings, settings_hash):
+        found.append((list(todo), settings, settings_hash))
+        raise _Collected
+
+    try:
+        barriers.measure_counted(reg, device=device, fan_out=collect, **measure)
+    except _Collected:
+        return found[0]
+    return [], None, None
+
+
+def barrier_jobs(reg, todo: list[tuple[int, int]], settings: dict, settings_hash: str, device: str, batches: int,
+                 recompute: bool = False) -> list[BarrierJob]:
+    """`todo` in `batches` contiguous batches (pairs that share a solution, a star's, load it once per batch)."""
+    n = max(1, min(len(todo), batches))
+    parts = [tuple(todo[k * len(todo) // n:(k + 1) * len(todo) // n]) for k in range(n)]
+    return [BarrierJob(str(reg.home), reg.url, b, settings, settings_hash, device, recompute, reg.store_url)
+            for b in parts if b]
 
 
 def barrier(
@@ -323,24 +376,27 @@ def barrier(
     gpus_per_job: float | None = None,
     slurm_cluster: str = "slurm",
     ray_address: str | None = None,
+    pool: LocalPool | None = None,
     **measure: Any,
 ) -> tuple[dict[str, Any], int]:
     """`barriers.measure_counted` with the missing pairs split into `jobs` batches run on `executor`;
     each batch stores its pairs as it finishes, so a rerun computes only what is still missing. The
-    numbers equal a single-process run's: each pair is computed from its two solutions alone."""
+    numbers equal a single-process run's: each pair is computed from its two solutions alone. `pool`: an
+    open `LocalPool` to run the batches on (a sweep's), instead of workers started for this call."""
     reporter = reporter or Reporter()
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     recompute = bool(measure.get("recompute", False))
-    if executor == "local" and not _pool_slots(device, jobs):
+    if executor == "local" and pool is None and not _pool_slots(device, jobs):
         return barriers.measure_counted(reg, device=device, reporter=reporter, **measure)
 
     def fan_out(todo: list[tuple[int, int]], settings: dict, settings_hash: str) -> None:
-        n = min(len(todo), jobs or (len(_pool_slots(device, jobs)) if executor == "local" else len(todo)))
-        # Contiguous batches: pairs that share a solution (a star's) load it once per batch.
-        batches = [tuple(todo[k * len(todo) // n:(k + 1) * len(todo) // n]) for k in range(n)]
-        work = [BarrierJob(str(reg.home), reg.url, b, settings, settings_hash, device, recompute, reg.store_url)
-                for b in batches if b]
-        results = run_jobs(reg, work, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter)
+        if pool is not None:
+            n = len(pool.slots)
+        else:
+            n = jobs or (len(_pool_slots(device, jobs)) if executor == "local" else len(todo))
+        work = barrier_jobs(reg, todo, settings, settings_hash, device, n, recompute)
+        results = run_jobs(reg, work, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address,
+                           reporter, pool=pool)
         raise_failures(work, results, "barrier batch")
 
     return barriers.measure_counted(reg, device=device, reporter=reporter, fan_out=fan_out, **measure)
@@ -359,6 +415,7 @@ def run_jobs(
     ray_address: str | None = None,
     reporter: Reporter | None = None,
     slots: list | None = None,
+    pool: LocalPool | None = None,
 ) -> list:
     """Run `todo` (jobs of any kind) on `executor`; returns each job's result or exception, in order.
 
@@ -368,6 +425,8 @@ def run_jobs(
     reporter = reporter or Reporter()
     if not todo:
         return []
+    if executor == "local" and pool is not None:
+        return _run_local(todo, pool.slots, reporter, pool).ordered()
     if executor == "local":
         slots = _pool_slots(device, jobs) if slots is None else slots
         if not slots:
@@ -467,23 +526,58 @@ def _die_with(parent: int) -> None:
     threading.Thread(target=watch, name="starlight-parent-watchdog", daemon=True).start()
 
 
-def _run_local(todo: list, slots, reporter) -> "_Results":
-    ctx = multiprocessing.get_context("spawn")  # fork would copy CUDA and lock state from this process
-    queue = ctx.Queue()
-    for slot in slots:
-        queue.put(slot)
-    threads = max(1, (os.cpu_count() or 1) // len(slots))
-    where = ", ".join(sorted({f"GPU {v}" if v is not None else d for v, d in slots}))
-    results = _Results(reporter, todo, f"{len(slots)} local workers ({where})")
-    initargs = (queue, threads, os.getpid())
-    with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin_worker, initargs=initargs) as pool:
-        futures = {pool.submit(run_job, replace(job, device=slots[0][1])): i for i, job in enumerate(todo)}
-        for future in as_completed(futures):
-            i = futures[future]
-            try:
-                results[i] = future.result()
-            except Exception as e:  # noqa: BLE001 - every job's failure is reported, the others still finish
-                results[i] = e
+class LocalPool:
+    """Spawned local workers, one per slot, started once and given many jobs of any kind: each pays its
+    start-up (spawning, importing torch) once, however many seeds, stars and pair batches it runs.
+
+        with LocalPool(slots) as pool:
+            future = pool.submit(job)   # a concurrent.futures.Future of run_job(job)
+    """
+
+    def __init__(self, slots: list[tuple[str | None, str]]):
+        self.slots = slots
+        self.where = ", ".join(sorted({f"GPU {v}" if v is not None else d for v, d in slots}))
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "LocalPool":
+        ctx = multiprocessing.get_context("spawn")  # fork would copy CUDA and lock state from this process
+        queue = ctx.Queue()
+        for slot in self.slots:
+            queue.put(slot)
+        threads = max(1, (os.cpu_count() or 1) // len(self.slots))
+        self._pool = ProcessPoolExecutor(
+            len(self.slots), mp_context=ctx, initializer=_pin_worker, initargs=(queue, threads, os.getpid())
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # On an error or Ctrl-C the queued jobs are dropped, not run: a rerun resumes what was started.
+        self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+        self._pool = None
+
+    def submit(self, job):
+        return self._pool.submit(run_job, replace(job, device=self.slots[0][1]))
+
+
+def local_pool(device: str, jobs: int | None) -> LocalPool | None:
+    """A `LocalPool` for `--jobs`/the visible GPUs, or None where one slot means running here."""
+    slots = _pool_slots(device, jobs)
+    return LocalPool(slots) if slots else None
+
+
+def _run_local(todo: list, slots, reporter, pool: LocalPool | None = None) -> "_Results":
+    """`todo` on `pool` (kept open for the caller's next jobs), or on a pool of `slots` opened for it."""
+    if pool is None:
+        with LocalPool(slots) as own:
+            return _run_local(todo, slots, reporter, own)
+    results = _Results(reporter, todo, f"{len(pool.slots)} local workers ({pool.where})")
+    futures = {pool.submit(job): i for i, job in enumerate(todo)}
+    for future in as_completed(futures):
+        i = futures[future]
+        try:
+            results[i] = future.result()
+        except Exception as e:  # noqa: BLE001 - every job's failure is reported, the others still finish
+            results[i] = e
     return results
 
 

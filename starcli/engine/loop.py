@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from starcli.errors import StarlightError
 
-from . import data
+from . import data, precision
 from .data import Split
 
 
@@ -66,8 +66,7 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
 
 
 def autocast(device: torch.device, config: dict[str, Any]):
-    enabled = config.get("precision") == "bf16" and device.type == "cuda"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    return precision.autocast(device, config)
 
 
 def prepare_model(model: nn.Module, device: torch.device, config: dict[str, Any]) -> nn.Module:
@@ -75,10 +74,9 @@ def prepare_model(model: nn.Module, device: torch.device, config: dict[str, Any]
     if device.type == "cuda":
         # Fixed input shapes (one batch size, one image size): let cuDNN pick the fastest kernels once.
         torch.backends.cudnn.benchmark = True
-    # channels_last speeds convolutions on tensor-core GPUs; it changes no values.
-    if device.type == "cuda" and config["arch"] not in ("mlp", "linear2"):
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    # The config's memory format (channels_last where the precision policy chose it): it is part of the
+    # key, since on a GPU it selects other kernels, which round differently.
+    return precision.prepare_model(model, config, device)
 
 
 def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
@@ -280,7 +278,7 @@ def run_epochs(
         for i, idx in enumerate(order):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, epoch * steps_per_epoch + i, steps_per_epoch)
-            xb = data.apply_augmentation(split.x[idx], draws[i])
+            xb = precision.inputs(data.apply_augmentation(split.x[idx], draws[i]), config)
             yb = split.y[idx]
             with autocast(device, config):
                 loss, right = step_loss(xb, yb)

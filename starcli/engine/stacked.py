@@ -65,6 +65,8 @@ def stackable(config: dict[str, Any], device: torch.device) -> bool:
         return False
     if config.get("precision") == "bf16" and device.type == "cuda":
         return False  # autocast would cast inside _StackedLinear but not in its hand-written backward
+    if config.get("memory_format", "contiguous") != "contiguous":
+        return False  # fit would run channels_last tensors, StackedNet runs its own layout
     net = models.create(config["arch"], **config["arch_kwargs"])
     layers = net.layers if hasattr(net, "layers") else net
     return isinstance(layers, nn.Sequential) and all(type(m) in _LAYERS for m in layers)

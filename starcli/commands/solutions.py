@@ -49,7 +49,8 @@ def train(
     seeds = common.ids(seed, "seed")
     executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     config = recipes.resolve(
-        recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_)
+        recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_),
+        device=device,  # the precision policy's defaults (bf16 + channels_last for convnets on CUDA)
     )
     if executor == "local":
         common.device(device)  # remote executors resolve the device on their nodes

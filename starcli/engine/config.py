@@ -40,6 +40,7 @@ ALLOWED: dict[str, str] = {
     "augmentation": "none or flip-crop",
     "label_smoothing": "a number with 0 ≤ label_smoothing < 1",
     "precision": "fp32 or bf16",
+    "memory_format": "contiguous or channels_last (channels_last: networks with image inputs only)",
     "recipe": "a recipe name",
     "normalisation": "a description",
 }
@@ -75,6 +76,8 @@ class TrainingConfig(BaseModel):
     augmentation: Literal["none", "flip-crop"]
     label_smoothing: Number = Field(ge=0, lt=1)
     precision: Literal["fp32", "bf16"]
+    # Absent in every config that predates it (and on the CPU): contiguous. See engine/precision.py.
+    memory_format: Literal["contiguous", "channels_last"] | None = None
     recipe: StrictStr
     normalisation: StrictStr
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import precision
+
 EVAL_BATCH = 4096
 CALIBRATION_SEED = 0  # the fixed subset behind every `--bn-calibration N`
 
@@ -40,14 +42,18 @@ def correct_count(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor 
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[float, float]:
-    """(mean loss, accuracy in %) with the model in eval mode; for regression, (MSE, R² in %)."""
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH, config: dict | None = None
+) -> tuple[float, float]:
+    """(mean loss, accuracy in %) with the model in eval mode; for regression, (MSE, R² in %).
+    `config`: the solution's, for its precision and memory format (engine/precision.py)."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
     regression = y.is_floating_point()
     for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size]).float()
+        with precision.autocast(x.device, config):
+            logits = model(precision.inputs(x[i : i + batch_size], config)).float()
         yb = y[i : i + batch_size]
         loss_sum += loss_fn(logits, yb, reduction="sum").item()
         if not regression:
@@ -59,11 +65,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss_sum / len(x), 100.0 * correct / len(x)
 
 
-def metrics(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-    """{train_loss, train_acc, test_loss, test_acc} for the splits given."""
+def metrics(
+    model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], config: dict | None = None
+) -> dict[str, float]:
+    """{train_loss, train_acc, test_loss, test_acc} for the splits given, in `config`'s precision."""
     out: dict[str, float] = {}
     for split, (x, y) in splits.items():
-        out[f"{split}_loss"], out[f"{split}_acc"] = evaluate(model, x, y)
+        out[f"{split}_loss"], out[f"{split}_acc"] = evaluate(model, x, y, config=config)
     return out
 
 
@@ -72,12 +80,12 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> None:
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 512, config: dict | None = None) -> None:
     """Re-estimate BatchNorm running statistics on `x` (REPAIR / swa_utils.update_bn style).
 
     The reset comes first and momentum=None makes the estimate a cumulative (equal-weight) average
     over all of `x`: interpolated or freshly trained weights make the stored statistics meaningless,
-    and an EMA would still remember them.
+    and an EMA would still remember them. `config`: the solution's, for its precision and memory format.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -91,7 +99,8 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
     # Near-equal chunks: the cumulative average weights batches equally, and a last batch of one
     # sample would make BatchNorm1d fail.
     for chunk in torch.tensor_split(x, max(1, -(-len(x) // batch_size))):
-        model(chunk)
+        with precision.autocast(chunk.device, config):
+            model(precision.inputs(chunk, config))
     model.train(was_training)
     for m, momentum in saved:
         m.momentum = momentum

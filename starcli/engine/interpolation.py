@@ -26,7 +26,7 @@ from torch.func import functional_call, vmap
 
 from starcli import models
 
-from . import evaluation
+from . import evaluation, precision
 
 Curves = dict[str, dict[str, list[float]]]  # split -> {"loss": [...], "acc": [...]}
 # Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes.
@@ -52,8 +52,12 @@ class LineEvaluator:
         calibration: torch.Tensor | None,
         batch_size: int = evaluation.EVAL_BATCH,
         t_batch: int = 1,
+        config: dict[str, Any] | None = None,
     ):
-        self.net = models.create(arch, **arch_kwargs).to(device).eval()
+        # The solutions' training config, for their precision and memory format (engine/precision.py).
+        self.config = config
+        self.device = device
+        self.net = precision.prepare_model(models.create(arch, **arch_kwargs).to(device), config, device).eval()
         self.splits = splits
         self.calibration = calibration
         self.batch_size = batch_size
@@ -94,7 +98,7 @@ class LineEvaluator:
         torch._foreach_lerp_(self.targets, [state_b[k] for k in self.float_keys], t)
         _copy(self.others, [state_a[k] for k in self.other_keys])  # integer buffers: A's, never interpolated
         if self.has_bn:
-            evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size)
+            evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size, config=self.config)
         if self.first is not None:
             return self._evaluate_from_first(self.first_outputs(state_a), self.first_outputs(state_b), t)
         return self._evaluate()
@@ -132,7 +136,9 @@ class LineEvaluator:
         for split, (x, y) in self.splits.items():
             tally = Tally(y, 1)
             for i in range(0, len(y), self.rows):
-                tally.add(self.net(x[i : i + self.rows]).unsqueeze(0), i)
+                with precision.autocast(self.device, self.config):
+                    outputs = self.net(precision.inputs(x[i : i + self.rows], self.config))
+                tally.add(outputs.unsqueeze(0), i)
             result[split] = tally.results()[0]
         return result
 
@@ -149,7 +155,9 @@ class LineEvaluator:
         for split, (x, y) in self.splits.items():
             tally = Tally(y, len(ts))
             for j in range(0, len(y), step):
-                tally.add(forward(params, x[j : j + step]), j)
+                with precision.autocast(self.device, self.config):
+                    outputs = forward(params, precision.inputs(x[j : j + step], self.config))
+                tally.add(outputs, j)
             per_split[split] = tally.results()
         return [{split: per_split[split][k] for split in self.splits} for k in range(len(ts))]
 

@@ -19,9 +19,9 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from starcli.errors import StarlightError
+from starcli.errors import StarlightError, UsageError
 
-from . import data
+from . import data, precision
 from .data import Split
 
 
@@ -67,8 +67,7 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
 
 
 def autocast(device: torch.device, config: dict[str, Any]):
-    enabled = config.get("precision") == "bf16" and device.type == "cuda"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    return precision.autocast(device, config)
 
 
 def prepare_model(model: nn.Module, device: torch.device, config: dict[str, Any]) -> nn.Module:
@@ -76,10 +75,9 @@ def prepare_model(model: nn.Module, device: torch.device, config: dict[str, Any]
     if device.type == "cuda":
         # Fixed input shapes (one batch size, one image size): let cuDNN pick the fastest kernels once.
         torch.backends.cudnn.benchmark = True
-    # channels_last speeds convolutions on tensor-core GPUs; it changes no values.
-    if device.type == "cuda" and config["arch"] not in ("mlp", "linear2"):
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    # The config's memory format (channels_last where the precision policy chose it): it is part of the
+    # key, since on a GPU it selects other kernels, which round differently.
+    return precision.prepare_model(model, config, device)
 
 
 def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
@@ -119,12 +117,45 @@ def epoch_sums(total: torch.Tensor, correct: torch.Tensor | None, who: str, epoc
     return value, count
 
 
+# A checkpoint above this size is written at most every RESUME_EVERY_S seconds instead of every epoch
+# (a ResNet-18's is 90 MB: written every epoch of a fast GPU run, the write costs more than the epoch).
+LARGE_CHECKPOINT_BYTES = 16 << 20
+RESUME_EVERY_S = 60.0
+RESUME_EVERY_ENV = "STARLIGHT_RESUME_EVERY_S"
+
+
+def resume_every_s() -> float:
+    """Seconds between resume files of a large model: $STARLIGHT_RESUME_EVERY_S, else RESUME_EVERY_S."""
+    raw = os.environ.get(RESUME_EVERY_ENV, "").strip()
+    if not raw:
+        return RESUME_EVERY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"${RESUME_EVERY_ENV} must be a number of seconds ≥ 0, got {raw!r}")
+    return value
+
+
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """The size of a resume file's tensors, without writing it."""
+    tensors = list(model.state_dict().values())
+    tensors += [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 class ResumeFile:
-    """The last finished epoch of one run: model, optimizer state, epoch and any extra JSON state (a star's
+    """The last saved epoch of one run: model, optimizer state, epoch and any extra JSON state (a star's
     draw position), as safetensors + JSON metadata.
 
     Lives outside the content-addressed store (under $STARLIGHT_HOME/runs/<key>/) and is removed once
     the solution is registered.
+
+    Cadence (`due`): a small model's file is written after every epoch; a large one's (over
+    LARGE_CHECKPOINT_BYTES) at most every `resume_every_s()` seconds, and always after the last epoch. A
+    killed run resumes from the last written epoch and, since an epoch's randomness is a function of
+    (seed, epoch) alone, still ends in the byte-identical checkpoint. `clock` is injectable for tests.
 
     It also keeps the run's wall clock across segments: the file records the seconds spent up to its
     epoch, so a run killed and resumed reports the time of all its segments (`seconds`), not only the
@@ -133,7 +164,10 @@ class ResumeFile:
     `share` is the fraction of this process's time that is this run's (1/n when n seeds train stacked).
     """
 
-    def __init__(self, folder: Path, share: float = 1.0):
+    def __init__(
+        self, folder: Path, share: float = 1.0, clock: Callable[[], float] = time.monotonic,
+        large_bytes: int = LARGE_CHECKPOINT_BYTES,
+    ):
         self.folder = folder
         self.tensors = folder / "last.safetensors"
         # The extra state of the last `load` (empty when there was nothing to resume).
@@ -142,10 +176,23 @@ class ResumeFile:
         # Wall seconds of the segments before this one, as the file recorded them (set by `load`).
         self.earlier_seconds = 0.0
         self._started = time.perf_counter()
+        self.clock = clock
+        self.large_bytes = large_bytes
+        self.every_s = resume_every_s()
+        self._last_write: float | None = None  # clock time of the last write, or of the first `due`
 
     def seconds(self) -> float:
         """Wall seconds of the run so far: the earlier segments' plus this one's since the file object was made."""
         return self.earlier_seconds + self.share * (time.perf_counter() - self._started)
+
+    def due(self, model: nn.Module, optimizer: torch.optim.Optimizer, final: bool) -> bool:
+        """Whether the epoch just finished should be written (see the class's cadence)."""
+        if final or state_bytes(model, optimizer) <= self.large_bytes:
+            return True
+        now = self.clock()
+        if self._last_write is None:
+            self._last_write = now  # the run's start (its first epoch) counts as the last write
+        return now - self._last_write >= self.every_s
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, extra: dict[str, Any] | None = None) -> None:
         from safetensors.torch import save
@@ -167,6 +214,7 @@ class ResumeFile:
             self.folder.mkdir(parents=True, exist_ok=True)
             try:
                 self._write(tmp, data)
+                self._last_write = self.clock()
                 return
             except FileNotFoundError:
                 # Another run of the same seed (a resubmitted job) finished and removed the folder
@@ -307,7 +355,7 @@ def run_epochs(
         for i, idx in enumerate(order):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(config, epoch * steps_per_epoch + i, steps_per_epoch)
-            xb = data.apply_augmentation(split.x[idx], draws[i])
+            xb = precision.inputs(data.apply_augmentation(split.x[idx], draws[i]), config)
             yb = split.y[idx]
             with autocast(device, config):
                 loss, right = step_loss(xb, yb)
@@ -316,7 +364,7 @@ def run_epochs(
                 # Summed on the device, in the loss's accumulator type: no step waits to read it.
                 correct = right.to(total.dtype) if correct is None else correct + right
         loss_sum, right_sum = epoch_sums(total, correct, who, epoch + 1, advice)
-        if resume:
+        if resume and resume.due(model, optimizer, final=epoch + 1 == config["epochs"]):
             resume.save(model, optimizer, epoch + 1, resume_extra() if resume_extra else None)
         if on_epoch:
             acc = None if right_sum is None else 100.0 * right_sum / len(split.x)

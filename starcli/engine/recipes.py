@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.0,
     "precision": "fp32",  # fp32 | bf16 (autocast, CUDA only)
 }
+# Keys a resolved config has only when set (by a recipe, --set or the device policy, engine/precision.py):
+# a config without them keeps the key it had before they existed.
+OPTIONAL: dict[str, Any] = {"memory_format": "contiguous"}
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant", "step")
 
@@ -88,12 +91,17 @@ def resolve(
     lr: float | None = None,
     batch_size: int | None = None,
     overrides: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """The complete training config: defaults < recipe < --set < the named flags."""
+    """The complete training config: defaults < device policy < recipe < --set < the named flags.
+
+    `device` (a --device value) picks the precision policy's defaults (engine/precision.py): on CUDA a
+    convolutional network trains in bf16 and channels_last unless the recipe or --set says otherwise;
+    None or a CPU gives the config as it always was."""
     # Imported here: reading recipes and hashing configs stays free of torch (list, show, sweep listings).
     from starcli import models
 
-    from . import data
+    from . import data, precision
 
     name, table = read(recipe)
     config = copy.deepcopy(DEFAULTS)
@@ -119,6 +127,7 @@ def resolve(
     config["arch_kwargs"] = models.arch_kwargs_for(config["arch"], meta, config["arch_kwargs"])
     if config["augmentation"] is None:
         config["augmentation"] = meta.augmentation
+    precision.apply_defaults(config, meta.shape, precision.device_type(device), explicit=set(origins))
     config["recipe"] = name
     config["normalisation"] = meta.normalisation
     validate(config, origins)
@@ -139,11 +148,11 @@ def _merge(config: dict[str, Any], updates: dict[str, Any], origin: str, origins
                 raise UsageError(f"{origin}: arch_kwargs must be a table such as {{ width = 64 }}, got {value!r}")
             config["arch_kwargs"].update(value)
             origins.update({"arch_kwargs": origin, **{f"arch_kwargs.{k}": origin for k in value}})
-        elif key in DEFAULTS:
+        elif key in DEFAULTS or key in OPTIONAL:
             config[key] = value
             origins[key] = origin
         elif key not in ("name", "description"):
-            raise UsageError(f"{origin}: unknown setting {key!r}; known: {', '.join(DEFAULTS)}, arch_kwargs.NAME")
+            raise UsageError(f"{origin}: unknown setting {key!r}; known: {', '.join([*DEFAULTS, *OPTIONAL])}, arch_kwargs.NAME")
 
 
 def validate(config: dict[str, Any], origins: dict[str, str] | None = None) -> None:
@@ -153,6 +162,13 @@ def validate(config: dict[str, Any], origins: dict[str, str] | None = None) -> N
     from . import config as schema
 
     schema.check(config, origins)
+    shape = data.info(config["dataset"]).shape
+    if config.get("memory_format") == "channels_last" and len(shape) != 3:
+        where = (origins or {}).get("memory_format", "the defaults")
+        raise UsageError(
+            f"memory_format = channels_last (from {where}) needs image inputs, but {config['dataset']} samples have "
+            f"shape {tuple(shape)}; use memory_format=contiguous"
+        )
     schema.check_arch(config["arch"], config["arch_kwargs"], data.info(config["dataset"]), origins)
 
 

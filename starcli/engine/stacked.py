@@ -65,6 +65,8 @@ def stackable(config: dict[str, Any], device: torch.device) -> bool:
         return False
     if config.get("precision") == "bf16" and device.type == "cuda":
         return False  # autocast would cast inside _StackedLinear but not in its hand-written backward
+    if config.get("memory_format", "contiguous") != "contiguous":
+        return False  # fit would run channels_last tensors, StackedNet runs its own layout
     net = models.create(config["arch"], **config["arch_kwargs"])
     layers = net.layers if hasattr(net, "layers") else net
     return isinstance(layers, nn.Sequential) and all(type(m) in _LAYERS for m in layers)
@@ -382,7 +384,7 @@ def _fit_group(config, seeds, nets, optimizers, resume, runs, start, device, tra
             totals = [t + v for t, v in zip(totals, values)]
         accs = [None] * len(alive) if rights is None else [100.0 * r / n_train for r in rights.tolist()]
         for pos, k in enumerate(alive):
-            if resume:
+            if resume and resume[k].due(nets[k], optimizers[k], final=epoch + 1 == config["epochs"]):
                 _unstack_into(stacked, opt, pos, nets[k], optimizers[k])
                 resume[k].save(nets[k], optimizers[k], epoch + 1)
             if on_epoch:

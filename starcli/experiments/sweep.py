@@ -63,7 +63,7 @@ def run(
     ids: dict[Any, dict[int, int]] = {}  # width → seed → solution id
     for width in sweep.widths:
         outcomes = _train(
-            reg, sweep.config(width), sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter, tracking
+            reg, sweep.config(width, device), sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter, tracking
         )
         computed["training_runs"] += sum(o.trained for o in outcomes)
         ids[width] = {o.solution.seed: o.solution.id for o in outcomes}

@@ -78,11 +78,12 @@ class Sweep:
     soup: bool = False  # [baselines] soup: also test the aligned average of each star's anchors
     source: str = ""
 
-    def config(self, width: int | None) -> dict[str, Any]:
-        """The resolved training config of every anchor and held-out at `width`."""
+    def config(self, width: int | None, device: str | None = None) -> dict[str, Any]:
+        """The resolved training config of every anchor and held-out at `width` (on `device`: the
+        precision policy's defaults, engine/precision.py)."""
         from starcli.engine import recipes
 
-        return recipes.resolve(self.recipe, width=width, overrides=self.train)
+        return recipes.resolve(self.recipe, width=width, overrides=self.train, device=device)
 
     def cells(self) -> list[Cell]:
         return [Cell(*c) for c in itertools.product(self.widths, self.anchors, self.t_sampling, self.star_seeds)]

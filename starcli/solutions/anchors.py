@@ -231,7 +231,9 @@ def _fit_stacked(reg, config, seeds, dev, split: Split, histories: dict[int, His
 
 def _register(reg, config, seed, model, dev, wall, train_split, test_split, reporter, history, logger) -> tuple[Solution, bool]:
     """(solution, created): created is False when a concurrent run of the same seed registered it first."""
-    metrics = evaluation.metrics(model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)})
+    metrics = evaluation.metrics(
+        model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)}, config=config
+    )
     sol, created = records.register(
         reg, model.state_dict(), key=anchor_key(config, seed), kind="anchor", arch=config["arch"],
         arch_kwargs=config["arch_kwargs"], dataset=config["dataset"], recipe=config["recipe"], config=config, seed=seed,

@@ -239,7 +239,7 @@ def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict,
     interior = [i / (settings["points"] - 1) for i in range(1, settings["points"] - 1)]
     line = LineEvaluator(
         first.arch, first.arch_kwargs, dev, {s: (sp.x, sp.y) for s, sp in splits.items()}, calibration,
-        settings["batch_size"], T_BATCH,
+        settings["batch_size"], T_BATCH, config=first.config,  # the first's precision and memory format
     )
     align = _aligner(settings["align"], first.arch, first.arch_kwargs)
     states: dict[int, dict] = {}

@@ -201,11 +201,11 @@ def build_star(
             resume=resume,
         )
         # The running statistics gathered during training describe interpolated networks, not the star.
-        evaluation.recalibrate_bn(model, train_split.x)
+        evaluation.recalibrate_bn(model, train_split.x, config=config)
         wall = resume.seconds()
         task.done()
         metrics = evaluation.metrics(
-            model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)}
+            model, {"train": (train_split.x, train_split.y), "test": (test_split.x, test_split.y)}, config=config
         )
         sol, created = records.register(
             reg, model.state_dict(), key=key, kind="star", arch=anchors[0].arch, arch_kwargs=anchors[0].arch_kwargs,

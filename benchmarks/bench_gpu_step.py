@@ -5,11 +5,13 @@ and after, and as a fraction of the GPU's bf16 dense peak.
 indices and flip-crop draws made on the CPU and copied every step, and two blocking reads per step
 (`isfinite` as a bool, `loss.item()`). "after" is `loop.run_epochs` as it is now: the epoch's shuffle and
 draws uploaded once, the loss summed on the device and read once per epoch, cudnn.benchmark, and
-bf16 autocast with channels_last (`precision = "bf16"`). Both train the same network on the same data.
+the precision policy's CUDA defaults (engine/precision.py: bf16 autocast and channels_last, as
+`recipes.resolve(..., device="cuda")` records them). Both train the same network on the same data.
 
     python benchmarks/bench_gpu_step.py [--epochs 3] [--n 8192] [--batch-size 512] [--peak-tflops 989]
+    python benchmarks/bench_gpu_step.py --device cpu --steps 2   # smoke check: both paths run
 
-Without CUDA it says so and exits 0. The FLOP count per image is measured with torch's FLOP counter on
+Without CUDA (and without --device cpu) it says so and exits 0. The FLOP count per image is measured with torch's FLOP counter on
 one forward pass (training ≈ 3× forward).
 """
 
@@ -45,6 +47,11 @@ def flops_per_image(model: torch.nn.Module, device: torch.device) -> float:
     return 3 * counter.get_total_flops() / 8
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def before(config, split: Split, device: torch.device, epochs: int) -> float:
     """The old loop's step, kept here only to measure against."""
     torch.backends.cudnn.benchmark = False
@@ -52,7 +59,7 @@ def before(config, split: Split, device: torch.device, epochs: int) -> float:
     model = models.create(config["arch"], **config["arch_kwargs"]).to(device)
     opt = loop.build_optimizer(model.parameters(), config)
     model.train()
-    torch.cuda.synchronize()
+    sync(device)
     start = time.perf_counter()
     for epoch in range(epochs):
         g = loop.epoch_generator(1, epoch)
@@ -65,7 +72,7 @@ def before(config, split: Split, device: torch.device, epochs: int) -> float:
             loss.backward()
             opt.step()
             loss.item()
-    torch.cuda.synchronize()
+    sync(device)
     return epochs * len(split.x) / (time.perf_counter() - start)
 
 
@@ -78,10 +85,10 @@ def after(config, split: Split, device: torch.device, epochs: int) -> float:
         outputs = model(x)
         return torch.nn.functional.cross_entropy(outputs, y), evaluation.correct_count(outputs, y)
 
-    torch.cuda.synchronize()
+    sync(device)
     start = time.perf_counter()
     loop.run_epochs(model, opt, dict(config, epochs=epochs), 1, device, split, step_loss, "bench", "")
-    torch.cuda.synchronize()
+    sync(device)
     return epochs * len(split.x) / (time.perf_counter() - start)
 
 
@@ -89,20 +96,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--n", type=int, default=8192, help="Synthetic training images.")
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=None, help="Default 512 on CUDA, 16 on the CPU.")
     parser.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak (default: by device name).")
+    parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke check).")
+    parser.add_argument("--steps", type=int, default=None, help="Steps per epoch (sets --n to steps × batch size).")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("no CUDA device here: nothing measured (run this on a GPU machine)")
+    if args.batch_size is None:
+        args.batch_size = 16 if args.device == "cpu" else 512
+    if args.steps is not None:
+        args.n = args.steps * args.batch_size
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device here: nothing measured (run this on a GPU machine, or --device cpu --steps 2 to check it runs)")
         return
-    device = torch.device("cuda")
-    name = torch.cuda.get_device_name(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     g = torch.Generator().manual_seed(0)
     split = Split(torch.randn(args.n, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (args.n,), generator=g).to(device))
-    base = recipes.resolve("cifar10-resnet18", batch_size=args.batch_size)
-    fast = dict(base, precision="bf16")
+    # before: the config as resolved until now (fp32, contiguous); after: as resolved for CUDA now.
+    base = recipes.resolve("cifar10-resnet18", batch_size=args.batch_size, device="cpu")
+    fast = recipes.resolve("cifar10-resnet18", batch_size=args.batch_size, device="cuda")
+    assert (fast["precision"], fast.get("memory_format")) == ("bf16", "channels_last")
     flops = flops_per_image(models.create(base["arch"], **base["arch_kwargs"]).to(device), device)
-    peak = args.peak_tflops or peak_for(name)
+    peak = args.peak_tflops or (peak_for(name) if device.type == "cuda" else None)
     before(base, split, device, 1), after(fast, split, device, 1)  # warm-up: cuDNN autotuning, allocator
     rows = [("before (fp32, per-step syncs)", before(base, split, device, args.epochs)),
             ("after (bf16, channels_last, no syncs)", after(fast, split, device, args.epochs))]

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from starcli.experiments import sweep as sweep_run
 from starcli.experiments import sweep_file
 from starcli.registry import open_registry
@@ -126,7 +128,14 @@ def _count(home: Path, kind: str | None = None) -> int:
 def test_a_pooled_sweep_killed_in_training_and_in_its_stars_resumes_to_the_same_bytes(tmp_path, mnist1d_cache):
     path = _sweep_file(tmp_path, epochs=12)
     reference = _registry(tmp_path / "reference", mnist1d_cache)
-    sweep_run.run(reference, sweep_file.load(str(path)), tmp_path / "ref-out", device="cpu")
+    # The CLI runs below train with the thread policy's one intra-op thread; the reference here must too,
+    # since torch's default (one thread per core) sums some reductions in another order (other bits).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sweep_run.run(reference, sweep_file.load(str(path)), tmp_path / "ref-out", device="cpu")
+    finally:
+        torch.set_num_threads(threads)
     home = tmp_path / "killed"
     _registry(home, mnist1d_cache).close()
 

@@ -91,3 +91,15 @@ def test_spec_and_align_of_mlps_import_no_timm(reg, home, tiny_config):
     modules, out = run_and_report_modules(["align", "2", "--to", "1"], home)
     assert out.startswith("aligned solution 2 to 1")
     assert not modules["timm"] and not modules["torchvision"]
+
+
+def test_an_alignment_already_registered_is_answered_without_torch(reg, home, tiny_config):
+    anchor_training.train(reg, tiny_config, [1, 2], device="cpu")
+    modules, first = run_and_report_modules(["align", "2", "--to", "1", "--json"], home)
+    assert modules["torch"]  # computing it needs torch
+    modules, again = run_and_report_modules(["align", "2", "--to", "1", "--json"], home)
+    assert not modules["torch"] and not modules["timm"]
+    assert json.loads(again) == json.loads(first)
+    modules, text = run_and_report_modules(["align", "2", "--to", "1"], home)
+    assert text.startswith(f"already aligned solution 2 to 1 as solution {json.loads(first)['id']}")
+    assert not modules["torch"]

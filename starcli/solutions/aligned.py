@@ -1,19 +1,22 @@
-"""`starlight align` as a function: register B permuted to match A as a solution of kind `aligned`."""
+"""`starlight align` as a function: register B permuted to match A as a solution of kind `aligned`.
+
+An alignment already registered is answered from the registry without importing torch (the models, the
+matching and the device are imported only to compute a new one): a rerun of a script's `align` starts as
+fast as a cached `barrier` query.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from starcli import models
-from starcli.alignment import align_state
-from starcli.engine import devices
 from starcli.errors import StarlightError, UsageError
 from starcli.registry import Registry, Solution
 
 from . import records
+
+if TYPE_CHECKING:
+    import torch
 
 METHOD = "weight_matching"
 
@@ -32,6 +35,9 @@ def align_solution(
     existing = records.by_key(reg, key)
     if existing is not None:
         return existing, False
+
+    from starcli.alignment import align_state
+    from starcli.engine import devices
 
     dev = devices.resolve(device)
     start = time.perf_counter()
@@ -53,11 +59,15 @@ def align_solution(
 
 
 def _parameter_names(arch: str, arch_kwargs: dict[str, Any]) -> list[str]:
+    import torch
+
+    from starcli import models
+
     with torch.device("meta"):  # names only: no memory, no initialisation
         return [n for n, _ in models.create(arch, **arch_kwargs).named_parameters()]
 
 
-def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], names: list[str]) -> float:
+def _distance(a: dict[str, "torch.Tensor"], b: dict[str, "torch.Tensor"], names: list[str]) -> float:
     """‖θ_A − θ_B‖ over parameters (running statistics are not weights)."""
     missing = [n for n in names if n not in a or n not in b]
     if missing:

@@ -28,6 +28,11 @@ OUTPUT, CLUSTER, DATA = "Output", "Cluster (--executor slurm | ray)", "Data"
 
 # Options several commands share, declared once (as sqlite-utils does with its output_options).
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps")
+CompileOpt = typer.Option(
+    False, "--compile",
+    help="Compile the training step with torch.compile (pays on GPUs, not for small CPU models; part of the key). "
+    "Other modes: --set compile=reduce-overhead|max-autotune.",
+)
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.", rich_help_panel=OUTPUT)
 CsvOpt = typer.Option(False, "--csv", help="CSV on stdout.", rich_help_panel=OUTPUT)
 MdOpt = typer.Option(False, "--md", help="Markdown table on stdout.", rich_help_panel=OUTPUT)

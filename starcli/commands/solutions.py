@@ -28,6 +28,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Override the learning rate."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the batch size."),
     set_: List[str] = typer.Option([], "--set", help="Any other setting, key=value (e.g. arch_kwargs.depth=2)."),
+    compile_: bool = common.CompileOpt,
     device: str = common.DeviceOpt,
     data_dir: Optional[str] = common.DataDirOpt,
     download: bool = common.DownloadOpt,
@@ -51,6 +52,7 @@ def train(
     config = recipes.resolve(
         recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_),
         device=device,  # the precision policy's defaults (bf16 + channels_last for convnets on CUDA)
+        compile_step=compile_,
     )
     if executor == "local":
         common.device(device)  # remote executors resolve the device on their nodes

@@ -37,6 +37,10 @@ def star(
         None, "--realign/--no-realign",
         help="Re-permute every anchor to the star at each epoch start (solution: on, paper: off).",
     ),
+    compile_: Optional[bool] = typer.Option(
+        None, "--compile/--no-compile",
+        help="Compile the star's step with torch.compile (part of the key). Default: as the anchors were trained.",
+    ),
     device: str = common.DeviceOpt,
     executor: str = common.ExecutorOpt,
     partition: Optional[str] = common.PartitionOpt,
@@ -74,7 +78,7 @@ def star(
     rep = common.reporter()
     spec = dict(
         anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step, seed=seed,
-        **settings,
+        compile_step=compile_, **settings,
     )
     with rep.live():
         [(sol, created)] = executors.build_stars(

@@ -41,6 +41,7 @@ ALLOWED: dict[str, str] = {
     "label_smoothing": "a number with 0 ≤ label_smoothing < 1",
     "precision": "fp32 or bf16",
     "memory_format": "contiguous or channels_last (channels_last: networks with image inputs only)",
+    "compile": "off, true, default, reduce-overhead or max-autotune (a torch.compile mode)",
     "recipe": "a recipe name",
     "normalisation": "a description",
 }
@@ -78,6 +79,8 @@ class TrainingConfig(BaseModel):
     precision: Literal["fp32", "bf16"]
     # Absent in every config that predates it (and on the CPU): contiguous. See engine/precision.py.
     memory_format: Literal["contiguous", "channels_last"] | None = None
+    # Absent (eager) unless asked for; normalised before the check (true → default). See engine/compilation.py.
+    compile: Literal["default", "reduce-overhead", "max-autotune"] | None = None
     recipe: StrictStr
     normalisation: StrictStr
 

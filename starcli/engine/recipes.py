@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
 }
 # Keys a resolved config has only when set (by a recipe, --set or the device policy, engine/precision.py):
 # a config without them keeps the key it had before they existed.
-OPTIONAL: dict[str, Any] = {"memory_format": "contiguous"}
+OPTIONAL: dict[str, Any] = {"memory_format": "contiguous", "compile": "off"}
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant", "step")
 
@@ -92,8 +92,12 @@ def resolve(
     batch_size: int | None = None,
     overrides: dict[str, Any] | None = None,
     device: str | None = None,
+    compile_step: bool = False,
 ) -> dict[str, Any]:
     """The complete training config: defaults < device policy < recipe < --set < the named flags.
+
+    `compile_step` (--compile): compile the training step in torch.compile's default mode, unless the
+    recipe or --set already names a mode (engine/compilation.py).
 
     `device` (a --device value) picks the precision policy's defaults (engine/precision.py): on CUDA a
     convolutional network trains in bf16 and channels_last unless the recipe or --set says otherwise;
@@ -101,7 +105,7 @@ def resolve(
     # Imported here: reading recipes and hashing configs stays free of torch (list, show, sweep listings).
     from starcli import models
 
-    from . import data, precision
+    from . import compilation, data, precision
 
     name, table = read(recipe)
     config = copy.deepcopy(DEFAULTS)
@@ -116,6 +120,9 @@ def resolve(
     if width is not None:
         config["arch_kwargs"]["width"] = width
         origins["arch_kwargs.width"] = "--width"
+    if compile_step and config.get("compile") in (None, False, "off"):
+        config["compile"] = "default"
+        origins["compile"] = "--compile"
     if not config["dataset"] or not config["arch"]:
         raise UsageError(f"recipe {name} must name a dataset and an arch")
     if not isinstance(config["dataset"], str) or config["dataset"] not in data.DATASETS:
@@ -128,6 +135,7 @@ def resolve(
     if config["augmentation"] is None:
         config["augmentation"] = meta.augmentation
     precision.apply_defaults(config, meta.shape, precision.device_type(device), explicit=set(origins))
+    compilation.normalise(config)  # compile = false / "off" keys as eager
     config["recipe"] = name
     config["normalisation"] = meta.normalisation
     validate(config, origins)

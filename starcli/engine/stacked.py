@@ -67,6 +67,8 @@ def stackable(config: dict[str, Any], device: torch.device) -> bool:
         return False  # autocast would cast inside _StackedLinear but not in its hand-written backward
     if config.get("memory_format", "contiguous") != "contiguous":
         return False  # fit would run channels_last tensors, StackedNet runs its own layout
+    if config.get("compile"):
+        return False  # fit would run inductor's fused kernels, StackedNet eager ones: other bits
     net = models.create(config["arch"], **config["arch_kwargs"])
     layers = net.layers if hasattr(net, "layers") else net
     return isinstance(layers, nn.Sequential) and all(type(m) in _LAYERS for m in layers)

@@ -20,7 +20,7 @@ from torch.func import functional_call
 from starcli import models
 from starcli.errors import UsageError
 
-from . import evaluation, loop
+from . import compilation, evaluation, loop
 from .data import Split
 from .interpolation import average
 
@@ -166,12 +166,21 @@ def fit_star(
         star_state = {k: v.detach() for k, v in model.state_dict().items()}
         targets = anchor_params([realign(star_state, state) for state in anchors])
 
+    def network_at(weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, dict(zip(names, weights)), (x,), tie_weights=tied)
+
+    # Under --compile the network is compiled, not the draw of anchor and t nor the lerp: t stays a
+    # Python number outside the graph, so a new t every step compiles nothing again.
+    segment_forward = compilation.compiled(network_at, config)
+    own_forward = compilation.compiled(model, config)
+
     def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         smoothing = config["label_smoothing"]
         losses, rights = [], []
         for _ in range(samples_per_step):
             anchor = targets[draws.randrange(len(targets))]
-            outputs = interpolated_outputs(model, names, params, anchor, t_sampling.draw(draws), x, tied)
+            # (1−t)·θ + t·θ_i, as interpolated_outputs builds it.
+            outputs = segment_forward(torch._foreach_lerp(params, anchor, t_sampling.draw(draws)), x)
             losses.append(evaluation.loss_fn(outputs, y, label_smoothing=smoothing))
             rights.append(evaluation.correct_count(outputs, y))
         loss = losses[0] if samples_per_step == 1 else torch.stack(losses).mean()
@@ -179,7 +188,7 @@ def fit_star(
         if rights[0] is not None:
             right = rights[0] if samples_per_step == 1 else torch.stack(rights).float().mean()
         if mu_star > 0:
-            own = evaluation.loss_fn(model(x), y, label_smoothing=smoothing)
+            own = evaluation.loss_fn(own_forward(x), y, label_smoothing=smoothing)
             loss = (loss + mu_star * own) / (1 + mu_star)
         return loss, right
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from starcli import models
 
-from . import evaluation, loop
+from . import compilation, evaluation, loop
 from .data import Split
 from .loop import ResumeFile
 
@@ -28,9 +28,10 @@ def fit(
     model = loop.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
     optimizer = loop.build_optimizer(model.parameters(), config)
     start = resume.load(model, optimizer, device) if resume else 0
+    forward = compilation.compiled(model, config)  # the model itself unless the config asks to compile
 
     def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        outputs = model(x)
+        outputs = forward(x)
         return evaluation.loss_fn(outputs, y, label_smoothing=config["label_smoothing"]), evaluation.correct_count(outputs, y)
 
     return loop.run_epochs(

@@ -142,6 +142,7 @@ class StarJob:
     align_anchors: bool = False
     store_url: str | None = None
     init: str = "random"
+    compile_step: bool | None = None
 
     kind = "star"
 
@@ -156,7 +157,7 @@ class StarJob:
         sol, created = stars.build_star(
             reg, list(self.anchors), epochs=self.epochs, t_sampling=self.t_sampling, samples_per_step=self.samples_per_step,
             mu_star=self.mu_star, seed=self.seed, device=self.device, reporter=reporter, align_anchors=self.align_anchors,
-            tracking=tracking, init=self.init,
+            tracking=tracking, init=self.init, compile_step=self.compile_step,
         )
         return sol.id, created
 

@@ -110,6 +110,7 @@ def plan_star(
     align_anchors: bool = False,
     reporter: Reporter | None = None,
     init: str = "random",
+    compile_step: bool | None = None,
 ) -> StarPlan:
     """Check a star's settings and anchors and key it, training nothing: what `build_star` does first,
     and what an executor does before it submits a star job (bad input fails here, not in a worker)."""
@@ -134,6 +135,11 @@ def plan_star(
     records.require_same_task(anchors, "anchors")
     recipe = recipe_of(anchors, reporter)
     config = dict(recipe, epochs=epochs or recipe["epochs"])
+    # --compile / --no-compile; None: as the anchors were trained (engine/compilation.py; in the key).
+    if compile_step and not config.get("compile"):
+        config["compile"] = "default"
+    elif compile_step is False:
+        config.pop("compile", None)
     config["star"] = {
         "anchors": anchor_ids,
         "t_sampling": str(sampling),
@@ -167,6 +173,7 @@ def build_star(
     align_anchors: bool = False,
     tracking: Callable | None = None,
     init: str = "random",
+    compile_step: bool | None = None,
 ) -> tuple[Solution, bool]:
     """Train and register a star from the anchors; returns (solution, created).
 
@@ -174,7 +181,9 @@ def build_star(
     """
     reporter = reporter or Reporter()
     dev = devices.resolve(device)  # before any lookup: a registered star must not hide --device tpu
-    plan = plan_star(reg, anchor_ids, epochs, t_sampling, samples_per_step, mu_star, seed, align_anchors, reporter, init)
+    plan = plan_star(
+        reg, anchor_ids, epochs, t_sampling, samples_per_step, mu_star, seed, align_anchors, reporter, init, compile_step
+    )
     config, key, anchors, recipe, sampling = plan.config, plan.key, plan.anchors, plan.recipe, plan.sampling
     anchor_ids = config["star"]["anchors"]
     existing = plan.existing

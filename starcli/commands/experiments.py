@@ -21,6 +21,11 @@ def sweep(
     device: str = common.DeviceOpt,
     executor: str = common.ExecutorOpt,
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Training runs at once (local: worker processes)."),
+    partition: Optional[str] = common.PartitionOpt,
+    time: str = common.TimeOpt,
+    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
+    slurm_cluster: str = common.SlurmClusterOpt,
+    ray_address: Optional[str] = common.RayAddressOpt,
     data_dir: Optional[str] = common.DataDirOpt,
     download: bool = common.DownloadOpt,
     plan: bool = typer.Option(False, "--plan", help="Validate the file and print what a run needs; compute nothing."),
@@ -42,7 +47,9 @@ def sweep(
             sys.stdout.write(table_text(rows, ["sweep", "description"], None))
         return
     from starcli.experiments import sweep as sweeps
+    from starcli.solutions.executor_options import check_options
 
+    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     spec = sweep_file.load(name)
     if plan:
         info = spec.plan()
@@ -63,7 +70,8 @@ def sweep(
     with style.output(fig_format, dpi), rep.live():
         result = sweeps.run(
             reg, spec, folder, device=device, data_dir=data_dir, download=download, executor=executor, jobs=jobs,
-            reporter=rep, tracking=tracking,
+            reporter=rep, tracking=tracking, partition=partition, time=time, gpus_per_job=gpus_per_job,
+            slurm_cluster=slurm_cluster, ray_address=ray_address,
         )
     if json_:
         common.echo_json({k: v for k, v in result.items() if k != "cells"})  # cells hold every curve: see results.json

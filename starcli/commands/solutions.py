@@ -51,7 +51,9 @@ def train(
     executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     config = recipes.resolve(
         recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_),
-        device=device,  # the precision policy's defaults (bf16 + channels_last for convnets on CUDA)
+        # The precision policy's defaults (bf16 + channels_last for convnets on CUDA) for the device the
+        # runs will train on: a SLURM or Ray job's, not this machine's.
+        device=executors.policy_device(executor, device, gpus_per_job),
         compile_step=compile_,
     )
     if executor == "local":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,30 +41,53 @@ def run(
     jobs: int | None = None,
     reporter: Reporter | None = None,
     tracking=None,
+    **cluster: Any,
 ) -> dict[str, Any]:
     """Train what is missing, build every star, measure every barrier, write the report folder.
+
+    `cluster`: the SLURM and Ray options of `executors.train` (partition, time, gpus_per_job,
+    slurm_cluster, ray_address), for every phase. On Ray the whole sweep shares one connection (one
+    local Ray, when no address is given), not one per phase.
 
     Returns the sweep's results (also written as results.json): `cells` (per star: its summary and
     pairs), `rows` (the summary table), `files` (what was written under `out`) and `computed` (how many
     training runs, stars and barrier pairs this call computed rather than found in the registry).
     """
-    reporter = reporter or Reporter()
-    out = Path(out)
+    unknown = sorted(set(cluster) - set(CLUSTER_OPTIONS))
+    if unknown:
+        raise TypeError(f"sweep.run() got unexpected keyword argument(s) {', '.join(unknown)}")
+    executors.check_options(
+        executor, jobs, cluster.get("partition"), cluster.get("time", executors.DEFAULT_TIME), cluster.get("gpus_per_job"),
+        cluster.get("slurm_cluster", "slurm"), cluster.get("ray_address"),
+    )
+    session = executors.ray_session(cluster.get("ray_address")) if executor == "ray" else nullcontext()
+    with session:
+        return _run(reg, sweep, Path(out), device, data_dir, download, executor, jobs, reporter or Reporter(), tracking, cluster)
+
+
+# The executor options a sweep passes to every phase (see `run`).
+CLUSTER_OPTIONS = ("partition", "time", "gpus_per_job", "slurm_cluster", "ray_address")
+
+
+def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, jobs, reporter, tracking, cluster) -> dict[str, Any]:
     start = time.perf_counter()
     cells = sweep.cells()
     computed = {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0}
     overall = reporter.task(f"sweep {sweep.name}", len(sweep.widths) + (3 if sweep.soup else 2) * len(cells))
 
+    configs = width_configs(sweep, executors.policy_device(executor, device, cluster.get("gpus_per_job")))
     pool = executors.local_pool(device, jobs) if executor == "local" else None
     if pool is not None:
         with pool:
-            results = _run_on_pool(reg, sweep, cells, pool, device, data_dir, download, reporter, tracking, overall, computed)
+            results = _run_on_pool(
+                reg, sweep, cells, configs, pool, device, data_dir, download, reporter, tracking, overall, computed
+            )
         return _finish(sweep, out, results, computed, start, device)
 
     ids: dict[Any, dict[int, int]] = {}  # width → seed → solution id
     for width in sweep.widths:
         outcomes = _train(
-            reg, sweep.config(width, device), sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter, tracking
+            reg, configs[width], sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter, tracking, cluster
         )
         computed["training_runs"] += sum(o.trained for o in outcomes)
         ids[width] = {o.solution.seed: o.solution.id for o in outcomes}
@@ -73,10 +97,10 @@ def run(
     anchor_sets = [[ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]] for cell in cells]
     built = executors.build_stars(
         reg, [_star_spec(sweep, cell, anchors) for cell, anchors in zip(cells, anchor_sets)],
-        executor=executor, device=device, jobs=jobs, reporter=reporter, tracking=tracking,
+        executor=executor, device=device, jobs=jobs, reporter=reporter, tracking=tracking, **cluster,
     )
     # Barrier pairs run on the executor too, in --jobs batches (local: in this process unless --jobs > 1).
-    fan_out = partial(executors.barrier, executor=executor, jobs=jobs)
+    fan_out = partial(executors.barrier, executor=executor, jobs=jobs, **cluster)
 
     results = []
     for cell, anchors, (star, created) in zip(cells, anchor_sets, built):
@@ -117,8 +141,15 @@ def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: di
     return payload | {"out": str(out), "files": written["files"], "rows": written["rows"]}
 
 
-def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], pool, device, data_dir, download, reporter, tracking, overall,
-                 computed) -> list[dict[str, Any]]:
+def width_configs(sweep: Sweep, device: str) -> dict[Any, dict[str, Any]]:
+    """Every width's training config, resolved once for the device its runs train on (`device`, as
+    `executors.policy_device` names it: its precision defaults are part of the key), and used by every
+    path of the sweep alike, so a pooled sweep keys its anchors exactly as a sequential one does."""
+    return {width: sweep.config(width, device) for width in sweep.widths}
+
+
+def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, device, data_dir, download, reporter, tracking,
+                 overall, computed) -> list[dict[str, Any]]:
     """The sweep on one pool of workers started once (each imports torch once for all its jobs), every
     phase fed as soon as what it needs is registered: all widths' seed groups at once, largest first; the
     stars once the anchors are registered; a star's barrier pairs as soon as that star is; then the soups.
@@ -128,7 +159,7 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], pool, device, data_dir, d
     them (`TrainAheadJob`) and this process registers them width by width, which runs no epoch and
     stores the very same bytes; no star is submitted before every anchor is registered, and the soups
     are built here after the stars. Star ids follow the order the stars finish in."""
-    ids = _train_on_pool(reg, sweep, pool, device, data_dir, download, reporter, tracking, overall, computed)
+    ids = _train_on_pool(reg, sweep, configs, pool, device, data_dir, download, reporter, tracking, overall, computed)
     anchor_sets = [[ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]] for cell in cells]
     held_outs = [[ids[cell.width][s] for s in sweep.held_out_seeds] for cell in cells]
     plans, star_todo = executors.star_jobs(
@@ -152,7 +183,7 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], pool, device, data_dir, d
         if plan.existing is not None:
             send_pairs(i)
     # The widest stars first, so that no long one starts last while the other workers idle.
-    for i, job in sorted(star_todo, key=lambda item: -_cost(sweep.config(cells[item[0]].width), 1)):
+    for i, job in sorted(star_todo, key=lambda item: -_cost(configs[cells[item[0]].width], 1)):
         pending[pool.submit(job)] = ("star", i, job)
     while pending:
         done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -191,11 +222,12 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], pool, device, data_dir, d
     return results
 
 
-def _train_on_pool(reg, sweep: Sweep, pool, device, data_dir, download, reporter, tracking, overall, computed) -> dict:
+def _train_on_pool(reg, sweep: Sweep, by_width: dict, pool, device, data_dir, download, reporter, tracking, overall,
+                   computed) -> dict:
     """Every width's missing seeds trained on the pool, registered here in the sequential sweep's order
     (width by width, seeds in order) as soon as a width and all before it are trained. width → seed → id."""
     widths, seeds = sweep.widths, sweep.seeds_to_train()
-    configs = [sweep.config(width) for width in widths]
+    configs = [by_width[width] for width in widths]
     missing = [[s for s in seeds if records.by_key(reg, anchors.anchor_key(config, s)) is None] for config in configs]
     work = [(cost, w, job) for w, config in enumerate(configs) for cost, job in _train_jobs(
         reg, config, missing[w], device, data_dir, download, pool, sum(_cost(c, len(m)) for c, m in zip(configs, missing)))]
@@ -265,10 +297,10 @@ def _task(sweep: Sweep) -> str:
     return data.info(sweep.config(sweep.widths[0])["dataset"]).task
 
 
-def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter, tracking=None):
+def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter, tracking=None, cluster=None):
     return executors.train(
         reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
-        reporter=reporter, tracking=tracking,
+        reporter=reporter, tracking=tracking, **(cluster or {}),
     )
 
 

@@ -51,6 +51,23 @@ def check_options(
         _check_ray_address(ray_address)
 
 
+def policy_device(executor: str, device: str, gpus_per_job: float | None = None) -> str:
+    """The device whose precision defaults (engine/precision.py) a submitted run's config gets.
+
+    A config is resolved where the command is typed, but a SLURM or Ray job trains where it lands: with
+    `--device auto` on a CPU login node, the defaults must be those of the GPU the job asks for, not of
+    the login node. So: the device named, for local runs or any device but auto; "cuda" for a job that
+    asks for GPUs (SLURM asks for one unless --gpus-per-job 0 or --device cpu); "cpu" for one that asks
+    for none. A Ray job without --gpus-per-job takes a GPU only if the cluster has one, which is known
+    only once connected: that case keeps the submitting machine's defaults (pass --device cuda or
+    --gpus-per-job to decide)."""
+    if executor == "local" or device != "auto":
+        return device
+    if gpus_per_job is not None:
+        return "cuda" if gpus_per_job > 0 else "cpu"
+    return "cuda" if executor == "slurm" else device
+
+
 def time_minutes(text: str) -> int:
     """A SLURM time limit, `MINUTES`, `H:MM:SS`, `H:MM` or `D-H:MM:SS`, in whole minutes."""
     m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text).strip())

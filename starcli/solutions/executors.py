@@ -18,9 +18,10 @@ import signal
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -38,6 +39,7 @@ from .executor_options import (  # noqa: F401  (re-exported: the options are par
     SLURM_CLUSTERS,
     _check_ray_address,
     check_options,
+    policy_device,
     time_minutes,
 )
 
@@ -634,15 +636,35 @@ def _run_slurm(todo: list, device, jobs, home: Path, partition, time, gpus_per_j
 
 
 
+def _ray_init(ray, address: str | None) -> None:
+    _check_ray_address(address or os.environ.get("RAY_ADDRESS"))
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise StarlightError(f"cannot start or join Ray at {address or 'a local cluster'}: {str(e).splitlines()[0]}") from None
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """One Ray connection for several `run_jobs` calls (a sweep's phases): joined or started here unless
+    this process is already connected, and shut down at the end. Without it each call joins (or, with no
+    address, starts and stops a local Ray) on its own: seconds per phase on a cluster, much more locally."""
+    ray = require("ray", "ray")
+    if ray.is_initialized():
+        yield
+        return
+    _ray_init(ray, address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def _run_ray(todo: list, device, jobs, gpus_per_job, address, reporter) -> "_Results":
     ray = require("ray", "ray")
     started = not ray.is_initialized()
     if started:
-        _check_ray_address(address or os.environ.get("RAY_ADDRESS"))
-        try:
-            ray.init(address=address, include_dashboard=False, logging_level="ERROR")
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise StarlightError(f"cannot start or join Ray at {address or 'a local cluster'}: {str(e).splitlines()[0]}") from None
+        _ray_init(ray, address)
     try:
         available = ray.cluster_resources().get("GPU", 0)
         if gpus_per_job is None:

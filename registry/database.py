@@ -124,6 +124,9 @@ class Registry:
                 finally:
                     writer.dispose()
             return
+        # A writer may store checkpoints: a missing bucket or a store that cannot be reached is one line
+        # now, before the home is created and before any training, not when the first blob is written.
+        self.store.check_reachable()
         self.home.mkdir(parents=True, exist_ok=True)
         if self.url.startswith("sqlite") and not os.access(self.home, os.W_OK):
             raise RegistryError(

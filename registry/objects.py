@@ -28,6 +28,8 @@ S3_CONNECT_TIMEOUT_S = 10
 # AWS's bucket naming rules (3-63 characters: lower-case letters, digits, dots and hyphens).
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 S3_PROTOCOLS = ("s3", "s3a")
+# Stores whose URL starts with a bucket (or container), which must exist before anything is written.
+BUCKET_PROTOCOLS = (*S3_PROTOCOLS, "gs", "gcs", "az", "abfs", "abfss")
 CREDENTIALS = {
     "s3": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
     "s3a": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
@@ -124,6 +126,27 @@ class ObjectStore(BlobStore):
         return sorted(out)
 
     # -- the object store ----------------------------------------------------------------------------
+
+    def check_reachable(self) -> None:
+        """One request to the bucket before any work (BlobStore.check_reachable): a missing bucket or
+        an unreachable endpoint is found before a run trains for hours, not when its checkpoint is written."""
+        if self.protocol not in BUCKET_PROTOCOLS:
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:
+            self.fs.info(bucket)
+        except FileNotFoundError:
+            raise RegistryError(
+                f"the bucket of {self.describe()} does not exist; create it or fix {STORE_URL_ENV}"
+            ) from None
+        except PermissionError:
+            # Asking about the bucket needs a right (s3:ListBucket) that a key limited to its prefix lacks;
+            # wrong credentials look the same. The first put or load tells which, in its own line.
+            return
+        except Exception as e:
+            if _missing_bucket(e) or _unreachable(e):
+                raise self._failure(e, "reach") from e
+            return  # anything else is for the first put or load to report
 
     def _key(self, sha256: str) -> str:
         return f"{self.root}/{blob_key(sha256)}"
@@ -247,8 +270,8 @@ def _one_line(exc: BaseException) -> str:
 def open_store(url: str, cache_dir: Path) -> BlobStore:
     """The store at `url` (STARLIGHT_STORE_URL); a remote one keeps verified copies in `cache_dir`.
 
-    Only the URL is checked here (no network): opening the registry stays instant, and a missing bucket
-    or wrong credentials are reported by the first put or load.
+    Only the URL is checked here (no network); a registry opened for writing then asks the bucket once
+    (`check_reachable`), and wrong credentials for objects are reported by the first put or load.
     """
     parts = urlsplit(url)
     if "://" not in url or not parts.scheme:

@@ -88,6 +88,11 @@ class BlobStore:
         """Remove temp files that writers killed mid-write left behind (a store without them: nothing)."""
         return []
 
+    def check_reachable(self) -> None:
+        """Raise a one-line RegistryError now if blobs could not be written at all (a remote store whose
+        bucket is missing, or that cannot be reached), rather than after the work that produced them.
+        A local store is a folder the registry made: nothing to check."""
+
     def put(self, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> str:
         from safetensors.torch import save
 

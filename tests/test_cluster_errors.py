@@ -117,10 +117,17 @@ def test_a_malformed_store_url_is_one_line_and_creates_no_home(home, cli, monkey
     assert not home.exists()
 
 
-def test_a_bucket_that_does_not_exist_is_one_line_and_registers_nothing(home, tiny_config, s3_endpoint, monkeypatch, cli):  # noqa: F811
+def test_a_bucket_that_does_not_exist_is_one_line_and_registers_nothing(home, tiny_config, s3_endpoint, monkeypatch, cli, tmp_path):  # noqa: F811
     url = f"s3://no-such-bucket-{uuid.uuid4().hex[:12]}/ckpt"
     _s3_env(monkeypatch, s3_endpoint, url)
-    code, out, err = cli("train", "--seed", "1", "--width", "8", "--epochs", "1", "--device", "cpu")
-    assert code == 1 and out == "" and url in _error_line(err) and "does not exist" in err
-    # The bucket is first touched when the checkpoint is written, after training: the row never is.
-    assert _rows(home) == []
+    from starcli.engine import training
+
+    # Found when the registry is opened for writing, before any training (which would fail this test).
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("trained before the bucket was checked"))
+    report = tmp_path / "report"
+    for command in (["train", "--seed", "1", "--width", "8", "--epochs", "1"], ["sweep", "linear-toy", "--out", str(report)]):
+        code, out, err = cli(*command, "--device", "cpu")
+        assert code == 1 and out == "" and url in _error_line(err) and "does not exist" in err, err
+        assert len(err.strip().splitlines()) == 1
+        # Nothing was created: no registry, no resume folder, no report.
+        assert not (home / "registry.db").exists() and _runs(home) == [] and not report.exists()

@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import pytest
 
 from starcli.registry import CorruptBlobError, Registry, RegistryError, open_registry
+from starcli.registry.objects import open_store
 from starcli.registry.paths import blob_cache
 
 PREFIX = "ckpt"
@@ -276,24 +277,31 @@ def test_the_cache_serves_loads_without_s3_and_a_corrupt_cached_copy_is_fetched_
 def test_a_missing_bucket_is_a_one_line_error_naming_the_url(s3, home, monkeypatch):
     url = f"s3://no-such-bucket-{uuid.uuid4().hex[:12]}/ckpt"
     monkeypatch.setenv("STARLIGHT_STORE_URL", url)
-    reg = open_registry(home)
+    # A registry opened for writing asks the bucket first: nothing is created for a store it cannot use.
     with pytest.raises(RegistryError) as excinfo:
-        reg.store.put(_weights(1.0))
+        open_registry(home)
+    _one_line_error(excinfo, url, "does not exist", "STARLIGHT_STORE_URL")
+    assert not home.exists()
+    # The store's own puts and loads say the same (a bucket deleted while a registry is open).
+    store = open_store(url, blob_cache(home))
+    with pytest.raises(RegistryError) as excinfo:
+        store.put(_weights(1.0))
     _one_line_error(excinfo, url, "does not exist", "STARLIGHT_STORE_URL")
     with pytest.raises(RegistryError) as excinfo:
-        reg.store.load("ab" * 32)
+        store.load("ab" * 32)
     assert type(excinfo.value) is RegistryError  # the bucket is missing, not the blob
     _one_line_error(excinfo, url, "does not exist")
-    reg.close()
 
 
 def test_an_unreachable_endpoint_is_a_one_line_error(s3, home, monkeypatch):
     monkeypatch.setenv("STARLIGHT_S3_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
-    reg = open_registry(home)
     with pytest.raises(RegistryError) as excinfo:
-        reg.store.put(_weights(1.0))
+        open_registry(home)
     _one_line_error(excinfo, s3.url, "cannot reach", "STARLIGHT_S3_ENDPOINT_URL")
-    reg.close()
+    store = open_store(s3.url, blob_cache(home))
+    with pytest.raises(RegistryError) as excinfo:
+        store.put(_weights(1.0))
+    _one_line_error(excinfo, s3.url, "cannot reach", "STARLIGHT_S3_ENDPOINT_URL")
 
 
 def test_bad_credentials_are_a_one_line_error(s3_endpoint, home, tmp_path, monkeypatch):
@@ -302,14 +310,15 @@ def test_bad_credentials_are_a_one_line_error(s3_endpoint, home, tmp_path, monke
     try:
         url = "s3://some-bucket/ckpt"
         _s3_env(monkeypatch, endpoint, url, AWS_ACCESS_KEY_ID="AKIAWRONGWRONGWRONG0", AWS_SECRET_ACCESS_KEY="nope")
-        reg = open_registry(home)
+        # Opening is allowed (a key limited to its prefix may not ask about the bucket); the first put says it.
+        open_registry(home).close()
+        store = open_store(url, blob_cache(home))
         with pytest.raises(RegistryError) as excinfo:
-            reg.store.put(_weights(1.0))
+            store.put(_weights(1.0))
         _one_line_error(excinfo, url, "refused access", "AWS_ACCESS_KEY_ID")
         with pytest.raises(RegistryError) as excinfo:
-            reg.store.load("cd" * 32)
+            store.load("cd" * 32)
         _one_line_error(excinfo, url, "refused access")
-        reg.close()
     finally:
         _stop(proc)
 

@@ -16,6 +16,13 @@ ENV PYTHONUNBUFFERED=1 \
     STARLIGHT_DATA_DIR=/data/datasets \
     HOME=/tmp
 
+# `--compile` builds kernels with the machine's compiler (inductor: g++; Triton's CUDA launcher: gcc), and
+# the runtime image has none. Unpinned: Debian's point releases replace exact versions.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+
 # A virtual environment, because recent images refuse system-wide pip installs (PEP 668); it sees the
 # image's site-packages, so the CUDA build of torch in the base image is reused, not downloaded again.
 RUN python -m venv --system-site-packages /opt/starlight

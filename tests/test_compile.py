@@ -10,7 +10,7 @@ import torch
 
 from starcli.engine import compilation, recipes, stacked, starlight, training
 from starcli.engine.data import load_split
-from starcli.errors import UsageError
+from starcli.errors import StarlightError, UsageError
 from starcli.solutions import records
 
 
@@ -69,11 +69,16 @@ def _flat(model):
 
 
 def test_a_compiled_anchor_trains_like_the_eager_one_and_repeats_its_own_bits(split):
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()
     eager_cfg = _resolve()
     compiled_cfg = _resolve(compile_step=True)
     eager = _flat(training.fit(eager_cfg, 1, torch.device("cpu"), split))
+    assert counters["stats"]["unique_graphs"] == 0
     first = _flat(training.fit(compiled_cfg, 1, torch.device("cpu"), split))
+    assert counters["stats"]["unique_graphs"] > 0  # the step really went through dynamo
     again = _flat(training.fit(compiled_cfg, 1, torch.device("cpu"), split))
     assert torch.equal(first, again)  # same seed and config: the same checkpoint, compiled too
     # Same training, other kernels: equal up to rounding, not bit for bit (hence the key).
@@ -123,3 +128,23 @@ def test_train_and_star_take_compile_from_the_command_line(cli, tiny_config):
     assert sid == 5 and config_of(sid)["compile"] == "default"
     code, out, err = cli("star", "--anchors", "1-2", "--epochs", "1", "--device", "cpu", "--compile", "--json")
     assert code == 0 and json.loads(out)["id"] == 5  # the same request finds it registered
+
+
+def test_no_compiler_is_one_line_before_the_home_is_made_or_anything_trains(cli, home, split, monkeypatch, tmp_path):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.delenv("CC", raising=False)
+    assert compilation.missing_compiler("cpu") and compilation.missing_compiler("cuda")
+    fresh = tmp_path / "fresh-home"
+    code, out, err = cli("--home", str(fresh), "train", "--compile", "--epochs", "1", "--device", "cpu")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "C++ compiler" in err and "without --compile" in err
+    assert not fresh.exists()
+    # The engine's own entry (a remote worker, the Python API) says the same, not an InductorError.
+    with pytest.raises(StarlightError, match="C\\+\\+ compiler"):
+        training.fit(_resolve(compile_step=True), 1, torch.device("cpu"), split)
+    # Eager training needs no compiler.
+    assert compilation.missing_compiler("cpu") and training.fit(_resolve(), 1, torch.device("cpu"), split) is not None
+    monkeypatch.setenv("CXX", "/bin/sh")  # $CXX names the compiler, found by path
+    assert compilation.missing_compiler("cpu") is None

@@ -154,6 +154,17 @@ def device(name: str) -> str:
     return name
 
 
+def compile_toolchain(config: dict, device: str) -> None:
+    """A compiled config on a machine without the compiler it needs: one line before the home is made."""
+    from starcli.engine import compilation
+
+    if compilation.mode(config) is None:
+        return
+    from starcli.engine import devices
+
+    compilation.check_toolchain(config, devices.resolve(device).type)
+
+
 def tracking(reg, log: str | None, log_dir: str | None):
     """The live tracker `--log` asks for (checked before any training starts), or None."""
     if log is None:

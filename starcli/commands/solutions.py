@@ -58,6 +58,7 @@ def train(
     )
     if executor == "local":
         common.device(device)  # remote executors resolve the device on their nodes
+        common.compile_toolchain(config, device)
     reg = common.registry()
     tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()

@@ -19,7 +19,11 @@ trained it.
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any, Callable, TypeVar
+
+from starcli.errors import StarlightError
 
 MODES = ("default", "reduce-overhead", "max-autotune")
 KEY = "compile"
@@ -43,7 +47,34 @@ def mode(config: dict[str, Any] | None) -> str | None:
     return (config or {}).get(KEY)
 
 
-def compiled(fn: F, config: dict[str, Any] | None) -> F:
+def missing_compiler(device_type: str) -> str | None:
+    """What torch.compile's code generator needs and this machine lacks, or None.
+
+    Inductor builds CPU kernels as C++ ($CXX, else g++) and CUDA kernels through Triton, whose launcher
+    is C ($CC, else gcc or clang). Without one, torch fails deep inside the first compiled step with an
+    InductorError; asking first turns that into one line before any data is loaded or anything trains.
+    """
+    if device_type == "cuda":
+        found = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+        return None if found else "a C compiler (gcc or clang, or $CC) for Triton's CUDA kernels"
+    found = shutil.which(os.environ.get("CXX") or "g++")
+    return None if found else "a C++ compiler (g++, or $CXX) for inductor's CPU kernels"
+
+
+def check_toolchain(config: dict[str, Any] | None, device_type: str) -> None:
+    """Refuse a compiled config on a machine that cannot build its kernels (no-op for eager configs)."""
+    chosen = mode(config)
+    if chosen is None:
+        return
+    missing = missing_compiler(device_type)
+    if missing:
+        raise StarlightError(
+            f"compile={chosen} needs {missing}, and this machine has none on PATH; "
+            "install one (apt-get install g++) or train without --compile"
+        )
+
+
+def compiled(fn: F, config: dict[str, Any] | None, device_type: str = "cpu") -> F:
     """`fn` (a module or a function of tensors) compiled in the config's mode; `fn` itself when eager.
 
     A compiled module shares its parameters with `fn`: the optimizer, the resume file and the state dict
@@ -53,6 +84,7 @@ def compiled(fn: F, config: dict[str, Any] | None) -> F:
     chosen = mode(config)
     if chosen is None:
         return fn
+    check_toolchain(config, device_type)  # a remote worker or the Python API gets the same one line
     import torch
 
     return torch.compile(fn, mode=chosen, dynamic=False)  # type: ignore[return-value]

@@ -41,7 +41,7 @@ ALLOWED: dict[str, str] = {
     "label_smoothing": "a number with 0 ≤ label_smoothing < 1",
     "precision": "fp32 or bf16",
     "memory_format": "contiguous or channels_last (channels_last: networks with image inputs only)",
-    "compile": "off, true, default, reduce-overhead or max-autotune (a torch.compile mode)",
+    "compile": "off, false, true, default, reduce-overhead or max-autotune (a torch.compile mode)",
     "recipe": "a recipe name",
     "normalisation": "a description",
 }

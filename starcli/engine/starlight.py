@@ -171,8 +171,8 @@ def fit_star(
 
     # Under --compile the network is compiled, not the draw of anchor and t nor the lerp: t stays a
     # Python number outside the graph, so a new t every step compiles nothing again.
-    segment_forward = compilation.compiled(network_at, config)
-    own_forward = compilation.compiled(model, config)
+    segment_forward = compilation.compiled(network_at, config, device.type)
+    own_forward = compilation.compiled(model, config, device.type)
 
     def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         smoothing = config["label_smoothing"]

@@ -28,7 +28,7 @@ def fit(
     model = loop.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
     optimizer = loop.build_optimizer(model.parameters(), config)
     start = resume.load(model, optimizer, device) if resume else 0
-    forward = compilation.compiled(model, config)  # the model itself unless the config asks to compile
+    forward = compilation.compiled(model, config, device.type)  # the model itself unless the config asks to compile
 
     def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         outputs = forward(x)

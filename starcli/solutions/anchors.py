@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from starcli.engine import devices, evaluation, stacked, training
+from starcli.engine import compilation, devices, evaluation, stacked, training
 from starcli.engine.data import Split, load_split
 from starcli.engine.loop import ResumeFile
 from starcli.engine.recipes import config_hash
@@ -151,6 +151,7 @@ def train(
         else:
             todo.append(seed)
     if todo:
+        compilation.check_toolchain(config, dev.type)  # before the data is loaded, not at the first step
         cache = records.dataset_cache(reg)
         train_split = load_split(config["dataset"], "train", dev, data_dir, download, cache)
         test_split = load_split(config["dataset"], "test", dev, data_dir, download, cache)

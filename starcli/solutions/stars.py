@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starcli.alignment import align_state
-from starcli.engine import devices, evaluation
+from starcli.engine import compilation, devices, evaluation
 from starcli.engine.data import load_split
 from starcli.engine.loop import ResumeFile
 from starcli.engine.starlight import STAR_INITS, TSampling, fit_star
@@ -191,6 +191,7 @@ def build_star(
         reporter.log(f"this star is already registered as solution {existing.id}")
         manage.clear_registered_run(run_folder(reg, key))
         return existing, False
+    compilation.check_toolchain(config, dev.type)  # before the data is loaded, not at the first step
     realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if align_anchors else None
 
     train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))

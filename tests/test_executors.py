@@ -151,11 +151,36 @@ def test_a_missing_optional_package_names_the_extra_to_install(reg, config, monk
         (["--executor", "slurm", "--gpus-per-job", "0.5"], "whole number"),
         (["--executor", "kubernetes"], "unknown executor"),
         (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--executor", "slurm", "--gpus-per-job", "inf"], "--gpus-per-job must be a finite number"),
+        (["--executor", "ray", "--gpus-per-job", "nan", "--device", "cpu"], "--gpus-per-job must be a finite number"),
+        (["--executor", "ray", "--ray-address", " "], "--ray-address is empty"),
     ],
 )
 def test_train_rejects_options_that_do_not_fit_the_executor(home, cli, args, message):
     code, _, err = cli("train", *args)
     assert code == 2 and message in err and err.count("\n") == 1
+    assert not home.exists()  # refused before the registry is opened
+
+
+def test_a_localhost_ray_address_is_probed_like_any_other_not_taken_for_local(home, cli):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out, err = cli("train", "--executor", "ray", "--ray-address", f"localhost:{port}", "--device", "cpu")
+    assert code == 1 and out == "" and f"cannot reach the Ray cluster at localhost:{port}" in err
+    assert err.count("\n") == 1 and not home.exists()
+
+
+def test_any_spelling_of_auto_gets_the_same_precision_defaults_on_slurm():
+    from starcli.engine import recipes
+
+    [config] = {
+        json.dumps(recipes.resolve("mnist1d-cnn", device=executors.policy_device("slurm", spelling)), sort_keys=True)
+        for spelling in ("auto", "AUTO", " Auto ")
+    }
+    assert json.loads(config)["precision"] == "bf16"  # the GPU the job asks for, however auto is written
 
 
 def test_train_command_submits_each_seed_as_its_own_slurm_job_process(home, config, cli):

@@ -97,6 +97,10 @@ def test_a_sweep_on_ray_without_an_address_starts_one_local_ray_for_all_its_phas
     assert not ray.is_initialized()  # and it is shut down with the sweep
     assert result["computed"]["training_runs"] == 6 and result["computed"]["stars"] == 2
     assert len(records.query(reg, kind="star")) == 2
+    # Run again, everything is registered: answered without starting Ray at all.
+    again = sweep_run.run(reg, sweep_file.load(str(small)), tmp_path / "ray-again", device="cpu", executor="ray")
+    assert starts == [None] and not ray.is_initialized()
+    assert sum(again["computed"].values()) == 0 and again["rows"] == result["rows"]
 
 
 def test_a_submitted_run_gets_the_precision_defaults_of_the_device_its_job_asks_for():

@@ -27,7 +27,10 @@ state = GlobalState()
 OUTPUT, CLUSTER, DATA = "Output", "Cluster (--executor slurm | ray)", "Data"
 
 # Options several commands share, declared once (as sqlite-utils does with its output_options).
-DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps")
+DeviceOpt = typer.Option(
+    "auto", "--device", help="auto | cpu | cuda | cuda:N | mps",
+    callback=lambda name: name.strip().lower() if name else name,  # one spelling (devices.canonical)
+)
 CompileOpt = typer.Option(
     False, "--compile",
     help="Compile the training step with torch.compile (pays on GPUs, not for small CPU models; part of the key). "

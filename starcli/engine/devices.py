@@ -14,16 +14,22 @@ if TYPE_CHECKING:
     import torch
 
 
+def canonical(name: str | None) -> str:
+    """The one spelling of a device name (`AUTO`, ` cuda` → auto, cuda): code that compares names, such
+    as the precision defaults a submitted job gets, must not key `--device AUTO` differently."""
+    return (name or "auto").strip().lower()
+
+
 def check(name: str | None) -> None:
     """Validate --device before any work or registry lookup; auto and cpu need no torch to be valid."""
-    if (name or "auto").strip().lower() not in ("auto", "cpu"):
+    if canonical(name) not in ("auto", "cpu"):
         resolve(name)
 
 
 def resolve(name: str | None = "auto") -> "torch.device":
     import torch
 
-    name = (name or "auto").strip().lower()
+    name = canonical(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -6,9 +6,11 @@ registry still starts in well under a second.
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 
+from starcli.engine.devices import canonical
 from starcli.errors import StarlightError, UsageError
 
 EXECUTORS = ("local", "slurm", "ray")
@@ -42,6 +44,10 @@ def check_options(
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
     if slurm_cluster not in SLURM_CLUSTERS:
         raise UsageError(f"unknown --slurm-cluster {slurm_cluster!r}; use slurm, local or debug")
+    if gpus_per_job is not None and not math.isfinite(gpus_per_job):
+        raise UsageError(f"--gpus-per-job must be a finite number >= 0, got {gpus_per_job}")
+    if ray_address is not None and not ray_address.strip():
+        raise UsageError("--ray-address is empty; give HOST:PORT, ray://HOST:PORT, auto or local")
     if gpus_per_job is not None and (gpus_per_job < 0 or (executor == "slurm" and gpus_per_job != int(gpus_per_job))):
         raise UsageError(f"--gpus-per-job must be a whole number >= 0 for slurm (fractions are for ray), got {gpus_per_job:g}")
     if executor == "slurm":
@@ -61,6 +67,7 @@ def policy_device(executor: str, device: str, gpus_per_job: float | None = None)
     for none. A Ray job without --gpus-per-job takes a GPU only if the cluster has one, which is known
     only once connected: that case keeps the submitting machine's defaults (pass --device cuda or
     --gpus-per-job to decide)."""
+    device = canonical(device)
     if executor == "local" or device != "auto":
         return device
     if gpus_per_job is not None:
@@ -89,7 +96,7 @@ RAY_CONNECT_TIMEOUT = 10.0
 
 def _check_ray_address(address: str | None) -> None:
     """Ray retries an unreachable head for a minute or more: try its port once, briefly, and say so in one line."""
-    if not address or address == "auto" or address.startswith("local"):
+    if not address or address.strip().lower() in ("auto", "local"):  # Ray finds or starts these itself
         return
     target = address.split("://", 1)[-1].rstrip("/")
     host, _, port = target.rpartition(":")

@@ -428,6 +428,7 @@ def run_jobs(
     reporter = reporter or Reporter()
     if not todo:
         return []
+    device = devices.canonical(device)  # the slurm and ray paths compare names ("cpu", "cuda...")
     if executor == "local" and pool is not None:
         return _run_local(todo, pool.slots, reporter, pool).ordered()
     if executor == "local":
@@ -644,20 +645,25 @@ def _ray_init(ray, address: str | None) -> None:
         raise StarlightError(f"cannot start or join Ray at {address or 'a local cluster'}: {str(e).splitlines()[0]}") from None
 
 
+# Set inside `ray_session`: whether that session has joined Ray yet (it joins at its first jobs).
+_ray_session: dict[str, bool] | None = None
+
+
 @contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
-    """One Ray connection for several `run_jobs` calls (a sweep's phases): joined or started here unless
-    this process is already connected, and shut down at the end. Without it each call joins (or, with no
-    address, starts and stops a local Ray) on its own: seconds per phase on a cluster, much more locally."""
-    ray = require("ray", "ray")
-    if ray.is_initialized():
-        yield
-        return
-    _ray_init(ray, address)
+    """One Ray connection for several `run_jobs` calls (a sweep's phases): joined or started at the
+    first call that has jobs (a sweep found in the registry starts no Ray), kept for the later ones, and
+    shut down at the end. Without it each call joins (or, with no address, starts and stops a local Ray)
+    on its own: seconds per phase on a cluster, much more locally."""
+    global _ray_session
+    outer, _ray_session = _ray_session, {"joined": False}
     try:
         yield
     finally:
-        ray.shutdown()
+        joined = _ray_session["joined"]
+        _ray_session = outer
+        if joined:
+            require("ray", "ray").shutdown()
 
 
 def _run_ray(todo: list, device, jobs, gpus_per_job, address, reporter) -> "_Results":
@@ -665,6 +671,8 @@ def _run_ray(todo: list, device, jobs, gpus_per_job, address, reporter) -> "_Res
     started = not ray.is_initialized()
     if started:
         _ray_init(ray, address)
+        if _ray_session is not None:  # the session shuts it down, after its last phase
+            _ray_session["joined"], started = True, False
     try:
         available = ray.cluster_resources().get("GPU", 0)
         if gpus_per_job is None:

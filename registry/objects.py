@@ -42,6 +42,14 @@ PACKAGES = {
 }
 # Web servers are read-only to fsspec: a store there could never be written.
 READ_ONLY = ("http", "https")
+# fsspec file systems that cannot keep a registry's blobs: read-only views (data: URLs, archives, git
+# trees, reference sets) and memory://, which lives in one process (the next command would not find it).
+NOT_A_STORE = {
+    "memory": "keeps files in this process only, so the next command could not load them",
+    "data": "is read-only (the bytes are in the URL)",
+    **{p: "is a read-only view" for p in ("zip", "tar", "libarchive", "github", "git", "reference", "simplecache",
+                                          "filecache", "blockcache")},
+}
 MISSING_BUCKET = re.compile(r"bucket\b.*\b(does not exist|not found)", re.IGNORECASE)
 
 
@@ -49,7 +57,7 @@ class ObjectStore(BlobStore):
     def __init__(self, url: str, cache: CheckpointStore):
         parts = urlsplit(url)
         self.protocol = parts.scheme
-        self.given = url  # as the user wrote it, for messages about the URL itself
+        self.given = _without_password(url)  # as the user wrote it, for messages about the URL itself
         self.url = url.rstrip("/")
         self.cache = cache
         self._check_url(parts)
@@ -136,15 +144,19 @@ class ObjectStore(BlobStore):
         try:
             self.fs.info(bucket)
         except FileNotFoundError:
+            # A server that is not an object store at all (a wrong port, a web server) also answers 404.
+            endpoint = os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL")
+            other = f", or {endpoint} is not an S3 server" if endpoint and self.protocol in S3_PROTOCOLS else ""
             raise RegistryError(
-                f"the bucket of {self.describe()} does not exist; create it or fix {STORE_URL_ENV}"
+                f"the bucket of {self.describe()} does not exist{other}; create it or fix {STORE_URL_ENV}"
             ) from None
         except PermissionError:
             # Asking about the bucket needs a right (s3:ListBucket) that a key limited to its prefix lacks;
             # wrong credentials look the same. The first put or load tells which, in its own line.
             return
         except Exception as e:
-            if _missing_bucket(e) or _unreachable(e):
+            # No credentials at all fails on this side before any request: every write would fail the same.
+            if _missing_bucket(e) or _unreachable(e) or _no_credentials(e):
                 raise self._failure(e, "reach") from e
             return  # anything else is for the first put or load to report
 
@@ -178,6 +190,16 @@ class ObjectStore(BlobStore):
         bucket = parts.netloc.rpartition("@")[2]
         if self.protocol in READ_ONLY:
             raise RegistryError(f"{STORE_URL_ENV}={self.given!r} is a web address, which cannot be written; {URL_HELP}")
+        if self.protocol in NOT_A_STORE:
+            raise RegistryError(
+                f"{STORE_URL_ENV}={self.given!r}: {self.protocol}:// {NOT_A_STORE[self.protocol]}; {URL_HELP}"
+            )
+        if self.protocol in BUCKET_PROTOCOLS and "@" in parts.netloc:
+            # s3fs would take "user:pw@bucket" for the bucket's name (and print it in every error).
+            credentials = CREDENTIALS.get(self.protocol, "the store's own credential variables")
+            raise RegistryError(
+                f"{STORE_URL_ENV}={self.given!r} carries credentials; remove them from the URL and set {credentials}"
+            )
         if not bucket:
             raise RegistryError(f"{STORE_URL_ENV}={self.given!r} names no bucket; {URL_HELP}")
         if self.protocol in S3_PROTOCOLS and not S3_BUCKET.match(bucket):
@@ -216,8 +238,10 @@ class ObjectStore(BlobStore):
         where, why = self.describe(), _one_line(exc)
         if _missing_bucket(exc):
             return RegistryError(f"the bucket of {where} does not exist ({why}); create it or fix {STORE_URL_ENV}")
-        if isinstance(exc, PermissionError) or type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
-            credentials = CREDENTIALS.get(self.protocol, "the store's credentials")
+        credentials = CREDENTIALS.get(self.protocol, "the store's credentials")
+        if _no_credentials(exc):
+            return RegistryError(f"no credentials for {where} were found ({why}); set {credentials}")
+        if isinstance(exc, PermissionError) or type(exc).__name__ == "PartialCredentialsError":
             return RegistryError(f"{where} refused access ({why}); check {credentials} and the bucket's permissions")
         if _unreachable(exc):
             if self.protocol not in S3_PROTOCOLS:
@@ -228,6 +252,18 @@ class ObjectStore(BlobStore):
                 "and the network"
             )
         return RegistryError(f"could not {action} the store {where}: {type(exc).__name__}: {why}")
+
+
+def _without_password(url: str) -> str:
+    """The URL with any user:password@ shown as ***@, for messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit((parts.scheme, "***@" + parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
+
+
+def _no_credentials(exc: BaseException) -> bool:
+    return any(type(e).__name__ == "NoCredentialsError" for e in _chain(exc))
 
 
 def _chain(exc: BaseException):

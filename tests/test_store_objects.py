@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -304,6 +305,21 @@ def test_an_unreachable_endpoint_is_a_one_line_error(s3, home, monkeypatch):
     _one_line_error(excinfo, s3.url, "cannot reach", "STARLIGHT_S3_ENDPOINT_URL")
 
 
+def test_commands_that_only_read_rows_work_while_the_store_is_down(s3, home, cli, monkeypatch):
+    from starcli.solutions import records
+
+    reg = open_registry(home)
+    history = [{"epoch": 1, "loss": 0.5}]
+    sol, _ = records.add(reg, _weights(1.0), **_fields(history=history))
+    reg.close()
+    monkeypatch.setenv("STARLIGHT_S3_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # the store is gone
+    code, out, err = cli("history", str(sol.id), "--json")
+    assert code == 0, err
+    assert [row["loss"] for row in json.loads(out)] == [0.5]
+    code, out, err = cli("curves", "--star", str(sol.id), "--json")
+    assert code == 0 and json.loads(out) == [], err  # no curves measured, and no store asked
+
+
 def test_bad_credentials_are_a_one_line_error(s3_endpoint, home, tmp_path, monkeypatch):
     # moto checks credentials only when asked to: a server of its own with authentication on.
     proc, endpoint = _start_moto(tmp_path / "moto-auth.log", INITIAL_NO_AUTH_ACTION_COUNT="0")
@@ -333,6 +349,8 @@ def test_bad_credentials_are_a_one_line_error(s3_endpoint, home, tmp_path, monke
         ("file://relative/blobs", "not an absolute file URL"),
         ("s3://bucket/x?versionId=1", "'?' or '#'"),
         ("https://example.org/blobs", "cannot be written"),
+        ("memory://bucket/blobs", "in this process only"),
+        ("data://bucket/blobs", "read-only"),
     ],
 )
 def test_a_malformed_store_url_is_a_one_line_error_before_anything_is_created(home, monkeypatch, url, says):
@@ -340,6 +358,26 @@ def test_a_malformed_store_url_is_a_one_line_error_before_anything_is_created(ho
     with pytest.raises(RegistryError) as excinfo:
         open_registry(home)
     _one_line_error(excinfo, repr(url), says)
+    assert not home.exists()
+
+
+def test_credentials_written_into_the_url_are_refused_and_never_printed(home, monkeypatch):
+    monkeypatch.setenv("STARLIGHT_STORE_URL", "s3://AKIAEXAMPLE:hunter2secret@good-bucket/ckpt")
+    with pytest.raises(RegistryError) as excinfo:
+        open_registry(home)
+    msg = _one_line_error(excinfo, "carries credentials", "AWS_ACCESS_KEY_ID", "good-bucket")
+    assert "hunter2secret" not in msg and "AKIAEXAMPLE" not in msg
+    assert not home.exists()
+
+
+def test_no_credentials_at_all_is_one_line_before_anything_is_created(s3, home, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # nor an instance's role
+    with pytest.raises(RegistryError) as excinfo:
+        open_registry(home)
+    _one_line_error(excinfo, s3.url, "no credentials", "AWS_ACCESS_KEY_ID")
     assert not home.exists()
 
 

@@ -101,7 +101,7 @@ def history(
         from starcli.reports.figures import check_plot_path
 
         check_plot_path(plot)
-    rows = records.history(common.existing_registry(), id)
+    rows = records.history(common.existing_registry(read_only=True), id)  # reads only: no store needed
     if plot:
         from starcli.reports.figures import history_plot
 
@@ -158,7 +158,7 @@ def curves(
     from starcli.solutions import barriers as stored
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    rows = stored.curves(common.existing_registry(), [parse_pair(p) for p in pairs or []] or None, star=star)
+    rows = stored.curves(common.existing_registry(read_only=True), [parse_pair(p) for p in pairs or []] or None, star=star)
     if fmt == "json":
         common.echo_json(rows)
     else:

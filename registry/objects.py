@@ -17,10 +17,10 @@ import os
 import re
 import socket
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from .errors import CorruptBlobError, RegistryError
-from .paths import S3_ENDPOINT_ENV, STORE_URL_ENV
+from .paths import S3_ENDPOINT_ENV, STORE_URL_ENV, masked_url, url_credentials
 from .store import URL_HELP, BlobStore, CheckpointStore, blob_key, corrupt
 
 # A dead or firewalled endpoint should fail in seconds, not after botocore's default 60 s per attempt.
@@ -47,8 +47,10 @@ READ_ONLY = ("http", "https")
 NOT_A_STORE = {
     "memory": "keeps files in this process only, so the next command could not load them",
     "data": "is read-only (the bytes are in the URL)",
-    **{p: "is a read-only view" for p in ("zip", "tar", "libarchive", "github", "git", "reference", "simplecache",
-                                          "filecache", "blockcache")},
+    **{p: "is a read-only view" for p in ("zip", "tar", "libarchive", "github", "git", "gist", "dvc", "reference")},
+    # starlight keeps its own verified read-through cache under the home.
+    **{p: "is a cache in front of another store; name that store itself (starlight caches its blobs in the home)"
+       for p in ("simplecache", "filecache", "blockcache", "cached")},
 }
 MISSING_BUCKET = re.compile(r"bucket\b.*\b(does not exist|not found)", re.IGNORECASE)
 
@@ -57,7 +59,7 @@ class ObjectStore(BlobStore):
     def __init__(self, url: str, cache: CheckpointStore):
         parts = urlsplit(url)
         self.protocol = parts.scheme
-        self.given = _without_password(url)  # as the user wrote it, for messages about the URL itself
+        self.given = masked_url(url)  # as the user wrote it (less any credentials), for messages about the URL
         self.url = url.rstrip("/")
         self.cache = cache
         self._check_url(parts)
@@ -70,9 +72,7 @@ class ObjectStore(BlobStore):
         return f"{self.describe()}/{blob_key(sha256)}"
 
     def describe(self) -> str:
-        parts = urlsplit(self.url)
-        host = parts.netloc.rpartition("@")[2]  # never print credentials written into the URL
-        return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
+        return masked_url(self.url).rstrip("/")  # never print credentials written into the URL
 
     def put_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
@@ -146,7 +146,7 @@ class ObjectStore(BlobStore):
         except FileNotFoundError:
             # A server that is not an object store at all (a wrong port, a web server) also answers 404.
             endpoint = os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL")
-            other = f", or {endpoint} is not an S3 server" if endpoint and self.protocol in S3_PROTOCOLS else ""
+            other = f", or {masked_url(endpoint)} is not an S3 server" if endpoint and self.protocol in S3_PROTOCOLS else ""
             raise RegistryError(
                 f"the bucket of {self.describe()} does not exist{other}; create it or fix {STORE_URL_ENV}"
             ) from None
@@ -192,13 +192,7 @@ class ObjectStore(BlobStore):
             raise RegistryError(f"{STORE_URL_ENV}={self.given!r} is a web address, which cannot be written; {URL_HELP}")
         if self.protocol in NOT_A_STORE:
             raise RegistryError(
-                f"{STORE_URL_ENV}={self.given!r}: {self.protocol}:// {NOT_A_STORE[self.protocol]}; {URL_HELP}"
-            )
-        if self.protocol in BUCKET_PROTOCOLS and "@" in parts.netloc:
-            # s3fs would take "user:pw@bucket" for the bucket's name (and print it in every error).
-            credentials = CREDENTIALS.get(self.protocol, "the store's own credential variables")
-            raise RegistryError(
-                f"{STORE_URL_ENV}={self.given!r} carries credentials; remove them from the URL and set {credentials}"
+                f"{STORE_URL_ENV}={self.given!r}: fsspec's {self.protocol} {NOT_A_STORE[self.protocol]}; {URL_HELP}"
             )
         if not bucket:
             raise RegistryError(f"{STORE_URL_ENV}={self.given!r} names no bucket; {URL_HELP}")
@@ -209,7 +203,7 @@ class ObjectStore(BlobStore):
             )
         endpoint = os.environ.get(S3_ENDPOINT_ENV)
         if self.protocol in S3_PROTOCOLS and endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
-            raise RegistryError(f"{S3_ENDPOINT_ENV}={endpoint!r} is not an http:// or https:// URL; fix or unset it")
+            raise RegistryError(f"{S3_ENDPOINT_ENV}={masked_url(endpoint)!r} is not an http:// or https:// URL; fix or unset it")
 
     def _filesystem(self):
         import fsspec
@@ -246,20 +240,12 @@ class ObjectStore(BlobStore):
         if _unreachable(exc):
             if self.protocol not in S3_PROTOCOLS:
                 return RegistryError(f"cannot reach the store {where} ({why}); check the network")
-            endpoint = os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+            endpoint = masked_url(os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL") or "AWS")
             return RegistryError(
                 f"cannot reach the store {where} at {endpoint} ({why}); check {S3_ENDPOINT_ENV} or AWS_ENDPOINT_URL "
                 "and the network"
             )
         return RegistryError(f"could not {action} the store {where}: {type(exc).__name__}: {why}")
-
-
-def _without_password(url: str) -> str:
-    """The URL with any user:password@ shown as ***@, for messages."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit((parts.scheme, "***@" + parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
 
 
 def _no_credentials(exc: BaseException) -> bool:
@@ -310,12 +296,18 @@ def open_store(url: str, cache_dir: Path) -> BlobStore:
     (`check_reachable`), and wrong credentials for objects are reported by the first put or load.
     """
     parts = urlsplit(url)
+    shown = masked_url(url)  # every message below: the secret of a URL that carries one is never printed
     if "://" not in url or not parts.scheme:
-        raise RegistryError(f"{STORE_URL_ENV}={url!r} is not a URL; {URL_HELP}")
+        raise RegistryError(f"{STORE_URL_ENV}={shown!r} is not a URL; {URL_HELP}")
+    if url_credentials(url) and parts.scheme in BUCKET_PROTOCOLS:
+        # s3fs would take "key:secret@bucket" for the bucket's name (and print it in every error); these
+        # stores read credentials from the environment only. (An sftp user@host is the file system's own.)
+        credentials = CREDENTIALS.get(parts.scheme, "the store's own credential variables")
+        raise RegistryError(f"{STORE_URL_ENV}={shown!r} carries credentials; remove them from the URL and set {credentials}")
     if parts.query or parts.fragment:
-        raise RegistryError(f"{STORE_URL_ENV}={url!r} has a '?' or '#' part, which a store URL cannot have; {URL_HELP}")
+        raise RegistryError(f"{STORE_URL_ENV}={shown!r} has a '?' or '#' part, which a store URL cannot have; {URL_HELP}")
     if parts.scheme in ("file", "local"):
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise RegistryError(f"{STORE_URL_ENV}={url!r} is not an absolute file URL; write file:///ABSOLUTE/PATH")
+            raise RegistryError(f"{STORE_URL_ENV}={shown!r} is not an absolute file URL; write file:///ABSOLUTE/PATH")
         return CheckpointStore(Path(unquote(parts.path)))
     return ObjectStore(url, CheckpointStore(cache_dir))

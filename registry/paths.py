@@ -14,6 +14,32 @@ STORE_URL_ENV = "STARLIGHT_STORE_URL"
 S3_ENDPOINT_ENV = "STARLIGHT_S3_ENDPOINT_URL"
 
 
+# Azure's documented form names the container before '@': abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH.
+CONTAINER_AT_HOST = ("az", "abfs", "abfss")
+
+
+def url_credentials(url: str) -> bool:
+    """Whether the URL writes credentials before its host (`scheme://key:secret@host/...`).
+
+    Read off the text, not urlsplit: a secret may hold '/', '?' or '#' (about half of AWS secret keys
+    hold a '/'), which urlsplit would take for the start of the path and so miss the credentials."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return False
+    before = rest.rpartition("@")[0]
+    return not (scheme.lower() in CONTAINER_AT_HOST and ":" not in before and "/" not in before)
+
+
+def masked_url(url: str) -> str:
+    """The URL for messages and `doctor`: whatever precedes the last '@' shown as ***."""
+    if "://" not in url and "@" in url:  # not a URL at all, but it may still hold a secret
+        return f"***@{url.rpartition('@')[2]}"
+    if not url_credentials(url):
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
 def home(override: str | os.PathLike | None = None) -> Path:
     """The registry folder: --home, else $STARLIGHT_HOME, else ./.starlight (per project, like .git)."""
     if override:

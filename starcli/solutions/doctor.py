@@ -24,8 +24,9 @@ def report(home=None, data_dir=None, fix: bool = False) -> dict[str, Any]:
         "versions": records.versions(),
         "devices": devices,
         "home": str(paths.home(home)),
-        "database": reg.describe() if reg else f"{paths.db_url(paths.home(home))} (not created yet)",
-        "checkpoints": reg.store.describe() if reg else paths.store_url(paths.home(home)),
+        # Doctor output gets pasted into issues: no password of a URL is ever shown.
+        "database": reg.describe() if reg else f"{paths.masked_url(paths.db_url(paths.home(home)))} (not created yet)",
+        "checkpoints": reg.store.describe() if reg else paths.masked_url(paths.store_url(paths.home(home))),
         "solutions": len(records.query(reg)) if reg else 0,
         "datasets": data.available(data_dir),
     } | _garbage(reg, fix)

@@ -103,7 +103,7 @@ def test_a_compiled_star_step_compiles_once_not_once_per_t(split):
     assert torch.allclose(_flat(star), _flat(eager), rtol=1e-4, atol=1e-5)
 
 
-def test_train_and_star_take_compile_from_the_command_line(cli, tiny_config):
+def test_train_and_star_take_compile_from_the_command_line(cli, tiny_config, monkeypatch, tmp_path):
     import json
 
     def config_of(sid: int) -> dict:
@@ -128,23 +128,36 @@ def test_train_and_star_take_compile_from_the_command_line(cli, tiny_config):
     assert sid == 5 and config_of(sid)["compile"] == "default"
     code, out, err = cli("star", "--anchors", "1-2", "--epochs", "1", "--device", "cpu", "--compile", "--json")
     assert code == 0 and json.loads(out)["id"] == 5  # the same request finds it registered
+    # Registered answers need no compiler: a machine without one (a login node) still gets them.
+    _no_compiler(monkeypatch, tmp_path)
+    code, out, err = cli("train", "--seed", "1", "--compile", *common, "--json")
+    assert code == 0 and [row["id"] for row in json.loads(out)] == [3], err
+    code, out, err = cli("star", "--anchors", "1-2", "--epochs", "1", "--device", "cpu", "--compile", "--json")
+    assert code == 0 and json.loads(out)["id"] == 5, err
 
 
-def test_no_compiler_is_one_line_before_the_home_is_made_or_anything_trains(cli, home, split, monkeypatch, tmp_path):
-    (tmp_path / "empty").mkdir()
+def _no_compiler(monkeypatch, tmp_path) -> None:
+    (tmp_path / "empty").mkdir(exist_ok=True)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.delenv("CC", raising=False)
+
+
+def test_no_compiler_is_one_line_before_anything_loads_or_trains(cli, home, split, monkeypatch, tmp_path):
+    from starcli.registry import open_registry
+
+    _no_compiler(monkeypatch, tmp_path)
     assert compilation.missing_compiler("cpu") and compilation.missing_compiler("cuda")
-    fresh = tmp_path / "fresh-home"
-    code, out, err = cli("--home", str(fresh), "train", "--compile", "--epochs", "1", "--device", "cpu")
+    code, out, err = cli("train", "--compile", "--epochs", "1", "--device", "cpu", "--set", "arch_kwargs.width=8")
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "C++ compiler" in err and "without --compile" in err
-    assert not fresh.exists()
+    assert records.query(open_registry(home)) == []  # nothing registered
     # The engine's own entry (a remote worker, the Python API) says the same, not an InductorError.
-    with pytest.raises(StarlightError, match="C\\+\\+ compiler"):
+    with pytest.raises(StarlightError, match=r"C\+\+ compiler"):
         training.fit(_resolve(compile_step=True), 1, torch.device("cpu"), split)
     # Eager training needs no compiler.
-    assert compilation.missing_compiler("cpu") and training.fit(_resolve(), 1, torch.device("cpu"), split) is not None
+    assert training.fit(_resolve(), 1, torch.device("cpu"), split) is not None
     monkeypatch.setenv("CXX", "/bin/sh")  # $CXX names the compiler, found by path
     assert compilation.missing_compiler("cpu") is None
+    monkeypatch.setenv("CC", "/no/such/cc")  # a $CC that is not there does not count
+    assert compilation.missing_compiler("cuda") is not None

@@ -27,10 +27,14 @@ state = GlobalState()
 OUTPUT, CLUSTER, DATA = "Output", "Cluster (--executor slurm | ray)", "Data"
 
 # Options several commands share, declared once (as sqlite-utils does with its output_options).
-DeviceOpt = typer.Option(
-    "auto", "--device", help="auto | cpu | cuda | cuda:N | mps",
-    callback=lambda name: name.strip().lower() if name else name,  # one spelling (devices.canonical)
-)
+def _device_name(name: str | None) -> str | None:
+    """--device in its one spelling (devices.canonical); an empty one is a usage error, not auto."""
+    if name is not None and not name.strip():
+        raise UsageError("--device is empty; use auto, cpu, cuda, cuda:N or mps")
+    return name.strip().lower() if name else name
+
+
+DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps", callback=_device_name)
 CompileOpt = typer.Option(
     False, "--compile",
     help="Compile the training step with torch.compile (pays on GPUs, not for small CPU models; part of the key). "
@@ -155,17 +159,6 @@ def device(name: str) -> str:
 
     devices.check(name)
     return name
-
-
-def compile_toolchain(config: dict, device: str) -> None:
-    """A compiled config on a machine without the compiler it needs: one line before the home is made."""
-    from starcli.engine import compilation
-
-    if compilation.mode(config) is None:
-        return
-    from starcli.engine import devices
-
-    compilation.check_toolchain(config, devices.resolve(device).type)
 
 
 def tracking(reg, log: str | None, log_dir: str | None):

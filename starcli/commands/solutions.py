@@ -58,7 +58,6 @@ def train(
     )
     if executor == "local":
         common.device(device)  # remote executors resolve the device on their nodes
-        common.compile_toolchain(config, device)
     reg = common.registry()
     tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()

@@ -53,9 +53,10 @@ def missing_compiler(device_type: str) -> str | None:
     Inductor builds CPU kernels as C++ ($CXX, else g++) and CUDA kernels through Triton, whose launcher
     is C ($CC, else gcc or clang). Without one, torch fails deep inside the first compiled step with an
     InductorError; asking first turns that into one line before any data is loaded or anything trains.
+    Asked only when there is something to compile: a solution already registered needs no compiler.
     """
     if device_type == "cuda":
-        found = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+        found = shutil.which(os.environ.get("CC") or "gcc") or shutil.which("clang")
         return None if found else "a C compiler (gcc or clang, or $CC) for Triton's CUDA kernels"
     found = shutil.which(os.environ.get("CXX") or "g++")
     return None if found else "a C++ compiler (g++, or $CXX) for inductor's CPU kernels"

@@ -17,7 +17,7 @@ ENV PYTHONUNBUFFERED=1 \
     HOME=/tmp
 
 # `--compile` builds kernels with the machine's compiler (inductor: g++; Triton's CUDA launcher: gcc), and
-# the runtime image has none. Unpinned: Debian's point releases replace exact versions.
+# the runtime image has none. Unpinned: the base image's Ubuntu updates replace exact versions.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ \

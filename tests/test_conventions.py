@@ -108,14 +108,16 @@ def test_ctrl_c_says_that_rerunning_the_command_resumes(tmp_path, mnist1d_cache)
     (home / "datasets").mkdir(parents=True)
     (home / "datasets" / "mnist1d.npz").write_bytes(mnist1d_cache.read_bytes())
     env = {**_env(home), "STARLIGHT_PROGRESS_INTERVAL": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "starcli", "train", "--seed", "1", "--epochs", "400"], env=env,
+    # Many epochs, so that the interrupt lands mid-run however fast or loaded the machine is.
+    proc = subprocess.Popen([sys.executable, "-m", "starcli", "train", "--seed", "1", "--epochs", "4000"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not any((home / "runs").glob("*/*.safetensors")):
+    while time.time() < deadline and proc.poll() is None and not any((home / "runs").glob("*/*.safetensors")):
         time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]  # still training when interrupted
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err[-2000:]
     assert err.splitlines()[-1] == "interrupted; rerun the same command to resume"
     assert "Traceback" not in err
 

@@ -154,6 +154,7 @@ def test_a_missing_optional_package_names_the_extra_to_install(reg, config, monk
         (["--executor", "slurm", "--gpus-per-job", "inf"], "--gpus-per-job must be a finite number"),
         (["--executor", "ray", "--gpus-per-job", "nan", "--device", "cpu"], "--gpus-per-job must be a finite number"),
         (["--executor", "ray", "--ray-address", " "], "--ray-address is empty"),
+        (["--device", " "], "--device is empty"),
     ],
 )
 def test_train_rejects_options_that_do_not_fit_the_executor(home, cli, args, message):

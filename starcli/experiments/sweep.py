@@ -60,7 +60,7 @@ def run(
         executor, jobs, cluster.get("partition"), cluster.get("time", executors.DEFAULT_TIME), cluster.get("gpus_per_job"),
         cluster.get("slurm_cluster", "slurm"), cluster.get("ray_address"),
     )
-    session = executors.ray_session(cluster.get("ray_address")) if executor == "ray" else nullcontext()
+    session = executors.ray_session() if executor == "ray" else nullcontext()
     with session:
         return _run(reg, sweep, Path(out), device, data_dir, download, executor, jobs, reporter or Reporter(), tracking, cluster)
 

@@ -96,7 +96,7 @@ RAY_CONNECT_TIMEOUT = 10.0
 
 def _check_ray_address(address: str | None) -> None:
     """Ray retries an unreachable head for a minute or more: try its port once, briefly, and say so in one line."""
-    if not address or address.strip().lower() in ("auto", "local"):  # Ray finds or starts these itself
+    if not address or address in ("auto", "local"):  # Ray finds or starts these itself (exactly these words)
         return
     target = address.split("://", 1)[-1].rstrip("/")
     host, _, port = target.rpartition(":")

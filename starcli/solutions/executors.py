@@ -650,11 +650,12 @@ _ray_session: dict[str, bool] | None = None
 
 
 @contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
+def ray_session() -> Iterator[None]:
     """One Ray connection for several `run_jobs` calls (a sweep's phases): joined or started at the
     first call that has jobs (a sweep found in the registry starts no Ray), kept for the later ones, and
-    shut down at the end. Without it each call joins (or, with no address, starts and stops a local Ray)
-    on its own: seconds per phase on a cluster, much more locally."""
+    shut down at the end. Each call still names its address; the first to join uses it. Without a
+    session each call joins (or, with no address, starts and stops a local Ray) on its own: seconds per
+    phase on a cluster, much more locally."""
     global _ray_session
     outer, _ray_session = _ray_session, {"joined": False}
     try:

@@ -109,8 +109,11 @@ def test_ctrl_c_says_that_rerunning_the_command_resumes(tmp_path, mnist1d_cache)
     (home / "datasets" / "mnist1d.npz").write_bytes(mnist1d_cache.read_bytes())
     env = {**_env(home), "STARLIGHT_PROGRESS_INTERVAL": "0"}
     # Many epochs, so that the interrupt lands mid-run however fast or loaded the machine is.
+    # The child gets Ctrl-C's default action even when the tests run as a background job, which starts
+    # with SIGINT ignored (and Python then leaves it ignored, as `nohup starlight train &` should).
     proc = subprocess.Popen([sys.executable, "-m", "starcli", "train", "--seed", "1", "--epochs", "4000"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not any((home / "runs").glob("*/*.safetensors")):
         time.sleep(0.2)

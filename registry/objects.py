@@ -145,7 +145,7 @@ class ObjectStore(BlobStore):
             self.fs.info(bucket)
         except FileNotFoundError:
             # A server that is not an object store at all (a wrong port, a web server) also answers 404.
-            endpoint = os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL")
+            endpoint = _endpoint()
             other = f", or {masked_url(endpoint)} is not an S3 server" if endpoint and self.protocol in S3_PROTOCOLS else ""
             raise RegistryError(
                 f"the bucket of {self.describe()} does not exist{other}; create it or fix {STORE_URL_ENV}"
@@ -240,12 +240,17 @@ class ObjectStore(BlobStore):
         if _unreachable(exc):
             if self.protocol not in S3_PROTOCOLS:
                 return RegistryError(f"cannot reach the store {where} ({why}); check the network")
-            endpoint = masked_url(os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL") or "AWS")
+            endpoint = masked_url(_endpoint() or "AWS")
             return RegistryError(
                 f"cannot reach the store {where} at {endpoint} ({why}); check {S3_ENDPOINT_ENV} or AWS_ENDPOINT_URL "
                 "and the network"
             )
         return RegistryError(f"could not {action} the store {where}: {type(exc).__name__}: {why}")
+
+
+def _endpoint() -> str | None:
+    """The S3 endpoint messages name: starlight's own variable, else botocore's."""
+    return os.environ.get(S3_ENDPOINT_ENV) or os.environ.get("AWS_ENDPOINT_URL")
 
 
 def _no_credentials(exc: BaseException) -> bool:

@@ -31,7 +31,9 @@ def _device_name(name: str | None) -> str | None:
     """--device in its one spelling (devices.canonical); an empty one is a usage error, not auto."""
     if name is not None and not name.strip():
         raise UsageError("--device is empty; use auto, cpu, cuda, cuda:N or mps")
-    return name.strip().lower() if name else name
+    from starcli.engine.devices import canonical  # torch-free
+
+    return canonical(name)
 
 
 DeviceOpt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps", callback=_device_name)

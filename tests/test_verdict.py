@@ -70,3 +70,39 @@ def test_a_star_trained_for_one_epoch_is_flagged_in_every_output_format(reg, bad
     code, out, _ = cli(*base, "--md")
     header = out.splitlines()[0]
     assert code == 0 and "star_is_solution" in header and "train_peak_loss" in header
+
+
+def test_at_tiny_losses_the_rule_does_not_flip_on_a_thousandth_of_a_nat():
+    # 0.0045 vs 0.003 is "1.5×" but 0.0015 nats: the same model quality, so a solution.
+    v = eq1.verdict({"train_loss": 0.0046, "train_acc": 100.0}, {"train_loss": 0.003, "train_acc": 100.0})
+    assert v["star_is_solution"] is True and v["loss_excess"] == pytest.approx(0.0016)
+    assert eq1.verdict({"train_loss": 0.02}, {"train_loss": 0.003})["star_is_solution"] is False
+    assert "0.01 nats" in v["rule"]
+
+
+def test_a_star_of_under_fitted_anchors_is_called_a_solution_only_with_a_warning():
+    from starcli.reports.barrier_text import verdict_line
+
+    v = eq1.verdict({"train_loss": 1.0, "train_acc": 63.0}, {"train_loss": 0.9, "train_acc": 63.5})
+    assert v["star_is_solution"] is True and v["anchors_fitted"] is False
+    line = verdict_line(v)
+    assert "the star is a solution" in line and "anchors themselves fit only 63.5%" in line
+    assert "anchors themselves" not in verdict_line(eq1.verdict({"train_loss": 0.01, "train_acc": 100.0},
+                                                                {"train_loss": 0.01, "train_acc": 99.9}))
+
+
+@pytest.mark.parametrize(
+    "settings, advice",
+    [({"mu_star": 0.0, "align_anchors": False, "init": "random"}, "--mu-star 1"),
+     ({"mu_star": 1.0, "align_anchors": False, "init": "random"}, "--realign"),
+     ({"mu_star": 1.0, "align_anchors": True, "init": "random"}, "--init anchor-mean"),
+     ({"mu_star": 1.0, "align_anchors": True, "init": "anchor-mean"}, "already uses the default preset")],
+)
+def test_the_advice_under_a_failed_verdict_matches_the_settings_the_star_was_built_with(settings, advice):
+    from starcli.reports.barrier_text import verdict_line
+
+    v = eq1.verdict({"train_loss": 0.5}, {"train_loss": 0.1}) | {"star_settings": settings}
+    line = verdict_line(v)
+    assert "NOT a solution" in line and advice in line
+    if settings["mu_star"]:
+        assert "--mu-star" not in line  # never advise what the star already has

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from starcli.engine.barriers import STAR_PAIRS, definitions
+from starcli.engine.barriers import FITTED_TRAIN_ACC, STAR_PAIRS, definitions
+from starcli.engine.evidence import describe
 
 from .tables import table_text
 
@@ -13,7 +14,7 @@ PAIR_COLUMNS = [
     "a", "b", "kind", "train_loss_barrier", "train_acc_barrier", "test_loss_barrier", "test_acc_barrier",
     "train_peak_loss", "test_peak_loss", "star_is_solution",
 ]
-NOT_PAIR_KINDS = ("ratio", "star_metrics", "anchor_metrics", "verdict")
+NOT_PAIR_KINDS = ("ratio", "star_metrics", "anchor_metrics", "verdict", "evidence")
 
 
 SUMMARY_COLUMNS = ["pairs", "split", "loss barrier", "acc barrier (pp)", "peak loss", "n"]
@@ -65,6 +66,7 @@ def human_report(result: dict[str, Any]) -> str:
         if summary.get("anchor_metrics"):
             lines.append(_metrics_line("anchors' mean", summary["anchor_metrics"]))
         lines.append(verdict_line(summary.get("verdict")))
+        lines += evidence_lines(summary.get("evidence"))
         parts.append("\n".join(lines))
     parts.append(definitions(settings))
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)
@@ -78,15 +80,142 @@ def _metrics_line(label: str, m: dict[str, float]) -> str:
     )
 
 
+def evidence_lines(evidence: dict[str, Any] | None) -> list[str]:
+    """The second verdict, per split: does the star connect better than regular pairs, worded from the CI."""
+    if not evidence:
+        return ["connects better than regular pairs: unknown (no regular baseline was measured; --baseline anchors)."]
+    return [f"connects better: {describe(result, split)}" for split, result in evidence.items()]
+
+
 def verdict_line(verdict: dict[str, Any] | None) -> str:
-    """The plain sentence under every star's barriers: is the star itself a solution?"""
+    """The plain sentence under every star's barriers: is the star itself a solution? With the numbers the
+    rule compares (ratio, absolute excess, train accuracies), and a warning when the anchors themselves
+    have not fitted their training set, since "a solution" is relative to them."""
     if not verdict or verdict.get("star_is_solution") is None:
         return "A small barrier only counts if the star is itself a good solution: its train loss is unknown here."
-    ratio = verdict["loss_ratio"]
+    ratio, excess = verdict["loss_ratio"], verdict.get("loss_excess")
     times = f"{ratio:.2f}× the anchors'" if ratio is not None else "compared with the anchors'"
+    if excess is not None:
+        times += f", {excess:+.4f} nats"
+    accs = (verdict.get("star_train_acc"), verdict.get("anchor_train_acc"))
+    if None not in accs:
+        times += f"; train acc {accs[0]:.2f}% vs {accs[1]:.2f}%"
     if verdict["star_is_solution"]:
-        return f"verdict: the star is a solution (train loss {times}; rule: {verdict['rule']})."
-    return (
-        f"WARNING: the star is NOT a solution (train loss {times}; rule: {verdict['rule']}); part of a small "
-        "barrier is then its own high loss at t = 0, not connectivity. Train it longer or with its own loss (--mu-star)."
+        line = f"verdict: the star is a solution (train loss {times}; rule: {verdict['rule']})."
+    else:
+        line = (
+            f"WARNING: the star is NOT a solution (train loss {times}; rule: {verdict['rule']}); part of a small "
+            f"barrier is then its own high loss at t = 0, not connectivity. {_advice(verdict.get('star_settings') or {})}"
+        )
+    if verdict.get("anchors_fitted") is False:
+        line += (
+            f"\nWARNING: the anchors themselves fit only {verdict['anchor_train_acc']:.1f}% of their training set (below "
+            f"{FITTED_TRAIN_ACC:g}%): they are under-fitted models, and \"a solution\" here means only \"as good as they are\"."
+        )
+    return line
+
+
+def _advice(settings: dict[str, Any]) -> str:
+    """What to try next, given the settings the star was actually built with."""
+    if not settings:
+        return "Train it longer (--epochs) or with the default preset (solution)."
+    if not settings.get("mu_star"):
+        return "Give its own loss a weight (--mu-star 1, as the default preset solution does)."
+    if not settings.get("align_anchors"):
+        return "Re-align the anchors to it every epoch (--realign, as the default preset solution does)."
+    if settings.get("init") != "anchor-mean":
+        return "Start it from the anchors' aligned mean (--init anchor-mean)."
+    return "It already uses the default preset's settings: train it longer (--epochs) or from more anchors."
+
+
+DEMO_COLUMNS = [
+    "replicate", "star", "anchors", "held-outs", "star-held-out (train)", "regular-held-out (train)", "ratio (train)",
+    "star train loss vs anchors'", "star is a solution",
+]
+
+
+def demo_report(result: dict[str, Any]) -> str:
+    """What `starlight demo` prints: one row per replicate, both verdicts over all replicates, and the claim
+    this run supports, worded from its own confidence interval."""
+    first = result["replicates"][0]
+    header = (
+        f"demo: {len(result['replicates'])} replicates of `{result['recipe']}` at width {result['width']}; each has its "
+        f"own seeds: {len(first['anchors'])} anchors build a star (default settings), tested with weight matching on "
+        f"{len(first['held_out'])} held-outs beside the regular baseline (each anchor to each held-out).\n"
     )
+    return header + replicates_report(result, with_claim=True)
+
+
+def replicates_report(result: dict[str, Any], with_claim: bool = False) -> str:
+    """Several stars read as replicates (`barrier --star 9,19,29`, the demo): a row per star, the solution
+    verdict over all of them, and the pooled comparison per split with its CI."""
+    reps = result["replicates"]
+    rows, verdicts = [], []
+    for i, rep in enumerate(reps):
+        summary = rep["summary"]
+        v = summary.get("verdict") or {}
+        verdicts.append(v)
+        stat = lambda kind: (summary.get(kind) or {}).get("train", {}).get("loss_barrier") or {}  # noqa: E731
+        star, regular = stat("star-held-out"), stat("regular-held-out")
+        ratio = ((summary.get("ratio") or {}).get("train") or {}).get("loss_barrier")
+        rows.append({
+            "replicate": rep.get("replicate", i),
+            "star": rep["star"],
+            "anchors": _ids(rep["anchors"]),
+            "held-outs": _ids(rep["held_out"]),
+            "star-held-out (train)": f"{star['mean']:.3f} ± {star['std']:.3f}" if star else "-",
+            "regular-held-out (train)": f"{regular['mean']:.3f} ± {regular['std']:.3f}" if regular else "-",
+            "ratio (train)": "-" if ratio is None else f"{ratio:.3f}",
+            "star train loss vs anchors'": "-" if v.get("loss_ratio") is None
+            else f"{v['loss_ratio']:.2f}× ({v['loss_excess']:+.4f} nats)",
+            "star is a solution": v.get("star_is_solution"),
+        })
+    parts = [table_text(rows, DEMO_COLUMNS, None, title="replicates (train loss barrier, mean ± std over pairs)")]
+    known = [v.get("star_is_solution") for v in verdicts if v.get("star_is_solution") is not None]
+    solutions = sum(bool(k) for k in known)
+    rule = (verdicts[0] or {}).get("rule", "")
+    lines = [f"verdict 1, the star is a solution: in {solutions} of {len(reps)} replicates (rule: {rule})."]
+    for v in verdicts:
+        if v.get("anchors_fitted") is False:
+            lines.append(verdict_line(v).split("\n", 1)[-1])
+            break
+    evidence = result.get("evidence") or {}
+    if not evidence:
+        lines.append("verdict 2: unknown (no regular baseline was measured; --baseline anchors).")
+    for split, found in evidence.items():
+        lines.append(f"verdict 2, {split}: {describe(found, split)}")
+    if with_claim:
+        lines.append(claim(evidence.get("train"), solutions, len(reps)))
+    parts.append("\n".join(lines))
+    return "\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+
+def claim(found: dict[str, Any] | None, solutions: int, replicates: int) -> str:
+    """The one sentence the demo stands behind, from its own CI and its solution verdicts."""
+    if not found or found.get("ratio_ci") is None:
+        return "claim: none; the regular baseline could not be measured."
+    low, high = found["ratio_ci"]
+    where = f"{found['replicates']} replicates × {found['held_outs'] // max(1, found['replicates'])} held-outs"
+    if found["connects_better"] == "yes" and solutions == replicates:
+        return (
+            f"claim: supported by this run — each star is itself a solution, and star-held-out barriers are "
+            f"{found['ratio']:.2f}× regular-held-out ones (95% CI {low:.2f}-{high:.2f}, {where}): "
+            "a star model is linearly connected to new solutions better than solutions are to each other."
+        )
+    if found["connects_better"] == "yes":
+        return (
+            f"claim: only partly supported — the star/regular ratio is {found['ratio']:.2f} (95% CI {low:.2f}-{high:.2f}, "
+            f"{where}), but only {solutions} of {replicates} stars are solutions, so part of the small barrier is the "
+            "stars' own loss."
+        )
+    return (
+        f"claim: NOT supported by this run — the star/regular ratio is {found['ratio']:.2f} with a 95% CI of "
+        f"{low:.2f}-{high:.2f} ({where}), which does not lie below 1."
+    )
+
+
+def _ids(ids: list[int]) -> str:
+    """1,2,3,4 → 1-4: a replicate's consecutive ids in a narrow column."""
+    if ids and ids == list(range(ids[0], ids[0] + len(ids))) and len(ids) > 2:
+        return f"{ids[0]}-{ids[-1]}"
+    return ",".join(map(str, ids))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .barrier_text import verdict_line
+from .barrier_text import evidence_lines, verdict_line
 from .sweep_report import curve_groups, score_name, summary_stat
 from .tables import markdown_table, mean_std
 
@@ -45,6 +45,7 @@ def star_markdown(star, anchors, held, measured, soup_part, bma_part, figures, c
         own.append({"model": f"{'aligned' if soup_part['aligned'] else 'plain'} soup {soup_part['solution'].id}", **soup_part["solution"].metrics})
     lines += [markdown_table(own, ["model", *keys], ["model", "train loss", f"train {score}", "test loss", f"test {score}"]), ""]
     lines += [verdict_line(summary.get("verdict")), ""]
+    lines += [line + "\n" for line in evidence_lines(summary.get("evidence"))]
     lines += [
         "## Held-out barriers", "",
         "Loss barrier per paper Eq. 1 (per-t line, floored at 0) and peak loss max_t L(t) along the segments; "

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 
 from starcli.engine import devices
-from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, pair_record, summarize, verdict
+from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, compare_pairs, pair_record, summarize, verdict
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
@@ -221,7 +221,23 @@ def measure_counted(
         summary["star_metrics"] = dict(by_id[star].metrics)
         summary["anchor_metrics"] = records.anchor_mean_metrics(anchors) if anchors else None
         summary["verdict"] = verdict(summary["star_metrics"], summary["anchor_metrics"])
+        built = (by_id[star].config or {}).get("star") or {}
+        summary["verdict"]["star_settings"] = {k: built.get(k) for k in ("mu_star", "align_anchors", "init", "epochs")}
     return {"star": star, "settings": settings, "pairs": pairs_out, "summary": summary}, computed
+
+
+def replicates(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several stars' `measure` results read as replicates: each star's own result (its anchors and held-outs
+    named), and the comparison pooled over them (engine/evidence.py: a bootstrap over stars and held-outs)."""
+    reps = []
+    for result in results:
+        kinds = {p["kind"] for p in result["pairs"]}
+        anchors = sorted({p["a"] for p in result["pairs"] if p["kind"] == REGULAR_PAIRS})
+        held = list(dict.fromkeys(p["b"] for p in result["pairs"] if p["kind"] == STAR_PAIRS))
+        reps.append(result | {"anchors": anchors, "held_out": held, "kinds": sorted(kinds)})
+    splits = tuple(results[0]["settings"]["splits"]) if results else ()
+    return {"replicates": reps, "settings": results[0]["settings"] if results else {},
+            "evidence": compare_pairs([r["pairs"] for r in results], splits)}
 
 
 def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict, settings_hash: str, device: str, reporter):

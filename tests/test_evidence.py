@@ -1,0 +1,172 @@
+"""The statistics behind every star-vs-regular claim, each checked against a plain implementation on fixed data:
+the hierarchical bootstrap against a loop written from its definition, the sign test against the binomial
+sum, the sign-flip test against an enumeration of every pattern, the trend against a loop of spearman/polyfit."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from starcli.engine import evidence
+from starcli.engine.barriers import replicates_of
+from starcli.engine.evidence import Replicate
+
+# Three replicates of unequal size, star mostly below regular.
+FIXED = [
+    Replicate(star=(0.30, 0.41, 0.22, 0.55), regular=(0.70, 0.62, 0.81, 0.49)),
+    Replicate(star=(0.12, 0.38, 0.29), regular=(0.44, 0.52, 0.47)),
+    Replicate(star=(0.61, 0.33, 0.40, 0.28, 0.35), regular=(0.58, 0.71, 0.66, 0.52, 0.49)),
+]
+
+
+def plain_bootstrap(replicates, draws, seed):
+    """The two-stage bootstrap from its definition, one draw and one held-out at a time, reading the same plan
+    (replicate per slot, then a uniform number u per held-out: index floor(u·n))."""
+    rng = np.random.default_rng(seed)
+    sizes = [len(r.star) for r in replicates]
+    reps = rng.integers(0, len(sizes), size=(draws, len(sizes)))
+    u = rng.random(size=(draws, len(sizes), max(sizes)))
+    ratios, diffs = [], []
+    for d in range(draws):
+        s_all, g_all = [], []
+        for j in range(len(sizes)):
+            rep = replicates[int(reps[d, j])]
+            for k in range(len(rep.star)):
+                h = math.floor(u[d, j, k] * len(rep.star))
+                s_all.append(rep.star[h])
+                g_all.append(rep.regular[h])
+        ratios.append(sum(s_all) / sum(g_all))
+        diffs.append(sum(s - g for s, g in zip(s_all, g_all)) / len(s_all))
+    return ratios, diffs
+
+
+def plain_percentile(values, confidence=0.95):
+    """numpy's default (linear) percentile, written out."""
+    v = sorted(values)
+
+    def at(q):
+        pos = q * (len(v) - 1)
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(v) - 1)
+        return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+    tail = (1 - confidence) / 2
+    return at(tail), at(1 - tail)
+
+
+def test_hierarchical_bootstrap_equals_the_plain_loop():
+    samples = evidence.bootstrap(FIXED, draws=500, seed=3)
+    ratios, diffs = plain_bootstrap(FIXED, 500, 3)
+    np.testing.assert_allclose(samples["ratio"], ratios, rtol=1e-12)
+    np.testing.assert_allclose(samples["difference"], diffs, rtol=1e-12, atol=1e-15)
+    low, high = evidence.percentile_interval(samples["ratio"])
+    ref_low, ref_high = plain_percentile(ratios)
+    assert low == pytest.approx(ref_low, rel=1e-12) and high == pytest.approx(ref_high, rel=1e-12)
+
+
+def test_compare_states_the_point_estimates_and_counts():
+    result = evidence.compare(FIXED, draws=2_000)
+    s = [x for r in FIXED for x in r.star]
+    g = [x for r in FIXED for x in r.regular]
+    assert result["ratio"] == pytest.approx(sum(s) / sum(g))
+    assert result["difference"] == pytest.approx(sum(a - b for a, b in zip(s, g)) / len(s))
+    assert result["replicates"] == 3 and result["held_outs"] == 12
+    low, high = result["ratio_ci"]
+    assert low < result["ratio"] < high < 1
+    assert result["connects_better"] == evidence.CONNECTS_BETTER
+
+
+def test_one_replicate_resamples_held_outs_only():
+    # With one replicate the outer stage always draws it: the bootstrap is the ordinary paired one.
+    rep = [FIXED[0]]
+    samples = evidence.bootstrap(rep, draws=300, seed=1)
+    ratios, _ = plain_bootstrap(rep, 300, 1)
+    np.testing.assert_allclose(samples["ratio"], ratios, rtol=1e-12)
+    assert len(set(np.round(samples["ratio"], 12))) > 20  # it does resample (35 multisets of 4 held-outs)
+    assert "one replicate" in evidence.describe(evidence.compare(rep, draws=300))
+
+
+def test_sign_test_equals_the_binomial_sum():
+    diffs = [-0.3, -0.1, 0.2, -0.05, 0.0, -0.4, -0.2, 0.1]
+    result = evidence.sign_test(diffs)
+    n, k = 7, 5  # the zero difference is dropped
+    plain = sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+    assert (result["below"], result["n"]) == (k, n)
+    assert result["p"] == pytest.approx(plain, rel=1e-12)
+    # Three held-outs can never give p below 0.125: the issue's point about the old demo.
+    assert evidence.sign_test([-1, -1, -1])["p"] == pytest.approx(0.125)
+
+
+def test_sign_flip_test_equals_the_enumeration():
+    diffs = [-0.3, -0.1, 0.2, -0.05, -0.4, -0.2, 0.1]
+    observed = sum(diffs) / len(diffs)
+    patterns = list(itertools.product((1, -1), repeat=len(diffs)))
+    plain = sum(sum(s * abs(d) for s, d in zip(p, diffs)) / len(diffs) <= observed + 1e-12 for p in patterns) / len(patterns)
+    result = evidence.sign_flip_test(diffs)
+    assert result["exact"] and result["p"] == pytest.approx(plain, rel=1e-12)
+
+
+def test_sign_flip_test_beyond_enumeration_is_close_to_exact():
+    rnd = random.Random(5)
+    diffs = [rnd.gauss(-0.1, 0.3) for _ in range(17)]
+    # The exact value by enumeration (2^17 patterns), against the Monte Carlo estimate.
+    d = np.asarray(diffs)
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=17)))
+    exact = float((signs @ np.abs(d) / 17 <= d.mean() + 1e-12).mean())
+    result = evidence.sign_flip_test(diffs, draws=20_000)
+    assert not result["exact"]
+    assert result["p"] == pytest.approx(exact, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "interval, verdict",
+    [((0.3, 0.8), evidence.CONNECTS_BETTER), ((0.7, 1.2), evidence.NO_EVIDENCE), ((1.1, 1.5), evidence.CONNECTS_WORSE),
+     (None, evidence.NO_EVIDENCE)],
+)
+def test_the_verdict_follows_the_interval(interval, verdict):
+    assert evidence.connects_verdict(interval) == verdict
+
+
+def test_a_baseline_of_zero_barriers_has_no_ratio():
+    result = evidence.compare([Replicate(star=(0.0, 0.0, 0.0), regular=(0.0, 0.0, 0.0))], draws=200)
+    assert result["ratio"] is None and result["ratio_ci"] is None
+    assert result["connects_better"] == evidence.NO_EVIDENCE
+    assert "undefined" in evidence.describe(result)
+
+
+def test_trend_equals_a_plain_loop():
+    widths = [4, 8, 16, 32]
+    cells = [
+        [Replicate((0.9, 1.0, 0.8), (1.0, 1.1, 0.9)), Replicate((0.95, 0.85), (1.0, 0.9))],
+        [Replicate((0.7, 0.8, 0.6), (1.0, 1.0, 0.9)), Replicate((0.75, 0.7), (0.95, 1.0))],
+        [Replicate((0.5, 0.6, 0.4), (0.9, 1.0, 0.8)), Replicate((0.5, 0.55), (0.85, 0.9))],
+        [Replicate((0.3, 0.35, 0.2), (0.8, 0.9, 0.7)), Replicate((0.25, 0.3), (0.75, 0.8))],
+    ]
+    result = evidence.trend(widths, cells, draws=300, seed=2)
+    slopes = []
+    per_cell = [plain_bootstrap(cell, 300, 2 + 1 + i)[0] for i, cell in enumerate(cells)]
+    for d in range(300):
+        slopes.append(np.polyfit(np.log2(widths), [per_cell[i][d] for i in range(len(cells))], 1)[0])
+    low, high = plain_percentile(slopes)
+    assert result["slope_ci"][0] == pytest.approx(low, rel=1e-9) and result["slope_ci"][1] == pytest.approx(high, rel=1e-9)
+    observed = [sum(x for r in c for x in r.star) / sum(x for r in c for x in r.regular) for c in cells]
+    assert result["spearman"] == pytest.approx(spearmanr(widths, observed).statistic)
+    assert "falls" in evidence.describe_trend(result, "star/regular ratio", "width")
+
+
+def test_replicates_are_built_from_pairs_as_the_anchors_mean_per_held_out():
+    def pair(a, b, kind, barrier):
+        return {"a": a, "b": b, "kind": kind, "train": {"loss_barrier": barrier}}
+
+    pairs = [
+        pair(9, 6, "star-held-out", 0.2), pair(9, 7, "star-held-out", 0.4),
+        pair(1, 6, "regular-held-out", 0.5), pair(2, 6, "regular-held-out", 0.7),
+        pair(1, 7, "regular-held-out", 0.9), pair(2, 7, "regular-held-out", 1.1),
+    ]
+    (rep,) = replicates_of([pairs], "train")
+    assert rep.star == (0.2, 0.4) and rep.regular == pytest.approx((0.6, 1.0))

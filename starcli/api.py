@@ -2,7 +2,7 @@
 
     from starcli import api
     sols = api.solutions(kind="anchor", recipe="mnist1d-mlp")   # one row per solution, metrics as columns
-    bars = api.barriers(star=9)                                   # stored pairs with their settings and barriers
+    bars = api.barriers(star=9)                                   # stored pairs of one protocol: settings and barriers
     cur = api.curves(star=9)                                      # tidy: pair, split, t, loss, acc
     hist = api.history(3)                                         # epoch, train_loss, train_acc
 
@@ -58,27 +58,65 @@ def solutions(
     return pd.DataFrame(rows).set_index("id") if rows else pd.DataFrame(columns=["id"]).set_index("id")
 
 
-def barriers(home=None, *, star: int | None = None, kind: str | list[str] | None = None) -> "pd.DataFrame":
-    """One row per stored barrier measurement (`starlight barriers`): pair, kind, settings, barriers per split."""
+def barriers(
+    home=None, *, star: int | None = None, kind: str | list[str] | None = None, settings: str = "latest",
+) -> "pd.DataFrame":
+    """One row per stored barrier measurement (`starlight barriers`): pair, kind, the settings it was measured
+    under (points, bn_calibration, batch_size, align, settings_hash) and its barriers per split.
+
+    settings: rows measured under different settings are different experiments and must not be averaged
+    together. "latest" (the default) keeps the rows of the settings most recently measured among those
+    selected, and warns how many others were left out; "all" keeps every row (group by `settings_hash`
+    before averaging); a hash or a prefix of one keeps that experiment's rows."""
     from starcli.solutions import barriers as stored
 
     pd = _pandas()
     kinds = [kind] if isinstance(kind, str) else kind
     with _registry(home) as reg:
-        rows = stored.stored(reg, star=star, kinds=kinds)
+        rows = _one_protocol(stored.stored(reg, star=star, kinds=kinds), settings)
     return pd.DataFrame(rows)
 
 
-def curves(pairs=None, home=None, *, star: int | None = None) -> "pd.DataFrame":
+def curves(pairs=None, home=None, *, star: int | None = None, settings: str = "latest") -> "pd.DataFrame":
     """The tidy curve table (`starlight curves`): pair, a, b, kind, settings_hash, split, t, loss, acc.
 
-    pairs: [(a, b), …]; or star=S for all of S's stored pairs."""
+    pairs: [(a, b), …]; or star=S for all of S's stored pairs. settings: as for `barriers`."""
     from starcli.solutions import barriers as stored
 
     pd = _pandas()
     with _registry(home) as reg:
-        rows = stored.curves(reg, [tuple(p) for p in pairs] if pairs else None, star=star)
+        rows = _one_protocol(stored.curves(reg, [tuple(p) for p in pairs] if pairs else None, star=star), settings)
     return pd.DataFrame(rows)
+
+
+def _one_protocol(rows: list[dict[str, Any]], settings: str) -> list[dict[str, Any]]:
+    """The rows of one measurement protocol (see `barriers`)."""
+    if settings == "all" or not rows:
+        return rows
+    hashes = list(dict.fromkeys(r["settings_hash"] for r in rows))
+    if settings == "latest":
+        if "created_at" in rows[0]:
+            wanted = max(rows, key=lambda r: (r["created_at"], r.get("id", 0)))["settings_hash"]
+        else:
+            wanted = hashes[-1]
+    else:
+        matching = [h for h in hashes if h.startswith(settings) or settings.startswith(h)]
+        if len(matching) != 1:
+            raise StarlightError(
+                f"settings={settings!r} matches {len(matching)} of the stored settings ({', '.join(hashes)}); "
+                "give a longer prefix, 'latest' or 'all'"
+            )
+        wanted = matching[0]
+    kept = [r for r in rows if r["settings_hash"] == wanted]
+    if len(hashes) > 1 and settings == "latest":
+        import warnings
+
+        warnings.warn(
+            f"{len(rows) - len(kept)} row(s) measured under {len(hashes) - 1} other setting(s) were left out "
+            f"(kept settings {wanted}); pass settings='all' and group by settings_hash to see them",
+            stacklevel=3,
+        )
+    return kept
 
 
 def history(id: int, home=None) -> "pd.DataFrame":

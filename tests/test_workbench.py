@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from starcli.engine.barriers import barrier
+from starcli.errors import StarlightError
 from starcli.solutions import records
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -289,3 +290,48 @@ def test_export_to_tensorboard_and_wandb_writes_history_and_the_pair_barrier(wor
     [run_file] = (tmp_path / "wb").rglob("*.wandb")
     recs = finished_records(run_file.parent)
     assert _history(recs, "epoch/train_loss") == [(r["epoch"], pytest.approx(r["train_loss"])) for r in sol.history]
+
+
+def test_the_notebook_api_never_mixes_two_protocols(world, cli):
+    """Rows measured under other settings (here: without alignment, 5 points) are another experiment: the API
+    keeps the latest protocol by default, says what it left out, and gives every row on request."""
+    from starcli import api
+
+    ids, star = world
+    before = api.barriers(star=star.id)
+    code, _, err = cli("barrier", "--star", str(star.id), "--held-out", str(ids[3]), "--align", "none", "--points", "5",
+                       "--splits", "test")
+    assert code == 0, err
+    with pytest.warns(UserWarning, match="row\\(s\\) measured under 1 other setting"):
+        latest = api.barriers(star=star.id)
+    assert latest["settings_hash"].nunique() == 1 and set(latest["align"]) == {"none"}
+    every = api.barriers(star=star.id, settings="all")
+    assert len(every) == len(before) + len(latest) and every["settings_hash"].nunique() == 2
+    old = api.barriers(star=star.id, settings=before["settings_hash"].iloc[0])
+    assert old["settings_hash"].tolist() == before["settings_hash"].tolist()
+    with pytest.raises(StarlightError, match="matches 0 of the stored settings"):
+        api.barriers(star=star.id, settings="zzzz")
+
+
+def test_barrier_reads_several_stars_as_replicates_with_a_pooled_ci(world, reg, cli):
+    """`barrier --star S1,S2`: each star against the held-outs, the ratio's CI pooled over the stars."""
+    from starcli.engine import evidence
+    from starcli.engine.barriers import replicates_of
+    from starcli.solutions.stars import build_star
+
+    ids, star = world
+    other, _ = build_star(reg, ids[:2], epochs=2, seed=5, device="cpu")
+    base = ["barrier", "--star", f"{star.id},{other.id}", "--held-out", str(ids[3]), "--points", "3", "--splits", "test",
+            "--align", "none"]
+    code, out, err = cli(*base, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert [r["star"] for r in result["replicates"]] == [star.id, other.id]
+    assert result["replicates"][1]["anchors"] == ids[:2]
+    expected = evidence.compare(replicates_of([r["pairs"] for r in result["replicates"]], "test"))
+    assert result["evidence"]["test"]["ratio_ci"] == pytest.approx(expected["ratio_ci"])
+    assert result["evidence"]["test"]["replicates"] == 2
+    code, out, err = cli(*base)
+    assert code == 0 and "verdict 2, test: star/regular test loss barrier" in out and "2 replicates, 2 held-outs" in out
+    code, out, err = cli(*base, "--csv")
+    assert code == 0 and out.splitlines()[0].startswith("star,a,b,kind")

@@ -229,3 +229,66 @@ def test_a_tiny_linear_toy_sweep_trains_stars_and_barriers_on_regression(reg, tm
     assert "mean squared error" in text and "R² %" in text
     pairs = list(csv.DictReader((tmp_path / "out" / "pairs.csv").open()))
     assert len(pairs) == 2 * 2 * 2 * (1 + 3)
+
+
+# --- replicates: the unit of evidence -----------------------------------------------------------------
+
+
+def test_replicates_use_disjoint_seed_blocks_and_keep_replicate_zero():
+    sweep = sweep_file.parse(
+        {"recipe": "linreg-linear2", "grid": {"anchor_seeds": "1-3", "held_out_seeds": "11-12", "replicates": 3}}
+    )
+    blocks = [sweep.replicate_seeds(r) for r in range(3)]
+    assert blocks[0] == ([1, 2, 3], [11, 12])  # replicate 0 is the file's own seeds (registered models are reused)
+    seeds = [s for anchors, held in blocks for s in anchors + held]
+    assert len(seeds) == len(set(seeds)) == 15 == len(sweep.seeds_to_train())
+    assert [sweep.star_seed_of(c) for c in sweep.cells()] == [0, 1, 2]
+    for bad in (0, 101, True, "3"):
+        with pytest.raises(StarlightError, match="replicates must be an integer from 1 to 100"):
+            sweep_file.parse({"recipe": "linreg-linear2", "grid": {"anchor_seeds": "1-3", "held_out_seeds": "11-12",
+                                                                   "replicates": bad}})
+
+
+def test_a_sweep_with_replicates_reports_the_pooled_ratio_with_its_bootstrap_ci(reg, tmp_path):
+    from starcli.engine import evidence
+    from starcli.engine.barriers import replicates_of
+
+    path = tmp_path / "rep.toml"
+    path.write_text(
+        'recipe = "linreg-linear2"\n[train]\nepochs = 3\n[grid]\nwidths = [2]\nanchor_seeds = "1-2"\n'
+        'held_out_seeds = "3-4"\nreplicates = 2\n[star]\nepochs = 3\n[barriers]\npoints = 5\nsplits = ["train"]\n'
+    )
+    result = sweep_run.run(reg, sweep_file.load(str(path)), tmp_path / "out", device="cpu")
+    assert result["computed"]["training_runs"] == 8 and result["computed"]["stars"] == 2
+    (row,) = result["rows"]
+    assert row["replicates"] == 2 and row["held_outs"] == 4
+    # The row's CI is the bootstrap of the two replicates' paired barriers, recomputed here from the cells.
+    expected = evidence.compare(replicates_of([c["pairs"] for c in result["cells"]], "train"))
+    assert row["ratio_train_ci_low"] == pytest.approx(expected["ratio_ci"][0])
+    assert row["ratio_train_ci_high"] == pytest.approx(expected["ratio_ci"][1])
+    assert row["connects_better_train"] == expected["connects_better"]
+    assert row["sign_test_train_p"] == pytest.approx(expected["sign_test"]["p"])
+    # Replicate 1 trained its own seeds 5-8 and built its own star with star seed 1.
+    second = [c for c in result["cells"] if c["replicate"] == 1][0]
+    assert sorted(records.get(reg, i).seed for i in second["anchors"] + second["held_out"]) == [5, 6, 7, 8]
+    assert records.get(reg, second["star"]).seed == 1
+    summary = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
+    assert {"ratio_train_ci_low", "ratio_train_ci_high", "connects_better_train", "permutation_train_p"} <= set(summary[0])
+    pairs = list(csv.DictReader((tmp_path / "out" / "pairs.csv").open()))
+    assert {p["replicate"] for p in pairs} == {"0", "1"}
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "95% CI" in text and "2 × 2" in text
+
+
+def test_sweep_replicates_on_the_command_line_override_the_file_and_are_checked(cli):
+    code, out, err = cli("sweep", "linear-toy", "--replicates", "4", "--plan", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["replicates"] == 4 and plan["stars"] == 8 * 4 and plan["training_runs"] == 8 * 4 * 13
+    code, out, err = cli("sweep", "linear-toy", "--replicates", "0", "--plan")
+    assert code == 2 and out == "" and "replicates must be an integer from 1 to 100" in err
+
+
+def test_the_wrn_sweep_re_aligns_anchors_as_the_authors_wrn_configs_do():
+    # configs/cifar10_wrn_*.yaml of the paper's code: permute_anchors: 1 and mu_star: 0.
+    assert sweep_file.load("cifar10-wrn").star == {"preset": "paper", "realign": True}

@@ -28,6 +28,11 @@ def sweep(
     ray_address: Optional[str] = common.RayAddressOpt,
     data_dir: Optional[str] = common.DataDirOpt,
     download: bool = common.DownloadOpt,
+    replicates: Optional[int] = typer.Option(
+        None, "--replicates", "-r",
+        help="Replicates per grid setting (overrides the file's [grid] replicates): each its own anchor and held-out "
+        "seeds and star seed; the CIs pool them.",
+    ),
     plan: bool = typer.Option(False, "--plan", help="Validate the file and print what a run needs; compute nothing."),
     force: bool = common.ForceOpt,
     log: Optional[str] = common.LogOpt,
@@ -51,6 +56,8 @@ def sweep(
 
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     spec = sweep_file.load(name)
+    if replicates is not None:
+        spec = sweep_file.with_replicates(spec, replicates)
     if plan:
         info = spec.plan()
         if json_:

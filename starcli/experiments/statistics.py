@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.stats import spearmanr
 
-from starcli.reports.sweep_report import AXIS_LABELS
+from starcli.engine.barriers import replicates_of
+from starcli.engine.evidence import describe_trend, trend
+from starcli.reports.sweep_report import AXIS_LABELS, SETTING, settings_of
 
 
 def star_against_regular(rows: list[dict[str, Any]], split: str = "train") -> tuple[list[float], list[float]]:
@@ -34,16 +35,29 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> dict[str, float | None]:
     return out
 
 
-def findings(rows: list[dict[str, Any]], x: str, split: str = "train") -> list[str]:
-    """Plain statements a reader can check against the table: no claim without its numbers."""
+def findings(rows: list[dict[str, Any]], x: str, split: str = "train", cells: list[dict[str, Any]] | None = None) -> list[str]:
+    """Plain statements a reader can check against the table, each worded from its confidence interval:
+    no claim without its numbers, replicates and held-outs."""
     star = [r.get(f"star_{split}_loss_barrier_mean") for r in rows]
     regular = [r.get(f"regular_{split}_loss_barrier_mean") for r in rows]
     valid = [(s, g, r) for s, g, r in zip(star, regular, rows) if s is not None and g is not None]
     if not valid:
         return []
     lines = []
-    below = sum(s < g for s, g, _ in valid)
-    lines.append(f"star-held-out below regular-held-out ({split} loss barrier) in {below} of {len(valid)} settings.")
+    verdicts = [r.get(f"connects_better_{split}") for _, _, r in valid]
+    reps = sorted({r.get("replicates", 1) for _, _, r in valid})
+    design = sorted({f"{r.get('replicates', 1)} replicate(s) × {r['held_outs'] // max(1, r.get('replicates', 1))} held-outs"
+                     for _, _, r in valid if r.get("held_outs") is not None})
+    lines.append(
+        f"the star connects better than regular pairs ({split} loss barrier, 95% CI of star/regular below 1) in "
+        f"{verdicts.count('yes')} of {len(valid)} settings; no evidence either way (CI includes 1) in "
+        f"{verdicts.count('no evidence')}; worse (CI above 1) in {verdicts.count('no')} ({'; '.join(design)} per setting)."
+    )
+    if reps == [1]:
+        lines.append(
+            "with one replicate per setting the CIs cover held-out variation only, not that of anchor sets or "
+            "star seeds: rerun with [grid] replicates = 3 or more before drawing a conclusion."
+        )
     worse = sum((r.get(f"star_{split}_loss") or 0) > (r.get(f"anchor_{split}_loss") or 0) for _, _, r in valid)
     peak = sum((r.get(f"star_{split}_peak_loss") or 0) > (r.get(f"regular_{split}_peak_loss") or 0) for _, _, r in valid)
     lines.append(
@@ -67,15 +81,24 @@ def findings(rows: list[dict[str, Any]], x: str, split: str = "train") -> list[s
             affine = f"; affine fit star = {fit['slope']:.2f} × regular + {fit['intercept']:.3f}"
             affine += f" (R² {fit['r2']:.2f})" if fit["r2"] is not None else ""
         lines.append(f"least squares through the origin: star ≈ {fit['slope_origin']:.2f} × regular{affine}.")
-    xs = [r[x] for _, _, r in valid]
-    if len(valid) >= 3 and all(isinstance(v, (int, float)) for v in xs):
-        for name, values in (("star-held-out", [s for s, _, _ in valid]), ("regular-held-out", [g for _, g, _ in valid])):
-            rho = _spearman(xs, values)
-            trend = "falls" if rho <= -0.5 else "rises" if rho >= 0.5 else "shows no clear trend"
-            lines.append(f"{name} barrier {trend} as {AXIS_LABELS.get(x, x)} grows (Spearman ρ = {rho:+.2f}).")
+    lines += trend_findings(rows, x, split, cells)
     return lines
 
 
-def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    rho = spearmanr(x, y).statistic
-    return float(rho) if rho == rho else 0.0
+def trend_findings(rows: list[dict[str, Any]], x: str, split: str, cells: list[dict[str, Any]] | None) -> list[str]:
+    """The star/regular ratio's trend along x, with CIs on the slope and on Spearman ρ from resampling every
+    setting's replicates and held-outs; only when x is the one axis that varies and is numeric."""
+    if not cells or x not in SETTING:
+        return []
+    groups = settings_of(cells)
+    others = [k for k in SETTING if k != x]
+    if len({tuple(g[0][k] for k in others) for g in groups}) != 1:
+        return []
+    xs = [g[0][x] for g in groups]
+    if len(groups) < 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs):
+        return []
+    per_setting = [replicates_of([c["pairs"] for c in g], split) for g in groups]
+    if not all(per_setting):
+        return []
+    result = trend(xs, per_setting)
+    return [describe_trend(result, f"the star/regular {split} loss-barrier ratio", AXIS_LABELS.get(x, x))]

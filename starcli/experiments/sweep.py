@@ -94,7 +94,7 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, job
         overall.advance(step=f"trained width {width}")
 
     # Every star of the sweep at once, through the executor (they need only the trained anchors).
-    anchor_sets = [[ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]] for cell in cells]
+    anchor_sets = [_anchor_ids(sweep, cell, ids) for cell in cells]
     built = executors.build_stars(
         reg, [_star_spec(sweep, cell, anchors) for cell, anchors in zip(cells, anchor_sets)],
         executor=executor, device=device, jobs=jobs, reporter=reporter, tracking=tracking, **cluster,
@@ -104,7 +104,7 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, job
 
     results = []
     for cell, anchors, (star, created) in zip(cells, anchor_sets, built):
-        held_out = [ids[cell.width][s] for s in sweep.held_out_seeds]
+        held_out = _held_out_ids(sweep, cell, ids)
         computed["stars"] += int(created)
         overall.advance(step=f"star {star.id}")
         measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter, fan_out)
@@ -129,6 +129,7 @@ def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: di
         # As measured: "auto" alignment is reported as what it resolved to.
         "barriers": _barrier_settings(sweep) | ({"align": results[0]["align"]} if results else {}),
         "x": sweep.x_axis(),
+        "replicates": sweep.replicates,
         "task": _task(sweep),
         "cells": results,
         "computed": computed,
@@ -137,7 +138,7 @@ def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: di
     }
     rows = sweep_report.summary_rows(payload, sweep.paper)
     fit = statistics.fit_line(*statistics.star_against_regular(rows)) if payload["x"] == "width" else None
-    written = sweep_report.write_sweep(payload, out, rows, statistics.findings(rows, payload["x"]), fit)
+    written = sweep_report.write_sweep(payload, out, rows, statistics.findings(rows, payload["x"], cells=results), fit)
     return payload | {"out": str(out), "files": written["files"], "rows": written["rows"]}
 
 
@@ -160,8 +161,8 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
     stores the very same bytes; no star is submitted before every anchor is registered, and the soups
     are built here after the stars. Star ids follow the order the stars finish in."""
     ids = _train_on_pool(reg, sweep, configs, pool, device, data_dir, download, reporter, tracking, overall, computed)
-    anchor_sets = [[ids[cell.width][s] for s in sweep.anchor_seeds[: cell.n_anchors]] for cell in cells]
-    held_outs = [[ids[cell.width][s] for s in sweep.held_out_seeds] for cell in cells]
+    anchor_sets = [_anchor_ids(sweep, cell, ids) for cell in cells]
+    held_outs = [_held_out_ids(sweep, cell, ids) for cell in cells]
     plans, star_todo = executors.star_jobs(
         reg, [_star_spec(sweep, cell, anchor_ids) for cell, anchor_ids in zip(cells, anchor_sets)], device, reporter
     )
@@ -293,6 +294,15 @@ def _cost(config: dict[str, Any], seeds: int) -> float:
     return seeds * config["epochs"] * (3850 + sum(p.numel() for p in net.parameters()))
 
 
+def _anchor_ids(sweep: Sweep, cell: Cell, ids: dict[Any, dict[int, int]]) -> list[int]:
+    """The registry ids of a cell's anchors: the first n anchor seeds of its replicate's block."""
+    return [ids[cell.width][s] for s in sweep.replicate_seeds(cell.replicate)[0][: cell.n_anchors]]
+
+
+def _held_out_ids(sweep: Sweep, cell: Cell, ids: dict[Any, dict[int, int]]) -> list[int]:
+    return [ids[cell.width][s] for s in sweep.replicate_seeds(cell.replicate)[1]]
+
+
 def _task(sweep: Sweep) -> str:
     return data.info(sweep.config(sweep.widths[0])["dataset"]).task
 
@@ -315,7 +325,7 @@ def _star_spec(sweep: Sweep, cell: Cell, anchors: list[int]) -> dict[str, Any]:
         epochs=options.get("epochs"),
         t_sampling=cell.t_sampling,
         samples_per_step=options.get("samples_per_step", 1),
-        seed=cell.star_seed,
+        seed=sweep.star_seed_of(cell),
         **settings,
     )
 
@@ -374,6 +384,7 @@ def _cell_result(reg, cell: Cell, star, anchors: list[int], held_out: list[int],
         "n_anchors": cell.n_anchors,
         "t_sampling": cell.t_sampling,
         "star_seed": cell.star_seed,
+        "replicate": cell.replicate,
         "star": star.id,
         "align": measured["settings"]["align"],
         "anchors": anchors,

@@ -15,6 +15,8 @@ sampled, which seeds are held out. Running it is sweep.py.
     held_out_seeds = "101-103"
     t_sampling = ["uniform"]          # uniform | beta:A,B | constant:T
     star_seeds = [0]
+    replicates = 3                    # independent repeats of every star: replicate r shifts every anchor and
+                                      # held-out seed by r × the seed block's span, and the star seed by r
     [star]                            # preset (solution | paper) and build_star options: epochs, samples_per_step, mu_star, realign, init
     [barriers]                        # measure options: points, splits, bn_calibration, batch_size, align
     [baselines]
@@ -24,6 +26,7 @@ sampled, which seeds are held out. Running it is sweep.py.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -38,7 +41,9 @@ from starcli.errors import StarlightError, UsageError
 from starcli.selectors import MAX_IDS, MAX_SEED, parse_ids
 
 SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers", "baselines", "paper", "report"}
-GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds"}
+GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds", "replicates"}
+# Replicates per cell: enough for a CI over anchor sets, bounded so a typo cannot plan a million stars.
+MAX_REPLICATES = 100
 STAR_KEYS = {"epochs", "samples_per_step", "mu_star", "realign", "init", "preset"}
 # [star] keys renamed, still read with their old meaning: {old: new}.
 RENAMED_STAR_KEYS = {"align_anchors": "realign"}
@@ -51,12 +56,18 @@ AXES = ("width", "n_anchors", "t_sampling", "star_seed")
 
 @dataclass(frozen=True)
 class Cell:
-    """One star of the grid: the anchors it is built from and how."""
+    """One star of the grid: the anchors it is built from and how. Replicate r of a setting uses its own
+    block of anchor and held-out seeds and star seed `star_seed + r` (Sweep.replicate_seeds)."""
 
     width: int | None
     n_anchors: int
     t_sampling: str
     star_seed: int
+    replicate: int = 0
+
+    def setting(self) -> tuple:
+        """The grid values without the replicate: the cells one summary row pools."""
+        return (self.width, self.n_anchors, self.t_sampling, self.star_seed)
 
 
 @dataclass
@@ -77,6 +88,7 @@ class Sweep:
     report: dict[str, Any] = field(default_factory=dict)
     soup: bool = False  # [baselines] soup: also test the aligned average of each star's anchors
     source: str = ""
+    replicates: int = 1
 
     def config(self, width: int | None, device: str | None = None) -> dict[str, Any]:
         """The resolved training config of every anchor and held-out at `width` (on `device`: the
@@ -86,7 +98,24 @@ class Sweep:
         return recipes.resolve(self.recipe, width=width, overrides=self.train, device=device)
 
     def cells(self) -> list[Cell]:
-        return [Cell(*c) for c in itertools.product(self.widths, self.anchors, self.t_sampling, self.star_seeds)]
+        return [
+            Cell(*c)
+            for c in itertools.product(self.widths, self.anchors, self.t_sampling, self.star_seeds, range(self.replicates))
+        ]
+
+    def seed_span(self) -> int:
+        """How far replicate r+1's seeds sit from replicate r's: the span of replicate 0's seed block, so blocks
+        never overlap and replicate 0 keeps the seeds the file names (and the models already registered)."""
+        seeds = self.anchor_seeds + self.held_out_seeds
+        return max(seeds) - min(seeds) + 1
+
+    def replicate_seeds(self, replicate: int) -> tuple[list[int], list[int]]:
+        """(anchor seeds, held-out seeds) of one replicate."""
+        shift = replicate * self.seed_span()
+        return [s + shift for s in self.anchor_seeds], [s + shift for s in self.held_out_seeds]
+
+    def star_seed_of(self, cell: Cell) -> int:
+        return cell.star_seed + cell.replicate
 
     def varying(self) -> list[str]:
         """The grid axes with more than one value: what the report's figures are about."""
@@ -97,19 +126,24 @@ class Sweep:
         return self.report.get("x") or (self.varying() or ["width"])[0]
 
     def seeds_to_train(self) -> list[int]:
-        return self.anchor_seeds[: max(self.anchors)] + self.held_out_seeds
+        seeds: list[int] = []
+        for r in range(self.replicates):
+            anchor_seeds, held_out = self.replicate_seeds(r)
+            seeds += anchor_seeds[: max(self.anchors)] + held_out
+        return seeds
 
     def plan(self) -> dict[str, Any]:
         """What a full run needs, cached or not: training runs, stars, soups and distinct barrier pairs
         (regular pairs are shared by every star of a width)."""
         per_width = len(self.cells()) // len(self.widths)
         centers = per_width * (2 if self.soup else 1)
-        n_pairs = len(self.widths) * len(self.held_out_seeds) * (centers + max(self.anchors))
+        n_pairs = len(self.widths) * self.replicates * len(self.held_out_seeds) * (centers + max(self.anchors))
         return {
             "sweep": self.name,
             "recipe": self.recipe,
             "widths": self.widths,
             "training_runs": len(self.widths) * len(self.seeds_to_train()),
+            "replicates": self.replicates,
             "stars": len(self.cells()),
             "soups": len(self.cells()) if self.soup else 0,
             "barrier_pairs": n_pairs,
@@ -198,6 +232,8 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
         isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in star_seeds
     ):
         raise UsageError(f"sweep {where}: [grid] star_seeds must be a list of integers from 0 to {MAX_SEED}")
+    replicates = grid.get("replicates", 1)
+    _check_replicates(replicates, anchor_seeds, held_out, star_seeds, where)
     _check_star(star, where)
     _check_barriers(barriers, where)
     if report.get("x") is not None and report["x"] not in AXES:
@@ -228,6 +264,7 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
         report=report,
         soup=baselines.get("soup", False),
         source=source,
+        replicates=replicates,
     )
     # Resolving every width's config checks the recipe, its overrides and the dataset name now,
     # before anything is trained (and needs no data: GPU sweeps validate on a laptop).
@@ -237,6 +274,21 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
         except StarlightError as e:
             raise type(e)(f"sweep {where}: {e}") from None
     return sweep
+
+
+def with_replicates(sweep: Sweep, replicates: int) -> Sweep:
+    """The sweep with another number of replicates (`sweep --replicates N`), checked as the file's key is."""
+    _check_replicates(replicates, sweep.anchor_seeds, sweep.held_out_seeds, sweep.star_seeds, sweep.source or sweep.name)
+    return dataclasses.replace(sweep, replicates=replicates)
+
+
+def _check_replicates(replicates: Any, anchor_seeds: list[int], held_out: list[int], star_seeds: list[int], where: str) -> None:
+    if not isinstance(replicates, int) or isinstance(replicates, bool) or not 1 <= replicates <= MAX_REPLICATES:
+        raise UsageError(f"sweep {where}: replicates must be an integer from 1 to {MAX_REPLICATES}, got {replicates!r}")
+    seeds = anchor_seeds + held_out
+    span = max(seeds) - min(seeds) + 1
+    if max(seeds) + (replicates - 1) * span > MAX_SEED or max(star_seeds) + replicates - 1 > MAX_SEED:
+        raise UsageError(f"sweep {where}: {replicates} replicates shift seeds past {MAX_SEED}; use fewer or smaller seeds")
 
 
 def _check_star(star: dict[str, Any], where: str) -> None:

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from starcli.engine.barriers import SOLUTION_RULE, peak_loss, verdict
+from starcli.engine.barriers import SOLUTION_RULE, compare_pairs, peak_loss, summarize, verdict
+from starcli.engine.evidence import describe
 
 from .figures import bar_plot, curves_plot, line_plot, scatter_fit
 from .tables import fmt, markdown_table, mean_std, write_csv
@@ -20,10 +21,22 @@ CENTERS = (("star-held-out", "star"), ("regular-held-out", "regular"), ("soup-he
 AXIS_LABELS = {"width": "width", "n_anchors": "anchors", "t_sampling": "t sampling", "star_seed": "star seed"}
 
 
+SETTING = ("width", "n_anchors", "t_sampling", "star_seed")
+
+
+def settings_of(cells: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The cells grouped by grid setting (every replicate of one setting together), in grid order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for cell in cells:
+        groups.setdefault(tuple(cell[k] for k in SETTING), []).append(cell)
+    return list(groups.values())
+
+
 def summary_rows(payload: dict[str, Any], paper: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """One row per star of the sweep, with the paper's reference numbers where the sweep file gives them."""
+    """One row per grid setting, pooling its replicates, with the paper's reference numbers where the sweep
+    file gives them."""
     splits = list(payload["barriers"]["splits"])
-    rows = [summary_row(cell, splits) for cell in payload["cells"]]
+    rows = [summary_row(group, splits) for group in settings_of(payload["cells"])]
     _attach_paper(rows, paper or {})
     return rows
 
@@ -57,13 +70,13 @@ def write_sweep(
 
 FIGURE_STEMS = ("barrier-", "scatter-", "own-train-loss", "curves-")
 PAIR_COLUMNS = [
-    "width", "n_anchors", "t_sampling", "star_seed", "star", "group", "a", "b", "split", "loss_barrier", "acc_barrier",
+    "width", "n_anchors", "t_sampling", "star_seed", "replicate", "star", "group", "a", "b", "split", "loss_barrier", "acc_barrier",
 ]
 
 
 def pair_rows(cell: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (pair, split) of a sweep cell, labelled with the cell's grid values."""
-    base = {k: cell[k] for k in ("width", "n_anchors", "t_sampling", "star_seed", "star")}
+    base = {k: cell.get(k, 0) for k in ("width", "n_anchors", "t_sampling", "star_seed", "replicate", "star")}
     rows = []
     for pair in cell["pairs"] + (cell.get("soup") or {}).get("pairs", []):
         for split, values in _pair_splits(pair).items():
@@ -83,19 +96,32 @@ def summary_stat(summary: dict[str, Any], group: str, split: str, metric: str) -
     return ((summary.get(group) or {}).get(split) or {}).get(metric) or {}
 
 
-def summary_row(cell: dict[str, Any], splits: list[str]) -> dict[str, Any]:
-    """A star's row: its grid values, own metrics, the anchors' mean metrics and barrier means ± std."""
-    row: dict[str, Any] = {k: cell[k] for k in ("width", "n_anchors", "t_sampling", "star_seed", "star")}
-    row["held_outs"] = len(cell["held_out"])
-    soup = cell.get("soup")
-    row["soup"] = soup["id"] if soup else None
-    summary = dict(cell["summary"], **({"soup-held-out": soup["summary"]} if soup else {}))
-    pairs = cell["pairs"] + (soup["pairs"] if soup else [])
-    row["star_is_solution"] = verdict(cell["star_metrics"], cell["anchor_metrics"])["star_is_solution"]
+def summary_row(cells: list[dict[str, Any]] | dict[str, Any], splits: list[str]) -> dict[str, Any]:
+    """One setting's row, pooling its replicates (one cell each): grid values, the stars' and anchors' mean
+    metrics, barrier mean ± std over all pairs, and the star/regular ratio with its hierarchical-bootstrap CI,
+    the paired difference, the sign and permutation tests and the verdict worded from the CI."""
+    cells = [cells] if isinstance(cells, dict) else cells
+    first = cells[0]
+    row: dict[str, Any] = {k: first[k] for k in SETTING}
+    row["star"] = first["star"] if len(cells) == 1 else " ".join(str(c["star"]) for c in cells)
+    row["replicates"] = len(cells)
+    row["held_outs"] = sum(len(c["held_out"]) for c in cells)
+    soups = [c.get("soup") for c in cells if c.get("soup")]
+    row["soup"] = (soups[0]["id"] if len(soups) == 1 else " ".join(str(p["id"]) for p in soups)) if soups else None
+    pairs = [p for c in cells for p in c["pairs"]]
+    soup_pairs = [p for soup in soups for p in soup["pairs"]]
+    summary = summarize(pairs, tuple(splits)) if pairs else {}
+    if soup_pairs:
+        summary["soup-held-out"] = summarize(soup_pairs, tuple(splits)).get("soup-held-out") or {}
+    verdicts = [verdict(c["star_metrics"], c["anchor_metrics"]) for c in cells]
+    known = [v["star_is_solution"] for v in verdicts if v["star_is_solution"] is not None]
+    row["star_is_solution"] = None if not known else all(known)
+    row["stars_that_are_solutions"] = f"{sum(known)}/{len(cells)}"
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-        row[f"star_{key}"] = cell["star_metrics"].get(key)
-        row[f"anchor_{key}"] = cell["anchor_metrics"].get(key)
-        row[f"soup_{key}"] = soup["metrics"].get(key) if soup else None
+        row[f"star_{key}"] = _mean([c["star_metrics"].get(key) for c in cells])
+        row[f"anchor_{key}"] = _mean([(c["anchor_metrics"] or {}).get(key) for c in cells])
+        row[f"soup_{key}"] = _mean([soup["metrics"].get(key) for soup in soups]) if soups else None
+    evidence = compare_pairs([c["pairs"] for c in cells], splits)
     for split in splits:
         for metric in ("loss_barrier", "acc_barrier"):
             for group, short in CENTERS:
@@ -104,9 +130,24 @@ def summary_row(cell: dict[str, Any], splits: list[str]) -> dict[str, Any]:
                     row[f"{short}_{split}_{metric}_{field}"] = stat.get(field)
         star, regular = row.get(f"star_{split}_loss_barrier_mean"), row.get(f"regular_{split}_loss_barrier_mean")
         row[f"ratio_{split}_loss_barrier"] = star / regular if star is not None and regular else None
+        found = evidence.get(split)
+        ci = (found or {}).get("ratio_ci") or (None, None)
+        diff_ci = (found or {}).get("difference_ci") or (None, None)
+        row[f"ratio_{split}_ci_low"], row[f"ratio_{split}_ci_high"] = ci
+        row[f"difference_{split}"] = (found or {}).get("difference")
+        row[f"difference_{split}_ci_low"], row[f"difference_{split}_ci_high"] = diff_ci
+        row[f"sign_test_{split}_p"] = (found or {}).get("sign_test", {}).get("p")
+        row[f"permutation_{split}_p"] = (found or {}).get("permutation_test", {}).get("p")
+        row[f"connects_better_{split}"] = (found or {}).get("connects_better")
+        row[f"evidence_{split}"] = describe(found, split) if found else None
         for group, short in CENTERS:
-            row[f"{short}_{split}_peak_loss"] = peak_loss(pairs, group, split)
+            row[f"{short}_{split}_peak_loss"] = peak_loss(pairs + soup_pairs, group, split)
     return row
+
+
+def _mean(values: list[Any]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
 
 
 def _attach_paper(rows: list[dict[str, Any]], paper: dict[str, Any]) -> None:
@@ -206,10 +247,14 @@ def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], found: li
                 r[f"{short}_{split}_loss_barrier_mean"], r[f"{short}_{split}_loss_barrier_std"], r[f"{short}_{split}_loss_barrier_n"]
             )
         line["ratio (train)"] = r.get("ratio_train_loss_barrier")
+        low, high = r.get("ratio_train_ci_low"), r.get("ratio_train_ci_high")
+        line["95% CI"] = "-" if low is None else f"[{fmt(low, 3)}, {fmt(high, 3)}]"
+        line["connects better"] = r.get("connects_better_train") or "-"
+        line["replicates × held-outs"] = f"{r.get('replicates', 1)} × {r['held_outs'] // max(1, r.get('replicates', 1))}"
         line[f"peak train loss {' / '.join(shorts)}"] = " / ".join(fmt(r.get(f"{s}_train_peak_loss"), 3) for s in shorts)
         if "paper_star_train_loss_barrier" in r:
             line["paper star / regular"] = f"{fmt(r['paper_star_train_loss_barrier'])} / {fmt(r.get('paper_regular_train_loss_barrier'))}"
-        line["star is a solution"] = r["star_is_solution"]
+        line["star is a solution"] = r["star_is_solution"] if r.get("replicates", 1) == 1 else r["stars_that_are_solutions"]
         line["star train loss"] = r["star_train_loss"]
         line["anchor train loss"] = r["anchor_train_loss"]
         if "soup" in shorts:
@@ -233,7 +278,10 @@ def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], found: li
         f"Pairs aligned by {'weight matching' if payload['barriers'].get('align') == 'weight' else 'nothing (raw weights)'}. "
         f"Loss ({'mean squared error' if payload.get('task') == 'regression' else 'cross-entropy'}) barrier = "
         "max over t of L((1−t)θA + tθB) − [(1−t)L(θA) + tL(θB)], floored at 0 (paper Eq. 1); "
-        "cells are mean ± std over pairs (n pairs). Peak = mean over pairs of max_t L(t), the worst network on "
+        "cells are mean ± std over pairs (n pairs, pooled over replicates). Ratio = Σ star / Σ regular barriers, "
+        "with a regular baseline per held-out (the mean of the star's anchors to it); its 95% CI is a bootstrap that "
+        "resamples replicates and, within each, held-outs; \"connects better\" is worded from that CI (yes: below 1, "
+        "no evidence: includes 1, no: above 1). A replicate is one anchor set, one star seed and its held-outs. Peak = mean over pairs of max_t L(t), the worst network on "
         "the segment: a center that is itself a poor model can have a low barrier and a high peak. "
         f"\"Star is a solution\": {SOLUTION_RULE}.",
         "",

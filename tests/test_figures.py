@@ -57,3 +57,41 @@ def test_bad_format_or_dpi_is_a_usage_error(fmt, dpi, message):
     with pytest.raises(UsageError, match=message):
         with style.output(fmt, dpi):
             pass
+
+
+def test_a_rounding_residue_does_not_stretch_the_axis_over_twenty_decades(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    assert style.significant([5.8e-19, 0.02, 0.5, None, 0.0]) == [0.02, 0.5]
+    fig, ax = plt.subplots()
+    style.decades_y(ax, [5.8e-19, 0.3, 0.5, 0.45])
+    assert ax.get_yscale() == "linear"  # the residue counts as 0; the real values span less than 1.5 decades
+    fig2, ax2 = plt.subplots()
+    style.decades_y(ax2, [5.8e-19, 0.001, 0.5])
+    assert ax2.get_yscale() == "symlog" and ax2.yaxis.get_transform().linthresh == pytest.approx(1e-3)
+    plt.close("all")
+
+
+def test_the_barrier_matrix_masks_its_zero_diagonal(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seen = {}
+    original = plt.Figure.colorbar
+
+    def spy(self, mappable, *args, **kwargs):
+        seen["clim"] = mappable.get_clim()
+        seen["mask"] = mappable.get_array().mask.copy()
+        return original(self, mappable, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "colorbar", spy)
+    values = [[0.0, 0.8, 1.2], [0.8, 0.0, 0.5], [1.2, 0.5, 0.0]]
+    figures.matrix_plot(tmp_path / "m.png", [1, 2, 3], values, "train loss barrier")
+    assert (tmp_path / "m.png").stat().st_size > 0
+    assert seen["clim"] == (0.5, 1.2)  # the scale spans the pairs, not the zeros of the diagonal
+    assert seen["mask"].tolist() == [[True, False, False], [False, True, False], [False, False, True]]

@@ -107,9 +107,15 @@ def matrix_plot(path: str | Path, ids: Sequence[int], values: Sequence[Sequence[
     plt = _pyplot()
     arr = np.asarray(values, dtype=float)
     n = len(ids)
+    # The diagonal (a solution with itself, 0 by definition) is masked, so the colour scale is spent on pairs.
+    diagonal = np.eye(n, dtype=bool)
+    shown = np.ma.masked_array(arr, mask=diagonal)
+    off = arr[~diagonal]
+    top = float(off.max()) if off.size else 0.0
     side = max(3.2, 0.55 * n + 1.6)
     fig, ax = plt.subplots(figsize=(side + 1.0, side))
-    im = ax.imshow(arr, cmap="viridis", vmin=0.0, vmax=max(float(arr.max()), 1e-12))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.92")
+    im = ax.imshow(shown, cmap=cmap, vmin=float(off.min()) if off.size else 0.0, vmax=max(top, 1e-12))
     ax.grid(False)
     ax.set_xticks(range(n), [str(i) for i in ids])
     ax.set_yticks(range(n), [str(i) for i in ids])
@@ -118,12 +124,13 @@ def matrix_plot(path: str | Path, ids: Sequence[int], values: Sequence[Sequence[
     for s in ax.spines.values():
         s.set_visible(False)
     if n <= 20:  # beyond that the numbers no longer fit their cells; the CSV has them
-        top = float(arr.max()) or 1.0
+        low = float(off.min()) if off.size else 0.0
         for i in range(n):
             for j in range(n):
                 v = arr[i, j]
-                ax.text(j, i, f"{v:.2f}" if v < 10 else f"{v:.3g}", ha="center", va="center", fontsize=7 if n > 10 else 8,
-                        color="white" if v < 0.6 * top else "black")
+                text = "–" if i == j else f"{v:.2f}" if v < 10 else f"{v:.3g}"
+                light = i != j and v < low + 0.6 * ((top - low) or 1.0)
+                ax.text(j, i, text, ha="center", va="center", fontsize=7 if n > 10 else 8, color="white" if light else "black")
     cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cbar.set_label(label)
     fig.tight_layout()
@@ -255,7 +262,7 @@ def scatter_fit(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.4, 3.8))
     top = max([*x, *y, 1e-9]) * 1.12
-    pos = [v for v in (*x, *y) if v > 0]
+    pos = style.significant([*x, *y])
     if pos and max(pos) / min(pos) > 10**1.5:
         lin = 10 ** math.floor(math.log10(min(pos)))
         ax.set_xscale("symlog", linthresh=lin, linscale=0.5)

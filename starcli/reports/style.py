@@ -135,13 +135,27 @@ def chord(ax, ts: Sequence[float], curves: list[Sequence[float]], colour_: str, 
     ax.plot([ts[0], ts[-1]], [y0, y1], color=colour_, lw=0.9, ls=linestyle, alpha=0.9)
 
 
+# Values below this fraction of the largest count as zero when an axis is scaled: a barrier of 5.8e-19 (a
+# rounding residue) must not stretch a log axis over 20 decades and squeeze every real value into its top.
+NEGLIGIBLE = 1e-4
+
+
+def significant(values: Sequence[float | None], fraction: float = NEGLIGIBLE) -> list[float]:
+    """The positive values that are not negligible next to the largest: what an axis' range is read from."""
+    pos = [float(v) for v in values if v is not None and v == v and v > 0]
+    if not pos:
+        return []
+    top = max(pos)
+    return [v for v in pos if v >= fraction * top]
+
+
 def decades_y(ax, values: Sequence[float], floor: float | None = 0.0) -> None:
     """A y axis that shows small and large values alike: symmetric-log (linear near 0, so a barrier of
     exactly 0 still has a place) when the positive values span more than 1.5 decades, else linear from
     `floor`."""
     import math
 
-    pos = [v for v in values if v is not None and v > 0]
+    pos = significant(values)
     if pos and max(pos) / min(pos) > 10**1.5:
         ax.set_yscale("symlog", linthresh=10 ** math.floor(math.log10(min(pos))), linscale=0.5)
     if floor is not None:

@@ -170,3 +170,17 @@ def test_replicates_are_built_from_pairs_as_the_anchors_mean_per_held_out():
     ]
     (rep,) = replicates_of([pairs], "train")
     assert rep.star == (0.2, 0.4) and rep.regular == pytest.approx((0.6, 1.0))
+
+
+def test_a_ratio_of_floating_point_residues_is_undefined_not_zero():
+    # A wide linear net: both barriers are rounding residue (~1e-19); their ratio means nothing.
+    result = evidence.compare([Replicate(star=(5.8e-19, 0.0, 1e-18), regular=(3.1e-18, 2e-19, 4e-18))], draws=200)
+    assert result["ratio"] is None and result["ratio_ci"] is None and result["connects_better"] == evidence.NO_EVIDENCE
+
+
+def test_a_trend_leaves_out_settings_whose_ratio_is_undefined():
+    cells = [[Replicate((0.9, 1.0), (1.0, 1.1))], [Replicate((0.7, 0.8), (1.0, 1.0))], [Replicate((1e-19, 0.0), (2e-19, 0.0))],
+             [Replicate((0.5, 0.6), (0.9, 1.0))]]
+    result = evidence.trend([4, 8, 16, 32], cells, draws=200)
+    assert result["left_out"] == [16.0] and result["x"] == [4.0, 8.0, 32.0]
+    assert "left out, ratio undefined: width 16" in evidence.describe_trend(result, "ratio", "width")

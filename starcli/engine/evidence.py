@@ -36,6 +36,9 @@ EXACT_PERMUTATION_MAX = 16  # 2^16 = 65,536 sign patterns: exact below, Monte Ca
 PERMUTATION_DRAWS = 20_000
 
 CONNECTS_BETTER, NO_EVIDENCE, CONNECTS_WORSE = "yes", "no evidence", "no"
+# A mean barrier below this (in loss units) is floating-point residue, not a barrier: a ratio of two such
+# numbers (5.8e-19 / 3.1e-18 on a wide linear net) is noise, so it is reported as undefined.
+ZERO_BARRIER = 1e-9
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,9 @@ def _resampled_sums(replicates: Sequence[Replicate], plan: tuple[np.ndarray, np.
 def bootstrap(replicates: Sequence[Replicate], draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> dict[str, np.ndarray]:
     """The ratio of means and the mean paired difference under each hierarchical resample."""
     s, g, count = _resampled_sums(replicates, hierarchical_draws([len(r.star) for r in replicates], draws, seed))
+    defined = g > ZERO_BARRIER * count
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(g > 0, s / np.where(g > 0, g, 1.0), np.nan)
+        ratios = np.where(defined, s / np.where(defined, g, 1.0), np.nan)
     return {"ratio": ratios, "difference": (s - g) / count}
 
 
@@ -153,7 +157,7 @@ def compare(replicates: Sequence[Replicate], draws: int = BOOTSTRAP_DRAWS, seed:
     return {
         "replicates": len(replicates),
         "held_outs": int(len(star)),
-        "ratio": float(star.sum() / regular.sum()) if regular.sum() > 0 else None,
+        "ratio": float(star.sum() / regular.sum()) if regular.mean() > ZERO_BARRIER else None,
         "ratio_ci": list(ratio_ci) if ratio_ci else None,
         "difference": float(differences.mean()),
         "difference_ci": list(percentile_interval(samples["difference"]) or ()) or None,
@@ -171,16 +175,21 @@ def trend(xs: Sequence[float], cells: Sequence[Sequence[Replicate]], draws: int 
     and held-outs independently. A single ρ from one draw of seeds is not a trend."""
     from scipy.stats import spearmanr
 
-    x = np.asarray(xs, dtype=float)
+    # Settings whose ratio is undefined (regular barriers at the floating-point floor) carry no trend.
+    all_x = list(map(float, xs))
+    kept = [i for i, cell in enumerate(cells) if sum(sum(r.regular) for r in cell) > ZERO_BARRIER * sum(len(r.regular) for r in cell)]
+    cells = [cells[i] for i in kept]
+    x = np.asarray([all_x[i] for i in kept], dtype=float)
     logx = np.log2(x) if (x > 0).all() else x
 
     def ratio_of(cell: Sequence[Replicate]) -> float:
         s = sum(sum(r.star) for r in cell)
         g = sum(sum(r.regular) for r in cell)
-        return float(s / g) if g > 0 else math.nan
+        n = sum(len(r.regular) for r in cell)
+        return float(s / g) if g > ZERO_BARRIER * n else math.nan
 
     def stats(ratios: np.ndarray) -> tuple[float, float]:
-        if not np.isfinite(ratios).all() or np.ptp(ratios) == 0:
+        if len(ratios) < 3 or not np.isfinite(ratios).all() or np.ptp(ratios) == 0:
             return math.nan, math.nan
         rho = spearmanr(x, ratios).statistic
         slope = np.polyfit(logx, ratios, 1)[0]
@@ -190,15 +199,17 @@ def trend(xs: Sequence[float], cells: Sequence[Sequence[Replicate]], draws: int 
     rho, slope = stats(observed)
     resampled = []
     for i, cell in enumerate(cells):
-        s, g, _ = _resampled_sums(cell, hierarchical_draws([len(r.star) for r in cell], draws, seed + 1 + i))
+        s, g, count = _resampled_sums(cell, hierarchical_draws([len(r.star) for r in cell], draws, seed + 1 + i))
+        defined = g > ZERO_BARRIER * count
         with np.errstate(divide="ignore", invalid="ignore"):
-            resampled.append(np.where(g > 0, s / np.where(g > 0, g, 1.0), np.nan))
-    by_draw = np.stack(resampled, axis=1)  # (draws, cells)
+            resampled.append(np.where(defined, s / np.where(defined, g, 1.0), np.nan))
+    by_draw = np.stack(resampled, axis=1) if resampled else np.empty((draws, 0))  # (draws, cells)
     rhos, slopes = np.empty(draws), np.empty(draws)
     for d in range(draws):
         rhos[d], slopes[d] = stats(by_draw[d])
     return {
         "x": list(map(float, x)),
+        "left_out": [all_x[i] for i in range(len(all_x)) if i not in kept],
         "ratios": observed.tolist(),
         "spearman": rho,
         "spearman_ci": percentile_interval(rhos),
@@ -219,6 +230,8 @@ def describe_trend(result: dict[str, Any], what: str, axis: str) -> str:
     rho = "" if rho_ci is None else f"; Spearman ρ {result['spearman']:+.2f} [{rho_ci[0]:+.2f}, {rho_ci[1]:+.2f}]"
     if ci is None or not math.isfinite(result["slope"]):
         return f"{what}: no trend can be estimated as {axis} grows (too few finite values)."
+    if result.get("left_out"):
+        rho += f"; left out, ratio undefined: {axis} {', '.join(f'{v:g}' for v in result['left_out'])}"
     word = "falls" if ci[1] < 0 else "rises" if ci[0] > 0 else "shows no clear trend (the CI of its slope includes 0)"
     return (f"{what} {word} as {axis} grows: slope {result['slope']:+.3f} {unit}, "
             f"{int(result['confidence'] * 100)}% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]{rho}.")
@@ -231,7 +244,8 @@ def describe(result: dict[str, Any], split: str = "train") -> str:
     pct = int(result["confidence"] * 100)
     where = f"{reps} replicate{'s' if reps != 1 else ''}, {n} held-out{'s' if n != 1 else ''}"
     if ratio is None or ci is None:
-        return f"star/regular {split} loss barrier: undefined (the regular barriers are 0; {where})."
+        return (f"star/regular {split} loss barrier: undefined (the regular barriers are 0 or floating-point residue "
+                f"below {ZERO_BARRIER:g}; {where}).")
     sign, perm = result["sign_test"], result["permutation_test"]
     verdict = {
         CONNECTS_BETTER: "the star connects better than regular pairs",

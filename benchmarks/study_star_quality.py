@@ -5,6 +5,14 @@ with the task's recipe; stars are built from anchors 1–5 under each setting, a
 against held-outs 6–8 beside the regular (anchor × held-out) baseline, weight-matched, on the training
 split (11 points). Everything lives in one registry (--home), so a rerun answers finished work from it.
 
+Protocol (settings are chosen on validation seeds and reported on fresh ones): the 34 settings were compared on
+the VALIDATION seeds (anchors 1-5, held-outs 6-8; the default). The chosen setting is then reported on fresh
+seeds the choice never saw, with replicates and a CI — `--confirm` runs REPLICATES replicates, each with its
+own anchors and held-outs from seed 1001 on (5 anchors + 6 held-outs per replicate, star seed = replicate),
+and prints the pooled star/regular ratio with its hierarchical-bootstrap CI (engine/evidence.py):
+
+    OMP_NUM_THREADS=1 python benchmarks/study_star_quality.py --task cnn32 --setting mean-init+mu1 --confirm 3
+
 Per row: the star's train loss / its anchors' mean (condition a: ≤ 1.5), the star–held-out train-loss
 barrier / the regular one (condition b: ≤ 0.5), and the mean over pairs of max_t L(t) for both kinds of
 segment (condition c: star < regular). One process, one thread:
@@ -34,7 +42,9 @@ from starcli.solutions import (
     stars,
 )
 
-ANCHORS, HELD_OUT = [1, 2, 3, 4, 5], [6, 7, 8]
+ANCHORS, HELD_OUT = [1, 2, 3, 4, 5], [6, 7, 8]  # the validation seeds the settings were chosen on
+# Fresh seeds for --confirm: replicate r uses anchors CONFIRM_FROM + 11r … +4 and held-outs +5 … +10.
+CONFIRM_FROM, CONFIRM_ANCHORS, CONFIRM_HELD_OUT = 1001, 5, 6
 TASKS = {  # name: (recipe, width override or None)
     "mlp": ("mnist1d-mlp", None),
     "cnn32": ("mnist1d-cnn", None),
@@ -77,12 +87,35 @@ def peak(pairs: list[dict], kind: str) -> float:
     return statistics.fmean(max(p["train"]["loss"]) for p in pairs if p["kind"] == kind)
 
 
-def run(reg, task: str, setting: str, reporter) -> dict:
+def confirm(reg, task: str, setting: str, replicates: int, reporter) -> dict:
+    """The chosen setting on fresh seeds: `replicates` replicates, pooled with a CI (see the module docstring)."""
+    from starcli.engine.barriers import compare_pairs
+    from starcli.engine.evidence import describe
+
     recipe, width = TASKS[task]
     config = recipes.resolve(recipe, width=width)
-    outcomes = anchor_training.train(reg, config, ANCHORS + HELD_OUT, device="cpu", reporter=reporter)
+    results = []
+    for r in range(replicates):
+        first = CONFIRM_FROM + r * (CONFIRM_ANCHORS + CONFIRM_HELD_OUT)
+        seeds = list(range(first, first + CONFIRM_ANCHORS + CONFIRM_HELD_OUT))
+        sols = [o.solution for o in anchor_training.train(reg, config, seeds, device="cpu", reporter=reporter)]
+        anchors, held = sols[:CONFIRM_ANCHORS], sols[CONFIRM_ANCHORS:]
+        sol, _ = stars.build_star(reg, [a.id for a in anchors], device="cpu", reporter=reporter, seed=r,
+                                  **settings_for(setting, config))
+        results.append(barriers.measure(reg, star=sol.id, held_out=[h.id for h in held], align="weight",
+                                        splits=("train",), device="cpu", reporter=reporter))
+    found = compare_pairs([res["pairs"] for res in results], ("train",))["train"]
+    solutions = sum(bool(res["summary"]["verdict"]["star_is_solution"]) for res in results)
+    return {"task": task, "setting": setting, "replicates": replicates, "stars_that_are_solutions": solutions,
+            "evidence": found, "text": describe(found, "train")}
+
+
+def run(reg, task: str, setting: str, reporter, anchor_seeds=ANCHORS, held_out=HELD_OUT) -> dict:
+    recipe, width = TASKS[task]
+    config = recipes.resolve(recipe, width=width)
+    outcomes = anchor_training.train(reg, config, anchor_seeds + held_out, device="cpu", reporter=reporter)
     sols = [o.solution for o in outcomes]
-    anchors, held = sols[: len(ANCHORS)], sols[len(ANCHORS) :]
+    anchors, held = sols[: len(anchor_seeds)], sols[len(anchor_seeds) :]
     kw = settings_for(setting, config)
     start = time.perf_counter()
     sol, _ = stars.build_star(reg, [a.id for a in anchors], device="cpu", reporter=reporter, **kw)
@@ -144,6 +177,8 @@ def main() -> None:
     parser.add_argument("--setting", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", default="star-quality.jsonl", help="rows are appended here, one JSON per line")
     parser.add_argument("--render", action="store_true", help="print the table of the rows in --out and stop")
+    parser.add_argument("--confirm", type=int, metavar="REPLICATES",
+                        help="report each --setting on fresh seeds (from 1001) with this many replicates and a CI")
     args = parser.parse_args()
     if args.render:
         print(table([json.loads(line) for line in Path(args.out).read_text().splitlines() if line.strip()]))
@@ -154,6 +189,15 @@ def main() -> None:
 
     reg = open_registry(Path(args.home))
     reporter = Reporter()
+    if args.confirm:
+        for task in args.task:
+            for setting in args.setting:
+                row = confirm(reg, task, setting, args.confirm, reporter)
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"{task} {setting} on fresh seeds: {row['stars_that_are_solutions']} of {row['replicates']} stars are "
+                      f"solutions; {row['text']}", flush=True)
+        return
     rows = []
     for task in args.task:
         for setting in args.setting:

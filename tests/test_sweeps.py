@@ -292,3 +292,36 @@ def test_sweep_replicates_on_the_command_line_override_the_file_and_are_checked(
 def test_the_wrn_sweep_re_aligns_anchors_as_the_authors_wrn_configs_do():
     # configs/cifar10_wrn_*.yaml of the paper's code: permute_anchors: 1 and mu_star: 0.
     assert sweep_file.load("cifar10-wrn").star == {"preset": "paper", "realign": True}
+
+
+def test_the_shipped_linear_toy_replicates_sweep_runs_end_to_end_with_its_ci_columns(reg, tmp_path):
+    """The shipped file as it is (its seeds, held-outs, preset and barrier settings), cut to one width, two
+    replicates and a few epochs: every column the published table shows is filled and agrees with pairs.csv."""
+    import dataclasses
+
+    from starcli.engine import evidence
+    from starcli.engine.evidence import Replicate
+
+    shipped = sweep_file.load("linear-toy-replicates")
+    assert shipped.replicates == 5 and len(shipped.held_out_seeds) >= 6
+    small = dataclasses.replace(shipped, widths=[8], replicates=2, train={"epochs": 3}, star={"preset": "paper", "epochs": 3})
+    result = sweep_run.run(reg, small, tmp_path / "out", device="cpu")
+    (row,) = result["rows"]
+    assert row["replicates"] == 2 and row["held_outs"] == 12
+    # Recompute the CI from pairs.csv alone, as a reader of the report would.
+    pairs = list(csv.DictReader((tmp_path / "out" / "pairs.csv").open()))
+    reps = []
+    for r in ("0", "1"):
+        mine = [p for p in pairs if p["replicate"] == r and p["split"] == "train"]
+        held = sorted({p["b"] for p in mine if p["group"] == "star-held-out"}, key=int)
+        star = {p["b"]: float(p["loss_barrier"]) for p in mine if p["group"] == "star-held-out"}
+        regular = {h: [float(p["loss_barrier"]) for p in mine if p["group"] == "regular-held-out" and p["b"] == h] for h in held}
+        reps.append(Replicate(tuple(star[h] for h in held), tuple(sum(regular[h]) / len(regular[h]) for h in held)))
+    expected = evidence.compare(reps)
+    summary = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))[0]
+    if expected["ratio_ci"] is None:
+        assert summary["ratio_train_ci_low"] == ""
+    else:
+        assert float(summary["ratio_train_ci_low"]) == pytest.approx(expected["ratio_ci"][0], rel=1e-6)
+        assert float(summary["ratio_train_ci_high"]) == pytest.approx(expected["ratio_ci"][1], rel=1e-6)
+    assert summary["connects_better_train"] == expected["connects_better"]

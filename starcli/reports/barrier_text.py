@@ -141,7 +141,7 @@ def demo_report(result: dict[str, Any]) -> str:
     header = (
         f"demo: {len(result['replicates'])} replicates of `{result['recipe']}` at width {result['width']}; each has its "
         f"own seeds: {len(first['anchors'])} anchors build a star (default settings), tested with weight matching on "
-        f"{len(first['held_out'])} held-outs beside the regular baseline (each anchor to each held-out).\n"
+        f"{len(first['held_out'])} held-outs beside the regular baseline (each anchor to each held-out).\n\n"
     )
     return header + replicates_report(result, with_claim=True)
 

@@ -113,6 +113,7 @@ def test_curves_csv_is_tidy_and_a_missing_pair_is_one_line(world, cli):
 
 
 def test_the_notebook_api_returns_dataframes_of_the_same_numbers(world, reg, cli):
+    pytest.importorskip("pandas")
     from starcli import api
 
     ids, star = world
@@ -131,6 +132,7 @@ def test_the_notebook_api_returns_dataframes_of_the_same_numbers(world, reg, cli
 
 
 def test_export_to_mlflow_a_run_per_solution_and_per_pair(world, reg, tmp_path, cli):
+    pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     from starcli.trackers import flatten
@@ -157,6 +159,7 @@ def test_export_to_mlflow_a_run_per_solution_and_per_pair(world, reg, tmp_path, 
 
 
 def test_train_with_log_tensorboard_streams_each_epoch(world, reg, tmp_path, cli):
+    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     code, _, err = cli("train", "--seed", "7", "--width", "32", "--epochs", "3", "--device", "cpu",
@@ -231,6 +234,7 @@ def _tensorboard_runs(folder, tag: str = "epoch/train_loss") -> dict[str, list[t
 
 
 def test_sweep_with_log_gives_a_run_per_training_and_star(home, mnist1d_cache, tmp_path, cli):
+    pytest.importorskip("tensorboard")
     import shutil
 
     (home / "datasets").mkdir(parents=True)
@@ -245,6 +249,7 @@ def test_sweep_with_log_gives_a_run_per_training_and_star(home, mnist1d_cache, t
 
 
 def test_trainings_in_worker_processes_are_logged_from_their_stored_history(home, mnist1d_cache, tmp_path, cli):
+    pytest.importorskip("tensorboard")
     import shutil
 
     from starcli.registry import open_registry
@@ -272,6 +277,7 @@ def test_the_api_without_pandas_is_one_line_naming_the_extra(world, monkeypatch)
 
 
 def test_export_to_tensorboard_and_wandb_writes_history_and_the_pair_barrier(world, reg, tmp_path, cli, wandb_env):
+    pytest.importorskip("tensorboard")
     ids, star = world
     sol = records.get(reg, star.id)
     code, out, err = cli("export", f"{ids[3]},{star.id}", "--to", "tensorboard", "--log-dir", str(tmp_path / "tb"))

@@ -150,6 +150,7 @@ def test_export_to_mlflow_a_run_per_solution_and_per_pair(world, reg, tmp_path, 
     history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "epoch/train_loss"))
     assert history == [(r["epoch"], r["train_loss"]) for r in sol.history]
     [artifact] = client.list_artifacts(run.info.run_id)
+    assert artifact.path == f"{sol.sha256}.safetensors"  # named by its sha256, as the registry knows it
     got = client.download_artifacts(run.info.run_id, artifact.path, str(tmp_path / "dl"))
     assert open(got, "rb").read() == reg.store.read_verified(sol.sha256)
     pair = client.get_run(result["pairs"][0].split()[-1])
@@ -245,6 +246,9 @@ def test_sweep_with_log_gives_a_run_per_training_and_star(home, mnist1d_cache, t
     assert code == 0, err
     runs = _tensorboard_runs(tmp_path / "tb")
     assert len(runs) == 4  # anchors of seeds 1, 2 and 11, and one star
+    # named by kind, width and seed, so a sweep's runs can be told apart
+    assert sorted(runs)[:3] == ["anchor-w4-seed-1", "anchor-w4-seed-11", "anchor-w4-seed-2"]
+    assert sorted(runs)[3].startswith("star-w4-seed-")
     assert sorted(len(v) for v in runs.values()) == [2, 2, 2, 2]
 
 

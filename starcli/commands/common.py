@@ -164,12 +164,24 @@ def device(name: str) -> str:
 
 
 def tracking(reg, log: str | None, log_dir: str | None):
-    """The live tracker `--log` asks for (checked before any training starts), or None."""
+    """The live tracker `--log` asks for (checked before any training starts), or None. Its runs are grouped
+    by the command that runs them: the sweep's name for `sweep`, else the command's (train, star)."""
     if log is None:
         return None
     from starcli.solutions import tracking as tr
 
-    return tr.live(log, log_dir or tr.default_dest(reg, log))
+    return tr.live(log, log_dir or tr.default_dest(reg, log), group=_group())
+
+
+def _group() -> str | None:
+    import click
+    from pathlib import Path
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    name = ctx.params.get("name") if ctx.info_name == "sweep" else None
+    return f"sweep {Path(name).stem}" if name else ctx.info_name
 
 
 def solution_ids(text: str, what: str = "id", unique: bool = False) -> list[int]:

@@ -5,21 +5,30 @@ PIP_FLAGS ?= -q
 
 .PHONY: demo test bench install clean
 
-$(VENV)/.installed: pyproject.toml
+# Two stamps: the demo needs the core package only (no extras: a lighter, faster install); the tests need the
+# dev extra. The dev install includes the core one, so `make test` then `make demo` installs nothing more, and
+# `make demo` then `make test` adds the dev extra.
+$(VENV)/.core: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	$(PY) -m pip install $(PIP_FLAGS) -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
-	touch $@
+	touch $@ $(VENV)/.core
 
-install: $(VENV)/.installed
+install: $(VENV)/.dev
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.core
 	$(VENV)/bin/starlight demo --force  # a rerun rewrites demo-out/ and answers from the registry
 
-test: $(VENV)/.installed
+test: $(VENV)/.dev
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.dev
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:

@@ -84,7 +84,7 @@ def naive_measure(reg, plan, device, batch_size: int, points: int = 11) -> list:
 
 def line_ablation(reg, plan, device, repeats: int) -> dict[str, float]:
     """Seconds for the interior points of all pairs, by number of t per pass (endpoints loaded once)."""
-    from starcli.interpolation import LineEvaluator
+    from starcli.engine.interpolation import LineEvaluator
 
     first = records.get(reg, plan[0][0])
     splits = {s: data.load_split(first.dataset, s, device, cache_dir=reg.home / "datasets") for s in ("train", "test")}
@@ -93,7 +93,9 @@ def line_ablation(reg, plan, device, repeats: int) -> dict[str, float]:
     interior = [i / 10 for i in range(1, 10)]
     out = {}
     for t_batch in (1, 3, len(interior)):
-        line = LineEvaluator(first.arch, first.arch_kwargs, device, splits, splits["train"][0], evaluation.EVAL_BATCH, t_batch)
+        line = LineEvaluator(
+            first.arch, first.arch_kwargs, device, splits, splits["train"][0], evaluation.EVAL_BATCH, t_batch, first.config
+        )
         run = lambda: [line.curve(states[a], states[b], interior) for a, b, _ in plan]  # noqa: E731
         run()
         out[f"{line.t_batch} t per pass"] = timed(run, device, repeats)

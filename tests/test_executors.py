@@ -96,12 +96,14 @@ def test_visible_gpus_honour_cuda_visible_devices(monkeypatch):
 
 
 def test_slurm_debug_runs_one_job_per_seed_with_logs_under_home(reg, config):
+    pytest.importorskip("submitit")
     outcomes = executors.train(reg, config, [1, 2], executor="slurm", device="cpu", slurm_cluster="debug")
     _check(reg, outcomes, [1, 2])
     assert (reg.home / "slurm").is_dir()
 
 
 def test_a_slurm_job_that_times_out_requeues_itself_with_the_same_seed(reg, config):
+    pytest.importorskip("submitit")
     job = executors.Job(str(reg.home), reg.url, config, 3, "cpu")
     again = executors.TrainSeed().checkpoint(job)
     assert isinstance(again.function, executors.TrainSeed) and again.args == (job,)
@@ -127,6 +129,7 @@ def test_slurm_time_limits_read_as_slurm_writes_them():
 
 
 def test_slurm_without_sbatch_says_where_to_run(reg, config, monkeypatch):
+    pytest.importorskip("submitit")
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(StarlightError, match="sbatch not found"):
         executors.train(reg, config, [1], executor="slurm", device="cpu")
@@ -185,6 +188,7 @@ def test_any_spelling_of_auto_gets_the_same_precision_defaults_on_slurm():
 
 
 def test_train_command_submits_each_seed_as_its_own_slurm_job_process(home, config, cli):
+    pytest.importorskip("submitit")
     # submitit's local executor: a real subprocess per array task, logs under $STARLIGHT_HOME/slurm.
     code, out, err = cli(
         "train", "--executor", "slurm", "--slurm-cluster", "local", "--time", "5", "--device", "cpu",

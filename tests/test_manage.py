@@ -316,6 +316,7 @@ def test_the_store_lists_blobs_only_never_a_writers_temporary_file(reg):
 
 
 def test_a_history_stored_before_accuracy_was_kept_still_displays_with_blank_accuracy(reg, cli, tmp_path):
+    pytest.importorskip("pandas")  # starcli.api's extra
     import math
 
     from starcli import api

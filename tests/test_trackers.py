@@ -1,5 +1,6 @@
 """starcli.trackers against the real libraries, offline: what each tracker wrote is read back through its own reader
-(MlflowClient, TensorBoard's EventAccumulator, W&B's protobuf records in the offline .wandb file)."""
+(MlflowClient, TensorBoard's EventAccumulator, W&B's protobuf records in the offline .wandb file). A test of one
+tracker is skipped where its extra is not installed, so the core suite runs on the core install."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from starcli.errors import StarlightError, UsageError
-from starcli.trackers import TRACKERS, TrackedPair, TrackedRun, export, flatten, get, open_logger
+from starcli.trackers import TRACKERS, TrackedPair, TrackedRun, default_dest, export, flatten, get, open_logger, run_name
 
 PARAMS = {"arch": "mlp", "optimizer": {"name": "sgd", "lr": 0.1, "milestones": [5, 8]}, "warmup": None, "aug": False}
 FLAT = {
@@ -21,7 +22,7 @@ FLAT = {
     "optimizer.name": "sgd",
     "optimizer.lr": 0.1,
     "optimizer.milestones": "[5, 8]",
-    "warmup": "None",
+    "warmup": "",
     "aug": False,
 }
 HISTORY = [
@@ -38,14 +39,35 @@ def checkpoint(tmp_path: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    path = tmp_path / "ckpt" / f"{'ab' * 32}.safetensors"
-    path.parent.mkdir()
-    save_file({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}, str(path))
+    # a blob as the registry stores it: blobs/sha256/<2 hex>/<62 hex>.safetensors, not named by the whole digest
+    tmp = tmp_path / "tensors.safetensors"
+    save_file({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}, str(tmp))
+    sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    path = tmp_path / "blobs" / "sha256" / sha[:2] / f"{sha[2:]}.safetensors"
+    path.parent.mkdir(parents=True)
+    tmp.rename(path)
     return path
 
 
-def solution(checkpoint: Path | None, name: str = "solution 3 (anchor, seed 3)") -> TrackedRun:
-    return TrackedRun(name, PARAMS, FINAL, HISTORY, checkpoint, TAGS)
+def sha_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+NAME = "solution 3: anchor w32 seed 3"
+
+
+def solution(checkpoint: Path | None, name: str = NAME) -> TrackedRun:
+    return TrackedRun(name, PARAMS, FINAL, HISTORY, checkpoint, TAGS, group="sweep width-mnist1d", job_type="anchor")
+
+
+@pytest.fixture
+def needs_mlflow():
+    pytest.importorskip("mlflow")
+
+
+@pytest.fixture
+def needs_tensorboard():
+    pytest.importorskip("tensorboard")
 
 
 PAIR = TrackedPair(
@@ -56,8 +78,29 @@ PAIR = TrackedPair(
 )
 
 
-def test_flatten_dotted_keys_and_stringified_lists():
+def test_flatten_dotted_keys_and_values_not_python_reprs():
     assert flatten(PARAMS) == FLAT
+    assert flatten({"tags": ["paper"], "splits": ("train", "test"), "note": None}) == {
+        "tags": '["paper"]', "splits": '["train", "test"]', "note": ""
+    }  # fmt: skip
+
+
+def test_a_run_is_named_by_kind_width_and_seed():
+    assert run_name("anchor", {"arch_kwargs": {"width": 256}}, 3) == "anchor w256 seed 3"
+    assert run_name("star", {"arch_kwargs": {}}, 1) == "star seed 1"
+    assert run_name("anchor", None, 2, prefix="solution 4: ") == "solution 4: anchor seed 2"
+
+
+def test_mlflow_destination_and_experiment_come_from_its_environment(tmp_path, monkeypatch):
+    from starcli.trackers import experiment
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    assert default_dest("mlflow", tmp_path) == tmp_path / "mlflow" and experiment() == "starlight"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x/mlflow.db")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "widths")
+    assert default_dest("mlflow", tmp_path) == "sqlite:///x/mlflow.db" and experiment() == "widths"
+    assert default_dest("tensorboard", tmp_path) == tmp_path / "tensorboard"  # not MLflow's business
 
 
 def test_unknown_tracker_is_a_usage_error():
@@ -77,7 +120,7 @@ def test_missing_library_is_one_line_naming_the_extra(tracker, monkeypatch):
         export(tracker, [PAIR], "unused")
 
 
-def test_an_import_error_that_is_not_the_missing_library_is_not_hidden(monkeypatch):
+def test_an_import_error_that_is_not_the_missing_library_is_not_hidden(monkeypatch, needs_tensorboard):
     monkeypatch.delitem(sys.modules, "starcli.trackers._tensorboard", raising=False)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # tensorboard is there; torch's side broke
     with pytest.raises(ImportError, match="torch.utils.tensorboard"):
@@ -104,6 +147,7 @@ def test_help_and_the_package_import_no_tracker_library():
 @pytest.fixture(scope="module")
 def mlflow_dir(tmp_path_factory) -> Path:
     """One SQLite store for the module: creating its tables takes MLflow several seconds."""
+    pytest.importorskip("mlflow")
     return tmp_path_factory.mktemp("mlflow")
 
 
@@ -119,7 +163,7 @@ def test_mlflow_export_reads_back_params_metrics_history_and_artifact(mlflow_dir
     assert location.startswith(f"sqlite:///{mlflow_dir.resolve() / 'mlflow.db'} run ")
     client, run = _mlflow_run(mlflow_dir, location.split()[-1])
 
-    assert run.info.run_name == "solution 3 (anchor, seed 3)"
+    assert run.info.run_name == NAME
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "starlight"
     assert run.data.params == {k: str(v) for k, v in FLAT.items()}  # MLflow stores params as strings
@@ -137,13 +181,15 @@ def test_mlflow_export_reads_back_params_metrics_history_and_artifact(mlflow_dir
     final = client.get_metric_history(run.info.run_id, "test_acc")
     assert [(m.step, m.value) for m in final] == [(3, 91.25)]  # the final metrics sit at the last epoch
     assert {k: v for k, v in run.data.tags.items() if k.startswith("starlight.")} == {
-        f"starlight.{k}": str(v) for k, v in TAGS.items()
+        **{f"starlight.{k}": str(v) for k, v in TAGS.items()},
+        "starlight.group": "sweep width-mnist1d",
+        "starlight.job_type": "anchor",
     }
 
     [artifact] = client.list_artifacts(run.info.run_id)
-    assert artifact.path == checkpoint.name
+    assert artifact.path == f"{sha_of(checkpoint)}.safetensors"  # named by its sha256, not after the blob file
     got = client.download_artifacts(run.info.run_id, artifact.path, str(tmp_path))
-    assert Path(got).read_bytes() == checkpoint.read_bytes()
+    assert Path(got).read_bytes() == checkpoint.read_bytes() and not Path(got).is_symlink()
 
 
 def test_mlflow_pair_curve_is_a_step_series_and_a_given_uri_is_used_as_is(mlflow_dir):
@@ -156,7 +202,7 @@ def test_mlflow_pair_curve_is_a_step_series_and_a_given_uri_is_used_as_is(mlflow
         "b_id": "7",
         "kind": "star",
         "settings.points": "3",
-        "settings.splits": "['test']",
+        "settings.splits": '["test"]',  # a value, not a Python repr
     }
     curve = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "curve/test_loss"))
     assert curve == [(0, 0.25), (1, 1.25), (2, 0.5)]
@@ -180,7 +226,14 @@ def test_mlflow_live_logger_streams_epochs_and_marks_a_crash_failed(mlflow_dir):
     assert "epoch/train_acc" not in run.data.metrics
 
 
-def test_mlflow_destination_folder_or_uri(tmp_path):
+def test_mlflow_experiment_name_from_the_environment(mlflow_dir, monkeypatch):
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "width sweep")
+    [location] = export("mlflow", [PAIR], mlflow_dir)
+    client, run = _mlflow_run(mlflow_dir, location.split()[-1])
+    assert client.get_experiment(run.info.experiment_id).name == "width sweep"
+
+
+def test_mlflow_destination_folder_or_uri(tmp_path, needs_mlflow):
     from starcli.trackers._mlflow import tracking_uri
 
     folder = tmp_path / "runs"
@@ -224,11 +277,11 @@ def _scalars(acc, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
-def test_tensorboard_export_scalars_per_epoch_hparams_and_text(tmp_path, checkpoint):
+def test_tensorboard_export_scalars_per_epoch_hparams_and_text(tmp_path, checkpoint, needs_tensorboard):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     [folder] = export("tensorboard", [solution(checkpoint)], tmp_path / "tb")
-    assert Path(folder) == tmp_path / "tb" / "solution-3-anchor-seed-3"
+    assert Path(folder) == tmp_path / "tb" / "solution-3-anchor-w32-seed-3"
     acc = _events(folder)
     # every value logged here is exact in float32, which is what event files hold
     assert _scalars(acc, "epoch/train_loss") == [(1, 1.5), (2, 0.75), (3, 0.25)]
@@ -240,15 +293,16 @@ def test_tensorboard_export_scalars_per_epoch_hparams_and_text(tmp_path, checkpo
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hp = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.session_start_info.hparams.items()}
     assert hp["optimizer.lr"] == 0.1 and hp["optimizer.milestones"] == "[5, 8]" and hp["tag.kind"] == "anchor"
-    assert hp["aug"] == "False"
+    assert hp["aug"] == "False" and hp["warmup"] == ""
+    assert (hp["tag.group"], hp["tag.job_type"]) == ("sweep width-mnist1d", "anchor")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     assert sorted(m.name.tag for m in experiment.experiment.metric_infos) == ["test_acc", "train_acc", "train_loss"]
 
     text = acc.Tensors("checkpoint/text_summary")[0].tensor_proto.string_val[0].decode()
-    assert text == f"{checkpoint.resolve()} ({checkpoint.stat().st_size} bytes)"
+    assert text == f"sha256 {sha_of(checkpoint)}: {checkpoint.resolve()} ({checkpoint.stat().st_size} bytes)"
 
 
-def test_tensorboard_same_name_gets_its_own_folder_and_pair_curve(tmp_path):
+def test_tensorboard_same_name_gets_its_own_folder_and_pair_curve(tmp_path, needs_tensorboard):
     first, second = export("tensorboard", [PAIR, PAIR], tmp_path)
     assert (Path(first).name, Path(second).name) == ("pair-3-7-star", "pair-3-7-star-2")
     acc = _events(second)
@@ -256,7 +310,7 @@ def test_tensorboard_same_name_gets_its_own_folder_and_pair_curve(tmp_path):
     assert _scalars(acc, "test_loss_barrier") == [(2, 0.5)]
 
 
-def test_tensorboard_live_logger(tmp_path):
+def test_tensorboard_live_logger(tmp_path, needs_tensorboard):
     with open_logger("tensorboard", solution(None, "live"), tmp_path) as log:
         for epoch, loss in [(1, 0.5), (2, 0.25)]:
             log.log_epoch(epoch, {"train_loss": loss})
@@ -271,12 +325,13 @@ def test_tensorboard_live_logger(tmp_path):
 
 @pytest.fixture
 def wandb_env(tmp_path, monkeypatch):
-    """Keep W&B's cache, staging and settings out of the home directory, and ask for online mode in the
-    environment: the runs must stay offline anyway (there is no API key, so online would fail loudly)."""
+    """Keep W&B's cache, staging and settings out of the home directory, and leave W&B's own variables unset:
+    the runs are offline by default (there is no API key; online would fail loudly)."""
+    pytest.importorskip("wandb")
     for var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
-    monkeypatch.setenv("WANDB_MODE", "online")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for var in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_API_KEY", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("WANDB_DISABLE_CODE", "true")
 
 
@@ -366,7 +421,8 @@ def test_wandb_offline_export_history_summary_config_and_artifact(tmp_path, wand
     records = read_wandb(log_file)
 
     run = _one(records, "run")
-    assert run.display_name == "solution 3 (anchor, seed 3)" and run.project == "starlight"
+    assert run.display_name == NAME and run.project == "starlight"
+    assert (run.run_group, run.job_type) == ("sweep width-mnist1d", "anchor")
     assert sorted(run.tags) == ["arch:mlp", "dataset:mnist1d", "kind:anchor", "seed:3"]  # sha256 is too long a tag
     config = {u.key: json.loads(u.value_json) for u in run.config.update}
     assert config["optimizer"] == {"name": "sgd", "lr": 0.1, "milestones": [5, 8]}
@@ -383,9 +439,9 @@ def test_wandb_offline_export_history_summary_config_and_artifact(tmp_path, wand
     assert "test_loss" not in summary
 
     artifact = _one(records, "artifact")
-    assert (artifact.type, artifact.name) == ("model", "solution-3-anchor-seed-3")
+    assert (artifact.type, artifact.name) == ("model", f"sha256-{sha_of(checkpoint)}")
     [entry] = artifact.manifest.contents
-    assert entry.path == checkpoint.name and entry.size == checkpoint.stat().st_size
+    assert entry.path == f"{sha_of(checkpoint)}.safetensors" and entry.size == checkpoint.stat().st_size
     assert entry.digest == base64.b64encode(hashlib.md5(checkpoint.read_bytes()).digest()).decode()
     assert entry.local_path == str(checkpoint.resolve())  # no staging copy ("immutable")
     assert _one(records, "exit").exit_code == 0
@@ -405,6 +461,19 @@ def test_wandb_pair_and_a_crashed_live_run(tmp_path, wandb_env):
     assert _one(records, "exit").exit_code == 1
 
 
+def test_wandb_takes_project_entity_and_mode_from_its_environment(tmp_path, wandb_env, monkeypatch):
+    monkeypatch.setenv("WANDB_PROJECT", "landscapes")
+    monkeypatch.setenv("WANDB_ENTITY", "lab")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    [folder] = export("wandb", [PAIR], tmp_path / "a")
+    run = _one(finished_records(folder), "run")
+    assert (run.project, run.entity) == ("landscapes", "lab")
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the user's word wins over starlight's default (offline)
+    [location] = export("wandb", [PAIR], tmp_path / "b")
+    assert "disabled" in location and not list((tmp_path / "b").rglob("*.wandb"))
+
+
 # ---------------------------------------------------------------- starlight's records -> the data model
 
 
@@ -420,7 +489,8 @@ def test_solution_run_from_a_real_registry_record(reg):
         metrics={"train_loss": 0.5, "train_acc": 90.0, "test_acc": 80.0}, device="cpu", wall_seconds=1.0, versions={},
     )  # fmt: skip
     run = solution_run(solutions.record(reg, sol, full=True), [{"epoch": 1, "train_loss": 0.9}])
-    assert run.name == f"solution {sol.id} (anchor, seed 3)"
+    assert run.name == f"solution {sol.id}: anchor seed 3"  # its config has no width; a recipe's has
+    assert (run.group, run.job_type) == ("export", "anchor")
     assert run.params == {"lr": 0.1, "milestones": [2]}
     assert run.metrics == {"train_loss": 0.5, "train_acc": 90.0, "test_loss": None, "test_acc": 80.0}
     assert Path(run.checkpoint).is_file()
@@ -438,7 +508,7 @@ def test_pair_runs_from_a_barrier_record():
     settings = settings_for(3, ("test",), "full", 256, "none")
     result = {"t": [0.0, 0.5, 1.0], "test": {"loss": [0.25, 1.0, 0.75], "acc": [90.0, 50.0, 88.0]}}
     [pair] = pair_runs({"settings": settings, "pairs": [pair_record(3, 7, "star-held-out", result, ("test",))]})
-    assert pair.name == "pair 3-7 (star-held-out)"
+    assert pair.name == "pair 3-7 (star-held-out)" and (pair.group, pair.job_type) == ("export", "star-held-out")
     assert pair.params == {"a_id": 3, "b_id": 7, "kind": "star-held-out", "settings": settings}
     # by hand: loss line at t=0.5 is 0.5, so 1.0 - 0.5; accuracy line at t=0.5 is 89, so 89 - 50
     assert pair.metrics == {"test_loss_barrier": 0.5, "test_acc_barrier": 39.0, "test_peak_loss": 1.0}

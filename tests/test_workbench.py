@@ -114,6 +114,7 @@ def test_curves_csv_is_tidy_and_a_missing_pair_is_one_line(world, cli):
 
 
 def test_the_notebook_api_returns_dataframes_of_the_same_numbers(world, reg, cli):
+    pytest.importorskip("pandas")
     from starcli import api
 
     ids, star = world
@@ -132,6 +133,7 @@ def test_the_notebook_api_returns_dataframes_of_the_same_numbers(world, reg, cli
 
 
 def test_export_to_mlflow_a_run_per_solution_and_per_pair(world, reg, tmp_path, cli):
+    pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     from starcli.trackers import flatten
@@ -149,6 +151,7 @@ def test_export_to_mlflow_a_run_per_solution_and_per_pair(world, reg, tmp_path, 
     history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "epoch/train_loss"))
     assert history == [(r["epoch"], r["train_loss"]) for r in sol.history]
     [artifact] = client.list_artifacts(run.info.run_id)
+    assert artifact.path == f"{sol.sha256}.safetensors"  # named by its sha256, as the registry knows it
     got = client.download_artifacts(run.info.run_id, artifact.path, str(tmp_path / "dl"))
     assert open(got, "rb").read() == reg.store.read_verified(sol.sha256)
     pair = client.get_run(result["pairs"][0].split()[-1])
@@ -158,6 +161,7 @@ def test_export_to_mlflow_a_run_per_solution_and_per_pair(world, reg, tmp_path, 
 
 
 def test_train_with_log_tensorboard_streams_each_epoch(world, reg, tmp_path, cli):
+    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     code, _, err = cli("train", "--seed", "7", "--width", "32", "--epochs", "3", "--device", "cpu",
@@ -232,6 +236,7 @@ def _tensorboard_runs(folder, tag: str = "epoch/train_loss") -> dict[str, list[t
 
 
 def test_sweep_with_log_gives_a_run_per_training_and_star(home, mnist1d_cache, tmp_path, cli):
+    pytest.importorskip("tensorboard")
     import shutil
 
     (home / "datasets").mkdir(parents=True)
@@ -242,10 +247,14 @@ def test_sweep_with_log_gives_a_run_per_training_and_star(home, mnist1d_cache, t
     assert code == 0, err
     runs = _tensorboard_runs(tmp_path / "tb")
     assert len(runs) == 4  # anchors of seeds 1, 2 and 11, and one star
+    # named by kind, width and seed, so a sweep's runs can be told apart
+    assert sorted(runs)[:3] == ["anchor-w4-seed-1", "anchor-w4-seed-11", "anchor-w4-seed-2"]
+    assert sorted(runs)[3].startswith("star-w4-seed-")
     assert sorted(len(v) for v in runs.values()) == [2, 2, 2, 2]
 
 
 def test_trainings_in_worker_processes_are_logged_from_their_stored_history(home, mnist1d_cache, tmp_path, cli):
+    pytest.importorskip("tensorboard")
     import shutil
 
     from starcli.registry import open_registry
@@ -273,6 +282,7 @@ def test_the_api_without_pandas_is_one_line_naming_the_extra(world, monkeypatch)
 
 
 def test_export_to_tensorboard_and_wandb_writes_history_and_the_pair_barrier(world, reg, tmp_path, cli, wandb_env):
+    pytest.importorskip("tensorboard")
     ids, star = world
     sol = records.get(reg, star.id)
     code, out, err = cli("export", f"{ids[3]},{star.id}", "--to", "tensorboard", "--log-dir", str(tmp_path / "tb"))
@@ -295,6 +305,7 @@ def test_export_to_tensorboard_and_wandb_writes_history_and_the_pair_barrier(wor
 def test_the_notebook_api_never_mixes_two_protocols(world, cli):
     """Rows measured under other settings (here: without alignment, 5 points) are another experiment: the API
     keeps the latest protocol by default, says what it left out, and gives every row on request."""
+    pytest.importorskip("pandas")
     from starcli import api
 
     ids, star = world

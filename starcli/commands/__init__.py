@@ -28,6 +28,7 @@ app = _App(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=common.SectionedGroup,  # the workflow (train, star, barrier) first, then the rest grouped
 )
 
 

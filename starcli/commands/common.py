@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from starcli.errors import StarlightError, UsageError
 
@@ -98,6 +98,87 @@ class PanelledCommand(TyperCommand):
                     formatter.write_dl(records)
 
 
+# `starlight --help`: the workflow a newcomer runs first, then the rest grouped by what it is for. A command
+# not named here is listed last, under "Other".
+COMMAND_SECTIONS = {
+    "Workflow": ("train", "star", "barrier"),
+    "Solutions": ("list", "show", "register", "doctor", "rm", "tag", "untag", "note"),
+    "Results": ("barriers", "curves", "history"),
+    "Experiments": ("demo", "sweep", "soup", "bma", "report"),
+    "Alignment": ("align", "spec"),
+    "Moving solutions": ("export", "import"),
+}
+
+
+class SectionedGroup(TyperGroup):
+    """The app's command list in COMMAND_SECTIONS' order and headings (Typer groups commands in rich mode only)."""
+
+    def list_commands(self, ctx) -> list[str]:
+        order = [name for names in COMMAND_SECTIONS.values() for name in names]
+        return [n for n in order if n in self.commands] + [n for n in self.commands if n not in order]
+
+    def format_commands(self, ctx, formatter) -> None:
+        commands = [(n, self.get_command(ctx, n)) for n in self.list_commands(ctx)]
+        commands = [(n, c) for n, c in commands if c is not None and not c.hidden]
+        if not commands:
+            return
+        widest = max(len(n) for n, _ in commands)
+        limit = formatter.width - 6 - widest
+        named = {n for names in COMMAND_SECTIONS.values() for n in names}
+        for title, names in [*COMMAND_SECTIONS.items(), ("Other", ())]:
+            # padded to the widest name, so every section's descriptions start in one column
+            rows = [(n.ljust(widest), c.get_short_help_str(limit)) for n, c in commands if (n in names if names else n not in named)]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """'; did you mean 'width-mnist1d'?' for a near miss, else nothing (difflib's closest match)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _is_path(name: str) -> bool:
+    from pathlib import Path
+
+    return name.endswith(".toml") or Path(name).exists()
+
+
+def check_recipe_name(name: str) -> None:
+    """An unknown shipped recipe is one line, with the nearest name, before torch is imported (a path is the
+    loader's to check)."""
+    from starcli.engine import recipes  # torch-free at import
+
+    if not _is_path(name) and name not in recipes.available():
+        raise StarlightError(
+            f"unknown recipe {name!r}{did_you_mean(name, recipes.available())} "
+            f"(available: {', '.join(recipes.available())}, or a .toml path)"
+        )
+
+
+def check_sweep_name(name: str | None) -> None:
+    """An unknown shipped sweep is one line, with the nearest name, before torch is imported."""
+    if name is None or _is_path(name):
+        return
+    from starcli.experiments import sweep_file  # torch-free at import
+
+    if name not in sweep_file.available():
+        raise StarlightError(
+            f"unknown sweep {name!r}{did_you_mean(name, sweep_file.available())} "
+            f"(available: {', '.join(sweep_file.available()) or 'none'}, or a .toml path)"
+        )
+
+
+def home_folder() -> str:
+    """The registry folder this command looks in (--home, else $STARLIGHT_HOME, else ./.starlight), for messages."""
+    from starcli.registry.paths import home
+
+    return str(home(state.home))
+
+
 def registry(create: bool = True, read_only: bool = False):
     """Open (and migrate) the registry at --home / $STARLIGHT_HOME / ./.starlight; read_only for commands
     that only read (list, show, doctor): they never wait for a writer and work on a read-only registry."""
@@ -111,7 +192,7 @@ def existing_registry(read_only: bool = False):
     must leave no new registry.db behind."""
     reg = registry(create=False, read_only=read_only)
     if reg is None:
-        raise StarlightError("there is no registry here yet (train some solutions first)")
+        raise StarlightError(f"there is no registry in {home_folder()} yet (train some solutions first, or pass --home)")
     return reg
 
 
@@ -164,12 +245,24 @@ def device(name: str) -> str:
 
 
 def tracking(reg, log: str | None, log_dir: str | None):
-    """The live tracker `--log` asks for (checked before any training starts), or None."""
+    """The live tracker `--log` asks for (checked before any training starts), or None. Its runs are grouped
+    by the command that runs them: the sweep's name for `sweep`, else the command's (train, star)."""
     if log is None:
         return None
     from starcli.solutions import tracking as tr
 
-    return tr.live(log, log_dir or tr.default_dest(reg, log))
+    return tr.live(log, log_dir or tr.default_dest(reg, log), group=_group())
+
+
+def _group() -> str | None:
+    import click
+    from pathlib import Path
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    name = ctx.params.get("name") if ctx.info_name == "sweep" else None
+    return f"sweep {Path(name).stem}" if name else ctx.info_name
 
 
 def solution_ids(text: str, what: str = "id", unique: bool = False) -> list[int]:

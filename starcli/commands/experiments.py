@@ -42,6 +42,7 @@ def sweep(
     json_: bool = common.JsonOpt,
 ) -> None:
     """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
+    common.check_sweep_name(name)  # before torch: a typo is one line, with the nearest name
     from starcli.experiments import sweep_file
 
     if name is None:

@@ -44,10 +44,12 @@ def train(
     json_: bool = common.JsonOpt,
 ) -> None:
     """Train one solution per seed and register it as an anchor (seeds already trained are skipped)."""
+    # Usage errors first: a typo costs no torch import.
+    seeds = common.ids(seed, "seed")
+    common.check_recipe_name(recipe)
     from starcli.engine import recipes
     from starcli.solutions import executors, records
 
-    seeds = common.ids(seed, "seed")
     executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     config = recipes.resolve(
         recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_),
@@ -158,8 +160,10 @@ def list_(
         common.echo_json(rows)
     elif not rows and fmt is None:
         filtered = any(v is not None for v in (kind, arch, dataset, width, recipe, seed, tag))
+        where = "" if filtered and reg else f" in {common.home_folder()}" + ("" if reg else " (no registry there)")
         print("no solutions match these filters" if filtered and reg else
-              "no solutions registered yet; train some with `starlight train --seed 1-5`", file=sys.stderr)
+              f"no solutions registered yet{where}; train some with `starlight train --seed 1-5`, or pass --home",
+              file=sys.stderr)  # fmt: skip
     else:
         columns = LIST_COLUMNS + (STAR_COLUMNS if any(r.get("anchors_n") for r in rows) else [])
         columns += ["tags"] if any(r["tags"] for r in rows) else []
@@ -179,15 +183,24 @@ def show(id: str = typer.Argument(..., help="Solution id."), json_: bool = commo
     sid = int(id)
     reg = common.registry(create=False, read_only=True)
     if reg is None:
-        raise StarlightError(f"no solution with id {sid}: there is no registry here yet (train some first)")
+        raise StarlightError(f"no solution with id {sid}: there is no registry in {common.home_folder()} yet (train some first, or pass --home)")
     rec = records.record(reg, records.get(reg, sid), full=True)
     if json_:
         common.echo_json(rec)
         return
     for key, value in rec.items():
-        if isinstance(value, dict):
-            value = json.dumps(value, default=str)
-        print(f"{key:>13}: {value}")
+        print(f"{key:>13}: {_shown(value)}")
+
+
+def _shown(value) -> str:
+    """A field as people read it: lists as words (`paper, appendix`), nothing as '-', mappings as JSON."""
+    if value is None or value == [] or value == "":
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
+    return str(value)
 
 
 @app.command()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,8 +68,25 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return " ".join(map(str, value))
     if isinstance(value, float):
-        return repr(round(value, 8))
+        return repr(value)  # every digit: a 5.8e-19 barrier is not 0.0, and the CSV reads back to the same float
     return "" if value is None else value
+
+
+# Off a terminal (a pipe, a file, a CI log) a table is never wrapped: rich makes it only as wide as its cells.
+PIPE_WIDTH = 200
+
+
+def text_width() -> int:
+    """The width rich tables fit: $COLUMNS where set, the terminal's width when stdout is one, else PIPE_WIDTH."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        if sys.stdout.isatty():
+            return shutil.get_terminal_size((PIPE_WIDTH, 24)).columns
+    except (AttributeError, ValueError, OSError):  # a replaced or closed stdout
+        pass
+    return PIPE_WIDTH
 
 
 def table_text(rows: list[dict[str, Any]], columns: list[str], fmt_name: str | None, title: str | None = None) -> str:
@@ -88,5 +108,5 @@ def table_text(rows: list[dict[str, Any]], columns: list[str], fmt_name: str | N
     for r in rows:
         table.add_row(*(fmt(r.get(c)) for c in columns))
     buf = io.StringIO()
-    Console(file=buf, width=200, force_terminal=False).print(table)
+    Console(file=buf, width=text_width(), force_terminal=False).print(table)
     return buf.getvalue()

@@ -16,9 +16,12 @@ from starcli.registry import Registry
 from . import barriers, records
 
 
-def default_dest(reg: Registry, tracker: str) -> Path:
-    """Where a tracker writes when no --log-dir is given: beside the registry, in the home."""
-    return reg.home / tracker
+def default_dest(reg: Registry, tracker: str) -> str | Path:
+    """Where a tracker writes when no --log-dir is given: where the tracker's own environment says
+    ($MLFLOW_TRACKING_URI), else beside the registry, in the home."""
+    from starcli import trackers
+
+    return trackers.default_dest(tracker, reg.home)
 
 
 def check(tracker: str, option: str) -> None:
@@ -28,13 +31,20 @@ def check(tracker: str, option: str) -> None:
     trackers.get(tracker, option)
 
 
-def live(tracker: str, dest: str | Path) -> Callable[[str, dict[str, Any], dict[str, Any]], Any]:
+def live(tracker: str, dest: str | Path, group: str | None = None) -> Callable[[str, dict[str, Any], dict[str, Any]], Any]:
+    """`group` names the sweep or command the runs belong to; each run is named by its kind, width and seed
+    (`anchor w256 seed 3`) and its job type is its kind, so a sweep's runs can be told apart."""
     from starcli import trackers
 
     check(tracker, "--log")
 
     def start(name: str, config: dict[str, Any], tags: dict[str, Any]):
-        return trackers.open_logger(tracker, trackers.TrackedRun(name=name, params=config, tags=tags), dest)
+        kind = tags.get("kind")
+        run = trackers.TrackedRun(
+            name=trackers.run_name(kind, config, tags.get("seed")) if kind else name,
+            params=config, tags=tags, group=group, job_type=kind,
+        )  # fmt: skip
+        return trackers.open_logger(tracker, run, dest)
 
     return start
 

@@ -12,11 +12,19 @@ used, so `starlight --help` never pays for it (mlflow alone takes seconds to imp
 Per-epoch values are logged as `epoch/<key>` at step = epoch, so the running training loss of an epoch never
 mixes with the final metrics (`train_loss` evaluated on the whole set with the finished model). A pair's curve is
 logged as `curve/<key>` at step = index of t.
+
+Runs are named and grouped the way a sweep's users tell them apart: the name says what trained (`anchor w256
+seed 3`), the group which command or sweep ran it, the job type its kind. A checkpoint artifact is named by its
+sha256, as the registry stores it. Each tracker's own environment variables are respected (WANDB_PROJECT,
+WANDB_ENTITY, WANDB_MODE; MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +39,7 @@ TRACKERS: dict[str, tuple[str, str, str]] = {
     "tensorboard": ("starcli.trackers._tensorboard", "tensorboard", "tensorboard"),
     "wandb": ("starcli.trackers._wandb", "wandb", "wandb"),
 }
-EXPERIMENT = "starlight"  # MLflow experiment and W&B project the runs go to
+EXPERIMENT = "starlight"  # the MLflow experiment and W&B project, unless MLFLOW_EXPERIMENT_NAME / WANDB_PROJECT say
 HISTORY_PREFIX = "epoch/"
 CURVE_PREFIX = "curve/"
 
@@ -40,12 +48,14 @@ CURVE_PREFIX = "curve/"
 class TrackedRun:
     """One solution: its resolved config, final metrics, per-epoch history and checkpoint file."""
 
-    name: str  # e.g. "solution 3 (anchor, seed 3)"
+    name: str  # e.g. "anchor w256 seed 3" (run_name)
     params: Mapping[str, Any] = field(default_factory=dict)  # the resolved training config, nested
     metrics: Mapping[str, float | None] = field(default_factory=dict)  # train_loss, train_acc, test_loss, test_acc
     history: Sequence[Mapping[str, Any]] = ()  # [{"epoch": 1, "train_loss": 0.7, "train_acc": 80.1}, …]
     checkpoint: str | Path | None = None  # a .safetensors file, logged as an artifact where the tracker has them
     tags: Mapping[str, Any] = field(default_factory=dict)  # kind, arch, dataset, seed, sha256
+    group: str | None = None  # the sweep or command that ran it: W&B's group, a tag elsewhere
+    job_type: str | None = None  # its kind (anchor, star, star-held-out, …): W&B's job type, a tag elsewhere
 
 
 @dataclass(frozen=True)
@@ -57,22 +67,64 @@ class TrackedPair:
     metrics: Mapping[str, float | None] = field(default_factory=dict)  # test_loss_barrier, …, peak_loss
     curves: Mapping[str, Sequence[float]] = field(default_factory=dict)  # {"t": […], "test_loss": […]}
     tags: Mapping[str, Any] = field(default_factory=dict)
+    group: str | None = None
+    job_type: str | None = None
+
+
+def run_name(kind: str, config: Mapping[str, Any] | None, seed: int | None, prefix: str = "") -> str:
+    """What a run is, in the words a sweep's runs differ by: `anchor w256 seed 3`, `star w64 seed 1`."""
+    width = ((config or {}).get("arch_kwargs") or {}).get("width")
+    words = [kind] + ([f"w{width}"] if width is not None else []) + ([f"seed {seed}"] if seed is not None else [])
+    return prefix + " ".join(words)
+
+
+def labels(run: TrackedRun | TrackedPair) -> dict[str, str]:
+    """The run's group and job type, for trackers that have no such fields (MLflow, TensorBoard): as tags."""
+    return {k: v for k, v in (("group", run.group), ("job_type", run.job_type)) if v}
+
+
+def experiment() -> str:
+    """The MLflow experiment runs go to: $MLFLOW_EXPERIMENT_NAME, else "starlight"."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+
+
+def default_dest(tracker: str, home: Path) -> str | Path:
+    """Where a tracker writes when no --log-dir is given: MLflow's $MLFLOW_TRACKING_URI where it is set, else a
+    folder in the home (W&B's WANDB_DIR is W&B's own business: its runs land where it says)."""
+    if tracker == "mlflow" and os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return home / tracker
+
+
+def value(v: Any) -> str | int | float | bool:
+    """A parameter as trackers take it (scalars only): lists as JSON (`["paper"]`, `[5, 8]`), None as empty."""
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return json.dumps(list(v), default=str)
+    return str(v)
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str | int | float | bool]:
-    """Nested config -> {"optimizer.lr": 0.1}; lists and None become strings, since trackers take scalars only."""
+    """Nested config -> {"optimizer.lr": 0.1}; lists become JSON text and None an empty value (see `value`)."""
     out: dict[str, str | int | float | bool] = {}
-    for key, value in params.items():
+    for key, v in params.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name + "."))
-        elif isinstance(value, (bool, int, float, str)):
-            out[name] = value
-        elif isinstance(value, (list, tuple)):
-            out[name] = str(list(value))
+        if isinstance(v, Mapping):
+            out.update(flatten(v, name + "."))
         else:
-            out[name] = str(value)
+            out[name] = value(v)
     return out
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def present(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -108,7 +160,11 @@ class Logger:
             self.abort()
             raise StarlightError(f"checkpoint {checkpoint} does not exist; it cannot be logged")
         self.closed = True
-        self._finish(present(final_metrics), Path(checkpoint) if checkpoint is not None else None)
+        if checkpoint is None:
+            self._finish(present(final_metrics), None, None)
+        else:
+            # The registry's blobs are named by their content's sha256; the artifact is named by it too.
+            self._finish(present(final_metrics), Path(checkpoint), file_sha256(Path(checkpoint)))
 
     def abort(self) -> None:
         """Mark the run failed (a no-op once it is finished or aborted)."""
@@ -126,7 +182,7 @@ class Logger:
     def _log(self, step: int, values: dict[str, float]) -> None:
         raise NotImplementedError
 
-    def _finish(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
+    def _finish(self, metrics: dict[str, float], checkpoint: Path | None, sha256: str | None) -> None:
         raise NotImplementedError
 
     def _abort(self) -> None:

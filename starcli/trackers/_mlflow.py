@@ -1,13 +1,18 @@
-"""MLflow: runs in the experiment "starlight" of a tracking store, through MlflowClient (no global active run).
+"""MLflow: runs in the experiment $MLFLOW_EXPERIMENT_NAME (default "starlight") of a tracking store, through
+MlflowClient (no global active run).
 
-dest is a tracking URI the user gives (sqlite:///…, http://…, file:…) or a folder, which gets a SQLite store
-(mlflow.db) and its artifacts beside it: MLflow 3 refuses the plain file store unless MLFLOW_ALLOW_FILE_STORE is set.
+dest is a tracking URI the user gives (--log-dir, else $MLFLOW_TRACKING_URI: sqlite:///…, http://…, file:…) or a
+folder, which gets a SQLite store (mlflow.db) and its artifacts beside it: MLflow 3 refuses the plain file store
+unless MLFLOW_ALLOW_FILE_STORE is set. MLflow has no run groups: the group and job type are the run's tags
+`starlight.group` and `starlight.job_type`, beside its kind, seed and sha256. The checkpoint is the artifact
+`<sha256>.safetensors`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +23,7 @@ import mlflow  # noqa: F401  (the import that fails when the extra is missing)
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from . import EXPERIMENT, Logger, TrackedPair, TrackedRun, flatten
+from . import Logger, TrackedPair, TrackedRun, experiment, flatten, labels
 
 # MLflow's limits: a param value of at most 6000 characters, batches of at most 100 params / 1000 metrics.
 MAX_PARAM = 6000
@@ -51,12 +56,13 @@ class MlflowLogger(Logger):
     def __init__(self, run: TrackedRun | TrackedPair, dest: str | Path):
         uri, artifacts = tracking_uri(dest)
         self.client = MlflowClient(tracking_uri=uri)
-        experiment = self.client.get_experiment_by_name(EXPERIMENT)
-        if experiment is not None:
-            experiment_id = experiment.experiment_id
+        name = experiment()
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            experiment_id = found.experiment_id
         else:
-            experiment_id = self.client.create_experiment(EXPERIMENT, artifact_location=artifacts)
-        tags = {_key(f"starlight.{k}"): str(v) for k, v in run.tags.items()}
+            experiment_id = self.client.create_experiment(name, artifact_location=artifacts)
+        tags = {_key(f"starlight.{k}"): str(v) for k, v in {**run.tags, **labels(run)}.items()}
         self.run_id = self.client.create_run(experiment_id, run_name=run.name, tags=tags).info.run_id
         self.location = f"{uri} run {self.run_id}"
         params = [Param(_key(k), str(v)[:MAX_PARAM]) for k, v in flatten(run.params).items()]
@@ -74,12 +80,17 @@ class MlflowLogger(Logger):
         self._metrics(step, values)
         self.last_step = max(self.last_step, step)
 
-    def _finish(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
+    def _finish(self, metrics: dict[str, float], checkpoint: Path | None, sha256: str | None) -> None:
         try:
             if metrics:
                 self._metrics(self.last_step, metrics)  # the final metrics belong to the last epoch
             if checkpoint is not None:
-                self.client.log_artifact(self.run_id, str(checkpoint))
+                # MLflow names an artifact after its file; a link named by the sha256 gives it the registry's name
+                # (the store copies or uploads what the link points to).
+                with tempfile.TemporaryDirectory() as tmp:
+                    link = Path(tmp) / f"{sha256}.safetensors"
+                    link.symlink_to(checkpoint.resolve())
+                    self.client.log_artifact(self.run_id, str(link))
         except BaseException:
             self._abort()
             raise

@@ -1,7 +1,8 @@
 """TensorBoard: event files under dest, one subfolder per run (`tensorboard --logdir dest` shows them side by side).
 
-Params go to the HParams tab (with the final metrics as its metrics) and, in full, to the Text tab. TensorBoard
-has no artifact store, so a checkpoint is recorded by its path and size, not copied.
+Params go to the HParams tab (with the final metrics as its metrics) and, in full, to the Text tab; the group and
+job type are the hparams `tag.group` and `tag.job_type`. TensorBoard has no artifact store, so a checkpoint is
+recorded by its sha256, path and size, not copied.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tensorboard  # noqa: F401  (torch.utils.tensorboard's own ImportError doe
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from . import Logger, TrackedPair, TrackedRun, flatten
+from . import Logger, TrackedPair, TrackedRun, flatten, labels
 
 
 def run_folder(dest: str | Path, name: str) -> Path:
@@ -40,7 +41,7 @@ class TensorBoardLogger(Logger):
         folder = run_folder(dest, run.name)
         self.writer = SummaryWriter(log_dir=str(folder), flush_secs=10)  # a live run shows up within seconds
         self.location = str(folder)
-        params = flatten({**run.params, **{f"tag.{k}": v for k, v in run.tags.items()}})
+        params = flatten({**run.params, **{f"tag.{k}": v for k, v in {**run.tags, **labels(run)}.items()}})
         # torch's hparams() files a bool as the number 0/1; as text it reads back as what was set
         self.params = {k: str(v) if isinstance(v, bool) else v for k, v in params.items()}
         self.writer.add_text("run", run.name)
@@ -52,7 +53,7 @@ class TensorBoardLogger(Logger):
             self.writer.add_scalar(key, value, step)
         self.last_step = max(self.last_step, step)
 
-    def _finish(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
+    def _finish(self, metrics: dict[str, float], checkpoint: Path | None, sha256: str | None) -> None:
         # add_hparams would write its metrics at step 0 into a timestamped subfolder; this keeps them in the
         # run's own folder, at the last epoch, under the names the HParams tab looks up.
         for summary in hparams(self.params, metrics):  # (experiment, session start, session end)
@@ -60,7 +61,7 @@ class TensorBoardLogger(Logger):
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, self.last_step)
         if checkpoint is not None:
-            self.writer.add_text("checkpoint", f"{checkpoint.resolve()} ({checkpoint.stat().st_size} bytes)")
+            self.writer.add_text("checkpoint", f"sha256 {sha256}: {checkpoint.resolve()} ({checkpoint.stat().st_size} bytes)")
         self.writer.close()
 
     def _abort(self) -> None:

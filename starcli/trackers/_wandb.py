@@ -1,14 +1,18 @@
-"""Weights & Biases, offline only: each run is a folder dest/wandb/offline-run-…, uploaded later (if ever) by the
-user with `wandb sync`. Never online: the mode is passed to wandb.init itself, which outranks WANDB_MODE.
+"""Weights & Biases: offline unless WANDB_MODE says otherwise. An offline run is a folder dest/wandb/offline-run-…,
+uploaded later (if ever) by the user with `wandb sync`; WANDB_MODE=online streams instead (with the user's own
+login), WANDB_MODE=disabled writes nothing. The project is $WANDB_PROJECT (default "starlight"), the entity
+$WANDB_ENTITY (default: the user's own).
 
-Params go to the run's config (nested, as W&B shows them), per-epoch values to its history, final metrics to its
-summary, the checkpoint to a model artifact with policy "immutable": W&B reads the file where it is when the run is
-synced instead of first copying it to its staging folder (checkpoints are content-addressed and never change).
+Runs of one sweep or command share a group, and a run's job type is its kind, so W&B's grouping tells a sweep's
+anchors and stars apart. Params go to the run's config (nested, as W&B shows them), per-epoch values to its history,
+final metrics to its summary, the checkpoint to a model artifact named by its sha256 with policy "immutable": W&B
+reads the file where it is when the run is synced instead of first copying it to its staging folder (checkpoints
+are content-addressed and never change).
 """
 
 from __future__ import annotations
 
-import re
+import os
 from pathlib import Path
 
 import wandb
@@ -23,33 +27,48 @@ def _settings() -> wandb.Settings:
     return wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True, save_code=False)
 
 
+def mode() -> str:
+    """$WANDB_MODE where the user set it (online, offline, disabled, …), else offline: nothing leaves the machine
+    unless asked for."""
+    return os.environ.get("WANDB_MODE") or "offline"
+
+
 class WandbLogger(Logger):
     def __init__(self, run: TrackedRun | TrackedPair, dest: str | Path):
         folder = Path(dest).expanduser().resolve()
         folder.mkdir(parents=True, exist_ok=True)
         tags = [t for t in (f"{k}:{v}" for k, v in run.tags.items()) if len(t) <= MAX_TAG]
+        self.mode = mode()
         self.run = wandb.init(
-            mode="offline",
+            mode=self.mode,
             dir=str(folder),
-            project=EXPERIMENT,
+            project=os.environ.get("WANDB_PROJECT") or EXPERIMENT,
+            entity=os.environ.get("WANDB_ENTITY") or None,
             name=run.name,
+            group=run.group,
+            job_type=run.job_type,
             config={**run.params, "starlight": {k: str(v) for k, v in run.tags.items()}},
             tags=tags,
             settings=_settings(),
             reinit="create_new",  # several runs in one process (export) without finishing each other
         )
-        self.name = re.sub(r"[^\w.-]+", "-", run.name).strip("-") or "run"
-        self.location = str(Path(self.run.dir).parent)
+        self.kind = run.job_type or "model"
+        if self.mode == "online":
+            self.location = getattr(self.run, "url", None) or str(folder)
+        elif self.mode == "disabled":
+            self.location = "W&B disabled (WANDB_MODE=disabled)"
+        else:
+            self.location = str(Path(self.run.dir).parent)
 
     def _log(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)
 
-    def _finish(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
+    def _finish(self, metrics: dict[str, float], checkpoint: Path | None, sha256: str | None) -> None:
         try:
             self.run.summary.update(metrics)
             if checkpoint is not None:
-                artifact = wandb.Artifact(self.name, type="model")
-                artifact.add_file(str(checkpoint.resolve()), policy="immutable")
+                artifact = wandb.Artifact(f"sha256-{sha256}", type="model", metadata={"sha256": sha256, "kind": self.kind})
+                artifact.add_file(str(checkpoint.resolve()), name=f"{sha256}.safetensors", policy="immutable")
                 self.run.log_artifact(artifact)
         except BaseException:
             self._abort()

@@ -9,16 +9,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import TrackedPair, TrackedRun
+from . import TrackedPair, TrackedRun, run_name
 
 FINAL = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
-def solution_run(record: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()) -> TrackedRun:
+def solution_run(record: Mapping[str, Any], history: Sequence[Mapping[str, Any]] = (), group: str = "export") -> TrackedRun:
     """A solution's full record (it needs "config"); history is its per-epoch rows, if they were kept."""
     metrics = record.get("metrics") or {}
+    config = record.get("config") or {"arch_kwargs": {"width": record.get("width")}}
     return TrackedRun(
-        name=f"solution {record['id']} ({record['kind']}, seed {record['seed']})",
+        name=run_name(record["kind"], config, record.get("seed"), prefix=f"solution {record['id']}: "),
+        group=group,
+        job_type=record["kind"],
         params=dict(record.get("config") or {}),
         metrics={k: metrics.get(k) for k in FINAL} | {k: v for k, v in metrics.items() if k not in FINAL},
         history=tuple(history),
@@ -29,7 +32,7 @@ def solution_run(record: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
     )
 
 
-def pair_runs(measured: Mapping[str, Any]) -> list[TrackedPair]:
+def pair_runs(measured: Mapping[str, Any], group: str = "export") -> list[TrackedPair]:
     """The pairs of a barrier measurement: barriers and peak loss per split as metrics, the curves as series."""
     settings = measured["settings"]
     out = []
@@ -50,6 +53,8 @@ def pair_runs(measured: Mapping[str, Any]) -> list[TrackedPair]:
                 metrics=metrics,
                 curves=curves,
                 tags={"kind": pair["kind"]},
+                group=group,
+                job_type=pair["kind"],
             )
         )
     return out

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from starcli.engine.barriers import replicates_of
+from starcli.engine.barriers import FITTED_TRAIN_ACC, replicates_of
 from starcli.engine.evidence import describe_trend, trend
 from starcli.reports.sweep_report import AXIS_LABELS, SETTING, settings_of
 
@@ -57,6 +57,13 @@ def findings(rows: list[dict[str, Any]], x: str, split: str = "train", cells: li
         lines.append(
             "with one replicate per setting the CIs cover held-out variation only, not that of anchor sets or "
             "star seeds: rerun with [grid] replicates = 3 or more before drawing a conclusion."
+        )
+    underfit = [r for _, _, r in valid if r.get("anchor_train_acc") is not None and r["anchor_train_acc"] < FITTED_TRAIN_ACC]
+    if underfit:
+        lines.append(
+            f"the anchors fit under {FITTED_TRAIN_ACC:g}% of their training set in {len(underfit)} of {len(valid)} settings "
+            f"(mean train accuracy {min(r['anchor_train_acc'] for r in underfit):.1f}–{max(r['anchor_train_acc'] for r in underfit):.1f}%): "
+            "there they are under-fitted models, and \"the star is a solution\" means only \"as good as they are\"."
         )
     worse = sum((r.get(f"star_{split}_loss") or 0) > (r.get(f"anchor_{split}_loss") or 0) for _, _, r in valid)
     peak = sum((r.get(f"star_{split}_peak_loss") or 0) > (r.get(f"regular_{split}_peak_loss") or 0) for _, _, r in valid)

@@ -325,3 +325,14 @@ def test_the_shipped_linear_toy_replicates_sweep_runs_end_to_end_with_its_ci_col
         assert float(summary["ratio_train_ci_low"]) == pytest.approx(expected["ratio_ci"][0], rel=1e-6)
         assert float(summary["ratio_train_ci_high"]) == pytest.approx(expected["ratio_ci"][1], rel=1e-6)
     assert summary["connects_better_train"] == expected["connects_better"]
+
+
+def test_a_folder_named_like_a_shipped_sweep_does_not_hide_it(tmp_path, monkeypatch):
+    # `starlight sweep linear-toy --out linear-toy` and then the same command again: the report folder in the
+    # working directory is not a sweep file.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "linear-toy").mkdir()
+    assert sweep_file.load("linear-toy").name == "linear-toy"
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(StarlightError, match="sweep file mine does not exist"):
+        sweep_file.load("mine")

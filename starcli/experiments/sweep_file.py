@@ -171,7 +171,8 @@ def description(name: str) -> str:
 def load(name_or_path: str) -> Sweep:
     """A sweep by bare name (shipped under recipes/sweeps/) or by path to a .toml file, validated."""
     path = Path(name_or_path)
-    if name_or_path.endswith(".toml") or path.exists():
+    # A file is a sweep file; a folder named like a shipped sweep (its own report, `--out NAME`) is not one.
+    if name_or_path.endswith(".toml") or path.is_file() or (path.exists() and name_or_path not in available()):
         if not path.is_file():
             raise StarlightError(f"sweep file {path} does not exist")
         text, stem, source = path.read_text(), path.stem, str(path)

@@ -24,7 +24,7 @@ from sqlmodel import col, select
 from starcli.errors import StarlightError, UsageError
 from starcli.registry import BarrierResult, Solution
 
-from . import records
+from . import records, targets
 
 FORMAT, VERSION = "starlight-bundle", 1
 MANIFEST = "manifest.json"
@@ -51,9 +51,14 @@ def _row(sol: Solution) -> dict[str, Any]:
     return row
 
 
-def export_bundle(reg, ids: list[int], path: str | Path) -> dict[str, Any]:
-    """Write the bundle of `ids` (and what they refer to) to `path`; returns what it holds."""
-    path = Path(path)
+def export_bundle(reg, ids: list[int], path: str | Path, force: bool = False) -> dict[str, Any]:
+    """Write the bundle of `ids` (and what they refer to) to `path`; returns what it holds.
+
+    `path` must be a new file, or with `force` a regular file, outside the home, named .tar, .tar.gz or
+    .tgz (the name says the compression). The bundle is written to a temp file beside it and renamed
+    into place only when complete: on any failure `path` is as it was and no temp file is left."""
+    mode = bundle_mode(path)
+    path = check_target(reg, path, force, "--bundle")
     sols = _closure(reg, ids)
     by_id = {s.id for s in sols}
     with reg.session() as s:
@@ -64,16 +69,50 @@ def export_bundle(reg, ids: list[int], path: str | Path) -> dict[str, Any]:
         barrier_rows = [{"a_id": r.a_id, "b_id": r.b_id, "settings_hash": r.settings_hash, "settings": r.settings,
                          "result": r.result, "created_at": r.created_at.isoformat()} for r in barriers]
     manifest = {"format": FORMAT, "version": VERSION, "solutions": [_row(s) for s in sols], "barriers": barrier_rows}
+
+    def write(f) -> None:
+        with tarfile.open(fileobj=f, mode=mode) as tar:
+            _add(tar, MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+            for sha in dict.fromkeys(s.sha256 for s in sols):
+                _add(tar, f"blobs/{sha}.safetensors", reg.store.read_verified(sha))
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "w:gz" if path.name.endswith((".gz", ".tgz")) else "w"
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tarfile.open(tmp, mode) as tar:
-        _add(tar, MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
-        for sha in dict.fromkeys(s.sha256 for s in sols):
-            _add(tar, f"blobs/{sha}.safetensors", reg.store.read_verified(sha))
-    tmp.replace(path)  # a half-written bundle never carries the final name
+    targets.write_new(path, write, force)
     return {"file": str(path), "solutions": [s.id for s in sols], "blobs": len({s.sha256 for s in sols}),
             "barriers": len(barrier_rows)}
+
+
+def bundle_mode(path: str | Path) -> str:
+    """tarfile's write mode for a bundle's name: the name says the compression, or it is refused."""
+    name = Path(path).name
+    if not str(path) or not name:
+        raise UsageError("--bundle needs a file name, e.g. --bundle stars.tar.gz")
+    if name.endswith((".tar.gz", ".tgz")):
+        return "w:gz"
+    if name.endswith(".tar"):
+        return "w"
+    raise UsageError(f"--bundle {name}: a bundle is a .tar, .tar.gz or .tgz file (the name says the compression)")
+
+
+def check_target(reg, path: str | Path, force: bool, option: str) -> Path:
+    """`path` as an export may write it: a new path, or with `force` an existing regular file (never a
+    link, a folder, a device or a FIFO), and never inside the registry's home or its store."""
+    path = Path(path).expanduser().absolute()
+    targets.check_outside(path, _protected(reg), option)
+    targets.check_writable_file(path, force, option)
+    return path
+
+
+def _protected(reg) -> list[Path]:
+    """The folders an export never writes into: the home (registry.db, blobs, runs) and a local store."""
+    out = [reg.home]
+    root = getattr(reg.store, "root", None)
+    if isinstance(root, Path):
+        out.append(root)
+    if reg.url.startswith("sqlite:///"):  # $STARLIGHT_DB_URL may keep the database elsewhere
+        db = Path(reg.url.removeprefix("sqlite:///").split("?", 1)[0])
+        out += [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+    return out
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -182,17 +221,22 @@ def import_bundle(reg, path: str | Path) -> dict[str, Any]:
 # --- the Hugging Face / timm layout ----------------------------------------------------------------
 
 
-def export_hf(reg, sid: int, folder: str | Path) -> dict[str, Any]:
+def export_hf(reg, sid: int, folder: str | Path, force: bool = False) -> dict[str, Any]:
     """`model.safetensors` + `config.json` in `folder`, as timm's hub checkpoints are laid out: the
-    architecture and its arguments, the classes, the input normalisation, and starlight's own record."""
+    architecture and its arguments, the classes, the input normalisation, and starlight's own record.
+
+    The same rules as a bundle (`check_target`) for each file, checked before anything is written; both
+    are written to temp files and renamed into place together, so the folder never holds half an export."""
     from starcli.engine import data
 
-    sol = records.get(reg, sid)
-    folder = Path(folder)
+    if not str(folder):
+        raise UsageError("--hf needs a folder, e.g. --hf hub/star9")
+    folder = Path(folder).expanduser().absolute()
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--hf {folder} is a file; give a folder for {HF_WEIGHTS} and {HF_CONFIG}")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / HF_WEIGHTS).write_bytes(reg.store.read_verified(sol.sha256))
+    weights, config_file = (check_target(reg, folder / name, force, "--hf") for name in (HF_WEIGHTS, HF_CONFIG))
+    sol = records.get(reg, sid)
+    blob = reg.store.read_verified(sol.sha256)
     try:
         meta = data.info(sol.dataset)
         norm = {"mean": list(meta.mean), "std": list(meta.std)} if meta.mean else {}
@@ -210,7 +254,15 @@ def export_hf(reg, sid: int, folder: str | Path) -> dict[str, Any]:
         "starlight": {"dataset": sol.dataset, "kind": sol.kind, "seed": sol.seed, "recipe": sol.recipe,
                       "metrics": sol.metrics, "sha256": sol.sha256, "id": sol.id},
     }
-    (folder / HF_CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n")
+    text = (json.dumps(config, indent=2, default=str) + "\n").encode()
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        targets.write_files({weights: lambda f: f.write(blob), config_file: lambda f: f.write(text)}, force)
+    except BaseException:
+        if made and not any(folder.iterdir()):
+            folder.rmdir()  # a folder this export made is not left behind empty
+        raise
     return {"folder": str(folder), "files": [HF_WEIGHTS, HF_CONFIG], "solution": sol.id}
 
 

@@ -152,3 +152,157 @@ def test_the_readme_export_example_runs_as_written(reg, source, cli, tmp_path, m
         assert "manifest.json" in tar.getnames()
     code, out, err = cli("--home", str(tmp_path / "other"), "import", "stars.tar.gz")
     assert code == 0 and out.startswith("imported 4 new solution(s)"), err
+
+
+# --- imports -------------------------------------------------------------------------------------
+
+
+def members_of(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def write_tar(path: Path, members: dict[str, bytes], mode: str = "w") -> Path:
+    with tarfile.open(path, mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def exported(reg, source, tmp_path) -> dict[str, bytes]:
+    """The members of a bundle of the star 4 (anchors 1-2) and the held-out 3, with their barrier rows."""
+    star, ids = source
+    bundles.export_bundle(reg, [star, ids[2]], tmp_path / "good.tar")
+    return members_of(tmp_path / "good.tar")
+
+
+def with_manifest(members: dict[str, bytes], change) -> dict[str, bytes]:
+    manifest = json.loads(members["manifest.json"])
+    change(manifest)
+    return {**members, "manifest.json": json.dumps(manifest).encode()}
+
+
+def refused_import(cli, other, path: Path, message: str) -> None:
+    before = state(other)
+    code, _, err = cli("--home", str(other.home), "import", str(path))
+    one_error(code, err, 1)
+    assert message in err, err
+    assert state(other) == before
+
+
+def _set(field, value, row=0):
+    def change(m):
+        m["solutions"][row][field] = value
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set("metrics", [1, 2]), "solutions[0].metrics"),
+    (_set("kind", "trojan"), "solutions[0].kind"),
+    (_set("arch", "../../etc/passwd"), "solutions[0].arch"),
+    (_set("dataset", "/tmp/x"), "solutions[0].dataset"),
+    (_set("key", "a" * 100_000), "solutions[0].key"),
+    (_set("note", "n" * 5_000_000), "solutions[0].note"),
+    (_set("seed", -1), "solutions[0].seed"),
+    (_set("created_at", "yesterday"), "not an ISO date"),
+    (_set("smuggled", 1), "solutions[0].smuggled"),
+    (_set("config", {"x": "y" * (2 << 20)}, row=-1), "config"),
+    (lambda m: m["barriers"][0].update(result=[1]), "barriers[0].result"),
+    (lambda m: m["solutions"].append(dict(m["solutions"][0])), "share an id or a key"),
+])
+def test_import_checks_the_manifest_against_its_schema_and_imports_nothing(exported, cli, other, tmp_path, change, message):
+    path = write_tar(tmp_path / "bad.tar", with_manifest(exported, change))
+    refused_import(cli, other, path, message)
+
+
+def _replace_blob(members: dict[str, bytes], row: int, data: bytes) -> dict[str, bytes]:
+    """The bundle with solution `row`'s checkpoint replaced by `data` (its sha256 updated to match)."""
+    sha = hashlib.sha256(data).hexdigest()
+    out = with_manifest(members, _set("sha256", sha, row))
+    return {**out, f"blobs/{sha}.safetensors": data}
+
+
+def test_import_refuses_a_checkpoint_that_is_not_safetensors_even_in_the_last_row(exported, cli, other, tmp_path):
+    import torch
+
+    pickled = io.BytesIO()
+    torch.save({"w": torch.zeros(3)}, pickled)  # a pickle stored under a .safetensors name
+    path = write_tar(tmp_path / "bad.tar", _replace_blob(exported, -1, pickled.getvalue()))
+    refused_import(cli, other, path, "is not a safetensors file")
+
+
+def test_import_refuses_a_checkpoint_that_does_not_fit_its_rows_architecture(exported, cli, other, tmp_path):
+    from safetensors.torch import load, save
+
+    tensors = load(exported[f"blobs/{json.loads(exported['manifest.json'])['solutions'][-1]['sha256']}.safetensors"])
+    name = next(iter(tensors))
+    tensors[name] = tensors[name][:1].clone()  # one row of the first layer: safetensors, but not this network
+    path = write_tar(tmp_path / "bad.tar", _replace_blob(exported, -1, save(tensors)))
+    refused_import(cli, other, path, "does not fit mlp")
+
+
+def test_import_refuses_a_member_that_expands_over_the_limit_before_reading_it(exported, cli, other, tmp_path):
+    huge = b" " * (bundles.MAX_MANIFEST_BYTES + 1)  # compresses to ~70 KB
+    path = write_tar(tmp_path / "bomb.tar.gz", {**exported, "manifest.json": huge}, "w:gz")
+    assert path.stat().st_size < 1 << 20
+    refused_import(cli, other, path, "over the limit")
+
+
+def test_a_file_that_is_not_a_tar_is_one_line(cli, other, tmp_path):
+    path = tmp_path / "notes.tar"
+    path.write_text("not a tar\n")
+    refused_import(cli, other, path, "is not a starlight bundle")
+
+
+def test_a_kept_solution_must_hold_the_same_weights(reg, source, exported, cli, other, tmp_path):
+    """Same key, other bits (a GPU- and a CPU-trained MLP): the bundle's star and barrier rows must not be
+    attached to the local weights."""
+    from starcli.solutions import records
+
+    anchor = records.get(reg, source[1][0])
+    tensors = {k: v + 1 for k, v in records.state_dict(reg, anchor).items()}
+    records.add(other, tensors, **anchor.model_dump(exclude={"id", "sha256"}))
+    path = write_tar(tmp_path / "b.tar", exported)
+    refused_import(cli, other, path, "other weights")
+
+
+def test_an_import_racing_the_collector_keeps_every_blob(reg, exported, other, tmp_path):
+    """`doctor --fix` between the import's put and its commit deletes blobs no row references yet; the
+    import puts them back once its rows are in (as records.add does)."""
+    from starcli.solutions import manage, records
+
+    path = write_tar(tmp_path / "b.tar", exported)
+    second = open_registry(other.home)  # a second process's connection to the same registry
+    put, collected = other.store.put_bytes, []
+
+    def put_then_collect(data: bytes) -> str:
+        sha = put(data)
+        collected.append(manage.collect_blobs(second, [sha]))  # the collector runs between this put and the insert
+        return sha
+
+    other.store.put_bytes = put_then_collect
+    try:
+        result = bundles.import_bundle(other, path)
+    finally:
+        other.store.put_bytes = put
+        second.close()
+    assert any(collected)  # it did delete blobs in the window
+    for sid in result["added"]:
+        assert records.state_dict(other, records.get(other, sid))  # loads, verified
+
+
+def test_concurrent_imports_of_one_bundle_both_succeed(exported, other, tmp_path):
+    import subprocess
+    import sys
+
+    path = write_tar(tmp_path / "b.tar", exported)
+    env = {**os.environ, "STARLIGHT_HOME": str(other.home)}
+    procs = [subprocess.Popen([sys.executable, "-m", "starcli", "import", str(path)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    rows, bars, _ = state(other)
+    assert len(rows) == 4 and len(bars) == len(json.loads(exported["manifest.json"])["barriers"])

@@ -11,23 +11,29 @@ its sha256 (checked against its bytes), and reads only the members the manifest 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import tarfile
-from datetime import datetime
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from starcli.errors import StarlightError, UsageError
 from starcli.registry import BarrierResult, Solution
 
-from . import records, targets
+from . import manifests, records, targets
+from .manifests import FORMAT, VERSION
 
-FORMAT, VERSION = "starlight-bundle", 1
 MANIFEST = "manifest.json"
+# Limits on what a bundle may expand to, checked on each member's header before its data is read.
+MAX_MANIFEST_BYTES = 64 << 20  # 10,000 solutions with their histories and configs fit in a few MiB
+MAX_BLOB_BYTES = 4 << 30  # a checkpoint: a billion fp32 parameters
+MAX_MEMBERS = 2 * manifests.MAX_SOLUTIONS + 1
 HF_WEIGHTS, HF_CONFIG = "model.safetensors", "config.json"
 REFERENCES = ("source_id", "target_id")
 
@@ -122,99 +128,215 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _safe_members(tar: tarfile.TarFile, path: Path) -> dict[str, tarfile.TarInfo]:
+def _members(tar: tarfile.TarFile, path: Path) -> dict[str, tarfile.TarInfo]:
+    """The bundle's members, each header checked as it is read: a member over its limit is refused before
+    a byte of it is decompressed (a gzip bomb expands nothing), as are unsafe names and special members."""
     members = {}
-    for m in tar.getmembers():
+    for m in tar:
         p = PurePosixPath(m.name)
         if p.is_absolute() or ".." in p.parts or "\\" in m.name or not m.isfile():
             raise StarlightError(f"{path} holds an unsafe member {m.name!r} (absolute, '..', a link or not a file); nothing was imported")
+        limit = MAX_MANIFEST_BYTES if str(p) == MANIFEST else MAX_BLOB_BYTES
+        if m.size > limit:
+            raise StarlightError(f"{path}: member {m.name[:100]!r} expands to {m.size:,} bytes, over the limit of {limit:,}; nothing was imported")
         members[str(p)] = m
+        if len(members) > MAX_MEMBERS:
+            raise StarlightError(f"{path} holds more than {MAX_MEMBERS:,} members; nothing was imported")
     return members
 
 
-def read_bundle(path: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The manifest and the blobs of a bundle, each blob checked against its sha256."""
-    path = Path(path)
-    if not path.is_file():
-        raise StarlightError(f"bundle {path} does not exist")
-    try:
-        tar = tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError) as e:
-        raise StarlightError(f"{path} is not a starlight bundle (a tar file): {e}") from None
-    with tar:
-        members = _safe_members(tar, path)
-        if MANIFEST not in members:
-            raise StarlightError(f"{path} has no {MANIFEST}; is it a bundle written by `starlight export --bundle`?")
+class Bundle:
+    """An open bundle: its checked manifest and a way to read each blob, verified against its sha256."""
+
+    def __init__(self, path: str | Path):
+        self.path = path = Path(path)
+        if not path.is_file():
+            raise StarlightError(f"bundle {path} does not exist (or is not a file)")
         try:
-            manifest = json.loads(tar.extractfile(members[MANIFEST]).read())
-        except ValueError as e:
-            raise StarlightError(f"{path}: {MANIFEST} is not valid JSON: {e}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise StarlightError(f"{path} is not a {FORMAT} version {VERSION}")
-        blobs = {}
-        for row in manifest.get("solutions", []):
-            sha = row.get("sha256", "")
-            name = f"blobs/{sha}.safetensors"
-            if sha in blobs:
-                continue
-            if name not in members:
-                raise StarlightError(f"{path} lacks the checkpoint of solution {row.get('id')} ({name})")
-            data = tar.extractfile(members[name]).read()
-            if hashlib.sha256(data).hexdigest() != sha:
-                raise StarlightError(f"{path}: {name} is damaged (its sha256 does not match); nothing was imported")
-            blobs[sha] = data
-    return manifest, blobs
+            self.tar = tarfile.open(path, "r:*")
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile):
+            raise StarlightError(f"{path} is not a starlight bundle (a .tar or .tar.gz written by `starlight export --bundle`)") from None
+        try:
+            self.members = _members(self.tar, path)
+            if MANIFEST not in self.members:
+                raise StarlightError(f"{path} has no {MANIFEST}; is it a bundle written by `starlight export --bundle`?")
+            self.manifest = manifests.parse(self._read(MANIFEST), f"{path}: {MANIFEST}")
+        except BaseException as e:
+            self.tar.close()
+            if isinstance(e, (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)):
+                raise StarlightError(f"{path} is damaged ({type(e).__name__}: {str(e)[:200]}); nothing was imported") from None
+            raise
+
+    def _read(self, name: str) -> bytes:
+        try:
+            return self.tar.extractfile(self.members[name]).read()
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise StarlightError(f"{self.path}: {name} cannot be read ({e}); the bundle is damaged, nothing was imported") from None
+
+    def blob(self, sha: str, sid: int) -> bytes:
+        name = f"blobs/{sha}.safetensors"
+        if name not in self.members:
+            raise StarlightError(f"{self.path} lacks the checkpoint of solution {sid} ({name})")
+        data = self._read(name)
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise StarlightError(f"{self.path}: {name} is damaged (its sha256 does not match); nothing was imported")
+        return data
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+def read_bundle(path: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest (as checked by its schema) and the blobs of a bundle, each blob checked against its sha256."""
+    bundle = Bundle(path)
+    try:
+        m = bundle.manifest
+        return m.model_dump(), {r.sha256: bundle.blob(r.sha256, r.id) for r in m.solutions}
+    finally:
+        bundle.close()
+
+
+def check_rows(bundle: Bundle) -> None:
+    """Everything about the rows that needs no registry: unique ids and keys, references inside the bundle
+    (to earlier ids), and each blob a safetensors file whose tensors fit its row's architecture exactly."""
+    path, rows = bundle.path, bundle.manifest.solutions
+    ids = [r.id for r in rows]
+    if len(set(ids)) != len(ids) or len({r.key for r in rows}) != len(rows):
+        raise StarlightError(f"{path}: two solutions share an id or a key; nothing was imported")
+    inside = set(ids)
+    for row in rows:
+        refs = [*row.anchors, *(getattr(row, r) for r in REFERENCES if getattr(row, r) is not None)]
+        missing = [i for i in refs if i not in inside or i >= row.id]
+        if missing:
+            raise StarlightError(f"{path}: solution {row.id} refers to solution {missing[0]}, which the bundle lacks")
+    shapes: dict[str, dict[str, tuple]] = {}
+    for row in rows:
+        if row.sha256 not in shapes:
+            shapes[row.sha256] = _tensor_shapes(bundle.blob(row.sha256, row.id), f"{path}: the checkpoint of solution {row.id}")
+        _check_fits(row, shapes[row.sha256], path)
+
+
+def _tensor_shapes(data: bytes, what: str) -> dict[str, tuple]:
+    """The tensors' names and shapes of a safetensors file (its header and offsets checked by safetensors)."""
+    from safetensors.torch import load
+
+    try:
+        return {k: tuple(v.shape) for k, v in load(data).items()}
+    except Exception as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise StarlightError(f"{what} is not a safetensors file ({first}); nothing was imported") from None
+
+
+def _check_fits(row, shapes: dict[str, tuple], path: Path) -> None:
+    """The row's architecture, built on the meta device (no memory), must take exactly these tensors."""
+    import torch
+
+    from starcli import models
+    from starcli.engine import data
+    from starcli.engine.config import check_arch
+
+    what = f"{path}: solution {row.id}"
+    if row.dataset not in data.DATASETS:
+        raise StarlightError(f"{what} names an unknown dataset {row.dataset!r}; nothing was imported")
+    try:
+        check_arch(row.arch, row.arch_kwargs, data.info(row.dataset), {"arch": "the bundle", "arch_kwargs": "the bundle"})
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in models.create(row.arch, **row.arch_kwargs).state_dict().items()}
+    except StarlightError as e:
+        raise StarlightError(f"{what}: {e}; nothing was imported") from None
+    except Exception as e:
+        raise StarlightError(f"{what}: {row.arch} {row.arch_kwargs} cannot be built ({type(e).__name__}); nothing was imported") from None
+    if expected != shapes:
+        extra, missing = sorted(set(shapes) - set(expected)), sorted(set(expected) - set(shapes))
+        wrong = sorted(k for k in set(shapes) & set(expected) if shapes[k] != expected[k])
+        detail = (f"unexpected tensors {extra[:3]}" if extra else f"missing tensors {missing[:3]}" if missing
+                  else f"{wrong[0]} has shape {list(shapes[wrong[0]])}, not {list(expected[wrong[0]])}")
+        raise StarlightError(f"{what}: its checkpoint does not fit {row.arch} {row.arch_kwargs} ({detail}); nothing was imported")
 
 
 def import_bundle(reg, path: str | Path) -> dict[str, Any]:
-    """Add a bundle's solutions and barrier rows to `reg`; returns the id map (bundle id → id here), which
-    solutions were new and how many barrier rows were added."""
-    manifest, blobs = read_bundle(path)
-    rows = sorted(manifest.get("solutions", []), key=lambda r: r["id"])
-    inside = {r["id"] for r in rows}
-    for row in rows:  # checked before anything is written: a bundle imports whole or not at all
-        refs = [*(row.get("anchors") or []), *(row[r] for r in REFERENCES if row.get(r) is not None)]
-        missing = [i for i in refs if i not in inside or i >= row["id"]]
-        if missing:
-            raise StarlightError(f"{path}: solution {row['id']} refers to solution {missing[0]}, which the bundle lacks")
+    """Add a bundle's solutions and barrier rows to `reg`, whole or not at all; returns the id map (bundle
+    id → id here), which solutions were new and how many barrier rows were added.
+
+    Every row and blob is checked first (`check_rows`). The new rows' blobs are put, then every row and
+    barrier row goes in one transaction, then any blob collected meanwhile is put back (as `records.add`
+    does). A solution already here (same key) is kept only if it holds the same weights (same sha256):
+    barrier rows and stars are never attached to other weights. A concurrent import of the same bundle
+    that commits first makes this one keep its rows."""
+    bundle = Bundle(path)
+    try:
+        check_rows(bundle)
+        for attempt in range(3):
+            try:
+                return _import(reg, bundle)
+            except IntegrityError:  # PostgreSQL: another import inserted the same key first; now we see it
+                if attempt == 2:
+                    raise StarlightError(f"{bundle.path}: other writers kept inserting the same solutions; import again") from None
+    finally:
+        bundle.close()
+    raise AssertionError("unreachable")
+
+
+def _same_weights(bundle: Bundle, row, existing: Solution) -> None:
+    if existing.sha256 != row.sha256:
+        raise StarlightError(
+            f"{bundle.path}: solution {row.id} has the key of solution {existing.id} here but other weights "
+            f"(sha256 {row.sha256[:12]}… vs {existing.sha256[:12]}…, e.g. trained on another device); "
+            "nothing was imported"
+        )
+
+
+def _import(reg, bundle: Bundle) -> dict[str, Any]:
+    rows = sorted(bundle.manifest.solutions, key=lambda r: r.id)
+    present = set()
+    for row in rows:  # a kept row with other weights is refused before any blob is put (and again below)
+        existing = records.by_key(reg, row.key)
+        if existing is not None:
+            _same_weights(bundle, row, existing)
+            present.add(row.key)
+    new_shas = list(dict.fromkeys(r.sha256 for r in rows if r.key not in present))
+    for sha in new_shas:  # before the rows: a row never points at a missing blob
+        reg.store.put_bytes(bundle.blob(sha, 0))
     ids: dict[int, int] = {}
     added: list[int] = []
-    fields = set(Solution.model_fields) - {"id"}
-    for row in rows:  # referenced solutions come first: their new ids are known when a star is added
-        existing = records.by_key(reg, row["key"])
-        if existing is not None:
-            ids[row["id"]] = existing.id
-            continue
-        sha = reg.store.put_bytes(blobs[row["sha256"]])
-        values = {k: v for k, v in row.items() if k in fields}
-        values["anchors"] = [ids[a] for a in row.get("anchors") or []]
-        for ref in REFERENCES:
-            if row.get(ref) is not None:
-                values[ref] = ids[row[ref]]
-        values["created_at"] = datetime.fromisoformat(row["created_at"]) if row.get("created_at") else datetime.utcnow()
-        values["sha256"] = sha
-        sol = Solution(**values)
-        with reg.session() as s:
-            s.add(sol)
-            s.commit()
-            s.refresh(sol)
-        ids[row["id"]] = sol.id
-        added.append(sol.id)
+    added_shas: set[str] = set()
     n_barriers = 0
-    with reg.session() as s:
-        for b in manifest.get("barriers", []):
-            a, bb = ids.get(b["a_id"]), ids.get(b["b_id"])
+    with reg.session() as s:  # one transaction (on SQLite it holds the write lock from its first statement)
+        records.lock_for_references(s)
+        for row in rows:  # referenced solutions come first: their new ids are known when a star is added
+            existing = s.exec(select(Solution).where(Solution.key == row.key)).first()
+            if existing is not None:
+                _same_weights(bundle, row, existing)
+                ids[row.id] = existing.id
+                continue
+            values = row.model_dump(exclude={"id", "created_at"})
+            values["anchors"] = [ids[a] for a in row.anchors]
+            for ref in REFERENCES:
+                if getattr(row, ref) is not None:
+                    values[ref] = ids[getattr(row, ref)]
+            sol = Solution(**values, created_at=row.created())
+            s.add(sol)
+            s.flush()
+            ids[row.id] = sol.id
+            added.append(sol.id)
+            added_shas.add(row.sha256)
+        for b in bundle.manifest.barriers:
+            a, bb = ids.get(b.a_id), ids.get(b.b_id)
             if a is None or bb is None:
                 continue
             there = s.exec(select(BarrierResult).where(
-                BarrierResult.a_id == a, BarrierResult.b_id == bb, BarrierResult.settings_hash == b["settings_hash"]
+                BarrierResult.a_id == a, BarrierResult.b_id == bb, BarrierResult.settings_hash == b.settings_hash
             )).first()
             if there is None:
-                s.add(BarrierResult(a_id=a, b_id=bb, settings_hash=b["settings_hash"], settings=b["settings"],
-                                    result=b["result"]))
+                s.add(BarrierResult(a_id=a, b_id=bb, settings_hash=b.settings_hash, settings=b.settings, result=b.result))
                 n_barriers += 1
         s.commit()
-    return {"file": str(path), "ids": {str(k): v for k, v in ids.items()}, "added": added,
+    # An orphan collection between our put and our commit may have deleted a blob no row referenced yet;
+    # now rows do, so no collector deletes it again: putting it back once closes the race (records.add).
+    for sha in added_shas:
+        if not reg.store.holds(sha):
+            reg.store.put_bytes(bundle.blob(sha, 0))
+    return {"file": str(bundle.path), "ids": {str(k): v for k, v in ids.items()}, "added": added,
             "kept": [v for k, v in ids.items() if v not in added], "barriers": n_barriers}
 
 

@@ -53,37 +53,48 @@ def dependents(sols: list[Solution], sol: Solution) -> list[tuple[int, str]]:
 
 def plan_removal(reg: Registry, ids: list[int]) -> tuple[list[int], list[int], list[str]]:
     """(solution ids, barrier row ids) that removing `ids` with --cascade takes, and why each extra one goes."""
-    records.get_many(reg, ids)  # unknown ids are an error before anything is planned
     with reg.session() as s:
-        everyone = list(s.exec(select(Solution)))
-        by_id = {sol.id: sol for sol in everyone}
-        going: list[int] = list(dict.fromkeys(ids))
-        reasons: list[str] = []
-        i = 0
-        while i < len(going):  # the closure: whatever is built from something that goes, goes too
-            for dep, why in dependents(everyone, by_id[going[i]]):
-                if dep not in going:
-                    going.append(dep)
-                    reasons.append(why)
-            i += 1
-        rows = list(s.exec(select(BarrierResult).where(
-            or_(col(BarrierResult.a_id).in_(going), col(BarrierResult.b_id).in_(going))).order_by(BarrierResult.id)))
+        return _plan(s, ids)
+
+
+def _plan(s, ids: list[int]) -> tuple[list[int], list[int], list[str]]:
+    everyone = list(s.exec(select(Solution)))
+    by_id = {sol.id: sol for sol in everyone}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:  # an error before anything is planned
+        shown = ", ".join(map(str, unknown[:10])) + (f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else "")
+        raise StarlightError(f"no solution with id {shown}; see `starlight list` for the ids that exist")
+    going: list[int] = list(dict.fromkeys(ids))
+    reasons: list[str] = []
+    i = 0
+    while i < len(going):  # the closure: whatever is built from something that goes, goes too
+        for dep, why in dependents(everyone, by_id[going[i]]):
+            if dep not in going:
+                going.append(dep)
+                reasons.append(why)
+        i += 1
+    rows = list(s.exec(select(BarrierResult).where(
+        or_(col(BarrierResult.a_id).in_(going), col(BarrierResult.b_id).in_(going))).order_by(BarrierResult.id)))
     for r in rows:
         reasons.append(f"barrier row {r.id} (pair {r.a_id}-{r.b_id})")
     return going, [r.id for r in rows], reasons
 
 
 def remove(reg: Registry, ids: list[int], cascade: bool = False) -> Removal:
-    """Remove solutions; without cascade, refuse (changing nothing) when any other row depends on them."""
+    """Remove solutions; without cascade, refuse (changing nothing) when any other row depends on them.
+
+    Planned and deleted in one write transaction, which a star registering on the same anchors waits
+    for (it re-checks its anchors in its own, records.add): neither can leave a star without its anchor."""
     if not ids:
         raise UsageError("say which solutions to remove, e.g. `starlight rm 3` or `starlight rm seed=1-5`")
-    going, barrier_ids, reasons = plan_removal(reg, ids)
-    if reasons and not cascade:
-        raise StarlightError(
-            f"refusing to remove {', '.join(map(str, ids))}: {'; '.join(reasons)}; "
-            "pass --cascade to remove those too"
-        )
     with reg.session() as s:
+        records.lock_for_references(s)
+        going, barrier_ids, reasons = _plan(s, ids)
+        if reasons and not cascade:
+            raise StarlightError(
+                f"refusing to remove {', '.join(map(str, ids))}: {'; '.join(reasons)}; "
+                "pass --cascade to remove those too"
+            )
         shas = sorted({sol.sha256 for sol in s.exec(select(Solution).where(col(Solution.id).in_(going)))})
         s.exec(delete(BarrierResult).where(col(BarrierResult.id).in_(barrier_ids)))
         s.exec(delete(Solution).where(col(Solution.id).in_(going)))

@@ -115,6 +115,16 @@ class ObjectStore(BlobStore):
     def holds(self, sha256: str) -> bool:
         return bool(self._call("read from", self.fs.exists, self._key(sha256)))
 
+    def modified(self, sha256: str) -> float | None:
+        try:
+            info = self._call("read from", self.fs.info, self._key(sha256))
+        except RegistryError:
+            return None
+        when = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+        if hasattr(when, "timestamp"):
+            return when.timestamp()
+        return float(when) if isinstance(when, (int, float)) else None
+
     def delete(self, sha256: str) -> bool:
         self.cache.delete(sha256)
         if not self.holds(sha256):

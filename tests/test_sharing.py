@@ -306,3 +306,51 @@ def test_concurrent_imports_of_one_bundle_both_succeed(exported, other, tmp_path
     assert [p.returncode for p in procs] == [0, 0], outs
     rows, bars, _ = state(other)
     assert len(rows) == 4 and len(bars) == len(json.loads(exported["manifest.json"])["barriers"])
+
+
+# --- races ---------------------------------------------------------------------------------------
+
+
+def test_rm_cascade_while_a_star_trains_on_its_anchors_leaves_no_star_without_an_anchor(reg, tiny_config):
+    """`rm --cascade` of an anchor lands after the star's training began but before its row: the star's
+    registration re-checks its anchors in the transaction that inserts it, and refuses."""
+    from starcli.errors import StarlightError
+    from starcli.solutions import manage
+
+    ids = [o.solution.id for o in anchor_training.train(reg, tiny_config, [1, 2])]
+    second = open_registry(reg.home)  # the `rm` of another process
+    put, removed = reg.store.put_bytes, []
+
+    def put_then_rm(data: bytes) -> str:
+        sha = put(data)
+        if not removed:
+            removed.append(manage.remove(second, [ids[0]], cascade=True))
+        return sha
+
+    reg.store.put_bytes = put_then_rm
+    try:
+        with pytest.raises(StarlightError, match=f"solution {ids[0]}, which this star is built from, was removed"):
+            stars.build_star(reg, ids, epochs=1)
+    finally:
+        reg.store.put_bytes = put
+        second.close()
+    rows, _, _ = state(reg)
+    assert [r["id"] for r in rows] == [ids[1]]  # no star whose anchor is gone
+
+
+def test_an_orphan_blob_younger_than_the_grace_period_is_never_collected(reg, cli):
+    import time
+
+    import torch
+
+    from starcli.solutions import manage
+
+    young = reg.store.put({"w": torch.zeros(2)})  # an import's blob whose row is about to be inserted
+    old = reg.store.put({"w": torch.ones(2)})
+    past = time.time() - 2 * manage.ORPHAN_GRACE_SECONDS
+    os.utime(reg.store.path(old), (past, past))
+    code, out, err = cli("doctor", "--fix", "--json")
+    assert code == 0, err
+    assert json.loads(out)["orphan_checkpoints_removed"] == [old]
+    assert reg.store.holds(young) and not reg.store.holds(old)
+    assert manage.orphan_blobs(reg) == [] and manage.orphan_blobs(reg, grace=0) == [young]

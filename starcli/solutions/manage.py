@@ -24,6 +24,9 @@ from starcli.registry import BarrierResult, Registry, Solution
 from . import records
 
 STALE_RUN_SECONDS = 3600
+# An orphan blob younger than this is never collected: a writer (an import, a training) may have put it
+# and be about to insert its row. The writers also put their blobs back after the insert (records.add).
+ORPHAN_GRACE_SECONDS = 3600
 
 
 @dataclass
@@ -119,11 +122,21 @@ def collect_blobs(reg: Registry, shas: list[str] | None = None) -> list[str]:
     return deleted
 
 
-def orphan_blobs(reg: Registry) -> list[str]:
-    """Blobs no row references (read-only: what `doctor` reports and `doctor --fix` deletes)."""
+def orphan_blobs(reg: Registry, grace: float = ORPHAN_GRACE_SECONDS, now: float | None = None) -> list[str]:
+    """Blobs no row references and no writer has put for `grace` seconds (read-only: what `doctor`
+    reports and `doctor --fix` deletes). A younger blob may be an import's or a training's whose row is
+    about to be inserted: it is left for a later run."""
     with reg.session() as s:
         used = set(s.exec(select(Solution.sha256)))
-    return [sha for sha in reg.store.shas() if sha not in used]
+    now = time.time() if now is None else now
+    out = []
+    for sha in reg.store.shas():
+        if sha in used:
+            continue
+        put_at = reg.store.modified(sha) if grace > 0 else None
+        if put_at is None or now - put_at > grace:
+            out.append(sha)
+    return out
 
 
 # --- runs/: resume files of trainings in flight -------------------------------------------------------
@@ -201,9 +214,9 @@ def clear_registered_run(folder: Path) -> None:
         remove_runs([folder])
 
 
-def gc(reg: Registry, fix: bool = False, max_age: float = STALE_RUN_SECONDS) -> dict:
-    """What `doctor` reports as garbage (orphan blobs, stale runs/ folders); with fix, removes it."""
-    orphans, stale = orphan_blobs(reg), stale_runs(reg, max_age)
+def gc(reg: Registry, fix: bool = False, max_age: float = STALE_RUN_SECONDS, grace: float = ORPHAN_GRACE_SECONDS) -> dict:
+    """What `doctor` reports as garbage (orphan blobs older than `grace`, stale runs/ folders); with fix, removes it."""
+    orphans, stale = orphan_blobs(reg, grace), stale_runs(reg, max_age)
     if not fix:
         return {"orphan_blobs": orphans, "stale_runs": [str(p) for p in stale]}
     return {"orphan_blobs": collect_blobs(reg, orphans), "stale_runs": remove_runs(stale)}

@@ -124,7 +124,7 @@ def barriers(
     from starcli.solutions import barriers as stored
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    reg = common.registry(create=False)
+    reg = common.registry(create=False, read_only=True)  # rows only: works while the store is down
     rows = stored.stored(reg, star=star, kinds=kind or None) if reg else []
     if fmt == "json":
         common.echo_json(rows)

@@ -231,6 +231,13 @@ class ObjectStore(BlobStore):
         except ImportError:
             package = PACKAGES.get(self.protocol, f"the fsspec package for {self.protocol}://")
             raise RegistryError(f"{STORE_URL_ENV}={self.given!r} needs {package}; install it") from None
+        if self.protocol not in BUCKET_PROTOCOLS:
+            # Others (ftp, sftp, hdfs, ...) raise what their backend raises, not what the store's messages
+            # read (a traceback came from ftp): only the object stores starlight is built and tested for.
+            raise RegistryError(
+                f"{STORE_URL_ENV}={self.given!r}: {self.protocol}:// is not a store starlight supports "
+                f"(s3, gs, az/abfs, or a file:// folder); {URL_HELP}"
+            )
         # A fresh instance per store: fsspec would otherwise hand back one made with older credentials.
         options: dict = {"skip_instance_cache": True}
         if self.protocol in S3_PROTOCOLS:

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -354,3 +355,89 @@ def test_an_orphan_blob_younger_than_the_grace_period_is_never_collected(reg, cl
     assert json.loads(out)["orphan_checkpoints_removed"] == [old]
     assert reg.store.holds(young) and not reg.store.holds(old)
     assert manage.orphan_blobs(reg) == [] and manage.orphan_blobs(reg, grace=0) == [young]
+
+
+# --- smaller: Hugging Face folders, normalisation, leftovers, selectors --------------------------
+
+
+@pytest.fixture
+def hf_folder(reg, source, tmp_path) -> Path:
+    bundles.export_hf(reg, source[1][0], tmp_path / "hf")
+    return tmp_path / "hf"
+
+
+def _edit_config(folder: Path, change) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    change(cfg)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(model_args=[1, 2]), "model_args must be a JSON object"),
+    (lambda c: c["pretrained_cfg"].update(mean="0.5"), "pretrained_cfg.mean must be a list of numbers"),
+    (lambda c: c.update(num_classes="10"), "num_classes must be an integer"),
+    (lambda c: c.update(starlight=[]), "starlight must be a JSON object"),
+    ("nested", "nested too deeply"),
+    ("loop", "config.json"),
+])
+def test_a_hostile_hf_config_is_one_line(reg, hf_folder, cli, change, message):
+    before = state(reg)
+    config = hf_folder / "config.json"
+    if change == "nested":
+        config.write_text("[" * 100_000 + "]" * 100_000)
+    elif change == "loop":
+        config.unlink()
+        config.symlink_to(config)
+    else:
+        _edit_config(hf_folder, change)
+    code, _, err = cli("register", str(hf_folder), "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and message in lines[0], err
+    assert "unexpected" not in err and state(reg) == before
+
+
+def test_a_config_naming_huge_dimensions_is_refused_before_allocating(reg, hf_folder, cli):
+    _edit_config(hf_folder, lambda c: c["model_args"].update(width=30_000_000))  # ~1.5e9 parameters, ~6 GB
+    before = state(reg)
+    start = time.monotonic()
+    code, _, err = cli("register", str(hf_folder), "--device", "cpu")
+    one_error(code, err, 1)
+    assert "does not fit mlp" in err and "size mismatch" in err and time.monotonic() - start < 20
+    assert state(reg) == before
+
+
+@pytest.mark.parametrize("mean, std", [("nan", "1"), ("0.5", "0"), ("0.5", "-0.2"), ("0.5", "inf")])
+def test_a_normalisation_that_is_not_finite_or_divides_by_zero_is_refused(reg, hf_folder, cli, mean, std):
+    before = state(reg)
+    code, _, err = cli("register", str(hf_folder), "--mean", mean, "--std", std, "--device", "cpu")
+    one_error(code, err)
+    assert "--std finite and > 0" in err and state(reg) == before
+
+
+def test_doctor_fix_collects_a_lock_file_left_without_its_run_folder(reg, cli):
+    from starcli.solutions import manage
+
+    runs = manage.runs_dir(reg)
+    runs.mkdir(parents=True)
+    past = time.time() - 2 * manage.STALE_RUN_SECONDS
+    left, held = runs / ("a" * 64 + ".lock"), runs / ("b" * 64 + ".lock")
+    for lock in (left, held):
+        lock.touch()
+        os.utime(lock, (past, past))
+    with manage.run_lock(runs / ("b" * 64)):  # a training holds this one
+        code, out, err = cli("doctor", "--fix", "--json")
+    assert code == 0, err
+    assert json.loads(out)["stale_runs_removed"] == [str(left)]
+    assert not left.exists() and held.exists()
+
+
+def test_curves_read_ascii_digits_only_and_barriers_star_refuses_a_non_star(reg, source, cli):
+    star, ids = source
+    code, _, err = cli("curves", "\u0664-\u0663")  # Arabic-Indic 4-3
+    one_error(code, err)
+    assert "ASCII digits" in err
+    code, _, err = cli("barriers", "--star", str(ids[0]))
+    one_error(code, err, 1)
+    assert "not a star" in err
+    code, out, err = cli("barriers", "--star", str(star), "--json")
+    assert code == 0 and json.loads(out), err

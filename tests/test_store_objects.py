@@ -395,6 +395,7 @@ def test_bad_credentials_are_a_one_line_error(s3_endpoint, home, tmp_path, monke
         ("https://example.org/blobs", "cannot be written"),
         ("memory://bucket/blobs", "in this process only"),
         ("data://bucket/blobs", "read-only"),
+        ("ftp://host/blobs", "not a store starlight supports"),
     ],
 )
 def test_a_malformed_store_url_is_a_one_line_error_before_anything_is_created(home, monkeypatch, url, says):

@@ -389,23 +389,48 @@ def export_hf(reg, sid: int, folder: str | Path, force: bool = False) -> dict[st
 
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
-    """arch, arch_kwargs, dataset and normalisation from a `config.json` beside `model.safetensors`."""
+    """arch, arch_kwargs, dataset and normalisation from a `config.json` beside `model.safetensors`; a
+    config of the wrong shape (model_args a list, mean a string, nested without end, too large) is one
+    line naming the field."""
     if not (folder / HF_WEIGHTS).is_file() or not (folder / HF_CONFIG).is_file():
         raise StarlightError(f"{folder} is a folder without {HF_WEIGHTS} and {HF_CONFIG} (the Hugging Face / timm layout)")
+    where = folder / HF_CONFIG
+    if where.stat().st_size > MAX_HF_CONFIG_BYTES:
+        raise StarlightError(f"{where} is larger than {MAX_HF_CONFIG_BYTES // 1024} KiB; a config.json names an architecture and its arguments")
     try:
-        cfg = json.loads((folder / HF_CONFIG).read_text())
-    except ValueError as e:
-        raise StarlightError(f"{folder / HF_CONFIG} is not valid JSON: {e}") from None
+        cfg = json.loads(where.read_bytes())
+    except (ValueError, RecursionError) as e:
+        raise StarlightError(f"{where} is not valid JSON: {'nested too deeply' if isinstance(e, RecursionError) else str(e).splitlines()[0]}") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("architecture"), str):
-        raise StarlightError(f"{folder / HF_CONFIG} names no architecture")
-    pre = cfg.get("pretrained_cfg") or {}
-    kwargs = dict(cfg.get("model_args") or {})
-    if cfg.get("num_classes") is not None:
-        kwargs.setdefault("num_classes", cfg["num_classes"])
+        raise StarlightError(f"{where} names no architecture")
+
+    def field(holder: dict, name: str, kind: type, label: str):
+        value = holder.get(name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise StarlightError(f"{where}: {label} must be {_KIND_NAMES[kind]}, got {type(value).__name__}")
+        return value
+
+    pre = field(cfg, "pretrained_cfg", dict, "pretrained_cfg") or {}
+    own = field(cfg, "starlight", dict, "starlight") or {}
+    kwargs = dict(field(cfg, "model_args", dict, "model_args") or {})
+    classes = field(cfg, "num_classes", int, "num_classes")
+    if classes is not None:
+        kwargs.setdefault("num_classes", classes)
+    norm = {}
+    for name in ("mean", "std"):
+        value = pre.get(name)
+        if value is not None and (not isinstance(value, list) or not value or len(value) > 64 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise StarlightError(f"{where}: pretrained_cfg.{name} must be a list of numbers, one per input channel")
+        norm[name] = value
     return {
         "arch": cfg["architecture"],
         "arch_kwargs": kwargs,
-        "dataset": (cfg.get("starlight") or {}).get("dataset"),
-        "mean": pre.get("mean"),
-        "std": pre.get("std"),
+        "dataset": field(own, "dataset", str, "starlight.dataset"),
+        "mean": norm["mean"],
+        "std": norm["std"],
     }
+
+
+_KIND_NAMES = {dict: "a JSON object", int: "an integer", str: "a string"}
+MAX_HF_CONFIG_BYTES = 1 << 20

@@ -192,13 +192,17 @@ def stale_runs(reg: Registry, max_age: float = STALE_RUN_SECONDS, now: float | N
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
         if now - _newest_mtime(folder) > max_age and not _locked(base / f"{folder.name}.lock"):
             out.append(folder)
+    # A lock file whose run folder is gone: a training that failed before making it (a full disk) left it.
+    for lock in sorted(base.glob("*.lock")):
+        if not (base / lock.stem).exists() and now - lock.stat().st_mtime > max_age and not _locked(lock):
+            out.append(lock)
     return out
 
 
 def remove_runs(folders: list[Path]) -> list[str]:
     removed = []
     for folder in folders:
-        lock = folder.parent / f"{folder.name}.lock"
+        lock = folder if folder.suffix == ".lock" and not folder.is_dir() else folder.parent / f"{folder.name}.lock"
         if _locked(lock):  # a training started again since it was listed
             continue
         shutil.rmtree(folder, ignore_errors=True)

@@ -98,7 +98,7 @@ def parse(text: bytes, where: str) -> Manifest:
     try:
         raw = json.loads(text)
     except (ValueError, RecursionError) as e:
-        raise StarlightError(f"{where} is not valid JSON: {str(e).splitlines()[0] if str(e) else 'nested too deeply'}") from None
+        raise StarlightError(f"{where} is not valid JSON: {'nested too deeply' if isinstance(e, RecursionError) else str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT or raw.get("version") != VERSION:
         raise StarlightError(f"{where} is not a {FORMAT} version {VERSION} manifest")
     try:

@@ -218,3 +218,42 @@ def test_an_older_sqlite_registry_keeps_its_rows_and_stops_reusing_ids(home, mon
     assert {r[1] for r in con.execute("pragma index_list(solutions)")} >= {"ix_solutions_key", "ix_solutions_kind"}
     assert con.execute("pragma foreign_key_check").fetchall() == []
     reg.close()
+
+
+def _import(home: str, url: str, bundle: str) -> list[int]:
+    from starcli.solutions import bundles
+
+    reg = Registry(Path(home), url)
+    try:
+        return bundles.import_bundle(reg, bundle)["added"]
+    finally:
+        reg.close()
+
+
+def test_concurrent_imports_of_one_bundle_both_succeed_and_add_it_once(backend, tmp_path):
+    """Each import is one transaction; the one that commits second keeps the first one's rows (same key,
+    same sha256) instead of failing on the unique key."""
+    from starcli import models
+    from starcli.registry import BarrierResult, open_registry
+    from starcli.solutions import bundles
+
+    source = open_registry(tmp_path / "source")
+    kwargs = models.complete_kwargs("mlp", {"num_classes": 10, "in_chans": 1, "input_size": 40, "width": 4})
+    ids = []
+    for seed in (1, 2):
+        torch_state = models.create("mlp", **kwargs).state_dict()
+        sol, _ = records.add(source, torch_state, **_fields(f"{seed:064x}", arch_kwargs=kwargs, seed=seed, tags=None))
+        ids.append(sol.id)
+    with source.session() as s:
+        s.add(BarrierResult(a_id=ids[0], b_id=ids[1], settings_hash="a" * 64, settings={"points": 3}, result={"x": 1}))
+        s.commit()
+    bundle = tmp_path / "b.tar"
+    bundles.export_bundle(source, ids, bundle)
+    source.close()
+    with _pool(2) as pool:
+        added = list(pool.map(_import, *zip(*[(str(backend[0]), backend[1], str(bundle))] * 2)))
+    assert sorted(len(a) for a in added) == [0, 2]
+    reg = Registry(*backend)
+    with reg.session() as s:
+        assert len(records.query(reg)) == 2 and len(list(s.exec(sa.select(BarrierResult.id)))) == 1
+    reg.close()

@@ -255,7 +255,7 @@ def lock_for_references(s) -> None:
     PostgreSQL, serialise it with `rm`, which takes the same lock before it plans; on SQLite every write
     transaction already holds the database's write lock from its first statement (BEGIN IMMEDIATE)."""
     if s.get_bind().dialect.name == "postgresql":
-        s.exec(sa.text("LOCK TABLE solutions IN SHARE ROW EXCLUSIVE MODE"))
+        s.execute(sa.text("LOCK TABLE solutions IN SHARE ROW EXCLUSIVE MODE"))
 
 
 def state_dict(reg: Registry, sol: Solution, device: "torch.device | str" = "cpu") -> dict[str, "torch.Tensor"]:

@@ -1,12 +1,16 @@
 """Moving solutions between registries, and checkpoints out to the Hugging Face / timm layout.
 
-A bundle is a tar file (gzip-compressed when its name ends in .gz/.tgz): `manifest.json` with the rows
-(solutions and the barrier rows among them) and `blobs/<sha256>.safetensors`, the checkpoints as the
+A bundle is a tar file (gzip-compressed when its name ends in .tar.gz/.tgz): `manifest.json` with the
+rows (solutions and the barrier rows among them) and `blobs/<sha256>.safetensors`, the checkpoints as the
 store keeps them. Exporting a solution also exports what it refers to (a star's anchors, an aligned
-copy's source and target), so every reference resolves in the receiving registry. Importing remaps ids,
-keeps a solution already there (same idempotency key) instead of adding a copy, stores each blob once by
-its sha256 (checked against its bytes), and reads only the members the manifest names: absolute paths,
-`..`, links and other special members are refused before anything is written.
+copy's source and target), so every reference resolves in the receiving registry; an export never
+overwrites, writes through a link or into the home, nor leaves a partial file (targets.py).
+
+Importing is whole or not at all: the manifest is checked by its schema (manifests.py), every member's
+size from its header, every blob against its sha256 and against its row's architecture, before anything
+is written; then all rows go in one transaction. It remaps ids, keeps a solution already there (same
+idempotency key) only when its weights are the same, and stores each blob once. Only the members the
+manifest names are read: absolute paths, `..`, links and other special members are refused.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from starcli.errors import UsageError
+from starcli.selectors import MAX_IDS
 
 from . import app, common
 
@@ -41,6 +42,8 @@ def export(
     if hf == "":
         raise UsageError("--hf needs a folder, e.g. --hf hub/star9")
     chosen = list(dict.fromkeys(i for text in ids for i in common.solution_ids(text, "solution id")))
+    if len(chosen) > MAX_IDS:
+        raise UsageError(f"name at most {MAX_IDS:,} solutions at once, got {len(chosen):,}")
     if hf is not None and len(chosen) != 1:
         raise UsageError(f"--hf writes one checkpoint; got {len(chosen)} ids")
     reg = common.registry(create=False, read_only=to is None)

@@ -309,6 +309,23 @@ def test_concurrent_imports_of_one_bundle_both_succeed(exported, other, tmp_path
     assert len(rows) == 4 and len(bars) == len(json.loads(exported["manifest.json"])["barriers"])
 
 
+@pytest.mark.parametrize("point", ["blob-write", "blob-renamed"])
+def test_an_import_killed_before_its_commit_adds_no_row_and_a_rerun_adds_it_whole(exported, other, tmp_path, point):
+    """kill -9 inside the blob writes: no row at all (the rows go in one transaction after the blobs), and
+    importing again adds the bundle whole."""
+    import faults
+
+    path = write_tar(tmp_path / "b.tar", exported)
+    killed = faults.run(other.home, point, "import", str(path))
+    assert killed.returncode == -9, killed.stderr
+    assert state(other)[:2] == ([], [])
+    again = faults.run(other.home, None, "import", str(path))
+    assert again.returncode == 0, again.stderr
+    rows, bars, _ = state(other)
+    assert len(rows) == 4 and len(bars) == len(json.loads(exported["manifest.json"])["barriers"])
+    assert faults.leftovers(other.home) == []
+
+
 # --- races ---------------------------------------------------------------------------------------
 
 

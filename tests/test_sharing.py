@@ -213,6 +213,9 @@ def _set(field, value, row=0):
     (_set("config", {"x": "y" * (2 << 20)}, row=-1), "config"),
     (lambda m: m["barriers"][0].update(result=[1]), "barriers[0].result"),
     (lambda m: m["solutions"].append(dict(m["solutions"][0])), "share an id or a key"),
+    (lambda m: m["barriers"][0].update(a_id=999), "which the bundle lacks"),
+    (lambda m: m["solutions"][-1].update(anchors=m["solutions"][-1]["anchors"][:1]), "a star has at least 2 anchors"),
+    (lambda m: m["solutions"][0].update(metrics={"train_acc": "99"}), "solutions[0].metrics.train_acc"),
 ])
 def test_import_checks_the_manifest_against_its_schema_and_imports_nothing(exported, cli, other, tmp_path, change, message):
     path = write_tar(tmp_path / "bad.tar", with_manifest(exported, change))

@@ -213,6 +213,9 @@ def check_rows(bundle: Bundle) -> None:
         missing = [i for i in refs if i not in inside or i >= row.id]
         if missing:
             raise StarlightError(f"{path}: solution {row.id} refers to solution {missing[0]}, which the bundle lacks")
+    for i, b in enumerate(bundle.manifest.barriers):
+        if b.a_id not in inside or b.b_id not in inside:
+            raise StarlightError(f"{path}: barrier row {i} measures pair {b.a_id}-{b.b_id}, which the bundle lacks; nothing was imported")
     shapes: dict[str, dict[str, tuple]] = {}
     for row in rows:
         if row.sha256 not in shapes:
@@ -325,9 +328,7 @@ def _import(reg, bundle: Bundle) -> dict[str, Any]:
             added.append(sol.id)
             added_shas.add(row.sha256)
         for b in bundle.manifest.barriers:
-            a, bb = ids.get(b.a_id), ids.get(b.b_id)
-            if a is None or bb is None:
-                continue
+            a, bb = ids[b.a_id], ids[b.b_id]  # both in the bundle (check_rows)
             there = s.exec(select(BarrierResult).where(
                 BarrierResult.a_id == a, BarrierResult.b_id == bb, BarrierResult.settings_hash == b.settings_hash
             )).first()

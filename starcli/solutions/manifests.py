@@ -9,7 +9,7 @@ import math
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, model_validator
 
 from starcli.errors import StarlightError
 
@@ -73,6 +73,14 @@ class SolutionRow(_Strict):
     note: Optional[Annotated[str, Field(max_length=10_000)]] = None
     history: Optional[Annotated[list[dict[Annotated[str, Field(max_length=64)], NUMBER]], Field(max_length=MAX_HISTORY)]] = None
 
+    @model_validator(mode="after")
+    def _references_fit_the_kind(self) -> "SolutionRow":
+        if self.kind == "star" and len(self.anchors) < 2:
+            raise ValueError("a star has at least 2 anchors")
+        if self.kind in ("anchor", "external") and (self.anchors or self.source_id or self.target_id):
+            raise ValueError(f"an {self.kind} is built from no other solution (no anchors, source_id or target_id)")
+        return self
+
     def created(self) -> datetime:
         return _timestamp(self.created_at)
 
@@ -105,8 +113,14 @@ def parse(text: bytes, where: str) -> Manifest:
         manifest = Manifest.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
-        raise StarlightError(f"{where}: {field} is not allowed: {first['msg']}; nothing was imported") from None
+        loc = []
+        for p in first["loc"]:
+            if isinstance(p, str) and (p in _TYPE_TAGS or "[" in p):
+                break  # pydantic names the branch of a union it tried (int, float, ...): not a field
+            loc.append(p)
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        msg = first["msg"].removeprefix("Value error, ")
+        raise StarlightError(f"{where}: {field} is not allowed: {msg}; nothing was imported") from None
     except RecursionError:
         raise StarlightError(f"{where}: a value is nested too deeply; nothing was imported") from None
     for row in manifest.solutions:
@@ -115,6 +129,9 @@ def parse(text: bytes, where: str) -> Manifest:
         except ValueError:
             raise StarlightError(f"{where}: solutions id {row.id}: created_at {row.created_at[:40]!r} is not an ISO date; nothing was imported") from None
     return manifest
+
+
+_TYPE_TAGS = {"int", "float", "bool", "str", "none", "constrained-str"}
 
 
 def _timestamp(text: str) -> datetime:

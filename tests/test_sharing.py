@@ -461,3 +461,15 @@ def test_curves_read_ascii_digits_only_and_barriers_star_refuses_a_non_star(reg,
     assert "not a star" in err
     code, out, err = cli("barriers", "--star", str(star), "--json")
     assert code == 0 and json.loads(out), err
+
+
+def test_labels_are_bounded_where_they_are_set_so_every_export_imports_again(reg, source, cli):
+    star, _ = source
+    before = state(reg)
+    code, _, err = cli("note", str(star), "n" * 10_001)
+    one_error(code, err)
+    assert "at most 10,000 characters" in err
+    code, _, err = cli("tag", str(star), "t" * 129)
+    one_error(code, err)
+    assert "at most 128 characters" in err
+    assert state(reg) == before

@@ -232,8 +232,8 @@ def gc(reg: Registry, fix: bool = False, max_age: float = STALE_RUN_SECONDS, gra
 def tag(reg: Registry, ids: list[int], name: str, remove_it: bool = False) -> list[int]:
     """Add (or remove) a tag on solutions; returns the ids that changed."""
     name = name.strip()
-    if not name or "," in name or "=" in name:
-        raise UsageError(f"a tag is a non-empty word without ',' or '=', got {name!r}")
+    if not name or "," in name or "=" in name or len(name) > records.MAX_TAG_CHARS:
+        raise UsageError(f"a tag is a non-empty word of at most {records.MAX_TAG_CHARS} characters without ',' or '=', got {name[:40]!r}")
     records.get_many(reg, ids)
     changed = []
     with reg.session() as s:
@@ -242,6 +242,8 @@ def tag(reg: Registry, ids: list[int], name: str, remove_it: bool = False) -> li
             if remove_it and name in tags:
                 tags.remove(name)
             elif not remove_it and name not in tags:
+                if len(tags) >= records.MAX_TAGS:
+                    raise UsageError(f"solution {sol.id} has {records.MAX_TAGS} tags already, the most it may have; untag some first")
                 tags.append(name)
             else:
                 continue
@@ -254,6 +256,8 @@ def tag(reg: Registry, ids: list[int], name: str, remove_it: bool = False) -> li
 
 def note(reg: Registry, sid: int, text: str) -> None:
     """Set a solution's note (an empty text clears it)."""
+    if len(text.strip()) > records.MAX_NOTE_CHARS:
+        raise UsageError(f"a note is at most {records.MAX_NOTE_CHARS:,} characters, got {len(text.strip()):,}")
     with reg.session() as s:
         sol = s.get(Solution, sid)
         if sol is None:

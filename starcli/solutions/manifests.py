@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, 
 
 from starcli.errors import StarlightError
 
-from .records import KINDS
+from .records import KINDS, MAX_NOTE_CHARS, MAX_TAG_CHARS, MAX_TAGS
 
 FORMAT, VERSION = "starlight-bundle", 1
 MAX_SOLUTIONS = 10_000  # as many as a selector may name (selectors.MAX_IDS)
@@ -69,8 +69,9 @@ class SolutionRow(_Strict):
     anchors: Annotated[list[ID], Field(max_length=MAX_SOLUTIONS)]
     source_id: Optional[ID] = None
     target_id: Optional[ID] = None
-    tags: Optional[Annotated[list[Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^,=]+$")]], Field(max_length=100)]] = None
-    note: Optional[Annotated[str, Field(max_length=10_000)]] = None
+    tags: Optional[Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS, pattern=r"^[^,=]+$")]],
+                             Field(max_length=MAX_TAGS)]] = None
+    note: Optional[Annotated[str, Field(max_length=MAX_NOTE_CHARS)]] = None
     history: Optional[Annotated[list[dict[Annotated[str, Field(max_length=64)], NUMBER]], Field(max_length=MAX_HISTORY)]] = None
 
     @model_validator(mode="after")

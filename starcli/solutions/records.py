@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 # Every kind `register` is called with (anchors.py, stars.py, soups.py, aligned.py, imports.py).
 KINDS = ("anchor", "star", "soup", "aligned", "external")
+# A researcher's labels: bounded where they are set (manage.tag/note) and where they arrive (manifests.py),
+# so every exported bundle imports again.
+MAX_TAGS, MAX_TAG_CHARS, MAX_NOTE_CHARS = 100, 128, 10_000
 
 
 def record(reg: Registry, sol: Solution, full: bool = False) -> dict[str, Any]:

@@ -312,6 +312,28 @@ def test_concurrent_imports_of_one_bundle_both_succeed(exported, other, tmp_path
     assert len(rows) == 4 and len(bars) == len(json.loads(exported["manifest.json"])["barriers"])
 
 
+def test_every_kind_exported_imports_again_whole(reg, source, other, tmp_path, hf_folder):
+    """What export writes, the schema accepts: anchors, a star, a soup, an aligned copy and an external
+    checkpoint with tags and a note, with their references remapped."""
+    from starcli.solutions import aligned, imports, manage, records, soups
+
+    star, ids = source
+    soup, _ = soups.build_soup(reg, ids[:2], device="cpu")
+    copy, _ = aligned.align_solution(reg, ids[1], ids[0], device="cpu")
+    external, _ = imports.register(reg, hf_folder, None, None, device="cpu", seed=7)
+    manage.tag(reg, [soup.id, external.id], "paper")
+    manage.note(reg, copy.id, "aligned for the figure")
+    bundles.export_bundle(reg, [star, soup.id, copy.id, external.id], tmp_path / "all.tar.gz")
+    result = bundles.import_bundle(other, tmp_path / "all.tar.gz")
+    mapping = {int(k): v for k, v in result["ids"].items()}
+    assert len(result["added"]) == len(mapping) == len({star, soup.id, copy.id, external.id, *ids[:2]})
+    for old, new in mapping.items():
+        a, b = records.get(reg, old), records.get(other, new)
+        assert (a.key, a.sha256, a.kind, a.tags, a.note) == (b.key, b.sha256, b.kind, b.tags, b.note)
+        assert b.anchors == [mapping[i] for i in a.anchors]
+        assert (b.source_id, b.target_id) == tuple(mapping.get(i) for i in (a.source_id, a.target_id))
+
+
 @pytest.mark.parametrize("point", ["blob-write", "blob-renamed"])
 def test_an_import_killed_before_its_commit_adds_no_row_and_a_rerun_adds_it_whole(exported, other, tmp_path, point):
     """kill -9 inside the blob writes: no row at all (the rows go in one transaction after the blobs), and

@@ -259,6 +259,9 @@ def test_a_file_that_is_not_a_tar_is_one_line(cli, other, tmp_path):
     path = tmp_path / "notes.tar"
     path.write_text("not a tar\n")
     refused_import(cli, other, path, "is not a starlight bundle")
+    code, _, err = cli("--home", str(other.home), "import", "")
+    one_error(code, err)
+    assert "name the bundle" in err
 
 
 def test_a_kept_solution_must_hold_the_same_weights(reg, source, exported, cli, other, tmp_path):

@@ -77,6 +77,8 @@ def import_(
     """Add a bundle's solutions and barrier rows to this registry (ids remapped; solutions already here kept)."""
     from starcli.solutions import bundles
 
+    if not path.strip():
+        raise UsageError("name the bundle to import, e.g. starlight import stars.tar.gz")
     reg = common.registry()
     result = bundles.import_bundle(reg, path)
     if json_:

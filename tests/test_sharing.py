@@ -255,6 +255,13 @@ def test_import_refuses_a_member_that_expands_over_the_limit_before_reading_it(e
     refused_import(cli, other, path, "over the limit")
 
 
+def test_a_refused_import_into_an_empty_home_creates_no_registry(exported, cli, tmp_path):
+    path = write_tar(tmp_path / "bad.tar", with_manifest(exported, _set("kind", "trojan")))
+    code, _, err = cli("--home", str(tmp_path / "fresh"), "import", str(path))
+    one_error(code, err, 1)
+    assert not (tmp_path / "fresh").exists()
+
+
 def test_a_file_that_is_not_a_tar_is_one_line(cli, other, tmp_path):
     path = tmp_path / "notes.tar"
     path.write_text("not a tar\n")

@@ -79,8 +79,9 @@ def import_(
 
     if not path.strip():
         raise UsageError("name the bundle to import, e.g. starlight import stars.tar.gz")
+    bundle = bundles.checked_bundle(path)  # a bad bundle is refused before the registry is opened or made
     reg = common.registry()
-    result = bundles.import_bundle(reg, path)
+    result = bundles.import_bundle(reg, bundle)
     if json_:
         common.echo_json(result)
         return

@@ -261,18 +261,29 @@ def _check_fits(row, shapes: dict[str, tuple], path: Path) -> None:
         raise StarlightError(f"{what}: its checkpoint does not fit {row.arch} {row.arch_kwargs} ({detail}); nothing was imported")
 
 
-def import_bundle(reg, path: str | Path) -> dict[str, Any]:
-    """Add a bundle's solutions and barrier rows to `reg`, whole or not at all; returns the id map (bundle
-    id → id here), which solutions were new and how many barrier rows were added.
-
-    Every row and blob is checked first (`check_rows`). The new rows' blobs are put, then every row and
-    barrier row goes in one transaction, then any blob collected meanwhile is put back (as `records.add`
-    does). A solution already here (same key) is kept only if it holds the same weights (same sha256):
-    barrier rows and stars are never attached to other weights. A concurrent import of the same bundle
-    that commits first makes this one keep its rows."""
+def checked_bundle(path: str | Path) -> Bundle:
+    """The bundle at `path`, opened and checked (`check_rows`) without a registry: a command can refuse a
+    bad bundle before it opens (or creates) one."""
     bundle = Bundle(path)
     try:
         check_rows(bundle)
+    except BaseException:
+        bundle.close()
+        raise
+    return bundle
+
+
+def import_bundle(reg, path: str | Path | Bundle) -> dict[str, Any]:
+    """Add a bundle's solutions and barrier rows to `reg`, whole or not at all; returns the id map (bundle
+    id → id here), which solutions were new and how many barrier rows were added.
+
+    Every row and blob is checked first (`check_rows`; `path` may be a `checked_bundle`). The new rows'
+    blobs are put, then every row and barrier row goes in one transaction, then any blob collected
+    meanwhile is put back (as `records.add` does). A solution already here (same key) is kept only if it
+    holds the same weights (same sha256): barrier rows and stars are never attached to other weights. A
+    concurrent import of the same bundle that commits first makes this one keep its rows."""
+    bundle = path if isinstance(path, Bundle) else checked_bundle(path)
+    try:
         for attempt in range(3):
             try:
                 return _import(reg, bundle)

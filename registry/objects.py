@@ -23,8 +23,12 @@ from .errors import CorruptBlobError, RegistryError
 from .paths import S3_ENDPOINT_ENV, STORE_URL_ENV, masked_url, url_credentials
 from .store import URL_HELP, BlobStore, CheckpointStore, blob_key, corrupt
 
-# A dead or firewalled endpoint should fail in seconds, not after botocore's default 60 s per attempt.
+# A dead or firewalled endpoint should fail in seconds, not after botocore's default 60 s per attempt;
+# one that accepts connections and then stops answering, within a minute (was: ~8 minutes, s3fs's 5
+# retries of botocore's 60 s reads): at most S3_ATTEMPTS × S3_READ_TIMEOUT_S of waiting per call.
 S3_CONNECT_TIMEOUT_S = 10
+S3_READ_TIMEOUT_S = 15
+S3_ATTEMPTS = 2  # tries of a timed-out call, by s3fs; botocore itself tries each once
 # AWS's bucket naming rules (3-63 characters: lower-case letters, digits, dots and hyphens).
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 S3_PROTOCOLS = ("s3", "s3a")
@@ -114,6 +118,16 @@ class ObjectStore(BlobStore):
 
     def holds(self, sha256: str) -> bool:
         return bool(self._call("read from", self.fs.exists, self._key(sha256)))
+
+    def modified(self, sha256: str) -> float | None:
+        try:
+            info = self._call("read from", self.fs.info, self._key(sha256))
+        except RegistryError:
+            return None
+        when = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+        if hasattr(when, "timestamp"):
+            return when.timestamp()
+        return float(when) if isinstance(when, (int, float)) else None
 
     def delete(self, sha256: str) -> bool:
         self.cache.delete(sha256)
@@ -217,16 +231,29 @@ class ObjectStore(BlobStore):
         except ImportError:
             package = PACKAGES.get(self.protocol, f"the fsspec package for {self.protocol}://")
             raise RegistryError(f"{STORE_URL_ENV}={self.given!r} needs {package}; install it") from None
+        if self.protocol not in BUCKET_PROTOCOLS:
+            # Others (ftp, sftp, hdfs, ...) raise what their backend raises, not what the store's messages
+            # read (a traceback came from ftp): only the object stores starlight is built and tested for.
+            raise RegistryError(
+                f"{STORE_URL_ENV}={self.given!r}: {self.protocol}:// is not a store starlight supports "
+                f"(s3, gs, az/abfs, or a file:// folder); {URL_HELP}"
+            )
         # A fresh instance per store: fsspec would otherwise hand back one made with older credentials.
         options: dict = {"skip_instance_cache": True}
         if self.protocol in S3_PROTOCOLS:
-            options["config_kwargs"] = {"connect_timeout": S3_CONNECT_TIMEOUT_S}
+            options["config_kwargs"] = {
+                "connect_timeout": S3_CONNECT_TIMEOUT_S, "read_timeout": S3_READ_TIMEOUT_S,
+                "retries": {"total_max_attempts": 1, "mode": "standard"},  # s3fs retries (below)
+            }
             if os.environ.get(S3_ENDPOINT_ENV):
                 options["endpoint_url"] = os.environ[S3_ENDPOINT_ENV]
         try:
-            return cls(**options)
+            fs = cls(**options)
         except Exception as e:
             raise self._failure(e, "open") from e
+        if self.protocol in S3_PROTOCOLS:
+            fs.retries = S3_ATTEMPTS  # s3fs's own retries of a timed-out call (a class attribute, 5 by default)
+        return fs
 
     def _failure(self, exc: BaseException, action: str) -> RegistryError:
         where, why = self.describe(), _one_line(exc)

@@ -84,6 +84,10 @@ class BlobStore:
         """The sha256 of every blob in the store (for garbage collection)."""
         raise NotImplementedError
 
+    def modified(self, sha256: str) -> float | None:
+        """When the blob was last put (seconds since the epoch), None when the store cannot say."""
+        return None
+
     def collect_temp(self) -> list:
         """Remove temp files that writers killed mid-write left behind (a store without them: nothing)."""
         return []
@@ -122,6 +126,12 @@ class CheckpointStore(BlobStore):
     def holds(self, sha256: str) -> bool:
         """Whether a file is there at all (its bytes are checked when it is read)."""
         return self.path(sha256).exists()
+
+    def modified(self, sha256: str) -> float | None:
+        try:
+            return self.path(sha256).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def delete(self, sha256: str) -> bool:
         # The prefix folder stays (at most 256 of them): removing it could pull it from under a writer

@@ -151,6 +151,8 @@ def test_doctor_fix_removes_orphan_blobs_and_stale_unlocked_runs_only(reg, cli):
     for name in ("stale", "live"):
         os.utime(runs / name / "last.safetensors", (old, old))
         os.utime(runs / name, (old, old))
+    young = reg.store.put({"w": torch.ones(2)})  # an orphan just put: perhaps an import's, about to get its row
+    os.utime(reg.store.path(orphan), (old, old))
 
     code, out, _ = cli("doctor")
     assert code == 0 and f"orphan_checkpoints_found: {orphan}" in out
@@ -160,6 +162,7 @@ def test_doctor_fix_removes_orphan_blobs_and_stale_unlocked_runs_only(reg, cli):
     assert code == 0
     assert f"orphan_checkpoints_removed: {orphan}" in out and f"stale_runs_removed: {runs / 'stale'}" in out
     assert not reg.store.holds(orphan) and reg.store.holds(kept.sha256)
+    assert reg.store.holds(young) and young not in out  # younger than the grace period: never collected
     assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["fresh", "live"]
 
 

@@ -320,6 +320,50 @@ def test_commands_that_only_read_rows_work_while_the_store_is_down(s3, home, cli
     assert code == 0 and json.loads(out) == [], err  # no curves measured, and no store asked
 
 
+def test_doctor_reports_an_unreachable_store_and_barriers_still_list_rows(s3, home, cli, monkeypatch):
+    from starcli.solutions import records
+
+    reg = open_registry(home)
+    records.add(reg, _weights(1.0), **_fields("k-a"))
+    records.add(reg, _weights(2.0), **_fields("k-b", seed=2))
+    reg.close()
+    monkeypatch.setenv("STARLIGHT_S3_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # the store is gone
+    code, out, err = cli("doctor", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["store"].startswith("unreachable: cannot reach the store") and report["solutions"] == 2
+    code, out, err = cli("doctor", "--fix")
+    assert code == 0 and "store: unreachable" in out, err
+    code, out, err = cli("barriers", "--json")  # read-only: rows, no store (was: "cannot reach the store")
+    assert code == 0 and json.loads(out) == [], err
+
+
+def test_an_endpoint_that_stops_answering_is_one_line_within_a_minute(home, monkeypatch):
+    """It accepts connections and never answers: every wait is bounded by the read timeout and the
+    retry budget (was: about 8 minutes)."""
+    import threading
+
+    from starcli.registry import objects
+
+    _require("s3fs", "boto3")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+    threading.Thread(target=lambda: held.extend(server.accept() for _ in range(16)), daemon=True).start()
+    url = "s3://silent-bucket/ckpt"
+    _s3_env(monkeypatch, f"http://127.0.0.1:{server.getsockname()[1]}", url)
+    start = time.monotonic()
+    try:
+        with pytest.raises(RegistryError) as excinfo:
+            open_registry(home)
+    finally:
+        server.close()
+    _one_line_error(excinfo, url)
+    assert time.monotonic() - start < objects.S3_ATTEMPTS * objects.S3_READ_TIMEOUT_S + 15
+    assert not home.exists()
+
+
 def test_bad_credentials_are_a_one_line_error(s3_endpoint, home, tmp_path, monkeypatch):
     # moto checks credentials only when asked to: a server of its own with authentication on.
     proc, endpoint = _start_moto(tmp_path / "moto-auth.log", INITIAL_NO_AUTH_ACTION_COUNT="0")
@@ -351,6 +395,7 @@ def test_bad_credentials_are_a_one_line_error(s3_endpoint, home, tmp_path, monke
         ("https://example.org/blobs", "cannot be written"),
         ("memory://bucket/blobs", "in this process only"),
         ("data://bucket/blobs", "read-only"),
+        ("ftp://host/blobs", "not a store starlight supports"),
     ],
 )
 def test_a_malformed_store_url_is_a_one_line_error_before_anything_is_created(home, monkeypatch, url, says):
@@ -533,12 +578,13 @@ def test_rm_and_doctor_fix_delete_objects_in_the_bucket_and_their_cached_copies(
     kept, _ = records.add(reg, _weights(5.0), **_fields("k-kept", seed=2))
     orphan = reg.store.put(_weights(6.0))  # a blob whose row never came (a crash between put and insert)
     assert reg.store.shas() == sorted([gone.sha256, kept.sha256, orphan])
-    assert manage.orphan_blobs(reg) == [orphan]
+    assert manage.orphan_blobs(reg, grace=0) == [orphan]
+    assert manage.orphan_blobs(reg) == []  # just put: it may be a writer's whose row is about to come
 
     assert manage.remove(reg, [gone.id]).blobs == [gone.sha256]
     assert _keys(s3) == sorted([_key(kept.sha256), _key(orphan)])
     assert not (blob_cache(home) / _key(gone.sha256)[len(PREFIX) + 1 :]).exists()  # the cached copy went too
-    assert manage.gc(reg, fix=True)["orphan_blobs"] == [orphan]
+    assert manage.gc(reg, fix=True, grace=0)["orphan_blobs"] == [orphan]
     assert _keys(s3) == [_key(kept.sha256)]
     assert _same(records.state_dict(reg, kept), _weights(5.0))
     reg.close()

@@ -207,7 +207,7 @@ def _shown(value) -> str:
 def doctor(
     data_dir: Optional[str] = common.DataDirOpt,
     fix: bool = typer.Option(
-        False, "--fix", help="Delete orphan checkpoints and stale runs/ folders (untouched 1 h, no training holds them)."
+        False, "--fix", help="Delete orphan checkpoints (put over 1 h ago) and stale runs/ folders (untouched 1 h, no training holds them)."
     ),
     json_: bool = common.JsonOpt,
 ) -> None:

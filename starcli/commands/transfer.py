@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from starcli.errors import UsageError
+from starcli.selectors import MAX_IDS
 
 from . import app, common
 
 
 @app.command("export")
 def export(
-    ids: Optional[str] = typer.Argument(None, help="Solutions: 3, 1-5, or attributes like tag=paper; --hf takes one."),
+    ids: Optional[List[str]] = typer.Argument(None, help="Solutions: 3, 1-5 (several allowed: 9 6-8), or attributes like tag=paper; --hf takes one."),
     to: Optional[str] = typer.Option(None, "--to", help="An experiment tracker: mlflow | tensorboard | wandb (offline)."),
     log_dir: Optional[str] = typer.Option(
         None, "--log-dir", help="--to: folder (or MLflow tracking URI) to write to; default <home>/<tracker>."
     ),
     bundle: Optional[str] = typer.Option(
-        None, "--bundle", help="Write a bundle (.tar, or .tar.gz) of the solutions, what they refer to, their checkpoints and barriers."
+        None, "--bundle", help="Write a bundle (.tar, .tar.gz or .tgz; a new file unless --force) of the solutions, what they refer to, their checkpoints and barriers."
     ),
     hf: Optional[str] = typer.Option(None, "--hf", help="Write one solution as model.safetensors + config.json into this folder."),
+    force: bool = typer.Option(False, "--force", help="--bundle/--hf: replace existing files (never links, folders or devices)."),
     json_: bool = common.JsonOpt,
 ) -> None:
     """Export solutions: to a tracker (--to: a run per solution and per stored pair among them), as a bundle
@@ -35,18 +37,24 @@ def export(
         raise UsageError("name the solutions to export, e.g. starlight export --bundle stars.tar 1-5")
     if to is not None:
         tracking.check(to, "--to")
-    chosen = common.solution_ids(ids, "solution id")
+    if bundle is not None:
+        bundles.bundle_mode(bundle)  # the name says the compression: checked before the registry is opened
+    if hf == "":
+        raise UsageError("--hf needs a folder, e.g. --hf hub/star9")
+    chosen = list(dict.fromkeys(i for text in ids for i in common.solution_ids(text, "solution id")))
+    if len(chosen) > MAX_IDS:
+        raise UsageError(f"name at most {MAX_IDS:,} solutions at once, got {len(chosen):,}")
     if hf is not None and len(chosen) != 1:
         raise UsageError(f"--hf writes one checkpoint; got {len(chosen)} ids")
-    reg = common.registry(create=False)
+    reg = common.registry(create=False, read_only=to is None)
     if reg is None:
         raise UsageError("there is no registry here yet (see --home)")
     if to is not None:
         result = tracking.export(reg, to, chosen, log_dir)
     elif bundle is not None:
-        result = bundles.export_bundle(reg, chosen, bundle)
+        result = bundles.export_bundle(reg, chosen, bundle, force)
     else:
-        result = bundles.export_hf(reg, chosen[0], hf)
+        result = bundles.export_hf(reg, chosen[0], hf, force)
     if json_:
         common.echo_json(result)
     elif to is not None:
@@ -69,8 +77,11 @@ def import_(
     """Add a bundle's solutions and barrier rows to this registry (ids remapped; solutions already here kept)."""
     from starcli.solutions import bundles
 
+    if not path.strip():
+        raise UsageError("name the bundle to import, e.g. starlight import stars.tar.gz")
+    bundle = bundles.checked_bundle(path)  # a bad bundle is refused before the registry is opened or made
     reg = common.registry()
-    result = bundles.import_bundle(reg, path)
+    result = bundles.import_bundle(reg, bundle)
     if json_:
         common.echo_json(result)
         return

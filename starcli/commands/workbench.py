@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import List, Optional
 
@@ -124,7 +125,11 @@ def barriers(
     from starcli.solutions import barriers as stored
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    reg = common.registry(create=False)
+    reg = common.registry(create=False, read_only=True)  # rows only: works while the store is down
+    if reg is not None and star is not None:
+        from starcli.solutions import records
+
+        records.get_star(reg, star, "to list pairs of")  # as `barrier --star` refuses a non-star
     rows = stored.stored(reg, star=star, kinds=kind or None) if reg else []
     if fmt == "json":
         common.echo_json(rows)
@@ -137,13 +142,13 @@ def barriers(
 def parse_pair(text: str) -> tuple[int, int]:
     from starcli.errors import UsageError
 
+    from starcli.selectors import MAX_ID
+
     a, sep, b = text.replace(":", "-").partition("-")
-    try:
-        if not sep:
-            raise ValueError
-        return int(a), int(b)
-    except ValueError:
-        raise UsageError(f"a pair is written A-B (e.g. 6-7), got {text!r}") from None
+    # ASCII digits only, as every other selector (int() would read '٣' as 3): selectors.py
+    if not sep or not re.fullmatch(r"[0-9]+", a) or not re.fullmatch(r"[0-9]+", b) or max(int(a), int(b)) > MAX_ID:
+        raise UsageError(f"a pair is written A-B with ASCII digits (e.g. 6-7), got {text!r}")
+    return int(a), int(b)
 
 
 @app.command()

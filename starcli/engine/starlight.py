@@ -28,6 +28,7 @@ from .interpolation import average
 # not start from the same weights as the anchor trained with seed 1.
 STAR_SEED_OFFSET = 1_000_000_007
 STAR_INITS = ("random", "anchor-mean")
+BETA_RANGE = (1e-3, 1e4)  # the Beta parameters t may be drawn with (see TSampling.parse)
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,15 @@ class TSampling:
             values = None
         if head == "uniform" and not rest:
             return cls("uniform")
-        # Finite: beta:inf,1 would make betavariate loop forever.
-        if head == "beta" and values and len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values):
+        # Bounded: random.betavariate loops forever at beta:inf,1 and at beta:1e308,1 (sqrt(2a-1) overflows);
+        # within BETA_RANGE it returns in microseconds (a Beta(1e4, 1e4) is already t = 0.5 ± 0.005).
+        if head == "beta" and values and len(values) == 2 and all(BETA_RANGE[0] <= v <= BETA_RANGE[1] for v in values):
             return cls("beta", *values)
         if head == "constant" and values and len(values) == 1 and 0.0 <= values[0] <= 1.0:
             return cls("constant", values[0])
         raise UsageError(
-            f"--t-sampling {text!r} is not valid; use uniform, beta:A,B (finite A, B > 0) or constant:T (0 ≤ T ≤ 1)"
+            f"--t-sampling {text!r} is not valid; use uniform, beta:A,B (finite A, B > 0, each from {BETA_RANGE[0]:g} "
+            f"to {BETA_RANGE[1]:,.0f}) or constant:T (0 ≤ T ≤ 1)"
         )
 
     def __str__(self) -> str:

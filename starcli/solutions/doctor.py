@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from starcli.engine import data
-from starcli.registry import open_registry, paths
+from starcli.registry import RegistryError, open_registry, paths
 
 from . import records
 
@@ -38,6 +38,11 @@ def _garbage(reg, fix: bool) -> dict[str, Any]:
 
     if reg is None:
         return {}
-    found = manage.gc(reg, fix=fix)
     verb = "removed" if fix else "found"
+    try:
+        found = manage.gc(reg, fix=fix)
+    except RegistryError as e:  # a finding, not a failure: the rest of the report is what helps fix it
+        stale = manage.stale_runs(reg)
+        return {"store": f"unreachable: {e}", f"orphan_checkpoints_{verb}": "unknown (the store cannot be listed)",
+                f"stale_runs_{verb}": manage.remove_runs(stale) if fix else [str(p) for p in stale]}
     return {f"orphan_checkpoints_{verb}": found["orphan_blobs"], f"stale_runs_{verb}": found["stale_runs"]}

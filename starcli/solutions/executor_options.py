@@ -16,6 +16,8 @@ from starcli.errors import StarlightError, UsageError
 EXECUTORS = ("local", "slurm", "ray")
 SLURM_CLUSTERS = ("slurm", "local", "debug")
 DEFAULT_TIME = "4:00:00"
+# Jobs in flight at once: --jobs 100000 spawned workers until the machine stopped (and never exited).
+MAX_JOBS = 256
 
 
 def check_options(
@@ -42,6 +44,8 @@ def check_options(
             raise UsageError(f"{flag} applies to --executor {owners}, not {executor}")
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    if jobs is not None and jobs > MAX_JOBS:
+        raise UsageError(f"--jobs must be at most {MAX_JOBS}, got {jobs}")
     if slurm_cluster not in SLURM_CLUSTERS:
         raise UsageError(f"unknown --slurm-cluster {slurm_cluster!r}; use slurm, local or debug")
     if gpus_per_job is not None and not math.isfinite(gpus_per_job):

@@ -7,6 +7,7 @@ objects without executing them; the weights are then re-saved as safetensors in 
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,8 @@ def prepare(
         raise UsageError("name the checkpoint's --arch and --dataset (only a Hugging Face / timm folder can say them itself)")
     if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
         raise UsageError("give --mean and --std together, one value per input channel each")
+    if mean is not None and not all(math.isfinite(v) for v in [*mean, *std]) or std is not None and min(std) <= 0:
+        raise UsageError(f"--mean must be finite and --std finite and > 0 (inputs are divided by it), got mean {list(mean)} std {list(std)}")
     if dataset not in data.DATASETS:
         raise UsageError(f"unknown dataset {dataset!r}; available: {', '.join(data.DATASETS)}")
     meta = data.info(dataset)
@@ -96,6 +99,11 @@ def prepare(
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise StarlightError(f"{path.name} holds NaN or infinite weights (in {_preview(bad)}); a diverged checkpoint cannot be compared")
+    # Sized on the meta device first: a small checkpoint whose config names huge dimensions is refused
+    # here, before the network is allocated (it tried to allocate ~6 GB for a 52 KB folder).
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in models.create(arch, **kwargs).state_dict().items()}
+    _check_fits(path, arch, kwargs, {k: tuple(v.shape) for k, v in state.items()}, expected)
     model = models.create(arch, **kwargs)
     try:
         result = model.load_state_dict(state, strict=False)
@@ -111,6 +119,23 @@ def prepare(
         raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: {'; '.join(parts)}")
     return {"path": path, "weights": weights, "arch": arch, "dataset": dataset, "kwargs": kwargs, "model": model,
             "mean": mean, "std": std}
+
+
+def _check_fits(path: Path, arch: str, kwargs: dict[str, Any], shapes: dict[str, tuple], expected: dict[str, tuple]) -> None:
+    """The checkpoint's tensors are exactly the network's (names and shapes), or one line saying how not."""
+    missing, unexpected = sorted(expected.keys() - shapes.keys()), sorted(shapes.keys() - expected.keys())
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_preview(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_preview(unexpected)}")
+        raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: {'; '.join(parts)}")
+    wrong = sorted(k for k in expected if shapes[k] != expected[k])
+    if wrong:
+        k = wrong[0]
+        raise StarlightError(f"{path.name} does not fit {arch} {kwargs}: size mismatch for {k}: the checkpoint has "
+                             f"{list(shapes[k])}, the network {list(expected[k])}")
 
 
 def register(

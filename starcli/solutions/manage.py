@@ -24,6 +24,9 @@ from starcli.registry import BarrierResult, Registry, Solution
 from . import records
 
 STALE_RUN_SECONDS = 3600
+# An orphan blob younger than this is never collected: a writer (an import, a training) may have put it
+# and be about to insert its row. The writers also put their blobs back after the insert (records.add).
+ORPHAN_GRACE_SECONDS = 3600
 
 
 @dataclass
@@ -53,37 +56,48 @@ def dependents(sols: list[Solution], sol: Solution) -> list[tuple[int, str]]:
 
 def plan_removal(reg: Registry, ids: list[int]) -> tuple[list[int], list[int], list[str]]:
     """(solution ids, barrier row ids) that removing `ids` with --cascade takes, and why each extra one goes."""
-    records.get_many(reg, ids)  # unknown ids are an error before anything is planned
     with reg.session() as s:
-        everyone = list(s.exec(select(Solution)))
-        by_id = {sol.id: sol for sol in everyone}
-        going: list[int] = list(dict.fromkeys(ids))
-        reasons: list[str] = []
-        i = 0
-        while i < len(going):  # the closure: whatever is built from something that goes, goes too
-            for dep, why in dependents(everyone, by_id[going[i]]):
-                if dep not in going:
-                    going.append(dep)
-                    reasons.append(why)
-            i += 1
-        rows = list(s.exec(select(BarrierResult).where(
-            or_(col(BarrierResult.a_id).in_(going), col(BarrierResult.b_id).in_(going))).order_by(BarrierResult.id)))
+        return _plan(s, ids)
+
+
+def _plan(s, ids: list[int]) -> tuple[list[int], list[int], list[str]]:
+    everyone = list(s.exec(select(Solution)))
+    by_id = {sol.id: sol for sol in everyone}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:  # an error before anything is planned
+        shown = ", ".join(map(str, unknown[:10])) + (f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else "")
+        raise StarlightError(f"no solution with id {shown}; see `starlight list` for the ids that exist")
+    going: list[int] = list(dict.fromkeys(ids))
+    reasons: list[str] = []
+    i = 0
+    while i < len(going):  # the closure: whatever is built from something that goes, goes too
+        for dep, why in dependents(everyone, by_id[going[i]]):
+            if dep not in going:
+                going.append(dep)
+                reasons.append(why)
+        i += 1
+    rows = list(s.exec(select(BarrierResult).where(
+        or_(col(BarrierResult.a_id).in_(going), col(BarrierResult.b_id).in_(going))).order_by(BarrierResult.id)))
     for r in rows:
         reasons.append(f"barrier row {r.id} (pair {r.a_id}-{r.b_id})")
     return going, [r.id for r in rows], reasons
 
 
 def remove(reg: Registry, ids: list[int], cascade: bool = False) -> Removal:
-    """Remove solutions; without cascade, refuse (changing nothing) when any other row depends on them."""
+    """Remove solutions; without cascade, refuse (changing nothing) when any other row depends on them.
+
+    Planned and deleted in one write transaction, which a star registering on the same anchors waits
+    for (it re-checks its anchors in its own, records.add): neither can leave a star without its anchor."""
     if not ids:
         raise UsageError("say which solutions to remove, e.g. `starlight rm 3` or `starlight rm seed=1-5`")
-    going, barrier_ids, reasons = plan_removal(reg, ids)
-    if reasons and not cascade:
-        raise StarlightError(
-            f"refusing to remove {', '.join(map(str, ids))}: {'; '.join(reasons)}; "
-            "pass --cascade to remove those too"
-        )
     with reg.session() as s:
+        records.lock_for_references(s)
+        going, barrier_ids, reasons = _plan(s, ids)
+        if reasons and not cascade:
+            raise StarlightError(
+                f"refusing to remove {', '.join(map(str, ids))}: {'; '.join(reasons)}; "
+                "pass --cascade to remove those too"
+            )
         shas = sorted({sol.sha256 for sol in s.exec(select(Solution).where(col(Solution.id).in_(going)))})
         s.exec(delete(BarrierResult).where(col(BarrierResult.id).in_(barrier_ids)))
         s.exec(delete(Solution).where(col(Solution.id).in_(going)))
@@ -108,11 +122,21 @@ def collect_blobs(reg: Registry, shas: list[str] | None = None) -> list[str]:
     return deleted
 
 
-def orphan_blobs(reg: Registry) -> list[str]:
-    """Blobs no row references (read-only: what `doctor` reports and `doctor --fix` deletes)."""
+def orphan_blobs(reg: Registry, grace: float = ORPHAN_GRACE_SECONDS, now: float | None = None) -> list[str]:
+    """Blobs no row references and no writer has put for `grace` seconds (read-only: what `doctor`
+    reports and `doctor --fix` deletes). A younger blob may be an import's or a training's whose row is
+    about to be inserted: it is left for a later run."""
     with reg.session() as s:
         used = set(s.exec(select(Solution.sha256)))
-    return [sha for sha in reg.store.shas() if sha not in used]
+    now = time.time() if now is None else now
+    out = []
+    for sha in reg.store.shas():
+        if sha in used:
+            continue
+        put_at = reg.store.modified(sha) if grace > 0 else None
+        if put_at is None or now - put_at > grace:
+            out.append(sha)
+    return out
 
 
 # --- runs/: resume files of trainings in flight -------------------------------------------------------
@@ -168,13 +192,17 @@ def stale_runs(reg: Registry, max_age: float = STALE_RUN_SECONDS, now: float | N
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
         if now - _newest_mtime(folder) > max_age and not _locked(base / f"{folder.name}.lock"):
             out.append(folder)
+    # A lock file whose run folder is gone: a training that failed before making it (a full disk) left it.
+    for lock in sorted(base.glob("*.lock")):
+        if not (base / lock.stem).exists() and now - lock.stat().st_mtime > max_age and not _locked(lock):
+            out.append(lock)
     return out
 
 
 def remove_runs(folders: list[Path]) -> list[str]:
     removed = []
     for folder in folders:
-        lock = folder.parent / f"{folder.name}.lock"
+        lock = folder if folder.suffix == ".lock" and not folder.is_dir() else folder.parent / f"{folder.name}.lock"
         if _locked(lock):  # a training started again since it was listed
             continue
         shutil.rmtree(folder, ignore_errors=True)
@@ -190,9 +218,9 @@ def clear_registered_run(folder: Path) -> None:
         remove_runs([folder])
 
 
-def gc(reg: Registry, fix: bool = False, max_age: float = STALE_RUN_SECONDS) -> dict:
-    """What `doctor` reports as garbage (orphan blobs, stale runs/ folders); with fix, removes it."""
-    orphans, stale = orphan_blobs(reg), stale_runs(reg, max_age)
+def gc(reg: Registry, fix: bool = False, max_age: float = STALE_RUN_SECONDS, grace: float = ORPHAN_GRACE_SECONDS) -> dict:
+    """What `doctor` reports as garbage (orphan blobs older than `grace`, stale runs/ folders); with fix, removes it."""
+    orphans, stale = orphan_blobs(reg, grace), stale_runs(reg, max_age)
     if not fix:
         return {"orphan_blobs": orphans, "stale_runs": [str(p) for p in stale]}
     return {"orphan_blobs": collect_blobs(reg, orphans), "stale_runs": remove_runs(stale)}
@@ -204,8 +232,8 @@ def gc(reg: Registry, fix: bool = False, max_age: float = STALE_RUN_SECONDS) -> 
 def tag(reg: Registry, ids: list[int], name: str, remove_it: bool = False) -> list[int]:
     """Add (or remove) a tag on solutions; returns the ids that changed."""
     name = name.strip()
-    if not name or "," in name or "=" in name:
-        raise UsageError(f"a tag is a non-empty word without ',' or '=', got {name!r}")
+    if not name or "," in name or "=" in name or len(name) > records.MAX_TAG_CHARS:
+        raise UsageError(f"a tag is a non-empty word of at most {records.MAX_TAG_CHARS} characters without ',' or '=', got {name[:40]!r}")
     records.get_many(reg, ids)
     changed = []
     with reg.session() as s:
@@ -214,6 +242,8 @@ def tag(reg: Registry, ids: list[int], name: str, remove_it: bool = False) -> li
             if remove_it and name in tags:
                 tags.remove(name)
             elif not remove_it and name not in tags:
+                if len(tags) >= records.MAX_TAGS:
+                    raise UsageError(f"solution {sol.id} has {records.MAX_TAGS} tags already, the most it may have; untag some first")
                 tags.append(name)
             else:
                 continue
@@ -226,6 +256,8 @@ def tag(reg: Registry, ids: list[int], name: str, remove_it: bool = False) -> li
 
 def note(reg: Registry, sid: int, text: str) -> None:
     """Set a solution's note (an empty text clears it)."""
+    if len(text.strip()) > records.MAX_NOTE_CHARS:
+        raise UsageError(f"a note is at most {records.MAX_NOTE_CHARS:,} characters, got {len(text.strip()):,}")
     with reg.session() as s:
         sol = s.get(Solution, sid)
         if sol is None:

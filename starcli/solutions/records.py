@@ -9,6 +9,7 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 
 # Every kind `register` is called with (anchors.py, stars.py, soups.py, aligned.py, imports.py).
 KINDS = ("anchor", "star", "soup", "aligned", "external")
+# A researcher's labels: bounded where they are set (manage.tag/note) and where they arrive (manifests.py),
+# so every exported bundle imports again.
+MAX_TAGS, MAX_TAG_CHARS, MAX_NOTE_CHARS = 100, 128, 10_000
 
 
 def record(reg: Registry, sol: Solution, full: bool = False) -> dict[str, Any]:
@@ -219,8 +223,18 @@ def add(reg: Registry, tensors: dict[str, "torch.Tensor"], **fields: Any) -> tup
     data = save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, metadata={"arch": fields["arch"]})
     sha = reg.store.put_bytes(data)
     sol = Solution(sha256=sha, **fields)
+    refs = [*(fields.get("anchors") or []), *(fields[r] for r in ("source_id", "target_id") if fields.get(r) is not None)]
     try:
         with reg.session() as s:
+            if refs:  # checked in the transaction that inserts: an `rm` beside a training cannot slip between
+                lock_for_references(s)
+                found = set(s.exec(select(Solution.id).where(col(Solution.id).in_(refs))))
+                gone = [i for i in refs if i not in found]
+                if gone:
+                    raise StarlightError(
+                        f"solution {gone[0]}, which this {fields['kind']} is built from, was removed while it was made; "
+                        "nothing was registered"
+                    )
             s.add(sol)
             s.commit()
             s.refresh(sol)
@@ -237,6 +251,14 @@ def add(reg: Registry, tensors: dict[str, "torch.Tensor"], **fields: Any) -> tup
     if sol.sha256 == sha and not reg.store.holds(sha):
         reg.store.put_bytes(data)
     return sol, created
+
+
+def lock_for_references(s) -> None:
+    """Inside a write transaction that checks references (a star's anchors, an import's rows): on
+    PostgreSQL, serialise it with `rm`, which takes the same lock before it plans; on SQLite every write
+    transaction already holds the database's write lock from its first statement (BEGIN IMMEDIATE)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(sa.text("LOCK TABLE solutions IN SHARE ROW EXCLUSIVE MODE"))
 
 
 def state_dict(reg: Registry, sol: Solution, device: "torch.device | str" = "cpu") -> dict[str, "torch.Tensor"]:

@@ -336,3 +336,22 @@ def test_a_folder_named_like_a_shipped_sweep_does_not_hide_it(tmp_path, monkeypa
     (tmp_path / "mine").mkdir()
     with pytest.raises(StarlightError, match="sweep file mine does not exist"):
         sweep_file.load("mine")
+
+
+@pytest.mark.parametrize(
+    "grid_or_star, needle",
+    [("[grid]\nanchor_seeds = \"1-3\"\nheld_out_seeds = \"11\"\nanchors = [1]\n", "star sizes of at least 2 anchors"),
+     ("[grid]\nanchor_seeds = \"1-3\"\nheld_out_seeds = \"11\"\n[star]\nepochs = 1000000\n", "epochs must be an integer from 1 to 100,000"),
+     ("[grid]\nanchor_seeds = \"1-3\"\nheld_out_seeds = \"11\"\n[star]\nsamples_per_step = 5000\n",
+      "samples_per_step must be an integer from 1 to 1,000")],
+)
+def test_sweep_files_are_held_to_the_command_lines_bounds_at_plan(tmp_path, cli, grid_or_star, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text('recipe = "linreg-linear2"\n' + grid_or_star)
+    code, out, err = cli("sweep", str(path), "--plan")
+    assert code == 2 and out == "" and needle in err
+
+
+def test_a_set_value_and_a_flag_for_the_same_setting_is_one_line(tmp_path, cli):
+    code, out, err = cli("--home", str(tmp_path / "home"), "train", "--set", "epochs=true", "--epochs", "2", "--seed", "1")
+    assert code == 2 and "name the same setting; give one of them" in err and not (tmp_path / "home").exists()

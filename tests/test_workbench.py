@@ -346,3 +346,20 @@ def test_barrier_reads_several_stars_as_replicates_with_a_pooled_ci(world, reg, 
     assert code == 0 and "verdict 2, test: star/regular test loss barrier" in out and "2 replicates, 2 held-outs" in out
     code, out, err = cli(*base, "--csv")
     assert code == 0 and out.splitlines()[0].startswith("star,a,b,kind")
+
+
+def test_a_held_out_that_is_a_copy_of_an_anchor_is_refused(world, reg, tmp_path, cli):
+    """Registering an anchor's checkpoint file again gives a new id with the same weights: the star has seen it,
+    so it is no held-out (it would be measured as star-held-out, silently wrong)."""
+    import shutil
+
+    ids, star = world
+    anchor = records.get(reg, ids[0])
+    path = tmp_path / "copy.safetensors"
+    shutil.copy(reg.store.path(anchor.sha256), path)
+    code, out, err = cli("register", str(path), "--arch", "mlp", "--dataset", "mnist1d", "--width", "32", "--json")
+    assert code == 0, err
+    copy_id = json.loads(out)["id"]
+    code, out, err = cli("barrier", "--star", str(star.id), "--held-out", str(copy_id), "--points", "3", "--align", "none")
+    assert code == 1 and out == ""
+    assert f"held-out {copy_id} holds the same weights as solution {ids[0]}, which helped build star {star.id}" in err

@@ -115,6 +115,10 @@ def resolve(
     _merge(config, overrides or {}, "--set", origins)
     for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)):
         if value is not None:
+            if origins.get(key) == "--set" and config[key] != value:
+                # The flag would win and the --set value (perhaps not even valid) be silently dropped.
+                flag = f"--{key.replace('_', '-')}"
+                raise UsageError(f"--set {key}={config[key]!r} and {flag} {value} name the same setting; give one of them")
             config[key] = value
             origins[key] = f"--{key.replace('_', '-')}"
     if width is not None:

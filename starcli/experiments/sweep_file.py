@@ -220,8 +220,9 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
         # A held-out that was also an anchor is not independent of the star: the test would be void.
         raise UsageError(f"sweep {where}: seeds {shared} are both anchors and held-outs; held-outs must be new seeds")
     anchors = grid.get("anchors", [len(anchor_seeds)])
-    if not isinstance(anchors, list) or not anchors or not all(isinstance(n, int) and n >= 1 for n in anchors):
-        raise UsageError(f"sweep {where}: [grid] anchors must be a list of positive integers (star sizes)")
+    if not isinstance(anchors, list) or not anchors or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in anchors):
+        # A star needs two anchors (as `star --anchors` says): caught here, not after the training.
+        raise UsageError(f"sweep {where}: [grid] anchors must be a list of star sizes of at least 2 anchors")
     if max(anchors) > len(anchor_seeds):
         raise UsageError(
             f"sweep {where}: a star of {max(anchors)} anchors needs {max(anchors)} anchor_seeds, only {len(anchor_seeds)} given"
@@ -296,10 +297,11 @@ def _check_star(star: dict[str, Any], where: str) -> None:
     def positive_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
-    if "epochs" in star and not positive_int(star["epochs"]):
-        raise UsageError(f"sweep {where}: [star] epochs must be a positive integer")
-    if "samples_per_step" in star and not positive_int(star["samples_per_step"]):
-        raise UsageError(f"sweep {where}: [star] samples_per_step must be a positive integer")
+    # The command line's bounds (commands/star.py), so that --plan refuses what `star` would.
+    if "epochs" in star and not (positive_int(star["epochs"]) and star["epochs"] <= 100_000):
+        raise UsageError(f"sweep {where}: [star] epochs must be an integer from 1 to 100,000")
+    if "samples_per_step" in star and not (positive_int(star["samples_per_step"]) and star["samples_per_step"] <= 1_000):
+        raise UsageError(f"sweep {where}: [star] samples_per_step must be an integer from 1 to 1,000")
     mu = star.get("mu_star", 0.0)
     if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
         raise UsageError(f"sweep {where}: [star] mu_star must be a finite number ≥ 0, got {mu!r}")

@@ -16,7 +16,7 @@ from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, comp
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
-from starcli.registry import BarrierResult, Registry
+from starcli.registry import BarrierResult, Registry, Solution
 
 from . import records
 
@@ -67,6 +67,18 @@ def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tu
     if overlap:
         raise StarlightError(
             f"solution {overlap[0]} helped build star {star}; held-outs must be solutions the star never saw"
+        )
+    ends = records.get_many(reg, [star] + held_out)
+    with reg.session() as s:  # the anchors that still exist (with --baseline none one may have been removed)
+        built_from = list(s.exec(select(Solution).where(col(Solution.id).in_(anchors)))) + ends[:1]
+    by_sha = {sol.sha256: sol.id for sol in built_from}
+    copies = [(sol.id, by_sha[sol.sha256]) for sol in ends[1:] if sol.sha256 in by_sha]
+    if copies:
+        # The same weights under another id (an imported or registered copy): not a solution the star never saw.
+        held, seen = copies[0]
+        raise StarlightError(
+            f"held-out {held} holds the same weights as solution {seen}, which helped build star {star}; "
+            "held-outs must be solutions the star never saw"
         )
     plan = [(star, h, STAR_PAIRS) for h in held_out]
     if baseline == "anchors":

@@ -115,10 +115,8 @@ def resolve(
     _merge(config, overrides or {}, "--set", origins)
     for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)):
         if value is not None:
-            if origins.get(key) == "--set" and config[key] != value:
-                # The flag would win and the --set value (perhaps not even valid) be silently dropped.
-                flag = f"--{key.replace('_', '-')}"
-                raise UsageError(f"--set {key}={config[key]!r} and {flag} {value} name the same setting; give one of them")
+            if origins.get(key) == "--set":
+                _check_overridden(key, config[key])
             config[key] = value
             origins[key] = f"--{key.replace('_', '-')}"
     if width is not None:
@@ -144,6 +142,19 @@ def resolve(
     config["normalisation"] = meta.normalisation
     validate(config, origins)
     return config
+
+
+def _check_overridden(key: str, value: Any) -> None:
+    """A --set value that a named flag overrides (the flag wins) is still checked: an invalid one is an error
+    the user should hear of, not a value silently dropped (`--set epochs=true --epochs 2`)."""
+    import math
+
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = (number and math.isfinite(value) and value > 0) if key == "lr" else (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    if not ok:
+        kind = "a positive number" if key == "lr" else "a positive integer"
+        raise UsageError(f"--set {key}={value!r} is not {kind} (the --{key.replace('_', '-')} flag overrides it, but fix or drop it)")
 
 
 def _merge(config: dict[str, Any], updates: dict[str, Any], origin: str, origins: dict[str, str] | None = None) -> None:

@@ -38,7 +38,7 @@ def test_every_replicate_has_its_own_anchors_held_outs_and_star_seed(short_demo)
     assert [records.get(reg, rep["star"]).seed for rep in reps] == list(range(demo_module.REPLICATES))
 
 
-def test_the_printed_ratio_and_ci_are_the_bootstrap_of_the_stored_pairs(short_demo):
+def test_the_printed_ratio_and_ci_are_the_evidence_of_the_stored_pairs(short_demo):
     _, out, result = short_demo
     stored = json.loads((out / "barriers.json").read_text())
     reps = [r["star"] for r in result["replicates"]]
@@ -51,7 +51,7 @@ def test_the_printed_ratio_and_ci_are_the_bootstrap_of_the_stored_pairs(short_de
     low, high = expected["ratio_ci"]
     assert f"[{low:.3f}, {high:.3f}]" in text
     assert "verdict 1, the star is a solution: in" in text and "verdict 2, train:" in text and "verdict 2, test:" in text
-    assert f"{demo_module.REPLICATES} replicates, {demo_module.REPLICATES * demo_module.HELD_OUTS} held-outs" in text
+    assert f"{demo_module.REPLICATES} replicates × {demo_module.HELD_OUTS} held-outs" in text
     assert text.count("claim:") == 1
 
 

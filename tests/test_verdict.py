@@ -106,3 +106,17 @@ def test_the_advice_under_a_failed_verdict_matches_the_settings_the_star_was_bui
     assert "NOT a solution" in line and advice in line
     if settings["mu_star"]:
         assert "--mu-star" not in line  # never advise what the star already has
+
+
+def test_for_regression_only_the_ratio_rule_applies_and_r2_is_not_a_fit_flag():
+    from starcli.engine import data
+    from starcli.solutions.barriers import REGRESSION_DATASETS
+
+    assert set(REGRESSION_DATASETS) == {n for n in data.DATASETS if data.info(n).task == "regression"}
+    # The linear toy's anchors sit at the noise floor (R² 98.8% is the best there is); a star at 2x their MSE
+    # is 0.01 above it, inside the classification slack, and is not a solution of a regression task.
+    v = eq1.verdict({"train_loss": 0.0199, "train_acc": 97.6}, {"train_loss": 0.00995, "train_acc": 98.8}, "regression")
+    assert v["star_is_solution"] is False and v["anchors_fitted"] is None and "nats" not in v["rule"]
+    # The slack asks for the same training accuracy too: 4x a tiny loss with more training errors is not a solution.
+    assert eq1.verdict({"train_loss": 0.012, "train_acc": 97.0}, {"train_loss": 0.003, "train_acc": 100.0})["star_is_solution"] is False
+    assert eq1.verdict({"train_loss": 0.012, "train_acc": 100.0}, {"train_loss": 0.003, "train_acc": 100.0})["star_is_solution"] is True

@@ -324,28 +324,36 @@ def test_the_notebook_api_never_mixes_two_protocols(world, cli):
         api.barriers(star=star.id, settings="zzzz")
 
 
-def test_barrier_reads_several_stars_as_replicates_with_a_pooled_ci(world, reg, cli):
-    """`barrier --star S1,S2`: each star against the held-outs, the ratio's CI pooled over the stars."""
+def test_barrier_reads_several_stars_as_replicates_with_a_pooled_ci(world, reg, trained, cli):
+    """`barrier --star S1,S2`: each star against the held-outs, the CI over the stars as replicates; stars that
+    share an anchor are refused, and shared held-outs are said beside the CI."""
     from starcli.engine import evidence
     from starcli.engine.barriers import replicates_of
+    from starcli.solutions import anchors
     from starcli.solutions.stars import build_star
 
     ids, star = world
-    other, _ = build_star(reg, ids[:2], epochs=2, seed=5, device="cpu")
+    more = [o.solution.id for o in anchors.train(reg, trained[1], [5, 6], device="cpu")]
+    other, _ = build_star(reg, more, epochs=2, seed=5, device="cpu")
     base = ["barrier", "--star", f"{star.id},{other.id}", "--held-out", str(ids[3]), "--points", "3", "--splits", "test",
             "--align", "none"]
     code, out, err = cli(*base, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert [r["star"] for r in result["replicates"]] == [star.id, other.id]
-    assert result["replicates"][1]["anchors"] == ids[:2]
+    assert result["replicates"][1]["anchors"] == more
     expected = evidence.compare(replicates_of([r["pairs"] for r in result["replicates"]], "test"))
     assert result["evidence"]["test"]["ratio_ci"] == pytest.approx(expected["ratio_ci"])
-    assert result["evidence"]["test"]["replicates"] == 2
+    assert result["evidence"]["test"]["replicates"] == 2 and result["evidence"]["test"]["level"] == "replicates"
     code, out, err = cli(*base)
-    assert code == 0 and "verdict 2, test: star/regular test loss barrier" in out and "2 replicates, 2 held-outs" in out
+    assert code == 0 and "verdict 2, test: star/regular test loss barrier" in out and "2 replicates × 1 held-outs" in out
+    assert "caution: the stars share their 1 held-outs" in out
     code, out, err = cli(*base, "--csv")
     assert code == 0 and out.splitlines()[0].startswith("star,a,b,kind")
+    sharing, _ = build_star(reg, ids[:2], epochs=2, seed=6, device="cpu")
+    code, out, err = cli("barrier", "--star", f"{star.id},{sharing.id}", "--held-out", str(ids[3]), "--points", "3",
+                         "--splits", "test", "--align", "none")
+    assert code == 1 and f"share anchor {ids[0]}: replicates need their own anchor sets" in err
 
 
 def test_a_held_out_that_is_a_copy_of_an_anchor_is_refused(world, reg, tmp_path, cli):

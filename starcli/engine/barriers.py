@@ -3,8 +3,11 @@ peaks, and the summary over groups of pairs. Plain numbers in, plain numbers out
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any, Sequence
+
+from .evidence import ZERO_BARRIER
 
 STAR_PAIRS, REGULAR_PAIRS, PLAIN_PAIRS = "star-held-out", "regular-held-out", "pair"
 # The solution rule: a star counts as a solution when its own train loss is at most this many times its
@@ -16,7 +19,7 @@ SOLUTION_LOSS_RATIO = 1.5
 SOLUTION_LOSS_SLACK = 0.01
 SOLUTION_RULE = (
     f"star train loss ≤ {SOLUTION_LOSS_RATIO:g} × the anchors' mean train loss, "
-    f"or at most {SOLUTION_LOSS_SLACK:g} nats above it"
+    f"or at most {SOLUTION_LOSS_SLACK:g} nats above it with a train accuracy within 1 point of theirs"
 )
 # "A solution" is relative to the anchors: below this mean train accuracy (%) the anchors have not fitted
 # their training set, and a star as good as they are is an under-fitted model too; the verdict says so.
@@ -70,9 +73,10 @@ def _stats(values: list[float]) -> dict[str, Any]:
     }
 
 
-def summarize(pairs: list[dict], splits: tuple[str, ...]) -> dict[str, Any]:
-    """Mean ± std and n of each barrier and of the peak loss max_t L(t) per kind of pair and split, and the
-    star/regular ratio of the mean barriers."""
+def summarize(pairs: list[dict], splits: tuple[str, ...], evidence: bool = True) -> dict[str, Any]:
+    """Mean ± std and n of each barrier and of the peak loss max_t L(t) per kind of pair and split, the
+    star/regular ratio of the mean barriers, and (`evidence`) the comparison with its CI, the pairs read as
+    one replicate (a sweep pools several stars' pairs for their means and computes its evidence per star)."""
     summary: dict[str, Any] = {}
     for kind in dict.fromkeys(p["kind"] for p in pairs):
         group = [p for p in pairs if p["kind"] == kind]
@@ -88,8 +92,10 @@ def summarize(pairs: list[dict], splits: tuple[str, ...]) -> dict[str, Any]:
                 for m in ("loss_barrier", "acc_barrier"):
                     regular = summary[REGULAR_PAIRS][split][m]["mean"]
                     star = summary[STAR_PAIRS][split][m]["mean"]
-                    summary["ratio"][split][m] = star / regular if regular > 0 else None
-            summary["evidence"] = compare_pairs([pairs], splits)
+                    # The evidence module's rule: a baseline at the floating-point floor has no ratio.
+                    summary["ratio"][split][m] = star / regular if regular > ZERO_BARRIER else None
+            if evidence:
+                summary["evidence"] = compare_pairs([pairs], splits)
     return summary
 
 
@@ -105,7 +111,8 @@ def replicates_of(pair_lists: Sequence[list[dict]], split: str, metric: str = "l
         for p in pairs:
             if p["kind"] == REGULAR_PAIRS and split in p:
                 regular.setdefault(p["b"], []).append(p[split][metric])
-        held = [h for h in star if h in regular]
+        # A diverged pair (NaN barrier) has no barrier to compare; its held-out is left out of the evidence.
+        held = [h for h in star if h in regular and math.isfinite(star[h]) and all(map(math.isfinite, regular[h]))]
         if held:
             out.append(Replicate(tuple(star[h] for h in held), tuple(statistics.fmean(regular[h]) for h in held)))
     return out
@@ -129,6 +136,9 @@ def barrier(ts: list[float], values: list[float], higher_is_worse: bool = True) 
     Loss: max_t L(t) − ((1−t)L(0) + tL(1)).
     Accuracy (higher_is_worse=False): max_t ((1−t)acc(0) + t·acc(1)) − acc(t).
     """
+    if not all(math.isfinite(v) for v in values):
+        # A diverged point has no barrier: NaN, never the 0 that max(0.0, nan) would give.
+        return float("nan")
     first, last = values[0], values[-1]
     sign = 1.0 if higher_is_worse else -1.0
     # first + t·(last − first) rather than (1−t)·first + t·last: exactly `first` when the endpoints agree.
@@ -145,28 +155,41 @@ def peak_loss(pairs: list[dict[str, Any]], kind: str, split: str) -> float | Non
     return sum(peaks) / len(peaks) if peaks else None
 
 
-def verdict(star_metrics: dict[str, Any] | None, anchor_metrics: dict[str, Any] | None) -> dict[str, Any]:
+REGRESSION_RULE = f"star train loss ≤ {SOLUTION_LOSS_RATIO:g} × the anchors' mean train loss"
+
+
+def verdict(star_metrics: dict[str, Any] | None, anchor_metrics: dict[str, Any] | None,
+            task: str = "classification") -> dict[str, Any]:
     """Whether the star is itself a solution, by SOLUTION_RULE, with the numbers the rule compares: the
     ratio, the absolute excess in nats, both train accuracies, and whether the anchors fitted at all.
 
+    For a regression task the loss is a mean squared error in the targets' units and "acc" is R²: the nat
+    slack and the accuracy flag mean nothing there, so only the ratio rule applies (REGRESSION_RULE).
     `star_is_solution` is None when either train loss is unknown (a diverged or imported model)."""
+    regression = task == "regression"
     star_loss = (star_metrics or {}).get("train_loss")
     anchor_loss = (anchor_metrics or {}).get("train_loss")
     known = star_loss is not None and anchor_loss is not None
     ratio = star_loss / anchor_loss if known and anchor_loss > 0 else None
     excess = star_loss - anchor_loss if known else None
-    is_solution = None if not known else (
-        star_loss <= SOLUTION_LOSS_RATIO * anchor_loss or excess <= SOLUTION_LOSS_SLACK
-    )
+    star_acc = (star_metrics or {}).get("train_acc")
     anchor_acc = (anchor_metrics or {}).get("train_acc")
+    # The slack also asks that the star fit the training set as well as its anchors (within a point), so a
+    # star several times its anchors' tiny loss counts only while it makes no more training errors.
+    slack_ok = (excess is not None and excess <= SOLUTION_LOSS_SLACK and
+                (star_acc is None or anchor_acc is None or star_acc >= anchor_acc - 1.0))
+    is_solution = None if not known else (
+        star_loss <= SOLUTION_LOSS_RATIO * anchor_loss or (not regression and slack_ok)
+    )
     return {
         "star_is_solution": is_solution,
-        "rule": SOLUTION_RULE,
+        "rule": REGRESSION_RULE if regression else SOLUTION_RULE,
+        "task": task,
         "star_train_loss": star_loss,
         "anchor_train_loss": anchor_loss,
         "loss_ratio": ratio,
         "loss_excess": excess,
-        "star_train_acc": (star_metrics or {}).get("train_acc"),
+        "star_train_acc": star_acc,
         "anchor_train_acc": anchor_acc,
-        "anchors_fitted": None if anchor_acc is None else anchor_acc >= FITTED_TRAIN_ACC,
+        "anchors_fitted": None if anchor_acc is None or regression else anchor_acc >= FITTED_TRAIN_ACC,
     }

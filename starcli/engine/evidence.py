@@ -6,13 +6,18 @@ barrier to h, s_h, and the regular baseline at h, g_h = the mean barrier of the 
 anchor set, one star seed and three held-outs are a coin toss (a fresh machine turned the demo's 0.49 into
 1.04), so every summary carries:
 
-- the ratio of means Σs / Σg and the mean paired difference mean(s − g), each with a 95% percentile CI
-  from a hierarchical bootstrap: resample replicates with replacement, then each drawn replicate's
-  held-outs with replacement (Davison & Hinkley 1997, §3.8; the two-stage scheme for nested data). With
-  one replicate the CI covers held-out variation only, not anchor-set or star-seed variation; the text
-  says so.
-- a one-sided sign test and a paired sign-flip permutation test of "star below regular" over all
-  held-outs (exact up to 2^16 sign patterns, Monte Carlo beyond).
+- the ratio Σs / Σg with a 95% CI, and the mean paired difference s − g with its CI. With one replicate
+  the CI is a bootstrap over the held-outs (percentile, BOOTSTRAP_DRAWS draws) and speaks for this star and
+  these held-outs only; the text says so. With several, the replicate is the unit: its held-outs share an
+  anchor set and a star seed, so they are not independent. The CI is then a t-interval over the
+  per-replicate ratios (and differences), df = R − 1. Why not the two-stage bootstrap that resamples
+  replicates and then held-outs (kept here: `bootstrap`, used by `trend`): in a simulated null with a
+  replicate effect as large as the held-out noise it covered the true ratio 84% of the time at 3 replicates
+  × 5 held-outs (said "yes" 10% of the time, not 2.5%); the t-interval covered 95% (tests/test_evidence.py
+  simulates the null rate).
+- a one-sided sign test and a sign-flip permutation test of "star below regular", at the replicate level
+  (per-replicate mean differences; exact over 2^R sign patterns) when there are several replicates, over
+  held-outs when there is one (3 replicates can never give p below 0.125, and say so honestly).
 - a verdict worded from the ratio's CI: below 1 → yes, includes 1 → no evidence, above 1 → no.
 
 Plain numbers in, plain numbers out; numpy and scipy only. tests/test_evidence.py checks every function
@@ -51,6 +56,9 @@ class Replicate:
     def __post_init__(self) -> None:
         if len(self.star) != len(self.regular) or not self.star:
             raise ValueError("a replicate needs one star and one regular value per held-out, and at least one held-out")
+        if not all(math.isfinite(v) for v in (*self.star, *self.regular)):
+            # A diverged curve has no barrier; letting NaN through turns it into "strong evidence" downstream.
+            raise ValueError("a replicate's barriers must be finite (a NaN or infinite barrier means a diverged model)")
 
 
 def hierarchical_draws(sizes: Sequence[int], draws: int, seed: int = BOOTSTRAP_SEED) -> tuple[np.ndarray, np.ndarray]:
@@ -87,21 +95,41 @@ def _resampled_sums(replicates: Sequence[Replicate], plan: tuple[np.ndarray, np.
 def bootstrap(replicates: Sequence[Replicate], draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> dict[str, np.ndarray]:
     """The ratio of means and the mean paired difference under each hierarchical resample."""
     s, g, count = _resampled_sums(replicates, hierarchical_draws([len(r.star) for r in replicates], draws, seed))
-    defined = g > ZERO_BARRIER * count
+    return {"ratio": ratio_of_sums(s, g, count), "difference": (s - g) / count}
+
+
+def ratio_of_sums(s, g, count):
+    """Σ star / Σ regular, elementwise: +inf where only the star's barriers are above the floating-point floor
+    (the star is worse, not "undefined"), NaN where both are at it (0/0: no barrier on either side)."""
+    s, g, count = np.asarray(s, dtype=float), np.asarray(g, dtype=float), np.asarray(count, dtype=float)
+    floor = ZERO_BARRIER * count
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(defined, s / np.where(defined, g, 1.0), np.nan)
-    return {"ratio": ratios, "difference": (s - g) / count}
+        return np.where(g > floor, s / np.where(g > floor, g, 1.0), np.where(s > floor, np.inf, np.nan))
 
 
 def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """The central percentile interval of the finite values; None when fewer than half are finite (a
-    baseline of zero barriers leaves the ratio undefined)."""
-    finite = values[np.isfinite(values)]
-    if len(finite) < len(values) / 2 or len(finite) == 0:
+    """The central percentile interval; None when any draw is undefined (0/0), since an interval over the
+    draws that happened to be defined would be biased. +inf draws (star worse) stay in and may make the
+    upper end infinite."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0 or np.isnan(values).any():
         return None
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return float(low), float(high)
+    # Interpolating towards +inf gives NaN (0 · inf): a finite stand-in, mapped back to +inf after.
+    big = np.finfo(float).max / 4
+    low, high = np.percentile(np.minimum(values, big), [tail, 100 - tail], method="linear")
+    return tuple(float("inf") if v > 1e300 else float(v) for v in (low, high))  # type: ignore[return-value]
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """mean ± t(R−1) · sd / √R over per-replicate values; None when any is not finite or fewer than 2."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2 or not np.isfinite(v).all():
+        return None
+    half = float(t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean() - half), float(v.mean() + half)
 
 
 def sign_test(differences: Sequence[float]) -> dict[str, Any]:
@@ -148,25 +176,44 @@ def connects_verdict(interval: tuple[float, float] | None) -> str:
 
 
 def compare(replicates: Sequence[Replicate], draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
-    """Everything a summary states about star vs regular barriers over these replicates."""
+    """Everything a summary states about star vs regular barriers over these replicates (see the module
+    docstring for which interval and which tests, by the number of replicates)."""
     star = np.concatenate([np.asarray(r.star, dtype=float) for r in replicates])
     regular = np.concatenate([np.asarray(r.regular, dtype=float) for r in replicates])
     differences = star - regular
-    samples = bootstrap(replicates, draws, seed)
-    ratio_ci = percentile_interval(samples["ratio"])
-    return {
+    pooled = float(ratio_of_sums(star.sum(), regular.sum(), len(star)))
+    out: dict[str, Any] = {
         "replicates": len(replicates),
         "held_outs": int(len(star)),
-        "ratio": float(star.sum() / regular.sum()) if regular.mean() > ZERO_BARRIER else None,
-        "ratio_ci": list(ratio_ci) if ratio_ci else None,
-        "difference": float(differences.mean()),
-        "difference_ci": list(percentile_interval(samples["difference"]) or ()) or None,
-        "sign_test": sign_test(differences.tolist()),
-        "permutation_test": sign_flip_test(differences.tolist(), seed=seed),
-        "connects_better": connects_verdict(ratio_ci),
+        "held_outs_per_replicate": sorted({len(r.star) for r in replicates}),
         "confidence": CONFIDENCE,
-        "bootstrap_draws": draws,
     }
+    if len(replicates) == 1:
+        samples = bootstrap(replicates, draws, seed)
+        ratio_ci = percentile_interval(samples["ratio"])
+        diff_ci = percentile_interval(samples["difference"])
+        unit_diffs = differences
+        out |= {"ratio": pooled, "interval": f"percentile bootstrap over held-outs ({draws} draws)", "level": "held-outs"}
+    else:
+        per_ratio = [float(ratio_of_sums(sum(r.star), sum(r.regular), len(r.star))) for r in replicates]
+        unit_diffs = np.array([np.mean(np.subtract(r.star, r.regular)) for r in replicates])
+        ratio_ci = t_interval(per_ratio)
+        diff_ci = t_interval(unit_diffs)
+        mean_ratio = float(np.mean(per_ratio)) if np.isfinite(per_ratio).all() else float("nan")
+        out |= {"ratio": mean_ratio, "pooled_ratio": pooled, "replicate_ratios": per_ratio,
+                "interval": f"t-interval over the {len(replicates)} replicates (df {len(replicates) - 1})",
+                "level": "replicates"}
+    if out["ratio"] is not None and not math.isfinite(out["ratio"]):
+        out["ratio"] = None if math.isnan(out["ratio"]) else out["ratio"]
+    out |= {
+        "ratio_ci": list(ratio_ci) if ratio_ci else None,
+        "difference": float(differences.mean()) if len(replicates) == 1 else float(np.mean(unit_diffs)),
+        "difference_ci": list(diff_ci) if diff_ci else None,
+        "sign_test": sign_test(list(map(float, unit_diffs))),
+        "permutation_test": sign_flip_test(list(map(float, unit_diffs)), seed=seed),
+        "connects_better": connects_verdict(ratio_ci),
+    }
+    return out
 
 
 def trend(xs: Sequence[float], cells: Sequence[Sequence[Replicate]], draws: int = 2_000, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
@@ -177,16 +224,15 @@ def trend(xs: Sequence[float], cells: Sequence[Sequence[Replicate]], draws: int 
 
     # Settings whose ratio is undefined (regular barriers at the floating-point floor) carry no trend.
     all_x = list(map(float, xs))
-    kept = [i for i, cell in enumerate(cells) if sum(sum(r.regular) for r in cell) > ZERO_BARRIER * sum(len(r.regular) for r in cell)]
+    kept = [i for i, cell in enumerate(cells) if math.isfinite(float(ratio_of_sums(
+        sum(sum(r.star) for r in cell), sum(sum(r.regular) for r in cell), sum(len(r.regular) for r in cell))))]
     cells = [cells[i] for i in kept]
     x = np.asarray([all_x[i] for i in kept], dtype=float)
     logx = np.log2(x) if (x > 0).all() else x
 
     def ratio_of(cell: Sequence[Replicate]) -> float:
-        s = sum(sum(r.star) for r in cell)
-        g = sum(sum(r.regular) for r in cell)
-        n = sum(len(r.regular) for r in cell)
-        return float(s / g) if g > ZERO_BARRIER * n else math.nan
+        return float(ratio_of_sums(sum(sum(r.star) for r in cell), sum(sum(r.regular) for r in cell),
+                                   sum(len(r.regular) for r in cell)))
 
     def stats(ratios: np.ndarray) -> tuple[float, float]:
         if len(ratios) < 3 or not np.isfinite(ratios).all() or np.ptp(ratios) == 0:
@@ -200,9 +246,7 @@ def trend(xs: Sequence[float], cells: Sequence[Sequence[Replicate]], draws: int 
     resampled = []
     for i, cell in enumerate(cells):
         s, g, count = _resampled_sums(cell, hierarchical_draws([len(r.star) for r in cell], draws, seed + 1 + i))
-        defined = g > ZERO_BARRIER * count
-        with np.errstate(divide="ignore", invalid="ignore"):
-            resampled.append(np.where(defined, s / np.where(defined, g, 1.0), np.nan))
+        resampled.append(ratio_of_sums(s, g, count))
     by_draw = np.stack(resampled, axis=1) if resampled else np.empty((draws, 0))  # (draws, cells)
     rhos, slopes = np.empty(draws), np.empty(draws)
     for d in range(draws):
@@ -242,21 +286,29 @@ def describe(result: dict[str, Any], split: str = "train") -> str:
     reps, n = result["replicates"], result["held_outs"]
     ratio, ci = result["ratio"], result["ratio_ci"]
     pct = int(result["confidence"] * 100)
-    where = f"{reps} replicate{'s' if reps != 1 else ''}, {n} held-out{'s' if n != 1 else ''}"
+    per = result.get("held_outs_per_replicate") or [n]
+    design = (f"{reps} replicate{'s' if reps != 1 else ''} × {per[0]} held-outs" if len(per) == 1
+              else f"{reps} replicates, {n} held-outs in all")
     if ratio is None or ci is None:
-        return (f"star/regular {split} loss barrier: undefined (the regular barriers are 0 or floating-point residue "
-                f"below {ZERO_BARRIER:g}; {where}).")
+        why = ("a diverged or undefined value" if ratio is not None else
+               f"the barriers are 0 or floating-point residue below {ZERO_BARRIER:g} on both sides")
+        return f"star/regular {split} loss barrier: undefined ({why}; {design})."
     sign, perm = result["sign_test"], result["permutation_test"]
+    unit = "replicates" if result.get("level") == "replicates" else "held-outs"
     verdict = {
         CONNECTS_BETTER: "the star connects better than regular pairs",
         NO_EVIDENCE: "no evidence that the star connects better than regular pairs (the CI includes 1)",
         CONNECTS_WORSE: "the star connects worse than regular pairs",
     }[result["connects_better"]]
+    high = "∞" if math.isinf(ci[1]) else f"{ci[1]:.3f}"
     text = (
-        f"star/regular {split} loss barrier {ratio:.3f}, {pct}% CI [{ci[0]:.3f}, {ci[1]:.3f}] ({where}; "
-        f"star below regular at {sign['below']} of {sign['n']} held-outs, sign test p = {sign['p']:.3g}, "
-        f"permutation p = {perm['p']:.3g}): {verdict}."
+        f"star/regular {split} loss barrier {ratio:.3f}, {pct}% CI [{ci[0]:.3f}, {high}] ({design}; "
+        f"star below regular in {sign['below']} of {sign['n']} {unit}, sign test p = {sign['p']:.3g}, "
+        f"permutation p = {perm['p']:.3g}): "
     )
     if reps == 1:
-        text += " With one replicate the CI covers held-out variation only, not that of anchor sets or star seeds."
+        text += (f"for this star and these held-outs, {verdict}. One replicate: the CI covers held-out variation "
+                 "only, not that of anchor sets or star seeds.")
+    else:
+        text += f"{verdict}."
     return text

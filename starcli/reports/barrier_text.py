@@ -95,11 +95,12 @@ def verdict_line(verdict: dict[str, Any] | None) -> str:
         return "A small barrier only counts if the star is itself a good solution: its train loss is unknown here."
     ratio, excess = verdict["loss_ratio"], verdict.get("loss_excess")
     times = f"{ratio:.2f}× the anchors'" if ratio is not None else "compared with the anchors'"
+    regression = verdict.get("task") == "regression"
     if excess is not None:
-        times += f", {excess:+.4f} nats"
+        times += f", {excess:+.4g} (mean squared error)" if regression else f", {excess:+.4f} nats"
     accs = (verdict.get("star_train_acc"), verdict.get("anchor_train_acc"))
     if None not in accs:
-        times += f"; train acc {accs[0]:.2f}% vs {accs[1]:.2f}%"
+        times += f"; train {'R²' if regression else 'acc'} {accs[0]:.2f}% vs {accs[1]:.2f}%"
     if verdict["star_is_solution"]:
         line = f"verdict: the star is a solution (train loss {times}; rule: {verdict['rule']})."
     else:
@@ -167,7 +168,7 @@ def replicates_report(result: dict[str, Any], with_claim: bool = False) -> str:
             "regular-held-out (train)": f"{regular['mean']:.3f} ± {regular['std']:.3f}" if regular else "-",
             "ratio (train)": "-" if ratio is None else f"{ratio:.3f}",
             "star train loss vs anchors'": "-" if v.get("loss_ratio") is None
-            else f"{v['loss_ratio']:.2f}× ({v['loss_excess']:+.4f} nats)",
+            else f"{v['loss_ratio']:.2f}× ({v['loss_excess']:+.4f}{'' if v.get('task') == 'regression' else ' nats'})",
             "star is a solution": v.get("star_is_solution"),
         })
     parts = [table_text(rows, DEMO_COLUMNS, None, title="replicates (train loss barrier, mean ± std over pairs)")]
@@ -184,6 +185,11 @@ def replicates_report(result: dict[str, Any], with_claim: bool = False) -> str:
         lines.append("verdict 2: unknown (no regular baseline was measured; --baseline anchors).")
     for split, found in evidence.items():
         lines.append(f"verdict 2, {split}: {describe(found, split)}")
+    if result.get("shared_held_outs"):
+        lines.append(
+            f"caution: the stars share their {result['shared_held_outs']} held-outs, so they are not independent "
+            "replicates and the CI is too narrow; give each star its own held-outs for a CI that holds."
+        )
     if with_claim:
         lines.append(claim(evidence.get("train"), solutions, len(reps)))
     parts.append("\n".join(lines))
@@ -195,22 +201,23 @@ def claim(found: dict[str, Any] | None, solutions: int, replicates: int) -> str:
     if not found or found.get("ratio_ci") is None:
         return "claim: none; the regular baseline could not be measured."
     low, high = found["ratio_ci"]
-    where = f"{found['replicates']} replicates × {found['held_outs'] // max(1, found['replicates'])} held-outs"
+    per = found.get("held_outs_per_replicate") or [found["held_outs"] // max(1, found["replicates"])]
+    where = f"{found['replicates']} replicates × {per[0]} held-outs" if len(per) == 1 else f"{found['replicates']} replicates"
+    ci = f"95% CI {low:.3f}–{high:.3f}"
     if found["connects_better"] == "yes" and solutions == replicates:
         return (
-            f"claim: supported by this run — each star is itself a solution, and star-held-out barriers are "
-            f"{found['ratio']:.2f}× regular-held-out ones (95% CI {low:.2f}-{high:.2f}, {where}): "
-            "a star model is linearly connected to new solutions better than solutions are to each other."
+            f"claim: supported by this run, on this task — each star is itself a solution, and its barriers to new "
+            f"solutions are {found['ratio']:.2f}× those between solutions ({ci}, {where}): the star is linearly "
+            "connected to held-out solutions better than they are to each other."
         )
     if found["connects_better"] == "yes":
         return (
-            f"claim: only partly supported — the star/regular ratio is {found['ratio']:.2f} (95% CI {low:.2f}-{high:.2f}, "
-            f"{where}), but only {solutions} of {replicates} stars are solutions, so part of the small barrier is the "
-            "stars' own loss."
+            f"claim: only partly supported — the star/regular ratio is {found['ratio']:.2f} ({ci}, {where}), but "
+            f"only {solutions} of {replicates} stars are solutions, so part of the small barrier is the stars' own loss."
         )
     return (
-        f"claim: NOT supported by this run — the star/regular ratio is {found['ratio']:.2f} with a 95% CI of "
-        f"{low:.2f}-{high:.2f} ({where}), which does not lie below 1."
+        f"claim: NOT supported by this run — the star/regular ratio is {found['ratio']:.2f} with a {ci} ({where}), "
+        "which does not lie below 1."
     )
 
 

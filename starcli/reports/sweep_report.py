@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from starcli.engine.barriers import SOLUTION_RULE, compare_pairs, peak_loss, summarize, verdict
+from starcli.engine.barriers import REGRESSION_RULE, SOLUTION_RULE, compare_pairs, peak_loss, summarize, verdict
 from starcli.engine.evidence import describe
 
 from .figures import bar_plot, curves_plot, line_plot, scatter_fit
@@ -36,7 +36,7 @@ def summary_rows(payload: dict[str, Any], paper: dict[str, Any] | None = None) -
     """One row per grid setting, pooling its replicates, with the paper's reference numbers where the sweep
     file gives them."""
     splits = list(payload["barriers"]["splits"])
-    rows = [summary_row(group, splits) for group in settings_of(payload["cells"])]
+    rows = [summary_row(group, splits, payload.get("task", "classification")) for group in settings_of(payload["cells"])]
     _attach_paper(rows, paper or {})
     return rows
 
@@ -96,7 +96,7 @@ def summary_stat(summary: dict[str, Any], group: str, split: str, metric: str) -
     return ((summary.get(group) or {}).get(split) or {}).get(metric) or {}
 
 
-def summary_row(cells: list[dict[str, Any]] | dict[str, Any], splits: list[str]) -> dict[str, Any]:
+def summary_row(cells: list[dict[str, Any]] | dict[str, Any], splits: list[str], task: str = "classification") -> dict[str, Any]:
     """One setting's row, pooling its replicates (one cell each): grid values, the stars' and anchors' mean
     metrics, barrier mean ± std over all pairs, and the star/regular ratio with its hierarchical-bootstrap CI,
     the paired difference, the sign and permutation tests and the verdict worded from the CI."""
@@ -110,10 +110,10 @@ def summary_row(cells: list[dict[str, Any]] | dict[str, Any], splits: list[str])
     row["soup"] = (soups[0]["id"] if len(soups) == 1 else " ".join(str(p["id"]) for p in soups)) if soups else None
     pairs = [p for c in cells for p in c["pairs"]]
     soup_pairs = [p for soup in soups for p in soup["pairs"]]
-    summary = summarize(pairs, tuple(splits)) if pairs else {}
+    summary = summarize(pairs, tuple(splits), evidence=False) if pairs else {}
     if soup_pairs:
-        summary["soup-held-out"] = summarize(soup_pairs, tuple(splits)).get("soup-held-out") or {}
-    verdicts = [verdict(c["star_metrics"], c["anchor_metrics"]) for c in cells]
+        summary["soup-held-out"] = summarize(soup_pairs, tuple(splits), evidence=False).get("soup-held-out") or {}
+    verdicts = [verdict(c["star_metrics"], c["anchor_metrics"], task) for c in cells]
     known = [v["star_is_solution"] for v in verdicts if v["star_is_solution"] is not None]
     row["star_is_solution"] = None if not known else all(known)
     row["stars_that_are_solutions"] = f"{sum(known)}/{len(cells)}"
@@ -128,9 +128,10 @@ def summary_row(cells: list[dict[str, Any]] | dict[str, Any], splits: list[str])
                 stat = summary_stat(summary, group, split, metric)
                 for field in ("mean", "std", "n"):
                     row[f"{short}_{split}_{metric}_{field}"] = stat.get(field)
-        star, regular = row.get(f"star_{split}_loss_barrier_mean"), row.get(f"regular_{split}_loss_barrier_mean")
-        row[f"ratio_{split}_loss_barrier"] = star / regular if star is not None and regular else None
         found = evidence.get(split)
+        # The ratio the CI is about (engine/evidence.py: pooled for one replicate, the mean per-replicate
+        # ratio for several), so the column and its interval always agree.
+        row[f"ratio_{split}_loss_barrier"] = (found or {}).get("ratio")
         ci = (found or {}).get("ratio_ci") or (None, None)
         diff_ci = (found or {}).get("difference_ci") or (None, None)
         row[f"ratio_{split}_ci_low"], row[f"ratio_{split}_ci_high"] = ci
@@ -283,7 +284,7 @@ def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], found: li
         "resamples replicates and, within each, held-outs; \"connects better\" is worded from that CI (yes: below 1, "
         "no evidence: includes 1, no: above 1). A replicate is one anchor set, one star seed and its held-outs. Peak = mean over pairs of max_t L(t), the worst network on "
         "the segment: a center that is itself a poor model can have a low barrier and a high peak. "
-        f"\"Star is a solution\": {SOLUTION_RULE}.",
+        f"\"Star is a solution\": {REGRESSION_RULE if payload.get('task') == 'regression' else SOLUTION_RULE}.",
         "",
         markdown_table(table, columns, headers),
         "",

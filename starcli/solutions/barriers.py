@@ -28,6 +28,8 @@ BASELINES = ("anchors", "none")
 # engine constants (data.SPLITS, evaluation.EVAL_BATCH) live here; tests/test_startup.py checks they agree.
 SPLITS = ("train", "test")
 EVAL_BATCH = 4096
+# The datasets whose task is regression (engine/data.py's DatasetInfo.task), for the solution verdict.
+REGRESSION_DATASETS = ("linreg",)
 # Each grid point is one evaluation of both splits; 1,001 resolves any barrier far finer than needed.
 MAX_POINTS = 1_001
 
@@ -232,7 +234,8 @@ def measure_counted(
         anchors = [by_id[i] for i in by_id[star].anchors or [] if i in by_id]
         summary["star_metrics"] = dict(by_id[star].metrics)
         summary["anchor_metrics"] = records.anchor_mean_metrics(anchors) if anchors else None
-        summary["verdict"] = verdict(summary["star_metrics"], summary["anchor_metrics"])
+        task = "regression" if by_id[star].dataset in REGRESSION_DATASETS else "classification"
+        summary["verdict"] = verdict(summary["star_metrics"], summary["anchor_metrics"], task)
         built = (by_id[star].config or {}).get("star") or {}
         summary["verdict"]["star_settings"] = {k: built.get(k) for k in ("mu_star", "align_anchors", "init", "epochs")}
     return {"star": star, "settings": settings, "pairs": pairs_out, "summary": summary}, computed
@@ -248,8 +251,26 @@ def replicates(results: list[dict[str, Any]]) -> dict[str, Any]:
         held = list(dict.fromkeys(p["b"] for p in result["pairs"] if p["kind"] == STAR_PAIRS))
         reps.append(result | {"anchors": anchors, "held_out": held, "kinds": sorted(kinds)})
     splits = tuple(results[0]["settings"]["splits"]) if results else ()
-    return {"replicates": reps, "settings": results[0]["settings"] if results else {},
-            "evidence": compare_pairs([r["pairs"] for r in results], splits)}
+    for rep in reps[1:]:
+        if rep["settings"] != reps[0]["settings"]:
+            raise StarlightError(f"stars {reps[0]['star']} and {rep['star']} were measured under different settings; "
+                                 "replicates must share one protocol")
+    seen: dict[int, int] = {}
+    for rep in reps:
+        for a in rep["anchors"]:
+            if a in seen:
+                raise StarlightError(
+                    f"stars {seen[a]} and {rep['star']} share anchor {a}: replicates need their own anchor sets"
+                )
+            seen[a] = rep["star"]
+    held = [set(r["held_out"]) for r in reps]
+    out = {"replicates": reps, "settings": results[0]["settings"] if results else {},
+           "evidence": compare_pairs([r["pairs"] for r in results], splits)}
+    if len(reps) > 1 and set.intersection(*held):
+        # Crossed, not nested: a held-out's own effect is shared by every star, so the replicates are not
+        # independent and the interval is too narrow; said beside it rather than hidden.
+        out["shared_held_outs"] = len(set.union(*held))
+    return out
 
 
 def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict, settings_hash: str, device: str, reporter):

@@ -252,6 +252,7 @@ def trend(xs: Sequence[float], cells: Sequence[Sequence[Replicate]], draws: int 
     for d in range(draws):
         rhos[d], slopes[d] = stats(by_draw[d])
     return {
+        "replicates_per_setting": min((len(c) for c in cells), default=0),
         "x": list(map(float, x)),
         "left_out": [all_x[i] for i in range(len(all_x)) if i not in kept],
         "ratios": observed.tolist(),
@@ -277,8 +278,10 @@ def describe_trend(result: dict[str, Any], what: str, axis: str) -> str:
     if result.get("left_out"):
         rho += f"; left out, ratio undefined: {axis} {', '.join(f'{v:g}' for v in result['left_out'])}"
     word = "falls" if ci[1] < 0 else "rises" if ci[0] > 0 else "shows no clear trend (the CI of its slope includes 0)"
+    caveat = (" With one replicate per setting this CI covers held-out variation only: another anchor set could "
+              "give another trend." if result.get("replicates_per_setting") == 1 else "")
     return (f"{what} {word} as {axis} grows: slope {result['slope']:+.3f} {unit}, "
-            f"{int(result['confidence'] * 100)}% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]{rho}.")
+            f"{int(result['confidence'] * 100)}% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]{rho}.{caveat}")
 
 
 def describe(result: dict[str, Any], split: str = "train") -> str:

@@ -187,24 +187,42 @@ def test_a_baseline_of_zero_barriers_has_no_ratio():
     assert "undefined" in evidence.describe(result)
 
 
-def test_trend_equals_a_plain_loop():
-    widths = [4, 8, 16, 32]
-    cells = [
-        [Replicate((0.9, 1.0, 0.8), (1.0, 1.1, 0.9)), Replicate((0.95, 0.85), (1.0, 0.9))],
-        [Replicate((0.7, 0.8, 0.6), (1.0, 1.0, 0.9)), Replicate((0.75, 0.7), (0.95, 1.0))],
-        [Replicate((0.5, 0.6, 0.4), (0.9, 1.0, 0.8)), Replicate((0.5, 0.55), (0.85, 0.9))],
-        [Replicate((0.3, 0.35, 0.2), (0.8, 0.9, 0.7)), Replicate((0.25, 0.3), (0.75, 0.8))],
-    ]
-    result = evidence.trend(widths, cells, draws=300, seed=2)
-    slopes = []
+TREND_WIDTHS = [4, 8, 16, 32]
+TREND_CELLS = [
+    [Replicate((0.9, 1.0, 0.8), (1.0, 1.1, 0.9)), Replicate((0.95, 0.85), (1.0, 0.9))],
+    [Replicate((0.7, 0.8, 0.6), (1.0, 1.0, 0.9)), Replicate((0.75, 0.7), (0.95, 1.0))],
+    [Replicate((0.5, 0.6, 0.4), (0.9, 1.0, 0.8)), Replicate((0.5, 0.55), (0.85, 0.9))],
+    [Replicate((0.3, 0.35, 0.2), (0.8, 0.9, 0.7)), Replicate((0.25, 0.3), (0.75, 0.8))],
+]
+
+
+def test_a_trend_over_single_replicates_is_the_two_stage_bootstrap_of_a_plain_loop():
+    cells = [cell[:1] for cell in TREND_CELLS]
+    result = evidence.trend(TREND_WIDTHS, cells, draws=300, seed=2)
     per_cell = [plain_bootstrap(cell, 300, 2 + 1 + i)[0] for i, cell in enumerate(cells)]
-    for d in range(300):
-        slopes.append(np.polyfit(np.log2(widths), [per_cell[i][d] for i in range(len(cells))], 1)[0])
+    slopes = [np.polyfit(np.log2(TREND_WIDTHS), [per_cell[i][d] for i in range(len(cells))], 1)[0] for d in range(300)]
     low, high = plain_percentile(slopes)
     assert result["slope_ci"][0] == pytest.approx(low, rel=1e-9) and result["slope_ci"][1] == pytest.approx(high, rel=1e-9)
-    observed = [sum(x for r in c for x in r.star) / sum(x for r in c for x in r.regular) for c in cells]
-    assert result["spearman"] == pytest.approx(spearmanr(widths, observed).statistic)
-    assert "falls" in evidence.describe_trend(result, "star/regular ratio", "width")
+    observed = [sum(r.star) / sum(r.regular) for c in cells for r in c]
+    assert result["spearman"] == pytest.approx(spearmanr(TREND_WIDTHS, observed).statistic)
+    text = evidence.describe_trend(result, "star/regular ratio", "width")
+    assert "falls" in text and "held-out variation only" in text
+
+
+def test_a_trend_over_replicates_is_the_t_interval_of_a_least_squares_slope():
+    result = evidence.trend(TREND_WIDTHS, TREND_CELLS, draws=200)
+    x = [math.log2(w) for w, cell in zip(TREND_WIDTHS, TREND_CELLS) for _ in cell]
+    y = [sum(r.star) / sum(r.regular) for cell in TREND_CELLS for r in cell]
+    n, mx, my = len(x), sum(x) / len(x), sum(y) / len(y)
+    sxx = sum((a - mx) ** 2 for a in x)
+    slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sxx
+    resid = [b - (my + slope * (a - mx)) for a, b in zip(x, y)]
+    se = (sum(r * r for r in resid) / (n - 2) / sxx) ** 0.5
+    from scipy.stats import t
+
+    half = t.ppf(0.975, n - 2) * se
+    assert result["slope"] == pytest.approx(slope) and result["slope_ci"] == pytest.approx((slope - half, slope + half))
+    assert "falls" in evidence.describe_trend(result, "ratio", "width")
 
 
 def test_replicates_are_built_from_pairs_as_the_anchors_mean_per_held_out():

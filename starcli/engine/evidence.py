@@ -217,9 +217,11 @@ def compare(replicates: Sequence[Replicate], draws: int = BOOTSTRAP_DRAWS, seed:
 
 
 def trend(xs: Sequence[float], cells: Sequence[Sequence[Replicate]], draws: int = 2_000, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
-    """A trend of the star/regular ratio along an axis (width, anchors): Spearman ρ of (x, ratio) and the
-    least-squares slope of the ratio on log2(x), each with a CI from resampling every cell's replicates
-    and held-outs independently. A single ρ from one draw of seeds is not a trend."""
+    """A trend of the star/regular ratio along an axis (width, anchors): the least-squares slope of the ratio
+    on log2(x) with a CI, and Spearman ρ. With replicates: every replicate's ratio is a point and the slope gets
+    its t-interval. With one replicate per setting: a two-stage bootstrap over each setting's held-outs (CIs
+    on slope and ρ), which covers held-out variation only, and the text says so. A single ρ from one draw of
+    seeds is not a trend."""
     from scipy.stats import spearmanr
 
     # Settings whose ratio is undefined (regular barriers at the floating-point floor) carry no trend.
@@ -251,16 +253,36 @@ def trend(xs: Sequence[float], cells: Sequence[Sequence[Replicate]], draws: int 
     rhos, slopes = np.empty(draws), np.empty(draws)
     for d in range(draws):
         rhos[d], slopes[d] = stats(by_draw[d])
+    slope_ci = percentile_interval(slopes)
+    rho_ci = percentile_interval(rhos)
+    per_setting = min((len(c) for c in cells), default=0)
+    if per_setting >= 2:
+        # With replicates the replicate is the unit, as in `compare`: least squares of every replicate's ratio
+        # on log2(x), with the slope's t-interval (df = points − 2). The two-stage bootstrap is too narrow here.
+        from scipy.stats import linregress, t
+
+        px = np.concatenate([[lx] * len(cell) for lx, cell in zip(logx, cells)])
+        py = np.concatenate([[float(ratio_of_sums(sum(r.star), sum(r.regular), len(r.star))) for r in cell]
+                             for cell in cells])
+        if np.isfinite(py).all() and len(px) > 2 and np.ptp(px) > 0:
+            fit = linregress(px, py)
+            half = float(t.ppf(0.5 + CONFIDENCE / 2, len(px) - 2) * fit.stderr)
+            slope, slope_ci = float(fit.slope), (float(fit.slope) - half, float(fit.slope) + half)
+        else:
+            slope_ci = None
+        rho_ci = None  # rank correlation of the setting means, shown without an interval
     return {
-        "replicates_per_setting": min((len(c) for c in cells), default=0),
+        "replicates_per_setting": per_setting,
+        "interval": "t-interval of a least-squares slope over every replicate's ratio" if per_setting >= 2
+        else f"two-stage bootstrap ({draws} draws)",
         "x": list(map(float, x)),
         "left_out": [all_x[i] for i in range(len(all_x)) if i not in kept],
         "ratios": observed.tolist(),
         "spearman": rho,
-        "spearman_ci": percentile_interval(rhos),
+        "spearman_ci": rho_ci,
         "slope_per_doubling": slope if (x > 0).all() else None,
         "slope": slope,
-        "slope_ci": percentile_interval(slopes),
+        "slope_ci": slope_ci,
         "log2_x": bool((x > 0).all()),
         "confidence": CONFIDENCE,
         "bootstrap_draws": draws,
@@ -272,7 +294,10 @@ def describe_trend(result: dict[str, Any], what: str, axis: str) -> str:
     ci = result.get("slope_ci")
     unit = "per doubling of " + axis if result.get("log2_x") else "per unit of " + axis
     rho_ci = result.get("spearman_ci")
-    rho = "" if rho_ci is None else f"; Spearman ρ {result['spearman']:+.2f} [{rho_ci[0]:+.2f}, {rho_ci[1]:+.2f}]"
+    if rho_ci is None:
+        rho = "" if not math.isfinite(result.get("spearman", math.nan)) else f"; Spearman ρ of the setting means {result['spearman']:+.2f}"
+    else:
+        rho = f"; Spearman ρ {result['spearman']:+.2f} [{rho_ci[0]:+.2f}, {rho_ci[1]:+.2f}]"
     if ci is None or not math.isfinite(result["slope"]):
         return f"{what}: no trend can be estimated as {axis} grows (too few finite values)."
     if result.get("left_out"):

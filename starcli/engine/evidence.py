@@ -12,9 +12,9 @@ anchor set, one star seed and three held-outs are a coin toss (a fresh machine t
   anchor set and a star seed, so they are not independent. The CI is then a t-interval over the
   per-replicate ratios (and differences), df = R − 1. Why not the two-stage bootstrap that resamples
   replicates and then held-outs (kept here: `bootstrap`, used by `trend`): in a simulated null with a
-  replicate effect as large as the held-out noise it covered the true ratio 84% of the time at 3 replicates
-  × 5 held-outs (said "yes" 10% of the time, not 2.5%); the t-interval covered 95% (tests/test_evidence.py
-  simulates the null rate).
+  replicate effect as large as the held-out noise it covered the true ratio 86% of the time at 3 replicates
+  × 5 held-outs (said "yes" 8.4% of the time, not 2.5%); the t-interval covered 95.7% (2.2%):
+  benchmarks/study_interval_coverage.py, and tests/test_evidence.py bounds the null rate.
 - a one-sided sign test and a sign-flip permutation test of "star below regular", at the replicate level
   (per-replicate mean differences; exact over 2^R sign patterns) when there are several replicates, over
   held-outs when there is one (3 replicates can never give p below 0.125, and say so honestly).

@@ -10,8 +10,8 @@ anchor seeds, its own held-out seeds and its own star seed:
 It trains every anchor and held-out (`mnist1d-cnn` at its width 32 for 15 epochs instead of 30: 100% train
 and ~98.8% test accuracy, about 10 s each on one thread), builds each replicate's star with the default
 star settings (preset "solution"), measures weight-matched barriers of each star and of its anchors
-against the replicate's held-outs, and reports the star/regular ratio with a 95% CI from a bootstrap over
-replicates and held-outs, a sign test, and two verdicts: is each star a solution, and does the star
+against the replicate's held-outs, and reports the star/regular ratio with a 95% CI over the replicates
+(engine/evidence.py), a sign test, and two verdicts: is each star a solution, and does the star
 connect better than regular pairs. The claim it prints is worded from that CI, whatever it turns out to
 be on this machine.
 

@@ -98,7 +98,7 @@ def summary_stat(summary: dict[str, Any], group: str, split: str, metric: str) -
 
 def summary_row(cells: list[dict[str, Any]] | dict[str, Any], splits: list[str], task: str = "classification") -> dict[str, Any]:
     """One setting's row, pooling its replicates (one cell each): grid values, the stars' and anchors' mean
-    metrics, barrier mean ± std over all pairs, and the star/regular ratio with its hierarchical-bootstrap CI,
+    metrics, barrier mean ± std over all pairs, and the star/regular ratio with its CI (engine/evidence.py),
     the paired difference, the sign and permutation tests and the verdict worded from the CI."""
     cells = [cells] if isinstance(cells, dict) else cells
     first = cells[0]
@@ -280,8 +280,9 @@ def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], found: li
         f"Loss ({'mean squared error' if payload.get('task') == 'regression' else 'cross-entropy'}) barrier = "
         "max over t of L((1−t)θA + tθB) − [(1−t)L(θA) + tL(θB)], floored at 0 (paper Eq. 1); "
         "cells are mean ± std over pairs (n pairs, pooled over replicates). Ratio = Σ star / Σ regular barriers, "
-        "with a regular baseline per held-out (the mean of the star's anchors to it); its 95% CI is a bootstrap that "
-        "resamples replicates and, within each, held-outs; \"connects better\" is worded from that CI (yes: below 1, "
+        "with a regular baseline per held-out (the mean of the star's anchors to it); with several replicates the ratio is "
+        "the mean per-replicate ratio with a t-interval over replicates, with one a bootstrap over its held-outs "
+        "(which speaks for that one anchor set only); \"connects better\" is worded from that CI (yes: below 1, "
         "no evidence: includes 1, no: above 1). A replicate is one anchor set, one star seed and its held-outs. Peak = mean over pairs of max_t L(t), the worst network on "
         "the segment: a center that is itself a poor model can have a low barrier and a high peak. "
         f"\"Star is a solution\": {REGRESSION_RULE if payload.get('task') == 'regression' else SOLUTION_RULE}.",

@@ -198,6 +198,8 @@ def compare(replicates: Sequence[Replicate], draws: int = BOOTSTRAP_DRAWS, seed:
         per_ratio = [float(ratio_of_sums(sum(r.star), sum(r.regular), len(r.star))) for r in replicates]
         unit_diffs = np.array([np.mean(np.subtract(r.star, r.regular)) for r in replicates])
         ratio_ci = t_interval(per_ratio)
+        if ratio_ci is not None:  # a ratio of barriers is never negative: the normal approximation's tail is cut at 0
+            ratio_ci = (max(0.0, ratio_ci[0]), ratio_ci[1])
         diff_ci = t_interval(unit_diffs)
         mean_ratio = float(np.mean(per_ratio)) if np.isfinite(per_ratio).all() else float("nan")
         out |= {"ratio": mean_ratio, "pooled_ratio": pooled, "replicate_ratios": per_ratio,

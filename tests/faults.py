@@ -60,7 +60,8 @@ def arm(point: str) -> None:
 
 def run(home: Path, point: str | None, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`starlight args` in `home` as a real process, killed at `point` (None: no fault)."""
-    env = dict(os.environ, STARLIGHT_HOME=str(home), OMP_NUM_THREADS="1")
+    # A resume file every epoch (the default is every 60 s): "resume-write" kills inside the second one.
+    env = dict(os.environ, STARLIGHT_HOME=str(home), OMP_NUM_THREADS="1", STARLIGHT_RESUME_EVERY_S="0")
     for name in ("STARLIGHT_DB_URL", "STARLIGHT_STORE_URL", "STARLIGHT_DATA_DIR"):
         env.pop(name, None)
     cmd = [sys.executable, __file__, point, *args] if point else [sys.executable, "-m", "starcli", *args]

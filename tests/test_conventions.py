@@ -79,7 +79,8 @@ def test_the_rich_bar_of_a_resumed_task_starts_where_it_resumed_and_has_an_eta()
     assert any(type(c).__name__ == "TimeRemainingColumn" for c in rep.progress.columns)
 
 
-def test_an_interrupted_training_resumes_and_its_progress_says_where(reg, tiny_config, capsys):
+def test_an_interrupted_training_resumes_and_its_progress_says_where(reg, tiny_config, capsys, monkeypatch):
+    monkeypatch.setenv("STARLIGHT_RESUME_EVERY_S", "0")  # a file every epoch: the stop falls after one
     from starcli.engine import data, training
     from starcli.engine.loop import ResumeFile
     from starcli.solutions import anchors, records
@@ -107,7 +108,8 @@ def test_ctrl_c_says_that_rerunning_the_command_resumes(tmp_path, mnist1d_cache)
     home = tmp_path / "h"
     (home / "datasets").mkdir(parents=True)
     (home / "datasets" / "mnist1d.npz").write_bytes(mnist1d_cache.read_bytes())
-    env = {**_env(home), "STARLIGHT_PROGRESS_INTERVAL": "0"}
+    # A resume file every epoch: the wait below for the first one is short.
+    env = {**_env(home), "STARLIGHT_PROGRESS_INTERVAL": "0", "STARLIGHT_RESUME_EVERY_S": "0"}
     # Many epochs, so that the interrupt lands mid-run however fast or loaded the machine is.
     # The child gets Ctrl-C's default action even when the tests run as a background job, which starts
     # with SIGINT ignored (and Python then leaves it ignored, as `nohup starlight train &` should).

@@ -155,8 +155,9 @@ def _descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes_when_resubmitted(reg, config, tmp_path):
+def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes_when_resubmitted(reg, config, tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
+    monkeypatch.setenv("STARLIGHT_RESUME_EVERY_S", "0")  # a resume file every epoch: the kill lands after one
     slurm = dict(executor="slurm", device="cpu", slurm_cluster="local", time="10")
     outcomes = executors.train(reg, config, [1, 2, 3, 4], **slurm)
     ids = [o.solution.id for o in outcomes]

@@ -83,7 +83,8 @@ def interrupt_at(seed, epoch):
     return on_epoch
 
 
-def test_an_interrupted_stacked_run_resumes_to_fit_s_uninterrupted_weights(split, tmp_path):
+def test_an_interrupted_stacked_run_resumes_to_fit_s_uninterrupted_weights(split, tmp_path, monkeypatch):
+    monkeypatch.setenv(loop.RESUME_EVERY_ENV, "0")  # a file every epoch: the interruption falls after one
     cfg = config(epochs=4, **{"arch_kwargs.batch_norm": True})
     seeds = [1, 2, 3]
     files = [loop.ResumeFile(tmp_path / f"seed{s}") for s in seeds]
@@ -104,7 +105,8 @@ def test_an_interrupted_stacked_run_resumes_to_fit_s_uninterrupted_weights(split
 
 
 @pytest.mark.parametrize("overrides", [{}, {"optimizer": "adamw", "lr": 1e-3}], ids=["sgd", "adamw"])
-def test_resume_files_are_fit_s_own_format_in_both_directions(split, tmp_path, overrides):
+def test_resume_files_are_fit_s_own_format_in_both_directions(split, tmp_path, overrides, monkeypatch):
+    monkeypatch.setenv(loop.RESUME_EVERY_ENV, "0")
     cfg = config(epochs=4, **overrides)
     seeds = [5, 6]
     reference = {s: state_bytes(training.fit(cfg, s, CPU, split)) for s in seeds}

@@ -38,7 +38,8 @@ def _fit(config, states, split, resume, stop_after=None, realign=None):
 
 
 @pytest.mark.parametrize("align", [False, True])
-def test_a_star_stopped_after_an_epoch_resumes_to_the_same_bits(tmp_path, reg, tiny_config, align):
+def test_a_star_stopped_after_an_epoch_resumes_to_the_same_bits(tmp_path, reg, tiny_config, align, monkeypatch):
+    monkeypatch.setenv(loop.RESUME_EVERY_ENV, "0")  # a file every epoch: each stop falls after one
     ids = [o.solution.id for o in anchor_training.train(reg, tiny_config, [1, 2], device="cpu")]
     sols = records.get_many(reg, ids)
     states = [records.state_dict(reg, s, torch.device("cpu")) for s in sols]
@@ -82,7 +83,8 @@ def test_a_resume_file_write_leaves_no_temp_file_behind_when_it_fails(tmp_path, 
 
 
 def _cli(home: Path, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, STARLIGHT_HOME=str(home), OMP_NUM_THREADS="1")
+    # A resume file every epoch (the default is every 60 s): the kill lands between two of them.
+    env = dict(os.environ, STARLIGHT_HOME=str(home), OMP_NUM_THREADS="1", STARLIGHT_RESUME_EVERY_S="0")
     return subprocess.Popen(
         [sys.executable, "-m", "starcli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -62,7 +62,8 @@ def test_a_diverging_run_stops_with_a_clear_error_and_registers_nothing(reg, tin
 
 
 def _cli(home: Path, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, STARLIGHT_HOME=str(home), OMP_NUM_THREADS="1")
+    # A resume file every epoch (the default is every 60 s): the kill lands between two of them.
+    env = dict(os.environ, STARLIGHT_HOME=str(home), OMP_NUM_THREADS="1", STARLIGHT_RESUME_EVERY_S="0")
     return subprocess.Popen(
         [sys.executable, "-m", "starcli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

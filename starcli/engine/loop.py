@@ -3,7 +3,7 @@
 A plain loop over tensors already on the device (airbench style): the optimizer, the learning rate as
 a pure function of the step (`lr_at`), shuffles and augmentation drawn from (seed, epoch) alone, the
 non-finite check before every step, and the resume file. Because nothing but (seed, epoch) decides an
-epoch's randomness, a run that resumes from its last epoch checkpoint continues exactly as if it had
+epoch's randomness, a run that resumes from its last saved epoch continues exactly as if it had
 never stopped, and on the CPU the same seed and config give a byte-identical checkpoint.
 """
 
@@ -117,15 +117,16 @@ def epoch_sums(total: torch.Tensor, correct: torch.Tensor | None, who: str, epoc
     return value, count
 
 
-# A checkpoint above this size is written at most every RESUME_EVERY_S seconds instead of every epoch
-# (a ResNet-18's is 90 MB: written every epoch of a fast GPU run, the write costs more than the epoch).
-LARGE_CHECKPOINT_BYTES = 16 << 20
+# A resume file is written at most every RESUME_EVERY_S seconds, whatever the model's size, and always
+# after the last epoch: a ResNet-18's is 90 MB, more than a fast GPU epoch costs; a small MLP's costs
+# little, but eight of them (a stacked `train --seed 11-18`) with two fsyncs each took a quarter of the
+# wall when written every epoch.
 RESUME_EVERY_S = 60.0
 RESUME_EVERY_ENV = "STARLIGHT_RESUME_EVERY_S"
 
 
 def resume_every_s() -> float:
-    """Seconds between resume files of a large model: $STARLIGHT_RESUME_EVERY_S, else RESUME_EVERY_S."""
+    """Seconds between resume files: $STARLIGHT_RESUME_EVERY_S, else RESUME_EVERY_S."""
     raw = os.environ.get(RESUME_EVERY_ENV, "").strip()
     if not raw:
         return RESUME_EVERY_S
@@ -138,13 +139,6 @@ def resume_every_s() -> float:
     return value
 
 
-def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """The size of a resume file's tensors, without writing it."""
-    tensors = list(model.state_dict().values())
-    tensors += [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
 class ResumeFile:
     """The last saved epoch of one run: model, optimizer state, epoch and any extra JSON state (a star's
     draw position), as safetensors + JSON metadata.
@@ -152,9 +146,9 @@ class ResumeFile:
     Lives outside the content-addressed store (under $STARLIGHT_HOME/runs/<key>/) and is removed once
     the solution is registered.
 
-    Cadence (`due`): a small model's file is written after every epoch; a large one's (over
-    LARGE_CHECKPOINT_BYTES) at most every `resume_every_s()` seconds, and always after the last epoch. A
-    killed run resumes from the last written epoch and, since an epoch's randomness is a function of
+    Cadence (`due`): the file is written at most every `resume_every_s()` seconds, whatever the model's
+    size, and always after the last epoch, so a killed run loses at most that much training (0 s: every
+    epoch). It resumes from the last written epoch and, since an epoch's randomness is a function of
     (seed, epoch) alone, still ends in the byte-identical checkpoint. `clock` is injectable for tests.
 
     It also keeps the run's wall clock across segments: the file records the seconds spent up to its
@@ -164,10 +158,7 @@ class ResumeFile:
     `share` is the fraction of this process's time that is this run's (1/n when n seeds train stacked).
     """
 
-    def __init__(
-        self, folder: Path, share: float = 1.0, clock: Callable[[], float] = time.monotonic,
-        large_bytes: int = LARGE_CHECKPOINT_BYTES,
-    ):
+    def __init__(self, folder: Path, share: float = 1.0, clock: Callable[[], float] = time.monotonic):
         self.folder = folder
         self.tensors = folder / "last.safetensors"
         # The extra state of the last `load` (empty when there was nothing to resume).
@@ -177,7 +168,6 @@ class ResumeFile:
         self.earlier_seconds = 0.0
         self._started = time.perf_counter()
         self.clock = clock
-        self.large_bytes = large_bytes
         self.every_s = resume_every_s()
         self._last_write: float | None = None  # clock time of the last write, or of the first `due`
 
@@ -185,9 +175,9 @@ class ResumeFile:
         """Wall seconds of the run so far: the earlier segments' plus this one's since the file object was made."""
         return self.earlier_seconds + self.share * (time.perf_counter() - self._started)
 
-    def due(self, model: nn.Module, optimizer: torch.optim.Optimizer, final: bool) -> bool:
+    def due(self, final: bool) -> bool:
         """Whether the epoch just finished should be written (see the class's cadence)."""
-        if final or state_bytes(model, optimizer) <= self.large_bytes:
+        if final:
             return True
         now = self.clock()
         if self._last_write is None:
@@ -332,10 +322,11 @@ def run_epochs(
 
     `seed` fixes every epoch's shuffle and augmentation (and the global RNG that dropout draws from);
     `before_epoch(epoch)` runs first in each epoch (the star re-aligns its anchors there); the resume
-    file, when given, is written after every finished epoch, with `resume_extra()` (JSON) beside the
-    weights when given. `on_epoch(epoch, mean_loss, train_acc)`: the mean of the epoch's step losses and the
-    percentage of the epoch's samples classified right as each step saw them (train mode, augmented, before
-    that step's update: the running accuracy, free because the logits were computed anyway), or None.
+    file, when given, is written after the epochs its cadence picks (`ResumeFile.due`), with
+    `resume_extra()` (JSON) beside the weights when given. `on_epoch(epoch, mean_loss, train_acc)`: the
+    mean of the epoch's step losses and the percentage of the epoch's samples classified right as each
+    step saw them (train mode, augmented, before that step's update: the running accuracy, free because
+    the logits were computed anyway), or None.
     """
     steps_per_epoch = len(batches(len(split.x), config["batch_size"], epoch_generator(seed, 0)))
     model.train()
@@ -364,7 +355,7 @@ def run_epochs(
                 # Summed on the device, in the loss's accumulator type: no step waits to read it.
                 correct = right.to(total.dtype) if correct is None else correct + right
         loss_sum, right_sum = epoch_sums(total, correct, who, epoch + 1, advice)
-        if resume and resume.due(model, optimizer, final=epoch + 1 == config["epochs"]):
+        if resume and resume.due(final=epoch + 1 == config["epochs"]):
             resume.save(model, optimizer, epoch + 1, resume_extra() if resume_extra else None)
         if on_epoch:
             acc = None if right_sum is None else 100.0 * right_sum / len(split.x)

@@ -386,7 +386,7 @@ def _fit_group(config, seeds, nets, optimizers, resume, runs, start, device, tra
             totals = [t + v for t, v in zip(totals, values)]
         accs = [None] * len(alive) if rights is None else [100.0 * r / n_train for r in rights.tolist()]
         for pos, k in enumerate(alive):
-            if resume and resume[k].due(nets[k], optimizers[k], final=epoch + 1 == config["epochs"]):
+            if resume and resume[k].due(final=epoch + 1 == config["epochs"]):
                 _unstack_into(stacked, opt, pos, nets[k], optimizers[k])
                 resume[k].save(nets[k], optimizers[k], epoch + 1)
             if on_epoch:

@@ -42,44 +42,78 @@ class History:
     regression and in rows stored before it was kept)}.
 
     With a file (beside the resume checkpoint) the rows survive a killed run, so a resumed training's
-    history still starts at epoch 1; an epoch run again after the resume replaces its row."""
+    history still starts at epoch 1; an epoch run again after the resume replaces its row. Each row is
+    appended as one JSON line (O(row) per epoch: rewriting every row so far cost O(epochs²) bytes); a
+    file of the JSON list written before is read the same way, and one torn by a kill loses only its
+    cut line, an epoch after the resume file's, which the resumed run trains and writes again."""
 
     def __init__(self, task=None, logger=None, file: Path | None = None):
         self.task, self.logger, self.file = task, logger, file
         self.rows: list[dict[str, Any]] = []
         if file is not None and file.is_file():
-            try:
-                self.rows = list(json.loads(file.read_text()))
-            except ValueError:
-                self.rows = []  # a torn write of a killed run: the epochs that follow still count
+            for row in _history_rows(file.read_text()):
+                self._keep(row)
+            self._rewrite()  # whole lines only, in this format: the appends that follow stay readable
 
     def __call__(self, epoch: int, loss: float, acc: float | None = None) -> None:
         row = {"epoch": int(epoch), "train_loss": float(loss)}
         if acc is not None:
             row["train_acc"] = float(acc)
-        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        self._keep(row)
         if self.file is not None:
-            self._save()
+            self._append(json.dumps(row) + "\n")
         if self.task is not None:
             self.task.advance(loss=loss)
         if self.logger is not None:
             self.logger.log_epoch(epoch, row)
 
-    def _save(self) -> None:
-        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}")
+    def _keep(self, row: dict[str, Any]) -> None:
+        if self.rows and self.rows[-1]["epoch"] >= row["epoch"]:  # an epoch trained again after a resume
+            self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]]
+        self.rows.append(row)
+
+    def _append(self, line: str) -> None:
         for attempt in (1, 2):
             self.file.parent.mkdir(parents=True, exist_ok=True)
             try:
-                tmp.write_text(json.dumps(self.rows))
-                os.replace(tmp, self.file)
+                with open(self.file, "a") as f:
+                    f.write(line)
                 return
             except FileNotFoundError:  # another run of this seed finished and removed the folder meanwhile
                 if attempt == 2:
                     raise
 
+    def _rewrite(self) -> None:
+        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}")
+        try:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+            os.replace(tmp, self.file)
+        except FileNotFoundError:  # another run of this seed finished and removed the folder meanwhile
+            tmp.unlink(missing_ok=True)
+
     def remove(self) -> None:
         if self.file is not None:
             self.file.unlink(missing_ok=True)
+
+
+def _history_rows(text: str) -> list[dict[str, Any]]:
+    """The rows of a history file: JSON lines, or the one JSON list of files written before; a line cut
+    by a kill (or a list torn by one) is dropped."""
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+    if isinstance(whole, list):
+        return whole
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "epoch" in row:
+            rows.append(row)
+    return rows
 
 
 def replay(tracking: Tracking, reg: Registry, sol: Solution) -> None:

@@ -203,8 +203,8 @@ def build_star(
         if tracking is not None:
             logger = stack.enter_context(tracking(f"star from {len(anchors)} anchors", config, {"kind": "star", "seed": seed}))
         history = History(task, logger)
-        # A killed or requeued star resumes from its last finished epoch, as anchor training does; the
-        # file's clock adds the killed segments' seconds to this one's.
+        # A killed or requeued star resumes from its last saved epoch (at most 60 s back), as anchor training
+        # does; the file's clock adds the killed segments' seconds to this one's.
         resume = ResumeFile(run_folder(reg, key))
         model = fit_star(
             config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign, on_epoch=history, init=init,

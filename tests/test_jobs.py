@@ -122,7 +122,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killing_train_with_two_jobs_leaves_no_orphaned_worker(home, config):
-    env = dict(os.environ, STARLIGHT_HOME=str(home), OMP_NUM_THREADS="1")
+    # A resume file after every epoch (not every 60 s), so their appearance says that both workers train.
+    env = dict(os.environ, STARLIGHT_HOME=str(home), OMP_NUM_THREADS="1", STARLIGHT_RESUME_EVERY_S="0")
     proc = subprocess.Popen(
         [sys.executable, "-m", "starcli", "train", "--seed", "1-2", "--jobs", "2", "--device", "cpu",
          "--width", "128", "--epochs", "400"],

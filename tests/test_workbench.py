@@ -351,9 +351,17 @@ def test_barrier_reads_several_stars_as_replicates_with_a_pooled_ci(world, reg, 
     code, out, err = cli(*base, "--csv")
     assert code == 0 and out.splitlines()[0].startswith("star,a,b,kind")
     sharing, _ = build_star(reg, ids[:2], epochs=2, seed=6, device="cpu")
-    code, out, err = cli("barrier", "--star", f"{star.id},{sharing.id}", "--held-out", str(ids[3]), "--points", "3",
+    before = len(api_rows(reg))
+    code, out, err = cli("barrier", "--star", f"{star.id},{sharing.id}", "--held-out", str(ids[3]), "--points", "5",
                          "--splits", "test", "--align", "none")
     assert code == 1 and f"share anchor {ids[0]}: replicates need their own anchor sets" in err
+    assert len(api_rows(reg)) == before  # refused before any pair was measured and stored
+
+
+def api_rows(reg):
+    from starcli.solutions.barriers import stored
+
+    return stored(reg)
 
 
 def test_a_held_out_that_is_a_copy_of_an_anchor_is_refused(world, reg, tmp_path, cli):

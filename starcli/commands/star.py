@@ -207,9 +207,10 @@ def barrier(
                 result = barrier_matrix(common.existing_registry(), matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, **options)
             elif len(stars) > 1:
                 from starcli.solutions import executors
-                from starcli.solutions.barriers import replicates
+                from starcli.solutions.barriers import check_replicate_stars, replicates
 
                 reg = common.existing_registry()
+                check_replicate_stars(reg, stars)  # before any pair is measured and stored
                 result = replicates([
                     executors.barrier(
                         reg, executor=executor, jobs=jobs, reporter=rep, partition=partition, time=time,

@@ -241,9 +241,25 @@ def measure_counted(
     return {"star": star, "settings": settings, "pairs": pairs_out, "summary": summary}, computed
 
 
+def check_replicate_stars(reg, stars: list[int]) -> None:
+    """Stars to be read as replicates, checked before anything is measured: each must be a star of the same
+    task, and no two may share an anchor (a replicate is its own anchor set)."""
+    sols = records.get_many(reg, stars)
+    records.require_same_task(sols, "stars read as replicates")
+    seen: dict[int, int] = {}
+    for sol in sols:
+        if not sol.anchors:
+            raise StarlightError(f"solution {sol.id} ({sol.kind}) records no anchors, so it is no star to read as a replicate")
+        for a in sol.anchors:
+            if a in seen:
+                raise StarlightError(f"stars {seen[a]} and {sol.id} share anchor {a}: replicates need their own anchor sets")
+            seen[a] = sol.id
+
+
 def replicates(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several stars' `measure` results read as replicates: each star's own result (its anchors and held-outs
-    named), and the comparison pooled over them (engine/evidence.py: a bootstrap over stars and held-outs)."""
+    """Several stars' `measure` results read as replicates (`check_replicate_stars` first): each star's own
+    result (its anchors and held-outs named), and the comparison over them (engine/evidence.py: the
+    replicate is the unit)."""
     reps = []
     for result in results:
         kinds = {p["kind"] for p in result["pairs"]}

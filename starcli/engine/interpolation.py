@@ -5,7 +5,8 @@
   num_batches_tracked) are never interpolated: they are A's.
 - BatchNorm: the running statistics of an interpolated network are meaningless, so at every interior t
   they are reset and re-estimated as a cumulative average over the calibration data before evaluation
-  (`evaluation.recalibrate_bn`).
+  (`evaluation.recalibrate_bn`); on a CPU in cache-sized row slices (same batches, same estimate to
+  float rounding).
 - Losses and correct counts accumulate on the device: one synchronisation per split and t.
 - MLPs with a wide input (≥ WIDE_INPUT features, e.g. MNIST's 784) and no BatchNorm: the first layer's
   output is affine in t, (1−t)·(W_A x + b_A) + t·(W_B x + b_B), so it is computed once per solution
@@ -31,6 +32,9 @@ from . import evaluation, precision
 Curves = dict[str, dict[str, list[float]]]  # split -> {"loss": [...], "acc": [...]}
 # Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes.
 CPU_ROWS = 1024
+# BatchNorm re-estimation on a CPU in row slices of CPU_ROWS (evaluation.recalibrate_bn's `rows`);
+# benchmarks/bench_barrier.py turns it off to time PyTorch's own kernel beside it.
+STREAM_CALIBRATION = True
 # Input features from which the first layer's outputs are computed once per solution (see above).
 WIDE_INPUT = 256
 
@@ -98,7 +102,9 @@ class LineEvaluator:
         torch._foreach_lerp_(self.targets, [state_b[k] for k in self.float_keys], t)
         _copy(self.others, [state_a[k] for k in self.other_keys])  # integer buffers: A's, never interpolated
         if self.has_bn:
-            evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size, config=self.config)
+            # On a CPU the calibration batches stream through the cache in slices of `rows` samples.
+            rows = self.rows if self.device.type == "cpu" and STREAM_CALIBRATION else None
+            evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size, config=self.config, rows=rows)
         if self.first is not None:
             return self._evaluate_from_first(self.first_outputs(state_a), self.first_outputs(state_b), t)
         return self._evaluate()

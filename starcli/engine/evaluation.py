@@ -91,8 +91,8 @@ def recalibrate_bn(
 
     `rows` (CPUs): compute each calibration batch `rows` samples at a time where that gives the same
     numbers — convolutions and linear layers row chunk by row chunk (bit for bit the same outputs), and
-    each BatchNorm's batch statistics as float64 sums over row chunks instead of PyTorch's train-mode
-    kernel (equal to float32 rounding, ~1e-6 relative: tests/test_barriers.py). A 4,096-row batch's
+    each BatchNorm's batch statistics merged from row chunks instead of PyTorch's train-mode kernel
+    (equal to float32 rounding, ~1e-6 relative: tests/test_barriers.py). A 4,096-row batch's
     activations (20 MB a layer for the MNIST-1D CNN) then stream through the cache in slices, which
     measured ~1.5× faster on this CPU (benchmarks/bench_barrier.py --recipe mnist1d-cnn). Same batches,
     so the same estimate; None: PyTorch's own path (stars and soups keep their bits).
@@ -148,26 +148,35 @@ def _row_chunked(forward, rows: int):
 def _streamed_batch_norm(m: nn.modules.batchnorm._BatchNorm, rows: int):
     """Train-mode BatchNorm with momentum None: normalise with the batch's mean and biased variance, and
     fold the mean and unbiased variance into the running statistics as a cumulative average (the
-    arithmetic of PyTorch's kernel), the sums taken in float64 over row chunks."""
+    arithmetic of PyTorch's kernel). The statistics come from row chunks that stay in the cache: each
+    chunk's mean and centred sum of squares in float32 (vectorised, and centred so that a large mean
+    does not cancel the variance away), merged in float64 (Chan et al.'s pairwise update)."""
     original = type(m).forward
 
     def forward(h: torch.Tensor) -> torch.Tensor:
         if h.dtype != torch.float32 or m.momentum is not None:
             return original(m, h)  # reduced precision or an EMA: PyTorch's kernel, as without `rows`
         dims = [0] + list(range(2, h.dim()))
-        count = h.numel() // h.shape[1]
-        total = torch.zeros(h.shape[1], dtype=torch.float64, device=h.device)
-        squares = torch.zeros_like(total)
+        shape = [1, -1] + [1] * (h.dim() - 2)
+        count, mean, m2 = 0, None, None
         for part in h.split(rows):
-            part = part.double()
-            total += part.sum(dims)
-            squares += part.square().sum(dims)
-        mean = total / count
-        var = (squares / count - mean.square()).clamp_min(0)
+            n = part.numel() // part.shape[1]
+            part_mean = part.mean(dims)
+            part_m2 = (part - part_mean.view(shape)).square_().sum(dims).double()
+            part_mean = part_mean.double()
+            if mean is None:
+                count, mean, m2 = n, part_mean, part_m2
+                continue
+            total = count + n
+            delta = part_mean - mean
+            mean = mean + delta * (n / total)
+            m2 = m2 + part_m2 + delta.square() * (count * n / total)
+            count = total
+        var = m2 / count
         m.num_batches_tracked.add_(1)
         factor = 1.0 / float(m.num_batches_tracked)
         m.running_mean.mul_(1 - factor).add_(mean.float(), alpha=factor)
-        m.running_var.mul_(1 - factor).add_((var * count / max(count - 1, 1)).float(), alpha=factor)
+        m.running_var.mul_(1 - factor).add_((m2 / max(count - 1, 1)).float(), alpha=factor)
         # Normalising is elementwise: one call over the whole batch, in PyTorch's eval-mode kernel.
         return F.batch_norm(h, mean.float(), var.float(), m.weight, m.bias, False, 0.0, m.eps)
 

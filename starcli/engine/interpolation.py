@@ -30,8 +30,13 @@ from starcli import models
 from . import evaluation, precision
 
 Curves = dict[str, dict[str, list[float]]]  # split -> {"loss": [...], "acc": [...]}
-# Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes.
+# Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes. The widest
+# layer output of one chunk is kept within CPU_CHUNK_BYTES: 1,024 rows for the default MLP (width 256),
+# ~200 for the MNIST-1D CNN (32 channels × 40 positions), whose convolutions run ~2× faster per row in
+# such chunks than in 1,024-row ones on this CPU (benchmarks/bench_barrier.py --recipe mnist1d-cnn).
 CPU_ROWS = 1024
+CPU_MIN_ROWS = 64
+CPU_CHUNK_BYTES = 1 << 20
 # BatchNorm re-estimation on a CPU in row slices of CPU_ROWS (evaluation.recalibrate_bn's `rows`);
 # benchmarks/bench_barrier.py turns it off to time PyTorch's own kernel beside it.
 STREAM_CALIBRATION = True
@@ -65,7 +70,7 @@ class LineEvaluator:
         self.splits = splits
         self.calibration = calibration
         self.batch_size = batch_size
-        self.rows = min(batch_size, CPU_ROWS) if device.type == "cpu" else batch_size
+        self.rows = min(batch_size, _cache_rows(self.net, splits, config)) if device.type == "cpu" else batch_size
         self.has_bn = evaluation.has_batchnorm(self.net)
         self.t_batch = 1 if self.has_bn else max(1, t_batch)
         # state_dict() tensors share storage with the network: writing them rewrites the network.
@@ -201,6 +206,27 @@ class Tally:
             variance = (y - y.mean(0)).pow(2).flatten(1).mean(1).mean().item()
             return [(loss, 100.0 * (1.0 - loss / variance)) for loss in losses]
         return [(loss, 100.0 * c / n) for loss, c in zip(losses, self.correct.tolist())]
+
+
+@torch.inference_mode()
+def _cache_rows(net: torch.nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], config) -> int:
+    """Rows per CPU chunk: CPU_CHUNK_BYTES over the bytes per sample of the network's widest layer output
+    (found by one forward pass of two samples), within [CPU_MIN_ROWS, CPU_ROWS]."""
+    widest = 1
+    x = next(iter(splits.values()))[0][:2]
+
+    def record(_module, _inputs, output):
+        nonlocal widest
+        if isinstance(output, torch.Tensor) and output.dim() > 0 and len(output) == len(x):
+            widest = max(widest, output[0].numel() * output.element_size())
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if not list(m.children())]
+    try:
+        net(precision.inputs(x, config))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(CPU_MIN_ROWS, min(CPU_ROWS, CPU_CHUNK_BYTES // widest))
 
 
 def _wide_first_layer(net: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:

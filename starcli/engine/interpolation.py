@@ -32,12 +32,12 @@ from . import evaluation, precision
 Curves = dict[str, dict[str, list[float]]]  # split -> {"loss": [...], "acc": [...]}
 # Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes. The widest
 # layer output of one chunk is kept within CPU_CHUNK_BYTES: 1,024 rows for the default MLP (width 256),
-# ~200 for the MNIST-1D CNN (32 channels × 40 positions), whose convolutions run ~2× faster per row in
-# such chunks than in 1,024-row ones on this CPU (benchmarks/bench_barrier.py --recipe mnist1d-cnn).
+# ~200 for the MNIST-1D CNN (32 channels × 40 positions), whose convolutions ran faster per row in such
+# chunks than in 1,024- or 4,096-row ones on this CPU (benchmarks/bench_barrier.py --recipe mnist1d-cnn).
 CPU_ROWS = 1024
 CPU_MIN_ROWS = 64
 CPU_CHUNK_BYTES = 1 << 20
-# BatchNorm re-estimation on a CPU in row slices of CPU_ROWS (evaluation.recalibrate_bn's `rows`);
+# BatchNorm re-estimation on a CPU in the same row slices (evaluation.recalibrate_bn's `rows`);
 # benchmarks/bench_barrier.py turns it off to time PyTorch's own kernel beside it.
 STREAM_CALIBRATION = True
 # Input features from which the first layer's outputs are computed once per solution (see above).
@@ -212,6 +212,8 @@ class Tally:
 def _cache_rows(net: torch.nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], config) -> int:
     """Rows per CPU chunk: CPU_CHUNK_BYTES over the bytes per sample of the network's widest layer output
     (found by one forward pass of two samples), within [CPU_MIN_ROWS, CPU_ROWS]."""
+    if not splits:
+        return CPU_ROWS
     widest = 1
     x = next(iter(splits.values()))[0][:2]
 

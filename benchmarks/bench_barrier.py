@@ -125,6 +125,8 @@ def interleaved(fns: dict, device, repeats: int) -> dict[str, float]:
             fn()
             sync(device)
             times[name].append(time.perf_counter() - start)
+    if len(fns) > 1:
+        print("seconds per repeat: " + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in times.items()))
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -166,8 +166,8 @@ def measure(batch: int, variants: list[str], args, device: torch.device) -> list
     n = args.steps * batch if args.steps else args.n
     split = Split(torch.randn(n, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device))
     # The reference configs resolve as on the CPU (fp32, contiguous); the loop's as on CUDA (bf16, NHWC).
-    base = recipes.resolve("cifar10-resnet18", batch_size=batch, device="cpu")
-    cuda = recipes.resolve("cifar10-resnet18", batch_size=batch, device="cuda")
+    base = recipes.resolve("cifar10-resnet18", batch_size=batch, device="cpu", overrides=args.overrides)
+    cuda = recipes.resolve("cifar10-resnet18", batch_size=batch, device="cuda", overrides=args.overrides)
     trainers = {v: Trainer(v, cuda if v == "loop" else base, split, device) for v in variants}
     for trainer in trainers.values():
         trainer.run(args.warmup)  # cuDNN autotuning, the allocator, compilation and CUDA-graph capture
@@ -196,8 +196,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="Steps per epoch (sets --n to steps × batch).")
     parser.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak (default: by device name).")
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke check).")
+    parser.add_argument("--width", type=int, default=None, help="ResNet width (default: the recipe's, 64).")
     parser.add_argument("--dry-run", action="store_true",
-                        help="On the CPU: batch 4, 2 steps, one epoch, every variant but `compiled` (needs CUDA graphs).")
+                        help="On the CPU: width 8, batch 4, 2 steps, one epoch, every variant but `compiled` (CUDA graphs).")
     parser.add_argument("--json", action="store_true", help="One JSON line per variant and batch size.")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
@@ -206,7 +207,9 @@ def main() -> None:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     if args.dry_run:
         args.device, args.batch_sizes, args.steps, args.epochs, args.repeats, args.warmup = "cpu", "4", 2, 1, 1, 1
+        args.width = 8
         variants = [v for v in variants if v != "compiled"]
+    args.overrides = {"arch_kwargs.width": args.width} if args.width else {}
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device here: nothing measured (run this on a GPU machine, or --dry-run to check it runs)")
@@ -214,11 +217,12 @@ def main() -> None:
     if device.type == "cpu":  # autocast bf16 and channels_last on the CPU: a smoke check, not a measurement
         variants = [v for v in variants if v != "compiled"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    base = recipes.resolve("cifar10-resnet18", device="cpu")
+    base = recipes.resolve("cifar10-resnet18", device="cpu", overrides=args.overrides)
     flops = flops_per_image(models.create(base["arch"], **base["arch_kwargs"]).to(device), device)
     peak = args.peak_tflops or (peak_for(name) if device.type == "cuda" else None)
     if not args.json:
-        print(f"{name}, torch {torch.__version__}: cifar_resnet18, {flops / 1e9:.2f} GFLOP per training image"
+        print(f"{name}, torch {torch.__version__}: cifar_resnet18 width {base['arch_kwargs']['width']}, "
+              f"{flops / 1e9:.2f} GFLOP per training image"
               f"{f', bf16 dense peak {peak:.0f} TFLOP/s' if peak else ''}; medians of {args.repeats} × {args.epochs} epochs")
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         rows = measure(batch, variants, args, device)

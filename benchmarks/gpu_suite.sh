@@ -35,9 +35,28 @@ part() {  # part NAME SECONDS COMMAND...: run with a limit, keep its output, say
 } >"$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 
+seeds() {  # seeds K LIMIT ARGS...: K processes of the CUDA defaults at once, their images/s added
+  local k=$1 limit=$2; shift 2
+  local start=$SECONDS
+  for i in $(seq 1 "$k"); do
+    timeout "$limit" "$PY" benchmarks/bench_gpu_step.py --variants defaults --json "$@" \
+      >"$OUT/seeds_${k}_$i.json" 2>"$OUT/seeds_${k}_$i.err" &
+  done
+  wait
+  "$PY" - "$OUT" "$k" "$((SECONDS - start))" <<'PYEOF'
+import json, pathlib, sys
+out, k, wall = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+rows = [json.loads(l) for i in range(1, k + 1) for l in (out / f"seeds_{k}_{i}.json").read_text().splitlines() if l.startswith("{")]
+total = sum(r["images_per_s"] for r in rows)
+batch = rows[0]["batch"] if rows else "?"
+print(f"== {k} seed process(es) at once, batch {batch}, CUDA defaults: {len(rows)}/{k} finished, "
+      f"{total:,.0f} images/s together ({wall} s wall)")
+PYEOF
+}
+
 if [ "$DRY" = 1 ]; then
   part gpu_step 300 "$PY" benchmarks/bench_gpu_step.py --dry-run
-  part gpu_step_json 300 "$PY" benchmarks/bench_gpu_step.py --dry-run --variants defaults --json
+  seeds 2 120 --dry-run | tee "$OUT/seeds.txt"
   echo "dry run: the parts ran on the CPU; nothing here is a GPU measurement. Output in $OUT"
   exit 0
 fi
@@ -51,20 +70,7 @@ part gpu_step 300 "$PY" benchmarks/bench_gpu_step.py --batch-sizes 128,512 --epo
 
 # 2. several seeds per GPU: K processes at once, each its own seed's worth of work.
 for k in 1 2 4; do
-  start=$SECONDS
-  for i in $(seq 1 "$k"); do
-    timeout 60 "$PY" benchmarks/bench_gpu_step.py --batch-sizes 128 --variants defaults --epochs 2 --repeats 1 --json \
-      >"$OUT/seeds_${k}_$i.json" 2>"$OUT/seeds_${k}_$i.err" &
-  done
-  wait
-  "$PY" - "$OUT" "$k" "$((SECONDS - start))" <<'PYEOF'
-import json, pathlib, sys
-out, k, wall = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-rows = [json.loads(l) for i in range(1, k + 1) for l in (out / f"seeds_{k}_{i}.json").read_text().splitlines() if l.startswith("{")]
-total = sum(r["images_per_s"] for r in rows)
-print(f"== {k} seed process(es) at once, batch 128, CUDA defaults: {len(rows)}/{k} finished, "
-      f"{total:,.0f} images/s together ({wall} s wall)")
-PYEOF
+  seeds "$k" 60 --batch-sizes 128 --epochs 2 --repeats 1
 done | tee "$OUT/seeds.txt"
 
 # 3. the other device benchmarks, short.

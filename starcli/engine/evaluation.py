@@ -90,7 +90,8 @@ def recalibrate_bn(
     and an EMA would still remember them. `config`: the solution's, for its precision and memory format.
 
     `rows` (CPUs): compute each calibration batch `rows` samples at a time where that gives the same
-    numbers — convolutions and linear layers row chunk by row chunk (bit for bit the same outputs), and
+    numbers — convolutions and linear layers row chunk by row chunk (the same outputs: bit for bit with this
+    machine's kernels), and
     each BatchNorm's batch statistics merged from row chunks instead of PyTorch's train-mode kernel
     (equal to float32 rounding, ~1e-6 relative: tests/test_barriers.py). A 4,096-row batch's
     activations (20 MB a layer for the MNIST-1D CNN) then stream through the cache in slices, which
@@ -114,25 +115,29 @@ def recalibrate_bn(
             with precision.autocast(chunk.device, config):
                 model(precision.inputs(chunk, config))
     finally:
-        for m in patched:
-            del m.forward  # back to the class's forward
+        for m, previous in patched:
+            if previous is None:
+                del m.forward  # back to the class's forward
+            else:
+                m.forward = previous
     model.train(was_training)
     for m, momentum in saved:
         m.momentum = momentum
 
 
-def _stream_rows(model: nn.Module, bns: list[nn.Module], rows: int) -> list[nn.Module]:
+def _stream_rows(model: nn.Module, bns: list[nn.Module], rows: int) -> list[tuple[nn.Module, object]]:
     """Give the model's convolutions, linear layers and BatchNorms (with running statistics) a forward
-    that works `rows` samples at a time (see recalibrate_bn); returns the modules patched."""
+    that works `rows` samples at a time (see recalibrate_bn); returns (module, the instance forward it
+    had, or None) for each module patched, to be put back."""
     patched = []
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            patched.append((m, vars(m).get("forward")))
             m.forward = _row_chunked(m.forward, rows)
-            patched.append(m)
     for m in bns:
         if m.track_running_stats:
+            patched.append((m, vars(m).get("forward")))
             m.forward = _streamed_batch_norm(m, rows)
-            patched.append(m)
     return patched
 
 

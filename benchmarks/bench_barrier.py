@@ -116,15 +116,18 @@ def timed(fn, device, repeats: int) -> float:
 
 def interleaved(fns: dict, device, repeats: int) -> dict[str, float]:
     """Median seconds per variant, the variants taking turns in every repeat (a shared machine's load
-    then hits them alike)."""
+    then hits them alike). On a CPU the seconds are this process's CPU time (one thread: the work done,
+    whatever else shares the cores; wall time on a loaded machine swung 7x between repeats); on a GPU,
+    wall time."""
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     if len(fns) > 1:
         print("seconds per repeat: " + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in times.items()))
     return {k: statistics.median(v) for k, v in times.items()}
@@ -183,7 +186,8 @@ def main() -> None:
     kwargs = ", ".join(f"{k} {v}" for k, v in config["arch_kwargs"].items())
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load {os.getloadavg()[0]:.1f}; "
           f"{config['arch']} ({kwargs}){' + BatchNorm' if args.batch_norm else ''}; {len(plan)} pairs × 11 points, "
-          f"train+test; medians of {args.repeats} interleaved repeats")
+          f"train+test; medians of {args.repeats} interleaved repeats, "
+          f"{'CPU' if device.type == 'cpu' else 'wall'} seconds")
     print(f"{'implementation':<44} {'seconds':>8} {'speed-up':>9}")
     print(f"{'naive (deep copy per point, batch ' + str(config['batch_size']) + ')':<44} {t_naive:>8.3f} {1.0:>9.2f}")
     print(f"{'naive, big batches (' + str(evaluation.EVAL_BATCH) + ')':<44} {t_naive_big:>8.3f} {t_naive / t_naive_big:>9.2f}")

@@ -94,8 +94,8 @@ def recalibrate_bn(
     machine's kernels), and
     each BatchNorm's batch statistics merged from row chunks instead of PyTorch's train-mode kernel
     (equal to float32 rounding, ~1e-6 relative: tests/test_barriers.py). A 4,096-row batch's
-    activations (20 MB a layer for the MNIST-1D CNN) then stream through the cache in slices, which
-    measured ~1.5× faster on this CPU (benchmarks/bench_barrier.py --recipe mnist1d-cnn). Same batches,
+    activations (20 MB a layer for the MNIST-1D CNN) then stream through the cache in slices: the demo
+    CNN's barrier took 1.2× less CPU time (benchmarks/bench_barrier.py --recipe mnist1d-cnn). Same batches,
     so the same estimate; None: PyTorch's own path (stars and soups keep their bits).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

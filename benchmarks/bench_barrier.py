@@ -12,7 +12,7 @@ separate that one gain from the others (in-place lerp into one network, endpoint
 `inference_mode`, losses summed on the device, one transaction for all results). The ablation times
 the interior points alone with several t per vmapped pass. Target: ≥ 3× on the MNIST-1D MLP.
 
-    python benchmarks/bench_barrier.py [--device cpu|cuda] [--batch-norm]
+    python benchmarks/bench_barrier.py [--device cpu|cuda] [--batch-norm] [--recipe mnist1d-cnn --held-out 1]
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from starcli.registry import open_registry  # noqa: E402
-from starcli.engine import data, devices, evaluation, recipes
+from starcli.engine import data, devices, evaluation, interpolation, recipes
 from starcli.solutions import anchors as anchor_training
 from starcli.solutions import (
     barriers,  # noqa: E402
@@ -108,53 +110,95 @@ def sync(device) -> None:
 
 
 def timed(fn, device, repeats: int) -> float:
-    best = math.inf
+    """Median seconds of `repeats` runs (for the ablation, which runs after the interleaved comparison)."""
+    return interleaved({"fn": fn}, device, repeats)["fn"]
+
+
+def interleaved(fns: dict, device, repeats: int) -> dict[str, float]:
+    """Median seconds per variant, the variants taking turns in every repeat (a shared machine's load
+    then hits them alike). On a CPU the seconds are this process's CPU time (one thread: the work done,
+    whatever else shares the cores; wall time on a loaded machine swung 7x between repeats); on a GPU,
+    wall time."""
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+        for name, fn in fns.items():
+            sync(device)
+            start = clock()
+            fn()
+            sync(device)
+            times[name].append(clock() - start)
+    if len(fns) > 1:
+        print("seconds per repeat: " + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in times.items()))
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--recipe", default=recipes.DEFAULT_RECIPE, help="e.g. mnist1d-cnn: the demo's CNN (BatchNorm).")
     parser.add_argument("--batch-norm", action="store_true", help="The same MLP with BatchNorm (calibration at every t).")
+    parser.add_argument("--held-out", type=int, default=3, help="Held-out solutions (pairs: 6 per held-out).")
+    parser.add_argument("--max-pairs", type=int, default=None, help="Time only the first N pairs (a loaded machine).")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     device = devices.resolve(args.device)
     overrides = {"arch_kwargs.batch_norm": True} if args.batch_norm else {}
-    config = recipes.resolve(recipes.DEFAULT_RECIPE, epochs=3, overrides=overrides)
+    config = recipes.resolve(args.recipe, epochs=3, overrides=overrides)
     with tempfile.TemporaryDirectory() as home:
         reg = open_registry(home)
-        ids = [o.solution.id for o in anchor_training.train(reg, config, list(range(1, 9)), device=str(device))]
+        seeds = list(range(1, 6 + args.held_out))
+        ids = [o.solution.id for o in anchor_training.train(reg, config, seeds, device=str(device))]
         star_sol, _ = stars.build_star(reg, ids[:5], epochs=1, device=str(device))
         plan, _ = barriers.plan_pairs(reg, star_sol.id, ids[5:], None, "anchors")
+        plan = plan[: args.max_pairs or None]
 
         def fast():
+            if args.max_pairs:
+                pairs = [(a, b) for a, b, _ in plan]
+                return barriers.measure(reg, pairs=pairs, recompute=True, device=str(device), align="none")
             return barriers.measure(reg, star=star_sol.id, held_out=ids[5:], recompute=True, device=str(device), align="none")
+
+        def fast_torch_calibration():
+            interpolation.STREAM_CALIBRATION = False  # BatchNorm re-estimated by PyTorch's train-mode kernel
+            try:
+                return fast()
+            finally:
+                interpolation.STREAM_CALIBRATION = True
 
         result = fast()  # warm-up, and the numbers to check the naive ones against
         naive_small = naive_measure(reg, plan, device, config["batch_size"])
         for pair, curve in zip(result["pairs"], naive_small):
             assert max(abs(u - v) for u, v in zip(pair["train"]["loss"], curve["train"][0])) < 1e-4
-        t_fast = timed(fast, device, args.repeats)
-        t_naive = timed(lambda: naive_measure(reg, plan, device, config["batch_size"]), device, args.repeats)
-        t_naive_big = timed(lambda: naive_measure(reg, plan, device, evaluation.EVAL_BATCH), device, args.repeats)
-        ablation = line_ablation(reg, plan, device, args.repeats)
+        has_bn = evaluation.has_batchnorm(records.network(reg, records.get(reg, ids[0]), device))
+        variants = {
+            "naive": lambda: naive_measure(reg, plan, device, config["batch_size"]),
+            "naive_big": lambda: naive_measure(reg, plan, device, evaluation.EVAL_BATCH),
+            "fast": fast,
+        }
+        if has_bn:
+            variants["fast_torch_calibration"] = fast_torch_calibration
+        times = interleaved(variants, device, args.repeats)
+        t_naive, t_naive_big, t_fast = times["naive"], times["naive_big"], times["fast"]
+        # Networks with BatchNorm take one t per pass: no ablation to run.
+        ablation = {} if has_bn else line_ablation(reg, plan, device, args.repeats)
         reg.close()
-    arch = f"mlp width {config['arch_kwargs']['width']} depth {config['arch_kwargs']['depth']}"
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {arch}"
-          f"{' + BatchNorm' if args.batch_norm else ''}; {len(plan)} pairs × 11 points, train+test")
+    kwargs = ", ".join(f"{k} {v}" for k, v in config["arch_kwargs"].items())
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load {os.getloadavg()[0]:.1f}; "
+          f"{config['arch']} ({kwargs}){' + BatchNorm' if args.batch_norm else ''}; {len(plan)} pairs × 11 points, "
+          f"train+test; medians of {args.repeats} interleaved repeats, "
+          f"{'CPU' if device.type == 'cpu' else 'wall'} seconds")
     print(f"{'implementation':<44} {'seconds':>8} {'speed-up':>9}")
     print(f"{'naive (deep copy per point, batch ' + str(config['batch_size']) + ')':<44} {t_naive:>8.3f} {1.0:>9.2f}")
     print(f"{'naive, big batches (' + str(evaluation.EVAL_BATCH) + ')':<44} {t_naive_big:>8.3f} {t_naive / t_naive_big:>9.2f}")
     print(f"{'starlight barriers.measure (--recompute)':<44} {t_fast:>8.3f} {t_naive / t_fast:>9.2f}")
-    print(f"\ninterior points only, by strategy ({'BatchNorm: one t per pass' if args.batch_norm else 'no BatchNorm'}):")
-    for label, seconds in ablation.items():
-        print(f"  {label:<42} {seconds:>8.3f}")
+    if has_bn:
+        t_plain_bn = times["fast_torch_calibration"]
+        print(f"{'  the same, BN re-estimated by PyTorch kernel':<44} {t_plain_bn:>8.3f} {t_naive / t_plain_bn:>9.2f}")
+    if ablation:
+        print("\ninterior points only, by strategy (no BatchNorm):")
+        for label, seconds in ablation.items():
+            print(f"  {label:<42} {seconds:>8.3f}")
     print(f"speed-up over the straightforward implementation: {t_naive / t_fast:.1f}x "
           f"({t_naive_big / t_fast:.1f}x over its big-batch variant)")
 

@@ -11,8 +11,12 @@ One thread (OMP_NUM_THREADS=1 and torch.set_num_threads(1)), as the project's CP
     OMP_NUM_THREADS=1 python benchmarks/bench_stacked.py [--epochs 40] [--seeds 8] [--repeats 3] [--conv]
 
 --conv adds a forward+backward timing of a small conv net, N separate convolutions against one
-grouped convolution (groups=N, the way conv seeds would be stacked); it is timing only: stacked
-training is not implemented for conv nets.
+grouped convolution (groups=N, the way conv seeds would be stacked), and whole training steps of the
+demo's CNN (mnist1d-cnn: conv1d–BatchNorm–ReLU × 4, max-pool, linear head; SGD nesterov with weight
+decay; batch 128): N networks one after another against one network whose seeds' channels sit side by
+side (grouped convolutions, one BatchNorm over all channels, which keeps per-seed statistics, a batched
+head). It is timing only, to say whether stacking conv seeds can pay here: stacked training is not
+implemented for conv nets (grouped kernels round differently, so it would need its own key).
 """
 
 from __future__ import annotations
@@ -79,6 +83,71 @@ def bench_mlp(args, split: data.Split) -> bool:
     return identical
 
 
+def bench_demo_cnn(args) -> None:
+    """Training steps of N demo CNNs (width 32, depth 3, kernel 5): one after another vs grouped."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from starcli import models
+
+    n, b, width, depth, kernel, classes = args.seeds, 128, 32, 3, 5, 10
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, b, 40, generator=g)
+    y = torch.randint(0, classes, (n, b), generator=g)
+    nets = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        nets.append(models.create("mnist1d_cnn", width=width, depth=depth, kernel=kernel))
+    sgd = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    optimizers = [torch.optim.SGD(net.parameters(), **sgd) for net in nets]
+
+    def one_after_another():
+        for i, (net, opt) in enumerate(zip(nets, optimizers)):
+            loss = F.cross_entropy(net(x[i]), y[i])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    # The same networks, seeds side by side: conv weights (n·out, in, k) with groups=n, BatchNorm over n·width.
+    convs = [torch.cat([net.stem.conv.weight.detach() for net in nets])]
+    convs += [torch.cat([net.blocks[j].conv.weight.detach() for net in nets]) for j in range(depth)]
+    bns = [nn.BatchNorm1d(n * width) for _ in range(depth + 1)]
+    head_w = torch.stack([net.head.weight.detach() for net in nets])  # (n, classes, width)
+    head_b = torch.stack([net.head.bias.detach() for net in nets])
+    params = [w.clone().requires_grad_() for w in convs] + [head_w.clone().requires_grad_(), head_b.clone().requires_grad_()]
+    params += [p for bn in bns for p in bn.parameters()]
+    stacked_opt = torch.optim.SGD(params, **sgd)
+
+    def stacked_logits():
+        h = x.transpose(0, 1)
+        for w, bn in zip(params[: depth + 1], bns):
+            h = F.relu(bn(F.conv1d(h, w, padding=kernel // 2, groups=n)))
+        pooled = h.amax(2).view(b, n, width).transpose(0, 1)
+        return torch.baddbmm(params[depth + 2].unsqueeze(1), pooled, params[depth + 1].transpose(1, 2))
+
+    def stacked():
+        logits = stacked_logits()  # (n, b, classes); seed i's samples are channel group i
+        loss = sum(F.cross_entropy(logits[i], y[i]) for i in range(n))  # each seed's own mean loss
+        stacked_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        stacked_opt.step()
+
+    with torch.no_grad():  # the same networks: equal outputs (to rounding) before any step
+        assert torch.allclose(stacked_logits(), torch.stack([net(x[i]) for i, net in enumerate(nets)]), atol=1e-4)
+    for fn in (one_after_another, stacked):  # warm-up
+        fn()
+    times: dict[str, list[float]] = {"one after another": [], "stacked": []}
+    for _ in range(args.repeats):
+        for label, fn in (("one after another", one_after_another), ("stacked", stacked)):
+            _, _, cpu = timed(lambda fn=fn: [fn() for _ in range(10)])
+            times[label].append(cpu / 10)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\ndemo CNN (mnist1d-cnn, width {width}, depth {depth}), {n} seeds, one training step each, batch {b} "
+          f"(median cpu of {args.repeats}, load {os.getloadavg()[0]:.1f}):")
+    print(f"  one after another {med['one after another'] * 1e3:7.1f} ms   grouped {med['stacked'] * 1e3:7.1f} ms"
+          f"   ratio {med['one after another'] / med['stacked']:.2f}x   target >= 1.5x")
+
+
 def bench_conv(args) -> None:
     """Forward+backward of a small CNN for N seeds: N calls against one grouped (groups=N) call."""
     import torch.nn.functional as F
@@ -101,6 +170,7 @@ def bench_conv(args) -> None:
         h = F.relu(F.conv2d(F.max_pool2d(h, 2), w2.reshape(n * 32, 16, 3, 3), padding=1, groups=n))
         h.view(b, n, -1).mean((0, 2)).sum().backward()
 
+    bench_demo_cnn(args)
     for fn in (separate, grouped):  # warm-up
         fn()
     best = {}

@@ -97,6 +97,43 @@ def test_fast_barrier_equals_a_plain_reference(reg, tiny_config, batch_norm):
     assert pair["train"]["loss_barrier"] > 0
 
 
+def test_cnn_barrier_with_streamed_calibration_equals_a_plain_reference(reg, tiny_config):
+    """The demo CNN with one 4,000-row calibration batch: the CPU path re-estimates BatchNorm in row slices
+    with float64 statistics (evaluation.recalibrate_bn's `rows`); the curves equal PyTorch's plain loop."""
+    config = recipes.resolve("mnist1d-cnn", width=8, epochs=1, overrides={"arch_kwargs.depth": 2})
+    a, b = train_anchors(reg, config, [1, 2])
+    result = barriers.measure(reg, pairs=[(a, b)], points=3, align="none")  # batch 4096: one calibration batch
+    splits = splits_of(reg)
+    nets = [records.network(reg, records.get(reg, i)) for i in (a, b)]
+    expected = reference_curve(*nets, 3, splits, splits["train"][0], 4096)
+    for split in ("train", "test"):
+        assert result["pairs"][0][split]["loss"] == pytest.approx(expected[split]["loss"], abs=1e-5)
+        assert result["pairs"][0][split]["acc"] == pytest.approx(expected[split]["acc"], abs=1e-5)
+
+
+def test_streamed_bn_statistics_equal_pytorchs_kernel():
+    """recalibrate_bn(rows=...) against PyTorch's train-mode kernel on the same batches: running statistics
+    equal to float32 rounding, counters equal, and the module's own forward back afterwards."""
+    from starcli import models
+    from starcli.engine import evaluation
+
+    torch.manual_seed(0)
+    net = models.create("mnist1d_cnn", width=8, depth=2)
+    x = torch.randn(900, 40) * 3 + 1
+    plain, streamed = copy.deepcopy(net), copy.deepcopy(net)
+    evaluation.recalibrate_bn(plain, x, batch_size=400)  # three near-equal batches: a cumulative average
+    evaluation.recalibrate_bn(streamed, x, batch_size=400, rows=64)
+    for (name, want), got in zip(plain.named_buffers(), streamed.buffers()):
+        if want.is_floating_point():
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), name
+        else:
+            assert torch.equal(got, want), name
+    assert all("forward" not in vars(m) for m in streamed.modules())
+    streamed.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(streamed(x), plain(x), rtol=1e-4, atol=1e-5)
+
+
 def test_bn_calibration_on_a_seeded_subset_equals_the_reference(reg, tiny_config):
     config = recipes.resolve("mnist1d-mlp", width=8, epochs=1, overrides={"arch_kwargs.batch_norm": True})
     a, b = train_anchors(reg, config, [1, 2])

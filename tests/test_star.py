@@ -144,3 +144,27 @@ def test_star_cli_errors_are_one_line_and_leave_the_registry_unchanged(reg, tiny
     got, out, err = cli("star", *args, "--epochs", "1")
     assert got == code and message in err and err.count("\n") == 1 and out == ""
     assert count_solutions(reg) == before
+
+
+def test_anchors_realigned_on_threads_equal_one_after_another():
+    """starlight.realign_all: the default preset's per-epoch re-alignment of every anchor, on threads, gives
+    the same permuted anchors, bit for bit and in order, as matching them one after another."""
+    from starcli import models
+    from starcli.alignment import align_state
+    from starcli.engine import starlight
+
+    torch.manual_seed(0)
+    kwargs = {"width": 64, "depth": 2}
+    target, *anchors = (models.create("mlp", **kwargs).state_dict() for _ in range(6))
+
+    def realign(a, b):
+        return align_state("mlp", kwargs, a, b, seed=3)
+
+    sequential = [realign(target, a) for a in anchors]
+    for workers in (1, 2, 4):
+        threaded = starlight.realign_all(realign, target, anchors, workers=workers)
+        assert len(threaded) == len(anchors)
+        for want, got in zip(sequential, threaded):
+            assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    # The permutations are real ones: at least one anchor's units moved.
+    assert any(not torch.equal(s["layers.1.weight"], a["layers.1.weight"]) for s, a in zip(sequential, anchors))

@@ -5,7 +5,8 @@
   num_batches_tracked) are never interpolated: they are A's.
 - BatchNorm: the running statistics of an interpolated network are meaningless, so at every interior t
   they are reset and re-estimated as a cumulative average over the calibration data before evaluation
-  (`evaluation.recalibrate_bn`).
+  (`evaluation.recalibrate_bn`); on a CPU in cache-sized row slices (same batches, same estimate to
+  float rounding).
 - Losses and correct counts accumulate on the device: one synchronisation per split and t.
 - MLPs with a wide input (≥ WIDE_INPUT features, e.g. MNIST's 784) and no BatchNorm: the first layer's
   output is affine in t, (1−t)·(W_A x + b_A) + t·(W_B x + b_B), so it is computed once per solution
@@ -29,8 +30,16 @@ from starcli import models
 from . import evaluation, precision
 
 Curves = dict[str, dict[str, list[float]]]  # split -> {"loss": [...], "acc": [...]}
-# Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes.
+# Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes. The widest
+# layer output of one chunk is kept within CPU_CHUNK_BYTES: 1,024 rows for the default MLP (width 256),
+# ~200 for the MNIST-1D CNN (32 channels × 40 positions), whose convolutions ran faster per row in such
+# chunks than in 1,024- or 4,096-row ones on this CPU (benchmarks/bench_barrier.py --recipe mnist1d-cnn).
 CPU_ROWS = 1024
+CPU_MIN_ROWS = 64
+CPU_CHUNK_BYTES = 1 << 20
+# BatchNorm re-estimation on a CPU in the same row slices (evaluation.recalibrate_bn's `rows`);
+# benchmarks/bench_barrier.py turns it off to time PyTorch's own kernel beside it.
+STREAM_CALIBRATION = True
 # Input features from which the first layer's outputs are computed once per solution (see above).
 WIDE_INPUT = 256
 
@@ -61,7 +70,7 @@ class LineEvaluator:
         self.splits = splits
         self.calibration = calibration
         self.batch_size = batch_size
-        self.rows = min(batch_size, CPU_ROWS) if device.type == "cpu" else batch_size
+        self.rows = min(batch_size, _cache_rows(self.net, splits, config)) if device.type == "cpu" else batch_size
         self.has_bn = evaluation.has_batchnorm(self.net)
         self.t_batch = 1 if self.has_bn else max(1, t_batch)
         # state_dict() tensors share storage with the network: writing them rewrites the network.
@@ -98,7 +107,9 @@ class LineEvaluator:
         torch._foreach_lerp_(self.targets, [state_b[k] for k in self.float_keys], t)
         _copy(self.others, [state_a[k] for k in self.other_keys])  # integer buffers: A's, never interpolated
         if self.has_bn:
-            evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size, config=self.config)
+            # On a CPU the calibration batches stream through the cache in slices of `rows` samples.
+            rows = self.rows if self.device.type == "cpu" and STREAM_CALIBRATION else None
+            evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size, config=self.config, rows=rows)
         if self.first is not None:
             return self._evaluate_from_first(self.first_outputs(state_a), self.first_outputs(state_b), t)
         return self._evaluate()
@@ -195,6 +206,29 @@ class Tally:
             variance = (y - y.mean(0)).pow(2).flatten(1).mean(1).mean().item()
             return [(loss, 100.0 * (1.0 - loss / variance)) for loss in losses]
         return [(loss, 100.0 * c / n) for loss, c in zip(losses, self.correct.tolist())]
+
+
+@torch.inference_mode()
+def _cache_rows(net: torch.nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], config) -> int:
+    """Rows per CPU chunk: CPU_CHUNK_BYTES over the bytes per sample of the network's widest layer output
+    (found by one forward pass of two samples), within [CPU_MIN_ROWS, CPU_ROWS]."""
+    if not splits:
+        return CPU_ROWS
+    widest = 1
+    x = next(iter(splits.values()))[0][:2]
+
+    def record(_module, _inputs, output):
+        nonlocal widest
+        if isinstance(output, torch.Tensor) and output.dim() > 0 and len(output) == len(x):
+            widest = max(widest, output[0].numel() * output.element_size())
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if not list(m.children())]
+    try:
+        net(precision.inputs(x, config))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(CPU_MIN_ROWS, min(CPU_ROWS, CPU_CHUNK_BYTES // widest))
 
 
 def _wide_first_layer(net: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:

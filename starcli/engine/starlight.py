@@ -9,7 +9,9 @@ autograd delivers d/dθ = (1−t)·∇L((1−t)θ + tθ_i) without copying param
 from __future__ import annotations
 
 import math
+import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,6 +31,33 @@ from .interpolation import average
 STAR_SEED_OFFSET = 1_000_000_007
 STAR_INITS = ("random", "anchor-mean")
 BETA_RANGE = (1e-3, 1e4)  # the Beta parameters t may be drawn with (see TSampling.parse)
+
+
+def realign_all(
+    realign: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+    target: dict[str, torch.Tensor],
+    anchors: list[dict[str, torch.Tensor]],
+    workers: int | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """`[realign(target, a) for a in anchors]`, the anchors after the first on `workers` threads (default:
+    the cores this process may use).
+
+    Each anchor's weight matching is independent of the others' and deterministic (its own seeded order,
+    scipy's assignment, matrix products on torch's intra-op threads as before), so the list is the same,
+    bit for bit, in any order (tests/test_star.py). scipy's linear_sum_assignment and torch's kernels
+    release the GIL: threads overlap the assignments, which are most of a re-alignment. The first anchor
+    is matched alone: its call derives and caches the architecture's permutation spec, which draws from
+    torch's global generator, exactly once and at the same point as one anchor after another did.
+    """
+    if not anchors:
+        return []
+    first = realign(target, anchors[0])
+    rest = anchors[1:]
+    workers = min(len(rest), workers or len(os.sched_getaffinity(0)))
+    if workers <= 1:
+        return [first] + [realign(target, a) for a in rest]
+    with ThreadPoolExecutor(workers, thread_name_prefix="realign") as pool:
+        return [first] + list(pool.map(lambda a: realign(target, a), rest))
 
 
 @dataclass(frozen=True)
@@ -145,7 +174,7 @@ def fit_star(
     model = loop.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
     if init == "anchor-mean":
         first = anchors[0]
-        model.load_state_dict(average([first] + [realign(first, a) if realign else a for a in anchors[1:]]))
+        model.load_state_dict(average([first] + (realign_all(realign, first, anchors[1:]) if realign else anchors[1:])))
     optimizer = loop.build_optimizer(model.parameters(), config)
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
@@ -167,7 +196,7 @@ def fit_star(
     def realign_anchors(epoch: int) -> None:
         nonlocal targets
         star_state = {k: v.detach() for k, v in model.state_dict().items()}
-        targets = anchor_params([realign(star_state, state) for state in anchors])
+        targets = anchor_params(realign_all(realign, star_state, anchors))
 
     def network_at(weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(model, dict(zip(names, weights)), (x,), tie_weights=tied)

@@ -1,0 +1,86 @@
+"""Cost of the default star preset's re-alignment: every anchor weight-matched to the star at the start
+of every epoch (`starlight.realign_all`), one anchor after another vs on threads, against an epoch.
+
+Anchors: the default recipe (MNIST-1D MLP) trained for a few epochs on the real data; the star: their
+aligned mean (the preset's start). Per anchor count, interleaved and repeated, medians:
+- a plain epoch (`training.fit`, one epoch) and a star epoch without re-alignment (`fit_star`, one epoch),
+- re-aligning all anchors one after another (workers 1) and on threads (workers = the cores here).
+Targets (issue 25): star epoch with re-alignment ≤ 1.3× a plain epoch at 5 anchors; re-alignment ≤ 10%
+of the star epoch at 20 anchors. Equal results are tests/test_star.py's business (bit for bit).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_realign.py [--anchors 5,20] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from starcli.alignment import align_state  # noqa: E402
+from starcli.engine import data, recipes, starlight, training  # noqa: E402
+from starcli.engine.interpolation import average  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--anchors", default="5,20", help="Anchor counts, comma-separated.")
+    parser.add_argument("--epochs", type=int, default=5, help="Epochs each anchor is trained for.")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    counts = [int(n) for n in args.anchors.split(",")]
+    device = torch.device("cpu")
+    config = recipes.resolve(recipes.DEFAULT_RECIPE, epochs=args.epochs)
+    one_epoch = dict(config, epochs=1)
+    with tempfile.TemporaryDirectory() as cache:
+        split = data.load_split(config["dataset"], "train", device, cache_dir=Path(cache))
+    kwargs = config["arch_kwargs"]
+    anchors = [
+        {k: v.detach().clone() for k, v in training.fit(config, seed, device, split).state_dict().items()}
+        for seed in range(1, max(counts) + 1)
+    ]
+
+    def realign(a, b):
+        return align_state(config["arch"], kwargs, a, b, seed=0)
+
+    sampling = starlight.TSampling.parse("uniform")
+    workers = len(os.sched_getaffinity(0))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), {workers} cores for threads, "
+          f"load {os.getloadavg()[0]:.1f} at start; {config['arch']} {kwargs}, {len(split.x)} samples, "
+          f"batch {config['batch_size']}; medians of {args.repeats} interleaved repeats")
+    print(f"{'anchors':>7} {'plain ep':>9} {'star ep':>8} {'realign 1':>10} {f'realign {workers}':>10} "
+          f"{'star+re/plain':>14} {'threads':>8} {'realign share':>14}")
+    for n in counts:
+        group = anchors[:n]
+        star = average([group[0]] + [realign(group[0], a) for a in group[1:]])
+        variants = {
+            "plain": lambda: training.fit(one_epoch, 0, device, split),
+            "star": lambda: starlight.fit_star(one_epoch, group, 0, device, split, sampling),
+            "seq": lambda: starlight.realign_all(realign, star, group, workers=1),
+            "threads": lambda: starlight.realign_all(realign, star, group, workers=workers),
+        }
+        for fn in variants.values():
+            fn()  # warm-up
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(args.repeats):
+            for name, fn in variants.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        m = {k: statistics.median(v) for k, v in times.items()}
+        print(f"{n:>7} {m['plain']:>9.3f} {m['star']:>8.3f} {m['seq']:>10.3f} {m['threads']:>10.3f} "
+              f"{(m['star'] + m['threads']) / m['plain']:>14.2f} {m['seq'] / m['threads']:>7.2f}x "
+              f"{m['threads'] / (m['star'] + m['threads']):>13.0%}")
+    print(f"load {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()

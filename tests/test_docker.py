@@ -37,10 +37,23 @@ def test_dockerfile_passes_hadolint_at_warning_level():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_base_image_is_a_pinned_cuda_pytorch_build():
-    [base] = [args for word, args in _instructions() if word == "FROM"]
-    image, _, tag = base.partition(":")
-    assert image == "pytorch/pytorch" and "cuda" in tag and tag[0].isdigit()
+def test_the_base_image_is_a_build_argument_defaulting_to_a_pinned_cuda_pytorch_build():
+    ins = _instructions()
+    # The ARG comes before FROM (only such an ARG can name the base), and FROM uses it.
+    assert ins[0][0] == "ARG" and ins[1] == ("FROM", "${BASE}")
+    name, _, default = ins[0][1].partition("=")
+    image, _, tag = default.partition(":")
+    assert name == "BASE" and image == "pytorch/pytorch" and "cuda" in tag and tag[0].isdigit()
+
+
+def test_pip_sources_are_build_arguments_so_they_stay_out_of_the_image():
+    # CI builds with its machine's local package folders (.ci/image); an ENV would bake those paths into the
+    # image, where they do not exist.
+    ins = _instructions()
+    args = {args.split("=")[0] for word, args in ins if word == "ARG"}
+    assert {"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONSTRAINT", "PIP_CERT"} <= args
+    env = " ".join(args for word, args in ins if word == "ENV")
+    assert "PIP_INDEX_URL" not in env and "PIP_FIND_LINKS" not in env
 
 
 def test_the_image_installs_into_a_venv_that_reuses_the_base_images_torch():

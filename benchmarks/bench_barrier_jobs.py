@@ -1,4 +1,4 @@
-"""Barrier fan-out: `executors.barrier(--jobs 2)` on a local 2-worker pool against one process, same pairs.
+"""Barrier fan-out: `barriers.barrier(--jobs 2)` on a local 2-worker pool against one process, same pairs.
 
 The demo's setting (a star from 5 anchors of the default recipe, 3 held-outs: 18 pairs, 11 points, train
 and test). One process runs with one thread; each of the 2 workers also runs with one thread
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from starcli.registry import open_registry  # noqa: E402
 from starcli.engine import recipes  # noqa: E402
 from starcli.solutions import anchors as anchor_training  # noqa: E402
-from starcli.solutions import barriers, executors, stars  # noqa: E402
+from starcli.solutions import barriers, stars  # noqa: E402
 
 
 def numbers(result):
@@ -53,7 +53,7 @@ def main() -> None:
             single, n = barriers.measure_counted(reg, device="cpu", **options)
             one.append(time.perf_counter() - start)
             start = time.perf_counter()
-            fanned, m = executors.barrier(reg, executor="local", device="cpu", jobs=2, **options)
+            fanned, m = barriers.barrier(reg, executor="local", device="cpu", jobs=2, **options)
             two.append(time.perf_counter() - start)
             assert n == m == 18 and numbers(single) == numbers(fanned), "the batches' numbers differ"
             reference = reference or numbers(single)

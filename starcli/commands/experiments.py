@@ -53,7 +53,7 @@ def sweep(
             sys.stdout.write(table_text(rows, ["sweep", "description"], None))
         return
     from starcli.experiments import sweep as sweeps
-    from starcli.solutions.executor_options import check_options
+    from starcli.runners.options import check_options
 
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     spec = sweep_file.load(name)

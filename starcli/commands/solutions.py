@@ -48,14 +48,15 @@ def train(
     seeds = common.ids(seed, "seed")
     common.check_recipe_name(recipe)
     from starcli.engine import recipes
-    from starcli.solutions import executors, records
+    from starcli.runners.options import check_options, policy_device
+    from starcli.solutions import records, training
 
-    executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
+    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     config = recipes.resolve(
         recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_),
         # The precision policy's defaults (bf16 + channels_last for convnets on CUDA) for the device the
         # runs will train on: a SLURM or Ray job's, not this machine's.
-        device=executors.policy_device(executor, device, gpus_per_job),
+        device=policy_device(executor, device, gpus_per_job),
         compile_step=compile_,
     )
     if executor == "local":
@@ -64,7 +65,7 @@ def train(
     tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     with rep.live():
-        outcomes = executors.train(
+        outcomes = training.train(
             reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
             reporter=rep, partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster,
             ray_address=ray_address, tracking=tracking,

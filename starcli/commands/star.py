@@ -59,12 +59,13 @@ def star(
     from starcli.engine.star_presets import star_settings
     from starcli.engine.starlight import TSampling
     from starcli.selectors import check_finite, check_int, check_seed
-    from starcli.solutions import executors, records
+    from starcli.runners.options import check_options
+    from starcli.solutions import records, stars
 
     settings = star_settings(preset, align_anchors=realign, init=init, mu_star=mu_star)
 
     anchor_ids = common.solution_ids(anchors, "anchor id", unique=True)
-    executors.check_options(executor, None, partition, time, gpus_per_job, slurm_cluster, ray_address)
+    check_options(executor, None, partition, time, gpus_per_job, slurm_cluster, ray_address)
     if len(anchor_ids) < 2:
         raise UsageError(f"a star needs at least 2 anchors, got --anchors {anchors}")
     check_seed(seed)
@@ -81,7 +82,7 @@ def star(
         compile_step=compile_, **settings,
     )
     with rep.live():
-        [(sol, created)] = executors.build_stars(
+        [(sol, created)] = stars.build_stars(
             reg, [spec], executor=executor, device=device, reporter=rep, partition=partition, time=time,
             gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address, tracking=tracking,
         )
@@ -166,7 +167,7 @@ def barrier(
     from starcli.reports import style
     from starcli.selectors import check_id
     from starcli.solutions.barriers import _parse_options, measure_counted
-    from starcli.solutions.executor_options import check_options
+    from starcli.runners.options import check_options
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
     held = common.solution_ids(held_out, "held-out id", unique=True) if held_out else None
@@ -206,13 +207,13 @@ def barrier(
 
                 result = barrier_matrix(common.existing_registry(), matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, **options)
             elif len(stars) > 1:
-                from starcli.solutions import executors
+                from starcli.solutions.barriers import barrier as on_runner
                 from starcli.solutions.barriers import check_replicate_stars, replicates
 
                 reg = common.existing_registry()
                 check_replicate_stars(reg, stars)  # before any pair is measured and stored
                 result = replicates([
-                    executors.barrier(
+                    on_runner(
                         reg, executor=executor, jobs=jobs, reporter=rep, partition=partition, time=time,
                         gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
                         star=one, held_out=held, pairs=pairs, baseline=baseline, **options,
@@ -220,16 +221,16 @@ def barrier(
                     for one in stars
                 ])
             elif executor == "local" and not jobs:
-                # In this process: a query the registry answers then imports no torch (the executors do),
+                # In this process: a query the registry answers then imports no torch (the runners do),
                 # and reads it read-only, beside any writer; a missing pair needs the writable registry.
                 measure = dict(star=stars[0], held_out=held, pairs=pairs, baseline=baseline, reporter=rep, **options)
                 result = None if recompute else _answered_from_registry(**measure)
                 if result is None:
                     result, _ = measure_counted(common.existing_registry(), **measure)
             else:
-                from starcli.solutions import executors
+                from starcli.solutions.barriers import barrier as on_runner
 
-                result, _ = executors.barrier(
+                result, _ = on_runner(
                     common.existing_registry(), executor=executor, jobs=jobs, reporter=rep, partition=partition,
                     time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
                     star=stars[0], held_out=held, pairs=pairs, baseline=baseline, **options,

@@ -32,7 +32,7 @@ def soup_center(
     """The soup of `anchor_ids` (aligned to the first when `align_soup`) as a center: built or found, then
     measured against `held_out` with the given barrier options. Its pairs are labelled soup-held-out;
     with baseline "anchors" the regular anchor-held-out summary comes along. `measure` replaces
-    `measure_counted` (a sweep passes its executor's fan-out, `executors.barrier`)."""
+    `measure_counted` (a sweep passes its runner's fan-out, `barriers.barrier`)."""
     sol, created = build_soup(
         reg, anchor_ids, align=align_soup, bn_calibration=bn_calibration, device=device, reporter=reporter
     )

@@ -22,7 +22,10 @@ from starcli.engine.star_presets import star_settings
 from starcli.progress import Reporter
 from starcli.registry import Registry
 from starcli.reports import sweep_report
-from starcli.solutions import anchors, executors, records
+from starcli.runners.local import local_pool
+from starcli.runners import options as run_options
+from starcli.runners.jobs import raise_failures
+from starcli.solutions import anchors, barriers, records, stars, training
 from starcli.solutions.barriers import measure_counted
 
 from . import statistics
@@ -45,7 +48,7 @@ def run(
 ) -> dict[str, Any]:
     """Train what is missing, build every star, measure every barrier, write the report folder.
 
-    `cluster`: the SLURM and Ray options of `executors.train` (partition, time, gpus_per_job,
+    `cluster`: the SLURM and Ray options of `training.train` (partition, time, gpus_per_job,
     slurm_cluster, ray_address), for every phase. On Ray the whole sweep shares one connection (one
     local Ray, when no address is given), not one per phase.
 
@@ -56,11 +59,13 @@ def run(
     unknown = sorted(set(cluster) - set(CLUSTER_OPTIONS))
     if unknown:
         raise TypeError(f"sweep.run() got unexpected keyword argument(s) {', '.join(unknown)}")
-    executors.check_options(
-        executor, jobs, cluster.get("partition"), cluster.get("time", executors.DEFAULT_TIME), cluster.get("gpus_per_job"),
+    run_options.check_options(
+        executor, jobs, cluster.get("partition"), cluster.get("time", run_options.DEFAULT_TIME), cluster.get("gpus_per_job"),
         cluster.get("slurm_cluster", "slurm"), cluster.get("ray_address"),
     )
-    session = executors.ray_session() if executor == "ray" else nullcontext()
+    if executor == "ray":
+        from starcli.runners.ray_tasks import ray_session
+    session = ray_session() if executor == "ray" else nullcontext()
     with session:
         return _run(reg, sweep, Path(out), device, data_dir, download, executor, jobs, reporter or Reporter(), tracking, cluster)
 
@@ -75,8 +80,8 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, job
     computed = {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0}
     overall = reporter.task(f"sweep {sweep.name}", len(sweep.widths) + (3 if sweep.soup else 2) * len(cells))
 
-    configs = width_configs(sweep, executors.policy_device(executor, device, cluster.get("gpus_per_job")))
-    pool = executors.local_pool(device, jobs) if executor == "local" else None
+    configs = width_configs(sweep, run_options.policy_device(executor, device, cluster.get("gpus_per_job")))
+    pool = local_pool(device, jobs) if executor == "local" else None
     if pool is not None:
         with pool:
             results = _run_on_pool(
@@ -95,24 +100,24 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, job
 
     # Every star of the sweep at once, through the executor (they need only the trained anchors).
     anchor_sets = [_anchor_ids(sweep, cell, ids) for cell in cells]
-    built = executors.build_stars(
-        reg, [_star_spec(sweep, cell, anchors) for cell, anchors in zip(cells, anchor_sets)],
+    built = stars.build_stars(
+        reg, [_star_spec(sweep, cell, anchor_ids) for cell, anchor_ids in zip(cells, anchor_sets)],
         executor=executor, device=device, jobs=jobs, reporter=reporter, tracking=tracking, **cluster,
     )
     # Barrier pairs run on the executor too, in --jobs batches (local: in this process unless --jobs > 1).
-    fan_out = partial(executors.barrier, executor=executor, jobs=jobs, **cluster)
+    fan_out = partial(barriers.barrier, executor=executor, jobs=jobs, **cluster)
 
     results = []
-    for cell, anchors, (star, created) in zip(cells, anchor_sets, built):
+    for cell, anchor_ids, (star, created) in zip(cells, anchor_sets, built):
         held_out = _held_out_ids(sweep, cell, ids)
         computed["stars"] += int(created)
         overall.advance(step=f"star {star.id}")
         measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter, fan_out)
         computed["barrier_pairs"] += n_computed
         overall.advance(step=f"barriers of star {star.id}")
-        result = _cell_result(reg, cell, star, anchors, held_out, measured)
+        result = _cell_result(reg, cell, star, anchor_ids, held_out, measured)
         if sweep.soup:
-            _add_soup(reg, sweep, result, anchors, held_out, measured, device, reporter, fan_out, computed, overall)
+            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, fan_out, computed, overall)
         results.append(result)
     overall.done()
     return _finish(sweep, out, results, computed, start, device)
@@ -144,7 +149,7 @@ def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: di
 
 def width_configs(sweep: Sweep, device: str) -> dict[Any, dict[str, Any]]:
     """Every width's training config, resolved once for the device its runs train on (`device`, as
-    `executors.policy_device` names it: its precision defaults are part of the key), and used by every
+    `runners.options.policy_device` names it: its precision defaults are part of the key), and used by every
     path of the sweep alike, so a pooled sweep keys its anchors exactly as a sequential one does."""
     return {width: sweep.config(width, device) for width in sweep.widths}
 
@@ -163,7 +168,7 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
     ids = _train_on_pool(reg, sweep, configs, pool, device, data_dir, download, reporter, tracking, overall, computed)
     anchor_sets = [_anchor_ids(sweep, cell, ids) for cell in cells]
     held_outs = [_held_out_ids(sweep, cell, ids) for cell in cells]
-    plans, star_todo = executors.star_jobs(
+    plans, star_todo = stars.star_jobs(
         reg, [_star_spec(sweep, cell, anchor_ids) for cell, anchor_ids in zip(cells, anchor_sets)], device, reporter
     )
     built: list[tuple[Any, bool]] = [(plan.existing, False) for plan in plans]
@@ -172,12 +177,12 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
     failed: list[tuple[Any, BaseException]] = []
 
     def send_pairs(i: int) -> None:
-        todo, settings, settings_hash = executors.missing_pairs(
+        todo, settings, settings_hash = barriers.missing_pairs(
             reg, device, **_measure_options(sweep, built[i][0].id, held_outs[i])
         )
         todo = [pair for pair in todo if (settings_hash, pair) not in sent]
         sent.update((settings_hash, pair) for pair in todo)
-        for job in executors.barrier_jobs(reg, todo, settings, settings_hash, device, len(pool.slots)) if todo else []:
+        for job in barriers.barrier_jobs(reg, todo, settings, settings_hash, device, len(pool.slots)) if todo else []:
             pending[pool.submit(job)] = ("pairs", i, job)
 
     for i, plan in enumerate(plans):
@@ -205,9 +210,9 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
     for what in ("star", "barrier batch"):
         jobs = [(job, e) for job, e in failed if (job.kind == "star") == (what == "star")]
         if jobs:
-            executors.raise_failures([j for j, _ in jobs], [e for _, e in jobs], what)
+            raise_failures([j for j, _ in jobs], [e for _, e in jobs], what)
 
-    fan_out = partial(executors.barrier, executor="local", pool=pool)
+    fan_out = partial(barriers.barrier, executor="local", pool=pool)
     results = []
     for cell, anchor_ids, held_out, (star, created) in zip(cells, anchor_sets, held_outs, built):
         computed["stars"] += int(created)
@@ -266,7 +271,7 @@ def _train_on_pool(reg, sweep: Sweep, by_width: dict, pool, device, data_dir, do
                 reporter.log(f"{job.label()} (width {widths[w]}): failed: {e}")
         register_ready()
     if failed:
-        executors.raise_failures([j for j, _ in failed], [e for _, e in failed], "seed")
+        raise_failures([j for j, _ in failed], [e for _, e in failed], "seed")
     return ids
 
 
@@ -279,12 +284,12 @@ def _train_jobs(reg, config, seeds: list[int], device, data_dir, download, pool,
     if stacked.stackable(config, devices.resolve(device)):
         workers = len(pool.slots)
         parts = max(1, min(workers, len(seeds), math.ceil(_cost(config, len(seeds)) * 2 * workers / max(total, 1e-9))))
-        groups = executors.seed_groups(seeds, parts)
+        groups = training.seed_groups(seeds, parts)
     else:
         groups = [[seed] for seed in seeds]
-    where = (device, data_dir and str(Path(data_dir).expanduser().resolve()), False, reg.store_url)
-    return [(_cost(config, len(g)), executors.TrainAheadJob(str(reg.home), reg.url, config, g[0], *where, more=tuple(g[1:])))
-            for g in groups]
+    where = dict(home=str(reg.home), db_url=reg.url, config=config, device=device,
+                 data_dir=data_dir and str(Path(data_dir).expanduser().resolve()), store_url=reg.store_url)
+    return [(_cost(config, len(g)), training.TrainAheadJob(seed=g[0], more=tuple(g[1:]), **where)) for g in groups]
 
 
 def _cost(config: dict[str, Any], seeds: int) -> float:
@@ -308,7 +313,7 @@ def _task(sweep: Sweep) -> str:
 
 
 def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter, tracking=None, cluster=None):
-    return executors.train(
+    return training.train(
         reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
         reporter=reporter, tracking=tracking, **(cluster or {}),
     )

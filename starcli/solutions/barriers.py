@@ -6,7 +6,8 @@ is answered from the registry. What the numbers mean (paper Eq. 1) is starcli/en
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
@@ -17,6 +18,8 @@ from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 from starcli.registry import BarrierResult, Registry, Solution
+from starcli.runners.jobs import raise_failures
+from starcli.runners.options import DEFAULT_TIME, check_options
 
 from . import records
 
@@ -200,7 +203,7 @@ def measure_counted(
     from the table, which other processes may be writing at the same time.
 
     `fan_out(todo, settings, settings_hash)`, when given, computes and stores the missing pairs elsewhere
-    (executors.barrier: batches on workers); their results are then read back from the table."""
+    (`barrier`: batches on workers); their results are then read back from the table."""
     reporter = reporter or Reporter()
     splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align)
     devices.check(device)  # before the cache: pairs answered from the registry must not hide --device tpu
@@ -366,6 +369,119 @@ def measured_held_outs(reg, star) -> list[int]:
         rows = s.exec(select(BarrierResult).where(or_(BarrierResult.a_id == star.id, BarrierResult.b_id == star.id))).all()
     others = {r.b_id if r.a_id == star.id else r.a_id for r in rows}
     return sorted(others - set(star.anchors) - {star.id})
+
+
+# --- on a runner: batches of pairs as jobs ---------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BarrierJob:
+    """A batch of barrier pairs under one set of settings; the batch's results are stored as it finishes,
+    and pairs already stored are skipped (unless `recompute`)."""
+
+    kind: ClassVar[str] = "pair"
+
+    home: str
+    db_url: str
+    pairs: tuple[tuple[int, int], ...]
+    settings: dict[str, Any]
+    settings_hash: str
+    device: str
+    recompute: bool = False
+    store_url: str | None = None
+
+    def label(self) -> str:
+        return f"{len(self.pairs)} pair(s) from {self.pairs[0]}"
+
+    def weight(self) -> int:
+        return len(self.pairs)
+
+    def describe(self, result: tuple[int, int]) -> str:
+        computed, total = result
+        return f"{self.label()}: {computed} computed, {total - computed} already stored"
+
+    def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, int]:
+        """(pairs computed, pairs in the batch)."""
+        wanted = set(self.pairs)
+        done = set() if self.recompute else set(cached_results(reg, self.settings_hash, wanted))
+        todo = [pair for pair in self.pairs if pair not in done]
+        if todo:
+            sols = records.get_many(reg, list(dict.fromkeys(i for pair in todo for i in pair)))
+            compute_pairs(
+                reg, {s.id: s for s in sols}, todo, self.settings, self.settings_hash, self.device, reporter or Reporter()
+            )
+        return len(todo), len(self.pairs)
+
+
+class _Collected(Exception):
+    """Raised by `missing_pairs`' fan-out to stop `measure_counted` once it has said what it lacks."""
+
+
+def missing_pairs(reg, device: str = "auto", **measure: Any) -> tuple[list[tuple[int, int]], dict | None, str | None]:
+    """The pairs `measure_counted(**measure)` would compute, with their settings and settings
+    hash, computing nothing: what a caller sends to workers ahead of the measurement that reads them
+    back. ([], None, None) when every pair is stored."""
+    found = []
+
+    def collect(todo, settings, settings_hash):
+        found.append((list(todo), settings, settings_hash))
+        raise _Collected
+
+    try:
+        measure_counted(reg, device=device, fan_out=collect, **measure)
+    except _Collected:
+        return found[0]
+    return [], None, None
+
+
+def barrier_jobs(reg, todo: list[tuple[int, int]], settings: dict, settings_hash: str, device: str, batches: int,
+                 recompute: bool = False) -> list[BarrierJob]:
+    """`todo` in `batches` contiguous batches (pairs that share a solution, a star's, load it once per batch)."""
+    n = max(1, min(len(todo), batches))
+    parts = [tuple(todo[k * len(todo) // n:(k + 1) * len(todo) // n]) for k in range(n)]
+    return [BarrierJob(home=str(reg.home), db_url=reg.url, pairs=b, settings=settings, settings_hash=settings_hash,
+                       device=device, recompute=recompute, store_url=reg.store_url)
+            for b in parts if b]
+
+
+def barrier(
+    reg,
+    executor: str = "local",
+    device: str = "auto",
+    jobs: int | None = None,
+    reporter=None,
+    partition: str | None = None,
+    time: str = DEFAULT_TIME,
+    gpus_per_job: float | None = None,
+    slurm_cluster: str = "slurm",
+    ray_address: str | None = None,
+    pool=None,
+    **measure: Any,
+) -> tuple[dict[str, Any], int]:
+    """`measure_counted` with the missing pairs split into `jobs` batches run on `executor`;
+    each batch stores its pairs as it finishes, so a rerun computes only what is still missing. The
+    numbers equal a single-process run's: each pair is computed from its two solutions alone. `pool`: an
+    open `LocalPool` to run the batches on (a sweep's), instead of workers started for this call."""
+    from starcli.runners.local import pool_slots  # torch: only once pairs go to workers
+    from starcli.runners.run import run_jobs
+
+    reporter = reporter or Reporter()
+    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
+    recompute = bool(measure.get("recompute", False))
+    if executor == "local" and pool is None and not pool_slots(device, jobs):
+        return measure_counted(reg, device=device, reporter=reporter, **measure)
+
+    def fan_out(todo: list[tuple[int, int]], settings: dict, settings_hash: str) -> None:
+        if pool is not None:
+            n = len(pool.slots)
+        else:
+            n = jobs or (len(pool_slots(device, jobs)) if executor == "local" else len(todo))
+        work = barrier_jobs(reg, todo, settings, settings_hash, device, n, recompute)
+        results = run_jobs(reg, work, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address,
+                           reporter, pool=pool)
+        raise_failures(work, results, "barrier batch")
+
+    return measure_counted(reg, device=device, reporter=reporter, fan_out=fan_out, **measure)
 
 
 # --- what is stored: `starlight barriers`, `starlight curves` ------------------------------------------

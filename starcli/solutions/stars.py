@@ -10,7 +10,7 @@ import math
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from starcli.alignment import align_state
 from starcli.engine import compilation, devices, evaluation
@@ -20,6 +20,10 @@ from starcli.engine.starlight import STAR_INITS, TSampling, fit_star
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 from starcli.registry import Registry, Solution
+from starcli.runners.jobs import raise_failures
+from starcli.runners.local import pool_slots
+from starcli.runners.options import DEFAULT_TIME, check_options
+from starcli.runners.run import run_jobs
 from starcli.selectors import MAX_SEED
 
 from . import manage, records
@@ -228,3 +232,96 @@ def build_star(
         f"star: solution {sol.id}  train acc {metrics['train_acc']:.1f}%  test acc {metrics['test_acc']:.1f}%  ({wall:.1f}s)"
     )
     return sol, created
+
+
+# --- on a runner: a star as a job, and several stars at once -------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StarJob:
+    """One star to build (`build_star`'s arguments); it resumes from its last epoch when rerun."""
+
+    kind: ClassVar[str] = "star"
+
+    home: str
+    db_url: str
+    anchors: tuple[int, ...]
+    device: str
+    epochs: int | None = None
+    t_sampling: str = "uniform"
+    samples_per_step: int = 1
+    mu_star: float = 0.0
+    seed: int = 0
+    align_anchors: bool = False
+    store_url: str | None = None
+    init: str = "random"
+    compile_step: bool | None = None
+
+    def label(self) -> str:
+        return f"star from anchors {','.join(map(str, self.anchors))} (seed {self.seed})"
+
+    def weight(self) -> int:
+        return 1
+
+    def describe(self, result: tuple[int, bool]) -> str:
+        sid, trained = result
+        return f"{self.label()}: {'solution' if trained else 'already registered as solution'} {sid}"
+
+    def run(self, reg: Registry, reporter: Reporter | None = None, tracking=None) -> tuple[int, bool]:
+        """(solution id, trained); `tracking` streams its epochs to a live tracker when it runs here."""
+        sol, created = build_star(
+            reg, list(self.anchors), epochs=self.epochs, t_sampling=self.t_sampling, samples_per_step=self.samples_per_step,
+            mu_star=self.mu_star, seed=self.seed, device=self.device, reporter=reporter, align_anchors=self.align_anchors,
+            tracking=tracking, init=self.init, compile_step=self.compile_step,
+        )
+        return sol.id, created
+
+
+def build_stars(
+    reg,
+    specs: list[dict[str, Any]],
+    executor: str = "local",
+    device: str = "auto",
+    jobs: int | None = None,
+    reporter=None,
+    partition: str | None = None,
+    time: str = DEFAULT_TIME,
+    gpus_per_job: float | None = None,
+    slurm_cluster: str = "slurm",
+    ray_address: str | None = None,
+    tracking=None,
+) -> list[tuple[Any, bool]]:
+    """Build one star per spec (`build_star`'s keyword arguments, `anchor_ids` included) on
+    `executor`, several at once; returns (solution, created) in spec order. Every spec is checked here
+    first, and stars already registered are not submitted."""
+    reporter = reporter or Reporter()
+    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
+    plans, jobs_of = star_jobs(reg, specs, device, reporter)
+    where, todo = [i for i, _ in jobs_of], [job for _, job in jobs_of]
+    if executor == "local" and todo and not pool_slots(device, jobs):
+        # One slot: here, with this process's progress bars, exactly as `build_star` runs.
+        results = [job.run(reg, reporter, tracking) for job in todo]
+    else:
+        results = run_jobs(reg, todo, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter)
+    raise_failures(todo, results, "star")
+    out: list[tuple[Any, bool]] = [(plan.existing, False) for plan in plans]
+    for i, (sid, created) in zip(where, results):
+        out[i] = (records.get(reg, sid), created)
+    return out
+
+
+def star_jobs(reg, specs: list[dict[str, Any]], device: str, reporter: Reporter) -> tuple[list, list[tuple[int, StarJob]]]:
+    """Every spec checked and keyed (`plan_star`), and a `StarJob` for each star not yet registered:
+    (plans in spec order, [(spec index, job)])."""
+    plans = [plan_star(reg, **{k: v for k, v in spec.items() if k != "device"}) for spec in specs]
+    todo = []
+    for i, (spec, plan) in enumerate(zip(specs, plans)):
+        if plan.existing is None:
+            options = {k: v for k, v in spec.items() if k not in ("anchor_ids", "device", "reporter")}
+            todo.append((i, StarJob(home=str(reg.home), db_url=reg.url, anchors=tuple(plan.config["star"]["anchors"]),
+                                    device=device, store_url=reg.store_url, **options)))
+        else:
+            reporter.log(f"star from anchors {plan.config['star']['anchors']}: already registered as solution {plan.existing.id}")
+            # A star killed between its row's commit and its resume folder's removal left that folder.
+            manage.clear_registered_run(run_folder(reg, plan.key))
+    return plans, todo

@@ -58,7 +58,7 @@ def check_options(
         time_minutes(time)
     if executor == "ray" and ray_address is not None:
         # Before anything is opened or loaded: a wrong address is one line at once, not a minute of retries.
-        _check_ray_address(ray_address)
+        check_ray_address(ray_address)
 
 
 def policy_device(executor: str, device: str, gpus_per_job: float | None = None) -> str:
@@ -98,7 +98,7 @@ def time_minutes(text: str) -> int:
 RAY_CONNECT_TIMEOUT = 10.0
 
 
-def _check_ray_address(address: str | None) -> None:
+def check_ray_address(address: str | None) -> None:
     """Ray retries an unreachable head for a minute or more: try its port once, briefly, and say so in one line."""
     if not address or address in ("auto", "local"):  # Ray finds or starts these itself (exactly these words)
         return

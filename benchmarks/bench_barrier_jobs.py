@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from starcli.registry import open_registry  # noqa: E402
 from starcli.engine import recipes  # noqa: E402
 from starcli.solutions import anchors as anchor_training  # noqa: E402
+from starcli.runners.options import RunOptions  # noqa: E402
 from starcli.solutions import barriers, stars  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def main() -> None:
             single, n = barriers.measure_counted(reg, device="cpu", **options)
             one.append(time.perf_counter() - start)
             start = time.perf_counter()
-            fanned, m = barriers.barrier(reg, executor="local", device="cpu", jobs=2, **options)
+            fanned, m = barriers.barrier(reg, run=RunOptions(executor="local", jobs=2), device="cpu", **options)
             two.append(time.perf_counter() - start)
             assert n == m == 18 and numbers(single) == numbers(fanned), "the batches' numbers differ"
             reference = reference or numbers(single)

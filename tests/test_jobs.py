@@ -4,6 +4,7 @@ executor input is one bounded line."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from starcli.registry import BarrierResult, open_registry
 from starcli.engine import recipes
 from starcli.solutions import anchors as anchor_training
 from starcli.runners.jobs import RunJob
+from starcli.runners.options import RunOptions
 from starcli.solutions import barriers, records, stars, training
 
 
@@ -50,7 +52,7 @@ def _star_and_held_outs(reg, config):
 def test_barrier_pairs_over_two_workers_equal_one_process_and_a_rerun_computes_only_missing_pairs(reg, config):
     star, held = _star_and_held_outs(reg, config)
     options = dict(star=star, held_out=held, points=5, splits=("train", "test"))
-    fanned, computed = barriers.barrier(reg, executor="local", device="cpu", jobs=2, **options)
+    fanned, computed = barriers.barrier(reg, run=RunOptions(executor="local", jobs=2), device="cpu", **options)
     assert computed == 2 + 3 * 2
     spread = _curves(reg)
     single, again = barriers.measure_counted(reg, device="cpu", recompute=True, **options)
@@ -59,17 +61,17 @@ def test_barrier_pairs_over_two_workers_equal_one_process_and_a_rerun_computes_o
     with reg.session() as s:  # lose one stored pair: the rerun measures it alone
         s.delete(s.exec(select(BarrierResult).where(BarrierResult.b_id == held[1])).first())
         s.commit()
-    rerun, computed = barriers.barrier(reg, executor="local", device="cpu", jobs=2, **options)
+    rerun, computed = barriers.barrier(reg, run=RunOptions(executor="local", jobs=2), device="cpu", **options)
     assert computed == 1 and _numbers(rerun) == _numbers(single)
 
 
 def test_stars_built_by_two_local_workers_are_the_stars_this_process_builds(reg, config, tmp_path):
     ids = [o.solution.id for o in anchor_training.train(reg, config, [1, 2, 3], device="cpu")]
     specs = [dict(anchor_ids=ids[:2], epochs=2, seed=s) for s in (0, 1)]
-    built = stars.build_stars(reg, specs, executor="local", device="cpu", jobs=2)
+    built = stars.build_stars(reg, specs, run=RunOptions(executor="local", jobs=2), device="cpu")
     assert [created for _, created in built] == [True, True]
     assert [s.anchors for s, _ in built] == [ids[:2], ids[:2]]
-    again = stars.build_stars(reg, specs, executor="local", device="cpu", jobs=2)
+    again = stars.build_stars(reg, specs, run=RunOptions(executor="local", jobs=2), device="cpu")
     assert [(s.id, c) for s, c in again] == [(s.id, False) for s, _ in built]
     other = open_registry(tmp_path / "other")
     shutil.copytree(reg.home / "datasets", other.home / "datasets")
@@ -160,7 +162,7 @@ def _descendants(pid: int) -> list[int]:
 def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes_when_resubmitted(reg, config, tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
     monkeypatch.setenv("STARLIGHT_RESUME_EVERY_S", "0")  # a resume file every epoch: the kill lands after one
-    slurm = dict(executor="slurm", device="cpu", slurm_cluster="local", time="10")
+    slurm = dict(run=RunOptions(executor="slurm", slurm_cluster="local", time="10"), device="cpu")
     outcomes = training.train(reg, config, [1, 2, 3, 4], **slurm)
     ids = [o.solution.id for o in outcomes]
     spec = dict(anchor_ids=ids[:2], epochs=300, seed=7)
@@ -186,7 +188,8 @@ def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes
 
     [(star, created)] = stars.build_stars(reg, [spec], **slurm)
     assert created and not resume.exists()
-    fanned, computed = barriers.barrier(reg, jobs=2, star=star.id, held_out=ids[2:], points=3, **slurm)
+    fanned, computed = barriers.barrier(reg, run=dataclasses.replace(slurm["run"], jobs=2), device="cpu", star=star.id,
+                                        held_out=ids[2:], points=3)
     assert computed == 2 + 2 * 2 and len(fanned["pairs"]) == 6
     clean_home = tmp_path / "clean"
     shutil.copytree(reg.home, clean_home, ignore=shutil.ignore_patterns("slurm", "runs"))
@@ -213,12 +216,12 @@ def local_ray():
 
 
 def test_ray_runs_train_star_and_barrier_jobs_into_one_registry(reg, config, local_ray):
-    outcomes = training.train(reg, config, [1, 2, 3, 4], executor="ray", device="cpu")
+    outcomes = training.train(reg, config, [1, 2, 3, 4], run=RunOptions(executor="ray"), device="cpu")
     ids = [o.solution.id for o in outcomes]
-    [(star, created)] = stars.build_stars(reg, [dict(anchor_ids=ids[:2], epochs=2)], executor="ray", device="cpu")
+    [(star, created)] = stars.build_stars(reg, [dict(anchor_ids=ids[:2], epochs=2)], run=RunOptions(executor="ray"), device="cpu")
     assert created and star.kind == "star" and star.anchors == ids[:2]  # drawn in seed order, whatever order the parallel jobs registered the seeds in
     options = dict(star=star.id, held_out=ids[2:], points=3)
-    fanned, computed = barriers.barrier(reg, executor="ray", device="cpu", jobs=2, **options)
+    fanned, computed = barriers.barrier(reg, run=RunOptions(executor="ray", jobs=2), device="cpu", **options)
     assert computed == 6
     single, _ = barriers.measure_counted(reg, device="cpu", recompute=True, **options)
     assert _numbers(fanned) == _numbers(single)

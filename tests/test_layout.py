@@ -173,3 +173,31 @@ def test_only_the_runners_wing_imports_ray_or_submitit():
     # The guard reads something: the runners do import them.
     assert {"starcli.runners.slurm", "starcli.runners.ray_tasks"} <= users
     assert sorted(m for m in users if not _within(m, (RUNNERS,))) == []
+
+
+def _declared_flags(path: Path) -> set[str]:
+    """Flags a module declares with `typer.Option(...)`."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "Option":
+            found.update(a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str))
+    return found
+
+
+def test_commands_take_the_executor_options_only_from_the_one_bundle():
+    import inspect
+
+    from starcli.cli import app  # every command module loaded
+    from starcli.commands import common
+
+    flags = set(common.EXECUTOR_FLAGS)
+    assert flags == {"--executor", "--jobs", "--partition", "--time", "--gpus-per-job", "--slurm-cluster", "--ray-address"}
+    declared = {m: _declared_flags(p) & flags for m, p in MODULES.items() if _within(m, ("starcli.commands",))}
+    assert declared["starcli.commands.common"] == flags  # the bundle, read from the source
+    assert {m: sorted(v) for m, v in declared.items() if v and m != "starcli.commands.common"} == {}
+    # And every command that has one of them got it from the bundle.
+    names = {"executor", "jobs", "partition", "time", "gpus_per_job", "slurm_cluster", "ray_address"}
+    using = {info.callback.__name__: info.callback for info in app.registered_commands
+             if names & set(inspect.signature(info.callback).parameters)}
+    assert {"train", "star", "barrier", "sweep", "demo"} <= set(using)
+    assert [name for name, f in using.items() if not getattr(f, "executor_options", None)] == []

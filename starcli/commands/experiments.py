@@ -15,17 +15,11 @@ from . import app, common
 
 
 @app.command()
+@common.run_options
 def sweep(
     name: Optional[str] = typer.Argument(None, help="A shipped sweep (e.g. width-mnist1d) or a sweep .toml file; omit to list them."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Report folder (default ./sweeps/NAME)."),
     device: str = common.DeviceOpt,
-    executor: str = common.ExecutorOpt,
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Training runs at once (local: worker processes)."),
-    partition: Optional[str] = common.PartitionOpt,
-    time: str = common.TimeOpt,
-    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
-    slurm_cluster: str = common.SlurmClusterOpt,
-    ray_address: Optional[str] = common.RayAddressOpt,
     data_dir: Optional[str] = common.DataDirOpt,
     download: bool = common.DownloadOpt,
     replicates: Optional[int] = typer.Option(
@@ -40,6 +34,7 @@ def sweep(
     fig_format: Optional[str] = common.FormatOpt,
     dpi: Optional[int] = common.DpiOpt,
     json_: bool = common.JsonOpt,
+    run=None,
 ) -> None:
     """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
     common.check_sweep_name(name)  # before torch: a typo is one line, with the nearest name
@@ -53,9 +48,6 @@ def sweep(
             sys.stdout.write(table_text(rows, ["sweep", "description"], None))
         return
     from starcli.experiments import sweep as sweeps
-    from starcli.runners.options import check_options
-
-    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     spec = sweep_file.load(name)
     if replicates is not None:
         spec = sweep_file.with_replicates(spec, replicates)
@@ -77,9 +69,8 @@ def sweep(
     rep = common.reporter()
     with style.output(fig_format, dpi), rep.live():
         result = sweeps.run(
-            reg, spec, folder, device=device, data_dir=data_dir, download=download, executor=executor, jobs=jobs,
-            reporter=rep, tracking=tracking, partition=partition, time=time, gpus_per_job=gpus_per_job,
-            slurm_cluster=slurm_cluster, ray_address=ray_address,
+            reg, spec, folder, device=device, data_dir=data_dir, download=download, run=run, reporter=rep,
+            tracking=tracking,
         )
     if json_:
         common.echo_json({k: v for k, v in result.items() if k != "cells"})  # cells hold every curve: see results.json

@@ -16,6 +16,7 @@ from . import app, common
 
 
 @app.command()
+@common.run_options(jobs=False)
 def star(
     anchors: str = typer.Option(
         ..., "--anchors", "-a", help="Anchor ids: 1-5, 1,3,7, or attributes: seed=1-5,recipe=mnist1d-mlp."
@@ -42,15 +43,10 @@ def star(
         help="Compile the star's step with torch.compile (part of the key). Default: as the anchors were trained.",
     ),
     device: str = common.DeviceOpt,
-    executor: str = common.ExecutorOpt,
-    partition: Optional[str] = common.PartitionOpt,
-    time: str = common.TimeOpt,
-    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
-    slurm_cluster: str = common.SlurmClusterOpt,
-    ray_address: Optional[str] = common.RayAddressOpt,
     log: Optional[str] = common.LogOpt,
     log_dir: Optional[str] = common.LogDirOpt,
     json_: bool = common.JsonOpt,
+    run=None,
 ) -> None:
     """Build a star model from anchors with the Starlight algorithm and register it (kind star).
 
@@ -59,13 +55,11 @@ def star(
     from starcli.engine.star_presets import star_settings
     from starcli.engine.starlight import TSampling
     from starcli.selectors import check_finite, check_int, check_seed
-    from starcli.runners.options import check_options
     from starcli.solutions import records, stars
 
     settings = star_settings(preset, align_anchors=realign, init=init, mu_star=mu_star)
 
     anchor_ids = common.solution_ids(anchors, "anchor id", unique=True)
-    check_options(executor, None, partition, time, gpus_per_job, slurm_cluster, ray_address)
     if len(anchor_ids) < 2:
         raise UsageError(f"a star needs at least 2 anchors, got --anchors {anchors}")
     check_seed(seed)
@@ -83,8 +77,7 @@ def star(
     )
     with rep.live():
         [(sol, created)] = stars.build_stars(
-            reg, [spec], executor=executor, device=device, reporter=rep, partition=partition, time=time,
-            gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address, tracking=tracking,
+            reg, [spec], run=run, device=device, reporter=rep, tracking=tracking,
         )
     rec = records.record(reg, sol)
     if json_:
@@ -120,6 +113,7 @@ def _pairs(ctx, param, value) -> list[tuple[int, int]] | None:
 
 
 @app.command(cls=_RepeatablePair)
+@common.run_options
 def barrier(
     star: Optional[str] = typer.Option(
         None, "--star",
@@ -147,16 +141,10 @@ def barrier(
     dpi: Optional[int] = common.DpiOpt,
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
     device: str = common.DeviceOpt,
-    executor: str = common.ExecutorOpt,
-    jobs: Optional[int] = common.JobsOpt,
-    partition: Optional[str] = common.PartitionOpt,
-    time: str = common.TimeOpt,
-    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
-    slurm_cluster: str = common.SlurmClusterOpt,
-    ray_address: Optional[str] = common.RayAddressOpt,
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
+    run=None,
 ) -> None:
     """Loss and accuracy barriers: star-held-out and regular-held-out pairs, --pair A B (repeatable), or
     the --matrix of every pair among some solutions.
@@ -167,7 +155,6 @@ def barrier(
     from starcli.reports import style
     from starcli.selectors import check_id
     from starcli.solutions.barriers import _parse_options, measure_counted
-    from starcli.runners.options import check_options
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
     held = common.solution_ids(held_out, "held-out id", unique=True) if held_out else None
@@ -186,7 +173,6 @@ def barrier(
         raise UsageError("--matrix measures every pair among its ids: use it without --star, --held-out or --pair")
     matrix_ids = common.solution_ids(matrix, "solution id", unique=True) if matrix is not None else None
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
-    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     _parse_options(points, split_names, bn_calibration, batch_size, baseline, align)
     if plot:
         from starcli.reports.figures import check_plot_path
@@ -214,13 +200,11 @@ def barrier(
                 check_replicate_stars(reg, stars)  # before any pair is measured and stored
                 result = replicates([
                     on_runner(
-                        reg, executor=executor, jobs=jobs, reporter=rep, partition=partition, time=time,
-                        gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
-                        star=one, held_out=held, pairs=pairs, baseline=baseline, **options,
+                        reg, run=run, reporter=rep, star=one, held_out=held, pairs=pairs, baseline=baseline, **options,
                     )[0]
                     for one in stars
                 ])
-            elif executor == "local" and not jobs:
+            elif run.executor == "local" and not run.jobs:
                 # In this process: a query the registry answers then imports no torch (the runners do),
                 # and reads it read-only, beside any writer; a missing pair needs the writable registry.
                 measure = dict(star=stars[0], held_out=held, pairs=pairs, baseline=baseline, reporter=rep, **options)
@@ -231,9 +215,7 @@ def barrier(
                 from starcli.solutions.barriers import barrier as on_runner
 
                 result, _ = on_runner(
-                    common.existing_registry(), executor=executor, jobs=jobs, reporter=rep, partition=partition,
-                    time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
-                    star=stars[0], held_out=held, pairs=pairs, baseline=baseline, **options,
+                    common.existing_registry(), run=run, reporter=rep, star=stars[0], held_out=held, pairs=pairs, baseline=baseline, **options,
                 )
         if matrix_ids is not None:
             print(f"wrote {result['matrix']['csv']} and {result['matrix']['figure']}", file=sys.stderr)
@@ -282,14 +264,15 @@ def _answered_from_registry(**measure) -> dict | None:
 
 
 @app.command()
+@common.run_options(cluster=False)
 def demo(
     out: str = typer.Option("demo-out", "--out", "-o", help="Folder for the barriers figure and barriers.json."),
     force: bool = common.ForceOpt,
     fig_format: Optional[str] = common.FormatOpt,
     dpi: Optional[int] = common.DpiOpt,
     device: str = common.DeviceOpt,
-    jobs: Optional[int] = common.JobsOpt,
     json_: bool = common.JsonOpt,
+    run=None,
 ) -> None:
     """The paper's claim on MNIST-1D, tested with replicates: 3 replicates, each with its own 3 anchors, star
     and 6 held-outs; the star/regular barrier ratio with its 95% CI, two verdicts and the claim the run supports.
@@ -306,7 +289,7 @@ def demo(
     reg = common.registry()
     rep = common.reporter()
     with style.output(fig_format, dpi), rep.live():
-        result = run_demo(reg, out, device=device, reporter=rep, jobs=jobs)
+        result = run_demo(reg, out, device=device, reporter=rep, jobs=run.jobs)
     if json_:
         common.echo_json(result)
         return

@@ -23,7 +23,7 @@ from starcli.progress import Reporter
 from starcli.registry import Registry
 from starcli.reports import sweep_report
 from starcli.runners.local import local_pool
-from starcli.runners import options as run_options
+from starcli.runners.options import LOCAL, RunOptions
 from starcli.runners.jobs import raise_failures
 from starcli.solutions import anchors, barriers, records, stars, training
 from starcli.solutions.barriers import measure_counted
@@ -40,48 +40,36 @@ def run(
     device: str = "auto",
     data_dir=None,
     download: bool = False,
-    executor: str = "local",
-    jobs: int | None = None,
+    run: RunOptions = LOCAL,
     reporter: Reporter | None = None,
     tracking=None,
-    **cluster: Any,
 ) -> dict[str, Any]:
     """Train what is missing, build every star, measure every barrier, write the report folder.
 
-    `cluster`: the SLURM and Ray options of `training.train` (partition, time, gpus_per_job,
-    slurm_cluster, ray_address), for every phase. On Ray the whole sweep shares one connection (one
-    local Ray, when no address is given), not one per phase.
+    `run`: where every phase runs (the executor options). On Ray the whole sweep shares one connection
+    (one local Ray, when no address is given), not one per phase.
 
     Returns the sweep's results (also written as results.json): `cells` (per star: its summary and
     pairs), `rows` (the summary table), `files` (what was written under `out`) and `computed` (how many
     training runs, stars and barrier pairs this call computed rather than found in the registry).
     """
-    unknown = sorted(set(cluster) - set(CLUSTER_OPTIONS))
-    if unknown:
-        raise TypeError(f"sweep.run() got unexpected keyword argument(s) {', '.join(unknown)}")
-    run_options.check_options(
-        executor, jobs, cluster.get("partition"), cluster.get("time", run_options.DEFAULT_TIME), cluster.get("gpus_per_job"),
-        cluster.get("slurm_cluster", "slurm"), cluster.get("ray_address"),
-    )
-    if executor == "ray":
+    session = nullcontext()
+    if run.executor == "ray":
         from starcli.runners.ray_tasks import ray_session
-    session = ray_session() if executor == "ray" else nullcontext()
+
+        session = ray_session()
     with session:
-        return _run(reg, sweep, Path(out), device, data_dir, download, executor, jobs, reporter or Reporter(), tracking, cluster)
+        return _run(reg, sweep, Path(out), device, data_dir, download, run, reporter or Reporter(), tracking)
 
 
-# The executor options a sweep passes to every phase (see `run`).
-CLUSTER_OPTIONS = ("partition", "time", "gpus_per_job", "slurm_cluster", "ray_address")
-
-
-def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, jobs, reporter, tracking, cluster) -> dict[str, Any]:
+def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, run: RunOptions, reporter, tracking) -> dict[str, Any]:
     start = time.perf_counter()
     cells = sweep.cells()
     computed = {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0}
     overall = reporter.task(f"sweep {sweep.name}", len(sweep.widths) + (3 if sweep.soup else 2) * len(cells))
 
-    configs = width_configs(sweep, run_options.policy_device(executor, device, cluster.get("gpus_per_job")))
-    pool = local_pool(device, jobs) if executor == "local" else None
+    configs = width_configs(sweep, run.policy_device(device))
+    pool = local_pool(device, run.jobs) if run.executor == "local" else None
     if pool is not None:
         with pool:
             results = _run_on_pool(
@@ -91,8 +79,9 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, job
 
     ids: dict[Any, dict[int, int]] = {}  # width → seed → solution id
     for width in sweep.widths:
-        outcomes = _train(
-            reg, configs[width], sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter, tracking, cluster
+        outcomes = training.train(
+            reg, configs[width], sweep.seeds_to_train(), run=run, device=device, data_dir=data_dir, download=download,
+            reporter=reporter, tracking=tracking,
         )
         computed["training_runs"] += sum(o.trained for o in outcomes)
         ids[width] = {o.solution.seed: o.solution.id for o in outcomes}
@@ -102,10 +91,10 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, job
     anchor_sets = [_anchor_ids(sweep, cell, ids) for cell in cells]
     built = stars.build_stars(
         reg, [_star_spec(sweep, cell, anchor_ids) for cell, anchor_ids in zip(cells, anchor_sets)],
-        executor=executor, device=device, jobs=jobs, reporter=reporter, tracking=tracking, **cluster,
+        run=run, device=device, reporter=reporter, tracking=tracking,
     )
     # Barrier pairs run on the executor too, in --jobs batches (local: in this process unless --jobs > 1).
-    fan_out = partial(barriers.barrier, executor=executor, jobs=jobs, **cluster)
+    fan_out = partial(barriers.barrier, run=run)
 
     results = []
     for cell, anchor_ids, (star, created) in zip(cells, anchor_sets, built):
@@ -149,7 +138,7 @@ def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: di
 
 def width_configs(sweep: Sweep, device: str) -> dict[Any, dict[str, Any]]:
     """Every width's training config, resolved once for the device its runs train on (`device`, as
-    `runners.options.policy_device` names it: its precision defaults are part of the key), and used by every
+    `RunOptions.policy_device` names it: its precision defaults are part of the key), and used by every
     path of the sweep alike, so a pooled sweep keys its anchors exactly as a sequential one does."""
     return {width: sweep.config(width, device) for width in sweep.widths}
 
@@ -212,7 +201,7 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
         if jobs:
             raise_failures([j for j, _ in jobs], [e for _, e in jobs], what)
 
-    fan_out = partial(barriers.barrier, executor="local", pool=pool)
+    fan_out = partial(barriers.barrier, pool=pool)
     results = []
     for cell, anchor_ids, held_out, (star, created) in zip(cells, anchor_sets, held_outs, built):
         computed["stars"] += int(created)
@@ -310,13 +299,6 @@ def _held_out_ids(sweep: Sweep, cell: Cell, ids: dict[Any, dict[int, int]]) -> l
 
 def _task(sweep: Sweep) -> str:
     return data.info(sweep.config(sweep.widths[0])["dataset"]).task
-
-
-def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter, tracking=None, cluster=None):
-    return training.train(
-        reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
-        reporter=reporter, tracking=tracking, **(cluster or {}),
-    )
 
 
 def _star_spec(sweep: Sweep, cell: Cell, anchors: list[int]) -> dict[str, Any]:

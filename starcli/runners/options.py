@@ -7,8 +7,10 @@ registry still starts in well under a second.
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
+from dataclasses import dataclass
 
 from starcli.engine.devices import canonical
 from starcli.errors import StarlightError, UsageError
@@ -20,45 +22,69 @@ DEFAULT_TIME = "4:00:00"
 MAX_JOBS = 256
 
 
-def check_options(
-    executor: str,
-    jobs: int | None = None,
-    partition: str | None = None,
-    time: str = DEFAULT_TIME,
-    gpus_per_job: float | None = None,
-    slurm_cluster: str = "slurm",
-    ray_address: str | None = None,
-) -> None:
-    """Options that only one executor understands are usage errors elsewhere, not silently ignored."""
-    if executor not in EXECUTORS:
-        raise UsageError(f"unknown executor {executor!r}; use local, slurm or ray")
-    misplaced = [
-        ("--partition", "slurm", partition is not None),
-        ("--time", "slurm", time != DEFAULT_TIME),
-        ("--slurm-cluster", "slurm", slurm_cluster != "slurm"),
-        ("--ray-address", "ray", ray_address is not None),
-        ("--gpus-per-job", "slurm or ray", gpus_per_job is not None),
-    ]
-    for flag, owners, given in misplaced:
-        if given and executor not in owners.split(" or "):
-            raise UsageError(f"{flag} applies to --executor {owners}, not {executor}")
-    if jobs is not None and jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {jobs}")
-    if jobs is not None and jobs > MAX_JOBS:
-        raise UsageError(f"--jobs must be at most {MAX_JOBS}, got {jobs}")
-    if slurm_cluster not in SLURM_CLUSTERS:
-        raise UsageError(f"unknown --slurm-cluster {slurm_cluster!r}; use slurm, local or debug")
-    if gpus_per_job is not None and not math.isfinite(gpus_per_job):
-        raise UsageError(f"--gpus-per-job must be a finite number >= 0, got {gpus_per_job}")
-    if ray_address is not None and not ray_address.strip():
-        raise UsageError("--ray-address is empty; give HOST:PORT, ray://HOST:PORT, auto or local")
-    if gpus_per_job is not None and (gpus_per_job < 0 or (executor == "slurm" and gpus_per_job != int(gpus_per_job))):
-        raise UsageError(f"--gpus-per-job must be a whole number >= 0 for slurm (fractions are for ray), got {gpus_per_job:g}")
-    if executor == "slurm":
-        time_minutes(time)
-    if executor == "ray" and ray_address is not None:
-        # Before anything is opened or loaded: a wrong address is one line at once, not a minute of retries.
-        check_ray_address(ray_address)
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """Where and how work runs: the seven executor options, checked once, when built.
+
+    Options that only one executor understands are usage errors elsewhere, not silently ignored; every
+    library call that runs work takes one of these (`run=`), and every command builds it from the one
+    option bundle (commands/common.py `run_options`)."""
+
+    executor: str = "local"
+    jobs: int | None = None  # local: worker processes; slurm: array parallelism; ray: tasks in flight
+    partition: str | None = None
+    time: str = DEFAULT_TIME
+    gpus_per_job: float | None = None
+    slurm_cluster: str = "slurm"
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        executor, jobs, gpus_per_job = self.executor, self.jobs, self.gpus_per_job
+        if executor not in EXECUTORS:
+            raise UsageError(f"unknown executor {executor!r}; use local, slurm or ray")
+        misplaced = [
+            ("--partition", "slurm", self.partition is not None),
+            ("--time", "slurm", self.time != DEFAULT_TIME),
+            ("--slurm-cluster", "slurm", self.slurm_cluster != "slurm"),
+            ("--ray-address", "ray", self.ray_address is not None),
+            ("--gpus-per-job", "slurm or ray", gpus_per_job is not None),
+        ]
+        for flag, owners, given in misplaced:
+            if given and executor not in owners.split(" or "):
+                raise UsageError(f"{flag} applies to --executor {owners}, not {executor}")
+        if jobs is not None and jobs < 1:
+            raise UsageError(f"--jobs must be at least 1, got {jobs}")
+        if jobs is not None and jobs > MAX_JOBS:
+            raise UsageError(f"--jobs must be at most {MAX_JOBS}, got {jobs}")
+        if self.slurm_cluster not in SLURM_CLUSTERS:
+            raise UsageError(f"unknown --slurm-cluster {self.slurm_cluster!r}; use slurm, local or debug")
+        if gpus_per_job is not None and not math.isfinite(gpus_per_job):
+            raise UsageError(f"--gpus-per-job must be a finite number >= 0, got {gpus_per_job}")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise UsageError("--ray-address is empty; give HOST:PORT, ray://HOST:PORT, auto or local")
+        if gpus_per_job is not None and (gpus_per_job < 0 or (executor == "slurm" and gpus_per_job != int(gpus_per_job))):
+            raise UsageError(f"--gpus-per-job must be a whole number >= 0 for slurm (fractions are for ray), got {gpus_per_job:g}")
+        if executor == "slurm":
+            time_minutes(self.time)
+        if executor == "ray" and self.ray_address is not None:
+            # Before anything is opened or loaded: a wrong address is one line at once, not a minute of retries.
+            check_ray_address(self.ray_address)
+
+    @property
+    def remote(self) -> bool:
+        """Whether the workers have disks of their own (a remote Ray cluster): they load the data themselves."""
+        return self.executor == "ray" and bool(self.ray_address or os.environ.get("RAY_ADDRESS"))
+
+    def on_several_nodes(self) -> bool:
+        """Whether jobs may land on other machines than this one (a real SLURM cluster, a remote Ray)."""
+        return self.remote or (self.executor == "slurm" and self.slurm_cluster == "slurm")
+
+    def policy_device(self, device: str) -> str:
+        """`policy_device` for these options."""
+        return policy_device(self.executor, device, self.gpus_per_job)
+
+
+LOCAL = RunOptions()  # this process, or --jobs N local workers: what a call without `run=` gets
 
 
 def policy_device(executor: str, device: str, gpus_per_job: float | None = None) -> str:

@@ -7,25 +7,19 @@ from starcli.progress import Reporter
 from starcli.registry import Registry, RegistryError
 
 from .jobs import Job, Results
-from .options import DEFAULT_TIME
+from .options import RunOptions
 
 
 def run_jobs(
     reg: Registry,
     todo: list[Job],
-    executor: str,
+    run: RunOptions,
     device: str,
-    jobs: int | None,
-    partition: str | None = None,
-    time: str = DEFAULT_TIME,
-    gpus_per_job: float | None = None,
-    slurm_cluster: str = "slurm",
-    ray_address: str | None = None,
     reporter: Reporter | None = None,
     slots: list | None = None,
     pool=None,
 ) -> list:
-    """Run `todo` on `executor`; returns each job's result or exception, in order.
+    """Run `todo` where `run` says; returns each job's result or exception, in order.
 
     With the local executor and a single slot the jobs run here, one after another, with this
     process's reporter (the same as calling the work directly). `pool`: an open `local.LocalPool` to
@@ -37,22 +31,24 @@ def run_jobs(
     from starcli.engine.devices import canonical  # torch-free
 
     device = canonical(device)  # the slurm and ray paths compare names ("cpu", "cuda...")
-    if executor == "local":
+    if run.executor == "local":
         from . import local
 
         if pool is not None:
             return local.run_local(todo, pool.slots, reporter, pool).ordered()
-        slots = local.pool_slots(device, jobs) if slots is None else slots
+        slots = local.pool_slots(device, run.jobs) if slots is None else slots
         if slots:
             return local.run_local(todo, slots, reporter).ordered()
         return run_here(reg, todo, reporter)
-    if executor == "slurm":
+    if run.executor == "slurm":
         from .slurm import run_slurm
 
-        return run_slurm(todo, device, jobs, reg.home, partition, time, gpus_per_job, slurm_cluster, reporter).ordered()
+        return run_slurm(
+            todo, device, run.jobs, reg.home, run.partition, run.time, run.gpus_per_job, run.slurm_cluster, reporter
+        ).ordered()
     from .ray_tasks import run_ray
 
-    return run_ray(todo, device, jobs, gpus_per_job, ray_address, reporter).ordered()
+    return run_ray(todo, device, run.jobs, run.gpus_per_job, run.ray_address, reporter).ordered()
 
 
 def run_here(reg: Registry, todo: list[Job], reporter: Reporter) -> list:

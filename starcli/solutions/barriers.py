@@ -19,7 +19,7 @@ from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 from starcli.registry import BarrierResult, Registry, Solution
 from starcli.runners.jobs import raise_failures
-from starcli.runners.options import DEFAULT_TIME, check_options
+from starcli.runners.options import LOCAL, RunOptions
 
 from . import records
 
@@ -446,19 +446,13 @@ def barrier_jobs(reg, todo: list[tuple[int, int]], settings: dict, settings_hash
 
 def barrier(
     reg,
-    executor: str = "local",
+    run: RunOptions = LOCAL,
     device: str = "auto",
-    jobs: int | None = None,
     reporter=None,
-    partition: str | None = None,
-    time: str = DEFAULT_TIME,
-    gpus_per_job: float | None = None,
-    slurm_cluster: str = "slurm",
-    ray_address: str | None = None,
     pool=None,
     **measure: Any,
 ) -> tuple[dict[str, Any], int]:
-    """`measure_counted` with the missing pairs split into `jobs` batches run on `executor`;
+    """`measure_counted` with the missing pairs split into `run.jobs` batches run where `run` says;
     each batch stores its pairs as it finishes, so a rerun computes only what is still missing. The
     numbers equal a single-process run's: each pair is computed from its two solutions alone. `pool`: an
     open `LocalPool` to run the batches on (a sweep's), instead of workers started for this call."""
@@ -466,19 +460,17 @@ def barrier(
     from starcli.runners.run import run_jobs
 
     reporter = reporter or Reporter()
-    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     recompute = bool(measure.get("recompute", False))
-    if executor == "local" and pool is None and not pool_slots(device, jobs):
+    if run.executor == "local" and pool is None and not pool_slots(device, run.jobs):
         return measure_counted(reg, device=device, reporter=reporter, **measure)
 
     def fan_out(todo: list[tuple[int, int]], settings: dict, settings_hash: str) -> None:
         if pool is not None:
             n = len(pool.slots)
         else:
-            n = jobs or (len(pool_slots(device, jobs)) if executor == "local" else len(todo))
+            n = run.jobs or (len(pool_slots(device, run.jobs)) if run.executor == "local" else len(todo))
         work = barrier_jobs(reg, todo, settings, settings_hash, device, n, recompute)
-        results = run_jobs(reg, work, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address,
-                           reporter, pool=pool)
+        results = run_jobs(reg, work, run, device, reporter, pool=pool)
         raise_failures(work, results, "barrier batch")
 
     return measure_counted(reg, device=device, reporter=reporter, fan_out=fan_out, **measure)

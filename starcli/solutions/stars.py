@@ -22,7 +22,7 @@ from starcli.progress import Reporter
 from starcli.registry import Registry, Solution
 from starcli.runners.jobs import raise_failures
 from starcli.runners.local import pool_slots
-from starcli.runners.options import DEFAULT_TIME, check_options
+from starcli.runners.options import LOCAL, RunOptions
 from starcli.runners.run import run_jobs
 from starcli.selectors import MAX_SEED
 
@@ -280,29 +280,22 @@ class StarJob:
 def build_stars(
     reg,
     specs: list[dict[str, Any]],
-    executor: str = "local",
+    run: RunOptions = LOCAL,
     device: str = "auto",
-    jobs: int | None = None,
     reporter=None,
-    partition: str | None = None,
-    time: str = DEFAULT_TIME,
-    gpus_per_job: float | None = None,
-    slurm_cluster: str = "slurm",
-    ray_address: str | None = None,
     tracking=None,
 ) -> list[tuple[Any, bool]]:
     """Build one star per spec (`build_star`'s keyword arguments, `anchor_ids` included) on
-    `executor`, several at once; returns (solution, created) in spec order. Every spec is checked here
+    the runner `run` names, several at once; returns (solution, created) in spec order. Every spec is checked here
     first, and stars already registered are not submitted."""
     reporter = reporter or Reporter()
-    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     plans, jobs_of = star_jobs(reg, specs, device, reporter)
     where, todo = [i for i, _ in jobs_of], [job for _, job in jobs_of]
-    if executor == "local" and todo and not pool_slots(device, jobs):
+    if run.executor == "local" and todo and not pool_slots(device, run.jobs):
         # One slot: here, with this process's progress bars, exactly as `build_star` runs.
         results = [job.run(reg, reporter, tracking) for job in todo]
     else:
-        results = run_jobs(reg, todo, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter)
+        results = run_jobs(reg, todo, run, device, reporter)
     raise_failures(todo, results, "star")
     out: list[tuple[Any, bool]] = [(plan.existing, False) for plan in plans]
     for i, (sid, created) in zip(where, results):

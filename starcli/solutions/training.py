@@ -7,7 +7,6 @@ registered, so every executor registers exactly what a local run would.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +16,7 @@ from starcli.progress import Reporter
 from starcli.registry import Registry
 from starcli.runners.jobs import raise_failures
 from starcli.runners.local import pool_slots
-from starcli.runners.options import DEFAULT_TIME, check_options
+from starcli.runners.options import LOCAL, RunOptions
 from starcli.runners.run import run_jobs
 
 from . import anchors, records
@@ -117,27 +116,20 @@ def train(
     reg,
     config: dict[str, Any],
     seeds: list[int],
-    executor: str = "local",
+    run: RunOptions = LOCAL,
     device: str = "auto",
-    jobs: int | None = None,
     data_dir=None,
     download: bool = False,
     reporter=None,
-    partition: str | None = None,
-    time: str = DEFAULT_TIME,
-    gpus_per_job: float | None = None,
-    slurm_cluster: str = "slurm",
-    ray_address: str | None = None,
     tracking=None,
 ) -> list:
-    """Train one anchor per seed on `executor`; returns `anchors.Outcome`s in seed order.
+    """Train one anchor per seed where `run` says; returns `anchors.Outcome`s in seed order.
 
     `tracking` (see anchors.Tracking) streams epochs live when training runs in this process; runs in
     workers are logged to the tracker once registered, from the history stored with them."""
     reporter = reporter or Reporter()
-    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
-    slots = pool_slots(device, jobs) if executor == "local" else []
-    if executor == "local" and not slots:  # one slot: the same as calling it here
+    slots = pool_slots(device, run.jobs) if run.executor == "local" else []
+    if run.executor == "local" and not slots:  # one slot: the same as calling it here
         return anchors.train(
             reg, config, seeds, device=device, data_dir=data_dir, download=download, reporter=reporter, tracking=tracking
         )
@@ -148,8 +140,8 @@ def train(
     # Load (and download) the data once here, not in every worker at once: no download race, and a
     # missing --data-dir is one line now rather than fifty failed jobs later. A remote Ray cluster has
     # its own disks, so there each worker loads (and downloads) for itself.
-    remote = executor == "ray" and bool(ray_address or os.environ.get("RAY_ADDRESS"))
-    if reg.url.startswith("sqlite") and (remote or (executor == "slurm" and slurm_cluster == "slurm")):
+    remote = run.remote
+    if reg.url.startswith("sqlite") and run.on_several_nodes():
         # SQLite's WAL needs one machine's shared memory: on a network filesystem it corrupts or locks.
         reporter.log("note: the registry is SQLite, which is safe on one node only; set STARLIGHT_DB_URL to a "
                      "PostgreSQL database when jobs may land on several nodes")
@@ -158,15 +150,12 @@ def train(
 
     where = dict(home=str(reg.home), db_url=reg.url, config=config, device=device, data_dir=_str(data_dir),
                  download=download and remote, store_url=reg.store_url)
-    if executor == "local" and stacked.stackable(config, devices.resolve(device)):
+    if run.executor == "local" and stacked.stackable(config, devices.resolve(device)):
         # One group per worker, stacked inside it: cores and stacking together.
         todo = [SeedGroupJob(seed=g[0], more=tuple(g[1:]), **where) for g in seed_groups(missing, len(slots))]
     else:
         todo = [SeedJob(seed=seed, **where) for seed in missing]
-    results = run_jobs(
-        reg, todo, executor, device, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address, reporter,
-        slots=slots,
-    )
+    results = run_jobs(reg, todo, run, device, reporter, slots=slots)
     trained = _trained(reg, todo, results)
     outcomes = [anchors.Outcome(registered[seed], False) if registered[seed] is not None else trained[seed] for seed in seeds]
     if tracking is not None:

@@ -43,6 +43,13 @@ def _curves(reg) -> dict:
                 for r in s.exec(select(BarrierResult))}
 
 
+def _measured(reg, run: RunOptions = RunOptions(), **options):
+    """(barriers, pairs computed by this call): the plan, its missing pairs computed where `run` says, the finish."""
+    plan = barriers.plan_barriers(reg, barriers.BarrierSpec(**options))
+    computed = barriers.compute(reg, plan, run, "cpu")
+    return barriers.finish(plan, computed), len(computed)
+
+
 def _star_and_held_outs(reg, config):
     ids = [o.solution.id for o in anchor_training.train(reg, config, [1, 2, 3, 4, 5], device="cpu")]
     star, _ = stars.build_star(reg, ids[:3], epochs=2, device="cpu")
@@ -52,16 +59,16 @@ def _star_and_held_outs(reg, config):
 def test_barrier_pairs_over_two_workers_equal_one_process_and_a_rerun_computes_only_missing_pairs(reg, config):
     star, held = _star_and_held_outs(reg, config)
     options = dict(star=star, held_out=held, points=5, splits=("train", "test"))
-    fanned, computed = barriers.barrier(reg, run=RunOptions(executor="local", jobs=2), device="cpu", **options)
+    fanned, computed = _measured(reg, RunOptions(executor="local", jobs=2), **options)
     assert computed == 2 + 3 * 2
     spread = _curves(reg)
-    single, again = barriers.measure_counted(reg, device="cpu", recompute=True, **options)
+    single, again = _measured(reg, recompute=True, **options)
     assert again == 8
     assert _numbers(fanned) == _numbers(single) and _curves(reg) == spread  # number for number
     with reg.session() as s:  # lose one stored pair: the rerun measures it alone
         s.delete(s.exec(select(BarrierResult).where(BarrierResult.b_id == held[1])).first())
         s.commit()
-    rerun, computed = barriers.barrier(reg, run=RunOptions(executor="local", jobs=2), device="cpu", **options)
+    rerun, computed = _measured(reg, RunOptions(executor="local", jobs=2), **options)
     assert computed == 1 and _numbers(rerun) == _numbers(single)
 
 
@@ -188,8 +195,7 @@ def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes
 
     [(star, created)] = stars.build_stars(reg, [spec], **slurm)
     assert created and not resume.exists()
-    fanned, computed = barriers.barrier(reg, run=dataclasses.replace(slurm["run"], jobs=2), device="cpu", star=star.id,
-                                        held_out=ids[2:], points=3)
+    fanned, computed = _measured(reg, dataclasses.replace(slurm["run"], jobs=2), star=star.id, held_out=ids[2:], points=3)
     assert computed == 2 + 2 * 2 and len(fanned["pairs"]) == 6
     clean_home = tmp_path / "clean"
     shutil.copytree(reg.home, clean_home, ignore=shutil.ignore_patterns("slurm", "runs"))
@@ -221,9 +227,9 @@ def test_ray_runs_train_star_and_barrier_jobs_into_one_registry(reg, config, loc
     [(star, created)] = stars.build_stars(reg, [dict(anchor_ids=ids[:2], epochs=2)], run=RunOptions(executor="ray"), device="cpu")
     assert created and star.kind == "star" and star.anchors == ids[:2]  # drawn in seed order, whatever order the parallel jobs registered the seeds in
     options = dict(star=star.id, held_out=ids[2:], points=3)
-    fanned, computed = barriers.barrier(reg, run=RunOptions(executor="ray", jobs=2), device="cpu", **options)
+    fanned, computed = _measured(reg, RunOptions(executor="ray", jobs=2), **options)
     assert computed == 6
-    single, _ = barriers.measure_counted(reg, device="cpu", recompute=True, **options)
+    single, _ = _measured(reg, recompute=True, **options)
     assert _numbers(fanned) == _numbers(single)
 
 

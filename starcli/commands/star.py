@@ -154,7 +154,7 @@ def barrier(
     """
     from starcli.reports import style
     from starcli.selectors import check_id
-    from starcli.solutions.barriers import _parse_options, measure_counted
+    from starcli.solutions.barriers import BarrierSpec, measure
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
     held = common.solution_ids(held_out, "held-out id", unique=True) if held_out else None
@@ -173,14 +173,14 @@ def barrier(
         raise UsageError("--matrix measures every pair among its ids: use it without --star, --held-out or --pair")
     matrix_ids = common.solution_ids(matrix, "solution id", unique=True) if matrix is not None else None
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
-    _parse_options(points, split_names, bn_calibration, batch_size, baseline, align)
+    # Checked once, here; each star of a replicate set is this spec with its star.
+    spec = BarrierSpec(star=stars[0], held_out=held, pairs=pairs, baseline=baseline, points=points, splits=split_names,
+                       bn_calibration=bn_calibration, batch_size=batch_size, align=align, recompute=recompute)
     if plot:
         from starcli.reports.figures import check_plot_path
 
         check_plot_path(plot)
     common.device(device)
-    options = dict(points=points, splits=split_names, bn_calibration=bn_calibration, batch_size=batch_size,
-                   recompute=recompute, device=device, align=align)
     with style.output(fig_format, dpi):
         if matrix_ids is not None:
             from starcli.experiments.matrix import matrix_pairs
@@ -191,32 +191,29 @@ def barrier(
             if matrix_ids is not None:
                 from starcli.experiments.matrix import barrier_matrix
 
-                result = barrier_matrix(common.existing_registry(), matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, **options)
+                result = barrier_matrix(
+                    common.existing_registry(), matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, device=device,
+                    points=points, splits=split_names, bn_calibration=bn_calibration, batch_size=batch_size,
+                    recompute=recompute, align=align,
+                )
             elif len(stars) > 1:
-                from starcli.solutions.barriers import barrier as on_runner
+                from dataclasses import replace
+
                 from starcli.solutions.barriers import check_replicate_stars, replicates
 
                 reg = common.existing_registry()
                 check_replicate_stars(reg, stars)  # before any pair is measured and stored
-                result = replicates([
-                    on_runner(
-                        reg, run=run, reporter=rep, star=one, held_out=held, pairs=pairs, baseline=baseline, **options,
-                    )[0]
-                    for one in stars
-                ])
+                result = replicates(
+                    [measure(reg, replace(spec, star=one), run=run, device=device, reporter=rep) for one in stars]
+                )
             elif run.executor == "local" and not run.jobs:
                 # In this process: a query the registry answers then imports no torch (the runners do),
                 # and reads it read-only, beside any writer; a missing pair needs the writable registry.
-                measure = dict(star=stars[0], held_out=held, pairs=pairs, baseline=baseline, reporter=rep, **options)
-                result = None if recompute else _answered_from_registry(**measure)
+                result = None if recompute else _answered_from_registry(spec, rep)
                 if result is None:
-                    result, _ = measure_counted(common.existing_registry(), **measure)
+                    result = measure(common.existing_registry(), spec, device=device, reporter=rep)
             else:
-                from starcli.solutions.barriers import barrier as on_runner
-
-                result, _ = on_runner(
-                    common.existing_registry(), run=run, reporter=rep, star=stars[0], held_out=held, pairs=pairs, baseline=baseline, **options,
-                )
+                result = measure(common.existing_registry(), spec, run=run, device=device, reporter=rep)
         if matrix_ids is not None:
             print(f"wrote {result['matrix']['csv']} and {result['matrix']['figure']}", file=sys.stderr)
         if plot:
@@ -240,25 +237,16 @@ def barrier(
         sys.stdout.write(human_report(result))
 
 
-class _NeedsComputing(Exception):
-    """Some pair is not stored yet: the read-only pass gives way to a writing one."""
-
-
-def _refuse_to_compute(todo, settings, settings_hash) -> None:
-    raise _NeedsComputing
-
-
-def _answered_from_registry(**measure) -> dict | None:
+def _answered_from_registry(spec, reporter) -> dict | None:
     """The barriers when the registry already stores every pair, read through a read-only registry (a
     read-only mount, a shared archive, beside a writer holding its lock); None when some pair must be
     computed (then the caller opens the registry for writing)."""
-    from starcli.solutions.barriers import measure_counted
+    from starcli.solutions.barriers import finish, plan_barriers
 
     reg = common.existing_registry(read_only=True)
     try:
-        return measure_counted(reg, fan_out=_refuse_to_compute, **measure)[0]
-    except _NeedsComputing:
-        return None
+        plan = plan_barriers(reg, spec, reporter)
+        return None if plan.todo else finish(plan)
     finally:
         reg.close()
 

@@ -12,7 +12,6 @@ import math
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from starcli.runners.local import local_pool
 from starcli.runners.options import LOCAL, RunOptions
 from starcli.runners.jobs import raise_failures
 from starcli.solutions import anchors, barriers, records, stars, training
-from starcli.solutions.barriers import measure_counted
 
 from . import statistics
 from .baselines import soup_center
@@ -94,19 +92,18 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, run: RunOptio
         run=run, device=device, reporter=reporter, tracking=tracking,
     )
     # Barrier pairs run on the executor too, in --jobs batches (local: in this process unless --jobs > 1).
-    fan_out = partial(barriers.barrier, run=run)
 
     results = []
     for cell, anchor_ids, (star, created) in zip(cells, anchor_sets, built):
         held_out = _held_out_ids(sweep, cell, ids)
         computed["stars"] += int(created)
         overall.advance(step=f"star {star.id}")
-        measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter, fan_out)
+        measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter, run)
         computed["barrier_pairs"] += n_computed
         overall.advance(step=f"barriers of star {star.id}")
         result = _cell_result(reg, cell, star, anchor_ids, held_out, measured)
         if sweep.soup:
-            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, fan_out, computed, overall)
+            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall, run=run)
         results.append(result)
     overall.done()
     return _finish(sweep, out, results, computed, start, device)
@@ -166,12 +163,10 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
     failed: list[tuple[Any, BaseException]] = []
 
     def send_pairs(i: int) -> None:
-        todo, settings, settings_hash = barriers.missing_pairs(
-            reg, device, **_measure_options(sweep, built[i][0].id, held_outs[i])
-        )
-        todo = [pair for pair in todo if (settings_hash, pair) not in sent]
-        sent.update((settings_hash, pair) for pair in todo)
-        for job in barriers.barrier_jobs(reg, todo, settings, settings_hash, device, len(pool.slots)) if todo else []:
+        plan = barriers.plan_barriers(reg, _barrier_spec(sweep, built[i][0].id, held_outs[i]))
+        todo = [pair for pair in plan.todo if (plan.settings_hash, pair) not in sent]
+        sent.update((plan.settings_hash, pair) for pair in todo)
+        for job in barriers.barrier_jobs(reg, todo, plan.settings, plan.settings_hash, device, len(pool.slots)) if todo else []:
             pending[pool.submit(job)] = ("pairs", i, job)
 
     for i, plan in enumerate(plans):
@@ -201,7 +196,6 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
         if jobs:
             raise_failures([j for j, _ in jobs], [e for _, e in jobs], what)
 
-    fan_out = partial(barriers.barrier, pool=pool)
     results = []
     for cell, anchor_ids, held_out, (star, created) in zip(cells, anchor_sets, held_outs, built):
         computed["stars"] += int(created)
@@ -211,7 +205,7 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
         overall.advance(step=f"barriers of star {star.id}")
         result = _cell_result(reg, cell, star, anchor_ids, held_out, measured)
         if sweep.soup:
-            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, fan_out, computed, overall)
+            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall, pool=pool)
         results.append(result)
     overall.done()
     return results
@@ -325,13 +319,17 @@ def _barrier_settings(sweep: Sweep) -> dict[str, Any]:
     return settings
 
 
-def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, reporter, measure=measure_counted) -> tuple[dict[str, Any], int]:
-    return measure(reg, device=device, reporter=reporter, **_measure_options(sweep, star_id, held_out))
+def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, reporter,
+             run: RunOptions = LOCAL) -> tuple[dict[str, Any], int]:
+    """A star's barriers, with how many pairs were computed now (the others were stored)."""
+    plan = barriers.plan_barriers(reg, _barrier_spec(sweep, star_id, held_out), reporter)
+    computed = barriers.compute(reg, plan, run, device, reporter)
+    return barriers.finish(plan, computed), len(computed)
 
 
-def _measure_options(sweep: Sweep, star_id: int, held_out: list[int]) -> dict[str, Any]:
+def _barrier_spec(sweep: Sweep, star_id: int, held_out: list[int]) -> barriers.BarrierSpec:
     settings = _barrier_settings(sweep)
-    return dict(
+    return barriers.BarrierSpec(
         star=star_id,
         held_out=held_out,
         baseline="anchors",
@@ -343,19 +341,21 @@ def _measure_options(sweep: Sweep, star_id: int, held_out: list[int]) -> dict[st
     )
 
 
-def _soup(reg, sweep: Sweep, anchors: list[int], held_out: list[int], align: str, device: str, reporter, measure=None) -> dict[str, Any]:
+def _soup(reg, sweep: Sweep, anchor_ids: list[int], held_out: list[int], align: str, device: str, reporter,
+          run: RunOptions = LOCAL, pool=None) -> dict[str, Any]:
     """The reviewers' baseline for one star: the average of the same anchors, aligned when the star's pairs
     were (`align`, as `measure` resolved it), tested on the same held-outs with the same barrier settings."""
     settings = _barrier_settings(sweep)
     return soup_center(
-        reg, anchors, held_out, align_soup=align == "weight", bn_calibration=settings["bn_calibration"],
+        reg, anchor_ids, held_out, align_soup=align == "weight", bn_calibration=settings["bn_calibration"],
         points=settings["points"], splits=tuple(settings["splits"]), batch_size=settings.get("batch_size"),
-        align=align, device=device, reporter=reporter, measure=measure,
+        align=align, device=device, reporter=reporter, run=run, pool=pool,
     )
 
 
-def _add_soup(reg, sweep: Sweep, result, anchor_ids, held_out, measured, device, reporter, fan_out, computed, overall) -> None:
-    soup = _soup(reg, sweep, anchor_ids, held_out, measured["settings"]["align"], device, reporter, fan_out)
+def _add_soup(reg, sweep: Sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall,
+              run: RunOptions = LOCAL, pool=None) -> None:
+    soup = _soup(reg, sweep, anchor_ids, held_out, measured["settings"]["align"], device, reporter, run, pool)
     computed["soups"] += int(soup["created"])
     computed["barrier_pairs"] += soup["computed"]
     result["soup"] = {k: soup[k] for k in ("summary", "pairs")} | {

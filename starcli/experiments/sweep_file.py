@@ -314,25 +314,20 @@ def _check_star(star: dict[str, Any], where: str) -> None:
 
 
 def _check_barriers(options: dict[str, Any], where: str) -> None:
-    """The options `barriers.measure` takes, checked now rather than after hours of training."""
-    from starcli.solutions.barriers import ALIGN_CHOICES
+    """The [barriers] options, checked now rather than after hours of training, by the rules a
+    measurement checks them with (`barriers.BarrierSpec`)."""
+    from starcli.solutions.barriers import BarrierSpec
 
-    points = options.get("points", 11)
-    from starcli.solutions.barriers import MAX_POINTS
-
-    if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= MAX_POINTS:
-        raise UsageError(f"sweep {where}: [barriers] points must be an integer from 2 to {MAX_POINTS:,}")
-    splits = options.get("splits", ["train", "test"])
-    if not isinstance(splits, list) or not splits or not set(splits) <= {"train", "test"}:
+    if "splits" in options and not isinstance(options["splits"], list):
         raise UsageError(f"sweep {where}: [barriers] splits must be a list of train and/or test")
-    calibration = options.get("bn_calibration", "full")
-    if calibration != "full" and (not isinstance(calibration, int) or isinstance(calibration, bool) or calibration < 1):
+    if options.get("bn_calibration") is not None and isinstance(options["bn_calibration"], str) and options["bn_calibration"] != "full":
+        # A file says a number as a number: "100" in quotes is a typo for 100, not a number of samples.
         raise UsageError(f"sweep {where}: [barriers] bn_calibration must be \"full\" or a positive number of samples")
-    batch = options.get("batch_size")
-    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
-        raise UsageError(f"sweep {where}: [barriers] batch_size must be a positive integer")
-    if options.get("align", "auto") not in ("auto",) + ALIGN_CHOICES:
-        raise UsageError(f"sweep {where}: [barriers] align must be one of auto, {', '.join(ALIGN_CHOICES)}")
+    try:
+        BarrierSpec(**options)
+    except UsageError as e:
+        flag, _, rule = str(e).removeprefix("--").partition(" ")  # --bn-calibration: the file's bn_calibration
+        raise UsageError(f"sweep {where}: [barriers] {flag.replace('-', '_')} {rule}") from None
 
 
 def _t_samplings(values: Any, where: str) -> list[str]:

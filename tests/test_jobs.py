@@ -74,7 +74,7 @@ def test_barrier_pairs_over_two_workers_equal_one_process_and_a_rerun_computes_o
 
 def test_stars_built_by_two_local_workers_are_the_stars_this_process_builds(reg, config, tmp_path):
     ids = [o.solution.id for o in anchor_training.train(reg, config, [1, 2, 3], device="cpu")]
-    specs = [dict(anchor_ids=ids[:2], epochs=2, seed=s) for s in (0, 1)]
+    specs = [stars.StarSpec(anchor_ids=ids[:2], epochs=2, seed=s) for s in (0, 1)]
     built = stars.build_stars(reg, specs, run=RunOptions(executor="local", jobs=2), device="cpu")
     assert [created for _, created in built] == [True, True]
     assert [s.anchors for s, _ in built] == [ids[:2], ids[:2]]
@@ -172,10 +172,9 @@ def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes
     slurm = dict(run=RunOptions(executor="slurm", slurm_cluster="local", time="10"), device="cpu")
     outcomes = training.train(reg, config, [1, 2, 3, 4], **slurm)
     ids = [o.solution.id for o in outcomes]
-    spec = dict(anchor_ids=ids[:2], epochs=300, seed=7)
-    plan = stars.plan_star(reg, **spec)
-    job = stars.StarJob(home=str(reg.home), db_url=reg.url, anchors=tuple(ids[:2]), device="cpu", epochs=300, seed=7,
-                        store_url=reg.store_url)
+    spec = stars.StarSpec(anchor_ids=ids[:2], epochs=300, seed=7)
+    plan = stars.plan_star(reg, spec)
+    job = stars.StarJob(home=str(reg.home), db_url=reg.url, spec=spec, device="cpu", store_url=reg.store_url)
     ex = submitit.AutoExecutor(folder=reg.home / "slurm" / "%j", cluster="local")
     ex.update_parameters(timeout_min=10)
     running = ex.submit(RunJob(), job)
@@ -224,7 +223,7 @@ def local_ray():
 def test_ray_runs_train_star_and_barrier_jobs_into_one_registry(reg, config, local_ray):
     outcomes = training.train(reg, config, [1, 2, 3, 4], run=RunOptions(executor="ray"), device="cpu")
     ids = [o.solution.id for o in outcomes]
-    [(star, created)] = stars.build_stars(reg, [dict(anchor_ids=ids[:2], epochs=2)], run=RunOptions(executor="ray"), device="cpu")
+    [(star, created)] = stars.build_stars(reg, [stars.StarSpec(anchor_ids=ids[:2], epochs=2)], run=RunOptions(executor="ray"), device="cpu")
     assert created and star.kind == "star" and star.anchors == ids[:2]  # drawn in seed order, whatever order the parallel jobs registered the seeds in
     options = dict(star=star.id, held_out=ids[2:], points=3)
     fanned, computed = _measured(reg, RunOptions(executor="ray", jobs=2), **options)
@@ -270,7 +269,7 @@ def test_a_sweep_on_ray_gives_the_report_of_a_local_run(reg, tmp_path, mnist1d_c
         # Anchors registered in seed order in both: parallel training registers in completion order, and a
         # star's anchors are ordered by id (see the report: that order is part of a star's bits).
         anchor_training.train(r, spec.config(8), spec.seeds_to_train(), device="cpu")
-    on_ray = sweep_run.run(reg, spec, tmp_path / "ray", device="cpu", executor="ray", jobs=2)
+    on_ray = sweep_run.run(reg, spec, tmp_path / "ray", device="cpu", run=RunOptions(executor="ray", jobs=2))
     here = sweep_run.run(local, spec, tmp_path / "here", device="cpu")
     assert on_ray["computed"] == here["computed"] and here["computed"]["stars"] == 2
     assert [c["summary"] for c in on_ray["cells"]] == [c["summary"] for c in here["cells"]]
@@ -319,7 +318,7 @@ def test_every_kind_of_job_is_a_frozen_keyword_built_picklable_job_that_describe
         (training.SeedGroupJob(config={"arch": "mlp"}, seed=3, more=(4,), **where),
          ((5, True), (6, False)), "seed 3: solution 5\nseed 4: already registered as solution 6"),
         (training.TrainAheadJob(config={"arch": "mlp"}, seed=3, more=(4,), **where), (3, 4), ""),
-        (stars.StarJob(anchors=(1, 2), seed=7, **where), (9, True), "star from anchors 1,2 (seed 7): solution 9"),
+        (stars.StarJob(spec=stars.StarSpec(anchor_ids=(1, 2), seed=7), **where), (9, True), "star from anchors 1,2 (seed 7): solution 9"),
         (barriers.BarrierJob(pairs=((1, 2), (1, 3)), settings={}, settings_hash="h", **where),
          (1, 2), "2 pair(s) from (1, 2): 1 computed, 1 already stored"),
     ]

@@ -52,29 +52,17 @@ def star(
 
     It checkpoints every epoch: a killed, preempted or requeued star resumes from its last one.
     """
-    from starcli.engine.star_presets import star_settings
-    from starcli.engine.starlight import TSampling
-    from starcli.selectors import check_finite, check_int, check_seed
     from starcli.solutions import records, stars
 
-    settings = star_settings(preset, align_anchors=realign, init=init, mu_star=mu_star)
-
     anchor_ids = common.solution_ids(anchors, "anchor id", unique=True)
-    if len(anchor_ids) < 2:
-        raise UsageError(f"a star needs at least 2 anchors, got --anchors {anchors}")
-    check_seed(seed)
-    check_finite(settings["mu_star"], "--mu-star")
-    check_int(epochs, "--epochs", 1, 100_000)
-    check_int(samples_per_step, "--samples-per-step", 1, 1_000)
-    TSampling.parse(t_sampling)
+    spec = stars.StarSpec.preset(
+        preset, realign=realign, init=init, mu_star=mu_star, anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling,
+        samples_per_step=samples_per_step, seed=seed, compile_step=compile_,
+    )
     common.device(device)
     reg = common.existing_registry()
     tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
-    spec = dict(
-        anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step, seed=seed,
-        compile_step=compile_, **settings,
-    )
     with rep.live():
         [(sol, created)] = stars.build_stars(
             reg, [spec], run=run, device=device, reporter=rep, tracking=tracking,

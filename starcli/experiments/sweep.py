@@ -17,7 +17,6 @@ from typing import Any
 
 from starcli import models
 from starcli.engine import data, devices, stacked
-from starcli.engine.star_presets import star_settings
 from starcli.progress import Reporter
 from starcli.registry import Registry
 from starcli.reports import sweep_report
@@ -295,19 +294,12 @@ def _task(sweep: Sweep) -> str:
     return data.info(sweep.config(sweep.widths[0])["dataset"]).task
 
 
-def _star_spec(sweep: Sweep, cell: Cell, anchors: list[int]) -> dict[str, Any]:
+def _star_spec(sweep: Sweep, cell: Cell, anchor_ids: list[int]) -> stars.StarSpec:
     options = dict(sweep.star)
-    settings = star_settings(
-        options.get("preset"), align_anchors=options.get("realign"), init=options.get("init"),
-        mu_star=options.get("mu_star"),
-    )
-    return dict(
-        anchor_ids=anchors,
-        epochs=options.get("epochs"),
-        t_sampling=cell.t_sampling,
-        samples_per_step=options.get("samples_per_step", 1),
-        seed=sweep.star_seed_of(cell),
-        **settings,
+    return stars.StarSpec.preset(
+        options.get("preset"), realign=options.get("realign"), init=options.get("init"), mu_star=options.get("mu_star"),
+        anchor_ids=anchor_ids, epochs=options.get("epochs"), t_sampling=cell.t_sampling,
+        samples_per_step=options.get("samples_per_step", 1), seed=sweep.star_seed_of(cell),
     )
 
 

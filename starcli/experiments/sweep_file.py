@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from starcli.engine.star_presets import DEFAULT_PRESET, STAR_PRESETS
+from starcli.engine.star_presets import star_settings
 from starcli.errors import StarlightError, UsageError
 from starcli.selectors import MAX_IDS, MAX_SEED, parse_ids
 
@@ -294,23 +293,17 @@ def _check_replicates(replicates: Any, anchor_seeds: list[int], held_out: list[i
 
 
 def _check_star(star: dict[str, Any], where: str) -> None:
-    def positive_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    """The [star] settings, checked now by the rules a star is built with (`stars.StarSpec`), so that
+    --plan refuses what `star` would; the anchors are the grid's, checked with it."""
+    from starcli.solutions.stars import StarSpec
 
-    # The command line's bounds (commands/star.py), so that --plan refuses what `star` would.
-    if "epochs" in star and not (positive_int(star["epochs"]) and star["epochs"] <= 100_000):
-        raise UsageError(f"sweep {where}: [star] epochs must be an integer from 1 to 100,000")
-    if "samples_per_step" in star and not (positive_int(star["samples_per_step"]) and star["samples_per_step"] <= 1_000):
-        raise UsageError(f"sweep {where}: [star] samples_per_step must be an integer from 1 to 1,000")
-    mu = star.get("mu_star", 0.0)
-    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
-        raise UsageError(f"sweep {where}: [star] mu_star must be a finite number ≥ 0, got {mu!r}")
-    if "realign" in star and not isinstance(star["realign"], bool):
-        raise UsageError(f"sweep {where}: [star] realign must be true or false")
-    if star.get("init", "random") not in ("random", "anchor-mean"):
-        raise UsageError(f"sweep {where}: [star] init must be random or anchor-mean")
-    if star.get("preset", DEFAULT_PRESET) not in STAR_PRESETS:
-        raise UsageError(f"sweep {where}: [star] preset must be one of {', '.join(STAR_PRESETS)}")
+    settings = {k: v for k, v in star.items() if k not in ("preset", "realign", "init", "mu_star")}
+    try:
+        StarSpec.check_settings(**star_settings(star.get("preset"), align_anchors=star.get("realign"),
+                                                init=star.get("init"), mu_star=star.get("mu_star")), **settings)
+    except UsageError as e:
+        flag, _, rule = str(e).removeprefix("--").partition(" ")  # --mu-star: the file's mu_star
+        raise UsageError(f"sweep {where}: [star] {flag.replace('-', '_')} {rule}") from None
 
 
 def _check_barriers(options: dict[str, Any], where: str) -> None:

@@ -232,7 +232,8 @@ def build(reg: Registry, spec: StarSpec, device: str = "auto", reporter: Reporte
     train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))
     test_split = load_split(config["dataset"], "test", dev, cache_dir=records.dataset_cache(reg))
     states = [records.state_dict(reg, a, dev) for a in anchors]
-    task = reporter.task(f"star from {len(anchors)} anchors", config["epochs"])
+    # A rerun star says where it resumes, and its bar starts there, as a resumed anchor's does.
+    task = reporter.task(f"star from {len(anchors)} anchors", config["epochs"], completed=ResumeFile(run_folder(reg, key)).epoch())
     with ExitStack() as stack:
         logger = None
         if tracking is not None:

@@ -159,7 +159,7 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
     built: list[tuple[Any, bool]] = [(plan.existing, False) for plan in plans]
     pending: dict[Any, tuple[str, int, Any]] = {}  # future → (kind, cell index, job)
     sent: set[tuple[str, tuple[int, int]]] = set()  # (settings hash, pair) already on the pool
-    failed: list[tuple[Any, BaseException]] = []
+    failed: dict[str, list[tuple[Any, BaseException]]] = {"star": [], "pairs": []}
 
     def send_pairs(i: int) -> None:
         plan = barriers.plan_barriers(reg, _barrier_spec(sweep, built[i][0].id, held_outs[i]))
@@ -181,19 +181,18 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
             try:
                 result = future.result()
             except Exception as e:  # noqa: BLE001 - reported together once the others have finished
-                failed.append((job, e))
+                failed[kind].append((job, e))
                 reporter.log(f"{job.label()}: failed: {e}")
                 continue
             if kind == "star":
                 built[i] = (records.get(reg, result[0]), result[1])
-                reporter.log(f"{job.label()}: solution {result[0]}")
+                reporter.log(job.describe(result))
                 send_pairs(i)
             else:
                 computed["barrier_pairs"] += result[0]
-    for what in ("star", "barrier batch"):
-        jobs = [(job, e) for job, e in failed if (job.kind == "star") == (what == "star")]
-        if jobs:
-            raise_failures([j for j, _ in jobs], [e for _, e in jobs], what)
+    for kind, what in (("star", "star"), ("pairs", "barrier batch")):
+        if failed[kind]:
+            raise_failures([j for j, _ in failed[kind]], [e for _, e in failed[kind]], what)
 
     results = []
     for cell, anchor_ids, held_out, (star, created) in zip(cells, anchor_sets, held_outs, built):

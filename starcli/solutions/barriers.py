@@ -61,7 +61,8 @@ def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tu
         raise UsageError("say what to measure: --star S --held-out IDS, or --pair A B")
     if len(set(held_out)) != len(held_out):
         raise UsageError(f"--held-out lists a solution twice: {held_out}")
-    star_sol = records.get(reg, star)
+    ends = records.get_many(reg, [star] + held_out)  # the star and the held-outs, read once
+    star_sol = ends[0]
     anchors = list(star_sol.anchors or [])
     if baseline == "anchors" and not anchors:
         raise StarlightError(
@@ -73,7 +74,6 @@ def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tu
         raise StarlightError(
             f"solution {overlap[0]} helped build star {star}; held-outs must be solutions the star never saw"
         )
-    ends = records.get_many(reg, [star] + held_out)
     with reg.session() as s:  # the anchors that still exist (with --baseline none one may have been removed)
         built_from = list(s.exec(select(Solution).where(col(Solution.id).in_(anchors)))) + ends[:1]
     by_sha = {sol.sha256: sol.id for sol in built_from}
@@ -88,7 +88,7 @@ def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tu
     plan = [(star, h, STAR_PAIRS) for h in held_out]
     if baseline == "anchors":
         plan += [(a, h, REGULAR_PAIRS) for a in anchors for h in held_out]
-    sols = records.get_many(reg, [star] + held_out + (anchors if baseline == "anchors" else []))
+    sols = ends + (records.get_many(reg, anchors) if baseline == "anchors" else [])
     records.require_same_task(sols, "the star, its anchors and the held-outs")
     return plan, sols
 
@@ -310,14 +310,20 @@ def check_replicate_stars(reg, stars: list[int]) -> None:
     task, and no two may share an anchor (a replicate is its own anchor set)."""
     sols = records.get_many(reg, stars)
     records.require_same_task(sols, "stars read as replicates")
-    seen: dict[int, int] = {}
     for sol in sols:
         if not sol.anchors:
             raise StarlightError(f"solution {sol.id} ({sol.kind}) records no anchors, so it is no star to read as a replicate")
-        for a in sol.anchors:
+    _require_own_anchor_sets([(sol.id, sol.anchors) for sol in sols])
+
+
+def _require_own_anchor_sets(stars: list[tuple[int, list[int]]]) -> None:
+    """No two replicates (star id, its anchors) share an anchor: a replicate is its own anchor set."""
+    seen: dict[int, int] = {}
+    for star, anchors in stars:
+        for a in anchors:
             if a in seen:
-                raise StarlightError(f"stars {seen[a]} and {sol.id} share anchor {a}: replicates need their own anchor sets")
-            seen[a] = sol.id
+                raise StarlightError(f"stars {seen[a]} and {star} share anchor {a}: replicates need their own anchor sets")
+            seen[a] = star
 
 
 def replicates(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -335,14 +341,7 @@ def replicates(results: list[dict[str, Any]]) -> dict[str, Any]:
         if rep["settings"] != reps[0]["settings"]:
             raise StarlightError(f"stars {reps[0]['star']} and {rep['star']} were measured under different settings; "
                                  "replicates must share one protocol")
-    seen: dict[int, int] = {}
-    for rep in reps:
-        for a in rep["anchors"]:
-            if a in seen:
-                raise StarlightError(
-                    f"stars {seen[a]} and {rep['star']} share anchor {a}: replicates need their own anchor sets"
-                )
-            seen[a] = rep["star"]
+    _require_own_anchor_sets([(rep["star"], rep["anchors"]) for rep in reps])
     held = [set(r["held_out"]) for r in reps]
     out = {"replicates": reps, "settings": results[0]["settings"] if results else {},
            "evidence": compare_pairs([r["pairs"] for r in results], splits)}

@@ -159,7 +159,7 @@ class BarrierSpec:
         splits = tuple(dict.fromkeys(self.splits))
         unknown = [s for s in splits if s not in SPLITS]
         if not splits or unknown:
-            raise UsageError(f"--splits must name train and/or test, got {','.join(map(str, splits)) or 'nothing'}")
+            raise UsageError(f"--splits must be train and/or test, got {','.join(map(str, splits)) or 'nothing'}")
         if isinstance(bn_calibration, str) and bn_calibration != "full":
             try:
                 bn_calibration = int(bn_calibration)

@@ -53,11 +53,19 @@ def sweep(
         spec = sweep_file.with_replicates(spec, replicates)
     if plan:
         info = spec.plan()
+        reg = common.registry(create=False, read_only=True)  # none yet: everything is missing
+        try:
+            info["missing"] = sweeps.missing(reg, spec, device, run)
+        finally:
+            if reg is not None:
+                reg.close()
         if json_:
             common.echo_json(info)
         else:
             for key, value in info.items():
-                print(f"{key:>14}: {value}")
+                if key != "missing":
+                    print(f"{key:>14}: {value}")
+            print(f"{'missing':>14}: {_missing_line(info['missing'])}")
         return
     from starcli.reports import style
 
@@ -220,3 +228,16 @@ def _bn_calibration(text: str) -> str | int:
     if value < 1:
         raise UsageError(f"--bn-calibration must be full or a positive sample count, got {text!r}")
     return value
+
+
+def _missing_line(missing: dict) -> str:
+    """`sweep --plan`'s account of what a run would compute: nothing, or which runs, stars and pairs."""
+    parts = []
+    if missing["training_runs"]:
+        widths = "; ".join(f"width {w}: seeds {','.join(map(str, s))}" for w, s in missing["training_seeds"].items())
+        parts.append(f"{missing['training_runs']} training run(s) ({widths})")
+    if missing["stars"]:
+        parts.append(f"{missing['stars']} star(s)")
+    if missing["barrier_pairs_of_built_stars"]:
+        parts.append(f"{missing['barrier_pairs_of_built_stars']} barrier pair(s) of built stars")
+    return ", ".join(parts) or "nothing: every run, star and pair is registered"

@@ -8,6 +8,7 @@ The report folder (CSV, markdown, PNG) is rewritten each time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -106,6 +107,41 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, run: RunOptio
         results.append(result)
     overall.done()
     return _finish(sweep, out, results, computed, start, device)
+
+
+def missing(reg: Registry | None, sweep: Sweep, device: str = "auto", run: RunOptions = LOCAL) -> dict[str, Any]:
+    """What a run of `sweep` would still compute in `reg` (None: no registry yet), computing nothing:
+    the training runs per width, the stars (by cell), and the barrier pairs of the stars already built
+    (a star not built yet has all its pairs to measure, which are known once its anchors are)."""
+    configs = width_configs(sweep, run.policy_device(device))
+    ids: dict[Any, dict[int, int]] = {}
+    seeds: dict[str, list[int]] = {}
+    for width, config in configs.items():
+        found = {s: records.by_key(reg, anchors.anchor_key(config, s)) if reg is not None else None
+                 for s in sweep.seeds_to_train()}
+        ids[width] = {s: sol.id for s, sol in found.items() if sol is not None}
+        lacking = [s for s, sol in found.items() if sol is None]
+        if lacking:
+            seeds[str(width)] = lacking
+    stars_missing, pairs = [], set()
+    for cell in sweep.cells():
+        wanted = sweep.replicate_seeds(cell.replicate)
+        if any(s not in ids[cell.width] for s in wanted[0][: cell.n_anchors] + wanted[1]):
+            stars_missing.append(cell)
+            continue
+        plan = stars.plan_star(reg, _star_spec(sweep, cell, _anchor_ids(sweep, cell, ids)))
+        if plan.existing is None:
+            stars_missing.append(cell)
+            continue
+        found = barriers.plan_barriers(reg, _barrier_spec(sweep, plan.existing.id, _held_out_ids(sweep, cell, ids)))
+        pairs.update((found.settings_hash, pair) for pair in found.todo)
+    return {
+        "training_runs": sum(len(v) for v in seeds.values()),
+        "training_seeds": seeds,  # width -> seeds not trained yet
+        "stars": len(stars_missing),
+        "star_cells": [dataclasses.asdict(cell) for cell in stars_missing],
+        "barrier_pairs_of_built_stars": len(pairs),
+    }
 
 
 def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: dict[str, int], start: float, device: str):

@@ -234,10 +234,21 @@ def _missing_line(missing: dict) -> str:
     """`sweep --plan`'s account of what a run would compute: nothing, or which runs, stars and pairs."""
     parts = []
     if missing["training_runs"]:
-        widths = "; ".join(f"width {w}: seeds {','.join(map(str, s))}" for w, s in missing["training_seeds"].items())
+        widths = "; ".join(f"width {w}: seeds {_spans(s)}" for w, s in missing["training_seeds"].items())
         parts.append(f"{missing['training_runs']} training run(s) ({widths})")
     if missing["stars"]:
         parts.append(f"{missing['stars']} star(s)")
     if missing["barrier_pairs_of_built_stars"]:
         parts.append(f"{missing['barrier_pairs_of_built_stars']} barrier pair(s) of built stars")
     return ", ".join(parts) or "nothing: every run, star and pair is registered"
+
+
+def _spans(numbers: list[int]) -> str:
+    """Sorted integers as the selector syntax writes them: 1-10,101-103."""
+    out: list[str] = []
+    for n in sorted(numbers):
+        if out and n == int(out[-1].rpartition("-")[2]) + 1:
+            out[-1] = f"{out[-1].partition('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ",".join(out)

@@ -55,7 +55,7 @@ def sweep(
         info = spec.plan()
         reg = common.registry(create=False, read_only=True)  # none yet: everything is missing
         try:
-            info["missing"] = sweeps.missing(reg, spec, device, run)
+            info["missing"] = sweeps.missing_work(reg, spec, device, run)
         finally:
             if reg is not None:
                 reg.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from starcli.engine import data, devices, stacked
 from starcli.progress import Reporter
 from starcli.registry import Registry
 from starcli.reports import sweep_report
-from starcli.runners.local import local_pool
+from starcli.runners.local import Submissions, local_pool
 from starcli.runners.options import LOCAL, RunOptions
 from starcli.runners.jobs import raise_failures
 from starcli.solutions import anchors, barriers, records, stars, training
@@ -109,7 +108,7 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, run: RunOptio
     return _finish(sweep, out, results, computed, start, device)
 
 
-def missing(reg: Registry | None, sweep: Sweep, device: str = "auto", run: RunOptions = LOCAL) -> dict[str, Any]:
+def missing_work(reg: Registry | None, sweep: Sweep, device: str = "auto", run: RunOptions = LOCAL) -> dict[str, Any]:
     """What a run of `sweep` would still compute in `reg` (None: no registry yet), computing nothing:
     the training runs per width, the stars (by cell), and the barrier pairs of the stars already built
     (a star not built yet has all its pairs to measure, which are known once its anchors are)."""
@@ -193,7 +192,7 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
         reg, [_star_spec(sweep, cell, anchor_ids) for cell, anchor_ids in zip(cells, anchor_sets)], device, reporter
     )
     built: list[tuple[Any, bool]] = [(plan.existing, False) for plan in plans]
-    pending: dict[Any, tuple[str, int, Any]] = {}  # future → (kind, cell index, job)
+    flow = Submissions(pool)  # tagged (kind, cell index)
     sent: set[tuple[str, tuple[int, int]]] = set()  # (settings hash, pair) already on the pool
     failed: dict[str, list[tuple[Any, BaseException]]] = {"star": [], "pairs": []}
 
@@ -202,30 +201,24 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
         todo = [pair for pair in plan.todo if (plan.settings_hash, pair) not in sent]
         sent.update((plan.settings_hash, pair) for pair in todo)
         for job in barriers.barrier_jobs(reg, todo, plan.settings, plan.settings_hash, device, len(pool.slots)) if todo else []:
-            pending[pool.submit(job)] = ("pairs", i, job)
+            flow.submit(job, ("pairs", i))
 
     for i, plan in enumerate(plans):
         if plan.existing is not None:
             send_pairs(i)
     # The widest stars first, so that no long one starts last while the other workers idle.
     for i, job in sorted(star_todo, key=lambda item: -_cost(configs[cells[item[0]].width], 1)):
-        pending[pool.submit(job)] = ("star", i, job)
-    while pending:
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            kind, i, job = pending.pop(future)
-            try:
-                result = future.result()
-            except Exception as e:  # noqa: BLE001 - reported together once the others have finished
-                failed[kind].append((job, e))
-                reporter.log(f"{job.label()}: failed: {e}")
-                continue
-            if kind == "star":
-                built[i] = (records.get(reg, result[0]), result[1])
-                reporter.log(job.describe(result))
-                send_pairs(i)
-            else:
-                computed["barrier_pairs"] += result[0]
+        flow.submit(job, ("star", i))
+    for (kind, i), job, outcome in flow:
+        if isinstance(outcome, BaseException):  # reported together once the others have finished
+            failed[kind].append((job, outcome))
+            reporter.log(f"{job.label()}: failed: {outcome}")
+        elif kind == "star":
+            built[i] = (records.get(reg, outcome[0]), outcome[1])
+            reporter.log(job.describe(outcome))
+            send_pairs(i)
+        else:
+            computed["barrier_pairs"] += outcome[0]
     for kind, what in (("star", "star"), ("pairs", "barrier batch")):
         if failed[kind]:
             raise_failures([j for j, _ in failed[kind]], [e for _, e in failed[kind]], what)
@@ -258,7 +251,9 @@ def _train_on_pool(reg, sweep: Sweep, by_width: dict, pool, device, data_dir, do
         # Generated datasets (MNIST-1D) are made once here and cached, not by every worker at once.
         data.load(configs[0]["dataset"], "train", data_dir=data_dir, download=download, cache_dir=records.dataset_cache(reg))
     left = [sum(1 for _, v, _ in work if v == w) for w in range(len(widths))]
-    pending = {pool.submit(job): (w, job) for _, w, job in sorted(work, key=lambda item: -item[0])}
+    flow = Submissions(pool)  # tagged by width index
+    for _, w, job in sorted(work, key=lambda item: -item[0]):
+        flow.submit(job, w)
     failed: list[tuple[Any, BaseException]] = []
     ids: dict[Any, dict[int, int]] = {}
 
@@ -276,16 +271,11 @@ def _train_on_pool(reg, sweep: Sweep, by_width: dict, pool, device, data_dir, do
             overall.advance(step=f"trained width {widths[w]}")
 
     register_ready()
-    while pending:
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            w, job = pending.pop(future)
-            left[w] -= 1
-            try:
-                future.result()
-            except Exception as e:  # noqa: BLE001 - reported once the others have finished: their work is kept
-                failed.append((job, e))
-                reporter.log(f"{job.label()} (width {widths[w]}): failed: {e}")
+    for w, job, outcome in flow:
+        left[w] -= 1
+        if isinstance(outcome, BaseException):  # reported once the others have finished: their work is kept
+            failed.append((job, outcome))
+            reporter.log(f"{job.label()} (width {widths[w]}): failed: {outcome}")
         register_ready()
     if failed:
         raise_failures([j for j, _ in failed], [e for _, e in failed], "seed")

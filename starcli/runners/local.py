@@ -11,8 +11,9 @@ import os
 import signal
 import sys
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from dataclasses import replace
+from typing import Any, Iterator
 
 import torch
 
@@ -136,3 +137,32 @@ def run_local(todo: list[Job], slots, reporter, pool: LocalPool | None = None) -
         except Exception as e:  # noqa: BLE001 - every job's failure is reported, the others still finish
             results[i] = e
     return results
+
+
+class Submissions:
+    """Jobs on an open `LocalPool`, read back as each completes, whatever the order: `for tag, job, outcome
+    in submissions`, where outcome is the job's result or its exception. More may be submitted while
+    reading (a star's barrier pairs once the star is built); the loop ends when none is left.
+
+        flow = Submissions(pool)
+        flow.submit(job, tag)
+        for tag, job, outcome in flow: ...
+    """
+
+    def __init__(self, pool: LocalPool):
+        self.pool = pool
+        self._pending: dict[Future, tuple[Any, Job]] = {}
+
+    def submit(self, job: Job, tag: Any = None) -> None:
+        self._pending[self.pool.submit(job)] = (tag, job)
+
+    def __iter__(self) -> Iterator[tuple[Any, Job, Any]]:
+        while self._pending:
+            done, _ = wait(self._pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                tag, job = self._pending.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as e:  # noqa: BLE001 - the caller reports it; the other jobs go on
+                    outcome = e
+                yield tag, job, outcome

@@ -3,8 +3,10 @@ all land in one registry, and resubmitting them is a no-op."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+from typing import ClassVar
 
 import pytest
 
@@ -230,3 +232,56 @@ def test_failed_seeds_are_reported_in_one_line_once_every_seed_has_run(reg, conf
 def test_ray_refuses_a_gpu_request_on_a_cluster_without_gpus_instead_of_waiting(reg, config, local_ray):
     with pytest.raises(StarlightError, match="asks for 1 GPU.*has 0"):
         training.train(reg, config, [1], run=RunOptions(executor="ray", gpus_per_job=1), device="cpu")
+
+
+# --- the runners know a job only by its protocol ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _CountRows:
+    """A kind of work the runners have never heard of: count the registry's solutions, in a worker."""
+
+    kind: ClassVar[str] = "count"
+    home: str
+    db_url: str
+    device: str
+    store_url: str | None = None
+    tag: int = 0
+
+    def label(self) -> str:
+        return f"count {self.tag}"
+
+    def weight(self) -> int:
+        return 1
+
+    def run(self, reg, reporter=None) -> tuple[int, int]:
+        return self.tag, len(records.query(reg))
+
+    def describe(self, result) -> str:
+        return f"{self.label()}: {result[1]} solution(s)"
+
+
+class _Lines:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+    def task(self, *a, **k):
+        from starcli.progress import Task
+
+        return Task()
+
+
+def test_a_new_kind_of_job_runs_here_and_on_a_local_pool_with_no_change_to_the_runners(reg, config):
+    from starcli.runners.jobs import Job
+    from starcli.runners.run import run_jobs
+
+    anchor_training.train(reg, config, [1, 2], device="cpu")
+    todo = [_CountRows(home=str(reg.home), db_url=reg.url, device="cpu", store_url=reg.store_url, tag=t) for t in range(3)]
+    assert all(isinstance(job, Job) for job in todo)
+    for run in (RunOptions(), RunOptions(jobs=2)):  # this process; two spawned workers
+        said = _Lines()
+        assert run_jobs(reg, todo, run, "cpu", said) == [(0, 2), (1, 2), (2, 2)]  # in submission order
+        assert sorted(said.lines) == [f"count {t}: 2 solution(s)" for t in range(3)]  # each described by itself

@@ -13,6 +13,7 @@ import pytest
 from starcli.experiments import sweep as sweep_run
 from starcli.experiments import sweep_file
 from starcli.runners import slurm as slurm_runner
+from starcli.runners.options import RunOptions
 from starcli.solutions import records
 
 # linear-toy's recipe at two widths, a few epochs: seconds of training.
@@ -93,13 +94,13 @@ def test_a_sweep_on_ray_without_an_address_starts_one_local_ray_for_all_its_phas
     monkeypatch.setattr(ray, "init", counting_init)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    result = sweep_run.run(reg, sweep_file.load(str(small)), tmp_path / "ray", device="cpu", executor="ray")
+    result = sweep_run.run(reg, sweep_file.load(str(small)), tmp_path / "ray", device="cpu", run=RunOptions(executor="ray"))
     assert starts == [None]  # one local Ray for training, stars, barriers and soups
     assert not ray.is_initialized()  # and it is shut down with the sweep
     assert result["computed"]["training_runs"] == 6 and result["computed"]["stars"] == 2
     assert len(records.query(reg, kind="star")) == 2
     # Run again, everything is registered: answered without starting Ray at all.
-    again = sweep_run.run(reg, sweep_file.load(str(small)), tmp_path / "ray-again", device="cpu", executor="ray")
+    again = sweep_run.run(reg, sweep_file.load(str(small)), tmp_path / "ray-again", device="cpu", run=RunOptions(executor="ray"))
     assert starts == [None] and not ray.is_initialized()
     assert sum(again["computed"].values()) == 0 and again["rows"] == result["rows"]
 

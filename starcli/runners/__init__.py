@@ -5,8 +5,9 @@ registry named in it, does its work there and describes its own result. They nev
 work a job is, so a new kind of work (a seed, a star, a batch of barrier pairs, ...) needs no change
 here. Below `solutions/`: the kinds of work import runners, never the reverse.
 
-options (the executor options, checked before any work, torch-free), jobs (the protocol, running one
-job, results and failures), local (the spawn pool), slurm (submitit arrays), ray_tasks (Ray tasks),
-run (`run_jobs`: a list of jobs on the executor the options name).
+options (`RunOptions`, the executor options checked before any work, torch-free), jobs (the protocol,
+running one job, results and failures), local (the spawn pool, and `Submissions`: jobs read back as
+they complete), slurm (submitit arrays), ray_tasks (Ray tasks), run (`run_jobs`: a list of jobs where
+the options say).
 Nothing is imported here, so that a command can check its options without torch.
 """

@@ -1,4 +1,5 @@
-"""The executor options (--executor, --jobs and the SLURM/Ray ones), checked before any work.
+"""The executor options (--executor, --jobs and the SLURM/Ray ones) as one `RunOptions`, checked when
+built, before any work.
 
 Free of torch, so a command can refuse a misplaced option at once, and a barrier answered from the
 registry still starts in well under a second.

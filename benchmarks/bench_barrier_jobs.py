@@ -1,4 +1,4 @@
-"""Barrier fan-out: `executors.barrier(--jobs 2)` on a local 2-worker pool against one process, same pairs.
+"""Barrier fan-out: `barriers.compute` with `--jobs 2` on a local 2-worker pool against one process, same pairs.
 
 The demo's setting (a star from 5 anchors of the default recipe, 3 held-outs: 18 pairs, 11 points, train
 and test). One process runs with one thread; each of the 2 workers also runs with one thread
@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from starcli.registry import open_registry  # noqa: E402
 from starcli.engine import recipes  # noqa: E402
 from starcli.solutions import anchors as anchor_training  # noqa: E402
-from starcli.solutions import barriers, executors, stars  # noqa: E402
+from starcli.runners.options import RunOptions  # noqa: E402
+from starcli.solutions import barriers, stars  # noqa: E402
 
 
 def numbers(result):
@@ -46,14 +47,20 @@ def main() -> None:
         config = recipes.resolve("mnist1d-mlp", width=args.width, epochs=1)
         ids = [o.solution.id for o in anchor_training.train(reg, config, list(range(1, 9)), device="cpu")]
         star, _ = stars.build_star(reg, ids[:5], epochs=1, device="cpu")
-        options = dict(star=star.id, held_out=ids[5:], points=11, splits=("train", "test"), recompute=True)
+        spec = barriers.BarrierSpec(star=star.id, held_out=ids[5:], points=11, splits=("train", "test"), recompute=True)
+
+        def measured(run: RunOptions):
+            plan = barriers.plan_barriers(reg, spec)
+            computed = barriers.compute(reg, plan, run, "cpu")
+            return barriers.finish(plan, computed), len(computed)
+
         one, two, reference = [], [], None
         for _ in range(args.repeats):
             start = time.perf_counter()
-            single, n = barriers.measure_counted(reg, device="cpu", **options)
+            single, n = measured(RunOptions())
             one.append(time.perf_counter() - start)
             start = time.perf_counter()
-            fanned, m = executors.barrier(reg, executor="local", device="cpu", jobs=2, **options)
+            fanned, m = measured(RunOptions(executor="local", jobs=2))
             two.append(time.perf_counter() - start)
             assert n == m == 18 and numbers(single) == numbers(fanned), "the batches' numbers differ"
             reference = reference or numbers(single)

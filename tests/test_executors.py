@@ -3,15 +3,20 @@ all land in one registry, and resubmitting them is a no-op."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+from typing import ClassVar
 
 import pytest
 
 from starcli.engine import recipes
 from starcli.errors import StarlightError, UsageError
 from starcli.solutions import anchors as anchor_training
-from starcli.solutions import executors, records
+from starcli.runners import jobs as runner_jobs
+from starcli.runners import local, options
+from starcli.runners.options import RunOptions
+from starcli.solutions import records, training
 
 
 @pytest.fixture
@@ -31,7 +36,7 @@ def _check(reg, outcomes, seeds):
 
 
 def test_local_executor_trains_seeds_in_two_worker_processes_and_resubmitting_skips_them(reg, config):
-    outcomes = executors.train(reg, config, [1, 2, 3], executor="local", device="cpu", jobs=2)
+    outcomes = training.train(reg, config, [1, 2, 3], run=RunOptions(executor="local", jobs=2), device="cpu")
     _check(reg, outcomes, [1, 2, 3])
     # The workers' rows carry the same (config, seed) key as this process would write.
     again = anchor_training.train(reg, config, [1, 2, 3], device="cpu")
@@ -44,8 +49,8 @@ def test_two_workers_train_stacked_seed_groups_bit_identical_to_one_seed_at_a_ti
 
     pooled, alone = Registry(tmp_path / "pooled"), Registry(tmp_path / "alone")
     seeds = [1, 2, 3, 4, 5]
-    assert executors.seed_groups(seeds, 2) == [[1, 3, 5], [2, 4]]
-    outcomes = executors.train(pooled, config, seeds, executor="local", device="cpu", jobs=2)
+    assert training.seed_groups(seeds, 2) == [[1, 3, 5], [2, 4]]
+    outcomes = training.train(pooled, config, seeds, run=RunOptions(executor="local", jobs=2), device="cpu")
     assert [o.solution.seed for o in outcomes] == seeds and all(o.trained for o in outcomes)
     # The reference: each seed trained by itself in this process (no stacking, no pool).
     reference = [anchor_training.train(alone, config, [seed], device="cpu")[0] for seed in seeds]
@@ -55,15 +60,15 @@ def test_two_workers_train_stacked_seed_groups_bit_identical_to_one_seed_at_a_ti
 
 def test_registered_seeds_start_no_worker(reg, config, monkeypatch):
     first = anchor_training.train(reg, config, [1, 2], device="cpu")
-    monkeypatch.setattr(executors, "_run_local", lambda *a, **k: pytest.fail("no pool when every seed is registered"))
-    again = executors.train(reg, config, [2, 1], executor="local", device="cpu", jobs=2)
+    monkeypatch.setattr(local, "run_local", lambda *a, **k: pytest.fail("no pool when every seed is registered"))
+    again = training.train(reg, config, [2, 1], run=RunOptions(executor="local", jobs=2), device="cpu")
     assert [o.solution.id for o in again] == [first[1].solution.id, first[0].solution.id]
     assert not any(o.trained for o in again)
 
 
 def test_one_slot_on_the_cpu_trains_in_this_process(reg, config, monkeypatch):
-    monkeypatch.setattr(executors, "_run_local", lambda *a, **k: pytest.fail("no pool for one slot"))
-    [outcome] = executors.train(reg, config, [5], executor="local", device="cpu")
+    monkeypatch.setattr(local, "run_local", lambda *a, **k: pytest.fail("no pool for one slot"))
+    [outcome] = training.train(reg, config, [5], run=RunOptions(executor="local"), device="cpu")
     assert outcome.trained and outcome.solution.device == "cpu"
 
 
@@ -72,13 +77,13 @@ def test_the_pool_pins_one_worker_per_visible_gpu(monkeypatch):
 
     from starcli.engine import devices
 
-    monkeypatch.setattr(executors, "visible_gpus", lambda: ["3", "5"])
+    monkeypatch.setattr(local, "visible_gpus", lambda: ["3", "5"])
     monkeypatch.setattr(devices, "resolve", lambda name: torch.device("cuda" if name == "auto" else name))
-    assert executors._pool_slots("auto", None) == [("3", "cuda"), ("5", "cuda")]
+    assert local.pool_slots("auto", None) == [("3", "cuda"), ("5", "cuda")]
     # More jobs than GPUs share them round-robin; one named GPU gets every slot, or runs here alone.
-    assert executors._pool_slots("cuda", 3) == [("3", "cuda"), ("5", "cuda"), ("3", "cuda")]
-    assert executors._pool_slots("cuda:1", 2) == [("5", "cuda"), ("5", "cuda")]
-    assert executors._pool_slots("cuda:1", None) == []
+    assert local.pool_slots("cuda", 3) == [("3", "cuda"), ("5", "cuda"), ("3", "cuda")]
+    assert local.pool_slots("cuda:1", 2) == [("5", "cuda"), ("5", "cuda")]
+    assert local.pool_slots("cuda:1", None) == []
 
 
 def test_visible_gpus_honour_cuda_visible_devices(monkeypatch):
@@ -87,9 +92,9 @@ def test_visible_gpus_honour_cuda_visible_devices(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,7")
-    assert executors.visible_gpus() == ["2", "7"]
+    assert local.visible_gpus() == ["2", "7"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert executors.visible_gpus() == ["0", "1"]
+    assert local.visible_gpus() == ["0", "1"]
 
 
 # --- slurm (submitit's local executors) ----------------------------------------------------------
@@ -97,16 +102,16 @@ def test_visible_gpus_honour_cuda_visible_devices(monkeypatch):
 
 def test_slurm_debug_runs_one_job_per_seed_with_logs_under_home(reg, config):
     pytest.importorskip("submitit")
-    outcomes = executors.train(reg, config, [1, 2], executor="slurm", device="cpu", slurm_cluster="debug")
+    outcomes = training.train(reg, config, [1, 2], run=RunOptions(executor="slurm", slurm_cluster="debug"), device="cpu")
     _check(reg, outcomes, [1, 2])
     assert (reg.home / "slurm").is_dir()
 
 
 def test_a_slurm_job_that_times_out_requeues_itself_with_the_same_seed(reg, config):
     pytest.importorskip("submitit")
-    job = executors.Job(str(reg.home), reg.url, config, 3, "cpu")
-    again = executors.TrainSeed().checkpoint(job)
-    assert isinstance(again.function, executors.TrainSeed) and again.args == (job,)
+    job = training.SeedJob(home=str(reg.home), db_url=reg.url, config=config, seed=3, device="cpu")
+    again = runner_jobs.RunJob().checkpoint(job)
+    assert isinstance(again.function, runner_jobs.RunJob) and again.args == (job,)
 
 
 def test_a_failed_slurm_job_is_reported_by_the_last_line_of_its_trace():
@@ -115,24 +120,24 @@ def test_a_failed_slurm_job_is_reported_by_the_last_line_of_its_trace():
         '  File "x.py", line 1, in <module>\nstarcli.errors.StarlightError: seed 4: the loss became nan\n'
         "----------------------\nYou can check full logs with 'job.stderr(0)'"
     )
-    assert str(executors._job_error(RuntimeError(trace), "job 7 failed")) == "seed 4: the loss became nan"
-    assert str(executors._job_error(MemoryError("out of memory"), "job 7 failed")) == "job 7 failed (out of memory)"
+    assert str(runner_jobs.job_error(RuntimeError(trace), "job 7 failed")) == "seed 4: the loss became nan"
+    assert str(runner_jobs.job_error(MemoryError("out of memory"), "job 7 failed")) == "job 7 failed (out of memory)"
 
 
 def test_slurm_time_limits_read_as_slurm_writes_them():
-    assert executors.time_minutes("90") == 90
-    assert executors.time_minutes("4:00:00") == 240
-    assert executors.time_minutes("1:30") == 90
-    assert executors.time_minutes("1-12:00:00") == 2160
+    assert options.time_minutes("90") == 90
+    assert options.time_minutes("4:00:00") == 240
+    assert options.time_minutes("1:30") == 90
+    assert options.time_minutes("1-12:00:00") == 2160
     with pytest.raises(UsageError, match="malformed --time"):
-        executors.time_minutes("4h")
+        options.time_minutes("4h")
 
 
 def test_slurm_without_sbatch_says_where_to_run(reg, config, monkeypatch):
     pytest.importorskip("submitit")
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(StarlightError, match="sbatch not found"):
-        executors.train(reg, config, [1], executor="slurm", device="cpu")
+        training.train(reg, config, [1], run=RunOptions(executor="slurm"), device="cpu")
 
 
 # --- options and extras --------------------------------------------------------------------------
@@ -142,7 +147,7 @@ def test_slurm_without_sbatch_says_where_to_run(reg, config, monkeypatch):
 def test_a_missing_optional_package_names_the_extra_to_install(reg, config, monkeypatch, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
     with pytest.raises(StarlightError, match=rf"pip install 'starlight-landscapes\[{extra}\]'"):
-        executors.train(reg, config, [1], executor=extra, device="cpu")
+        training.train(reg, config, [1], run=RunOptions(executor=extra), device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -181,7 +186,7 @@ def test_any_spelling_of_auto_gets_the_same_precision_defaults_on_slurm():
     from starcli.engine import recipes
 
     [config] = {
-        json.dumps(recipes.resolve("mnist1d-cnn", device=executors.policy_device("slurm", spelling)), sort_keys=True)
+        json.dumps(recipes.resolve("mnist1d-cnn", device=options.policy_device("slurm", spelling)), sort_keys=True)
         for spelling in ("auto", "AUTO", " Auto ")
     }
     assert json.loads(config)["precision"] == "bf16"  # the GPU the job asks for, however auto is written
@@ -211,14 +216,14 @@ def local_ray():
 
 
 def test_ray_trains_seeds_as_remote_tasks_into_one_registry(reg, config, local_ray):
-    outcomes = executors.train(reg, config, [1, 2, 3], executor="ray", device="cpu")
+    outcomes = training.train(reg, config, [1, 2, 3], run=RunOptions(executor="ray"), device="cpu")
     _check(reg, outcomes, [1, 2, 3])
 
 
 def test_failed_seeds_are_reported_in_one_line_once_every_seed_has_run(reg, config, local_ray):
     bad = dict(config, lr=1e30)  # diverges at once: the worker refuses to register a non-finite loss
     with pytest.raises(StarlightError) as e:
-        executors.train(reg, bad, [1, 2], executor="ray", device="cpu", jobs=1)
+        training.train(reg, bad, [1, 2], run=RunOptions(executor="ray", jobs=1), device="cpu")
     message = str(e.value)
     assert message.startswith("2 of 2 seed(s) failed (seed 1: the loss became") and "\n" not in message
     assert "rerun the same command" in message
@@ -226,4 +231,57 @@ def test_failed_seeds_are_reported_in_one_line_once_every_seed_has_run(reg, conf
 
 def test_ray_refuses_a_gpu_request_on_a_cluster_without_gpus_instead_of_waiting(reg, config, local_ray):
     with pytest.raises(StarlightError, match="asks for 1 GPU.*has 0"):
-        executors.train(reg, config, [1], executor="ray", device="cpu", gpus_per_job=1)
+        training.train(reg, config, [1], run=RunOptions(executor="ray", gpus_per_job=1), device="cpu")
+
+
+# --- the runners know a job only by its protocol ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _CountRows:
+    """A kind of work the runners have never heard of: count the registry's solutions, in a worker."""
+
+    kind: ClassVar[str] = "count"
+    home: str
+    db_url: str
+    device: str
+    store_url: str | None = None
+    tag: int = 0
+
+    def label(self) -> str:
+        return f"count {self.tag}"
+
+    def weight(self) -> int:
+        return 1
+
+    def run(self, reg, reporter=None) -> tuple[int, int]:
+        return self.tag, len(records.query(reg))
+
+    def describe(self, result) -> str:
+        return f"{self.label()}: {result[1]} solution(s)"
+
+
+class _Lines:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+    def task(self, *a, **k):
+        from starcli.progress import Task
+
+        return Task()
+
+
+def test_a_new_kind_of_job_runs_here_and_on_a_local_pool_with_no_change_to_the_runners(reg, config):
+    from starcli.runners.jobs import Job
+    from starcli.runners.run import run_jobs
+
+    anchor_training.train(reg, config, [1, 2], device="cpu")
+    todo = [_CountRows(home=str(reg.home), db_url=reg.url, device="cpu", store_url=reg.store_url, tag=t) for t in range(3)]
+    assert all(isinstance(job, Job) for job in todo)
+    for run in (RunOptions(), RunOptions(jobs=2)):  # this process; two spawned workers
+        said = _Lines()
+        assert run_jobs(reg, todo, run, "cpu", said) == [(0, 2), (1, 2), (2, 2)]  # in submission order
+        assert sorted(said.lines) == [f"count {t}: 2 solution(s)" for t in range(3)]  # each described by itself

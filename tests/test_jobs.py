@@ -4,6 +4,7 @@ executor input is one bounded line."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -18,7 +19,9 @@ from sqlmodel import select
 from starcli.registry import BarrierResult, open_registry
 from starcli.engine import recipes
 from starcli.solutions import anchors as anchor_training
-from starcli.solutions import barriers, executors, records, stars
+from starcli.runners.jobs import RunJob
+from starcli.runners.options import RunOptions
+from starcli.solutions import barriers, records, stars, training
 
 
 @pytest.fixture
@@ -40,6 +43,13 @@ def _curves(reg) -> dict:
                 for r in s.exec(select(BarrierResult))}
 
 
+def _measured(reg, run: RunOptions = RunOptions(), **options):
+    """(barriers, pairs computed by this call): the plan, its missing pairs computed where `run` says, the finish."""
+    plan = barriers.plan_barriers(reg, barriers.BarrierSpec(**options))
+    computed = barriers.compute(reg, plan, run, "cpu")
+    return barriers.finish(plan, computed), len(computed)
+
+
 def _star_and_held_outs(reg, config):
     ids = [o.solution.id for o in anchor_training.train(reg, config, [1, 2, 3, 4, 5], device="cpu")]
     star, _ = stars.build_star(reg, ids[:3], epochs=2, device="cpu")
@@ -49,26 +59,26 @@ def _star_and_held_outs(reg, config):
 def test_barrier_pairs_over_two_workers_equal_one_process_and_a_rerun_computes_only_missing_pairs(reg, config):
     star, held = _star_and_held_outs(reg, config)
     options = dict(star=star, held_out=held, points=5, splits=("train", "test"))
-    fanned, computed = executors.barrier(reg, executor="local", device="cpu", jobs=2, **options)
+    fanned, computed = _measured(reg, RunOptions(executor="local", jobs=2), **options)
     assert computed == 2 + 3 * 2
     spread = _curves(reg)
-    single, again = barriers.measure_counted(reg, device="cpu", recompute=True, **options)
+    single, again = _measured(reg, recompute=True, **options)
     assert again == 8
     assert _numbers(fanned) == _numbers(single) and _curves(reg) == spread  # number for number
     with reg.session() as s:  # lose one stored pair: the rerun measures it alone
         s.delete(s.exec(select(BarrierResult).where(BarrierResult.b_id == held[1])).first())
         s.commit()
-    rerun, computed = executors.barrier(reg, executor="local", device="cpu", jobs=2, **options)
+    rerun, computed = _measured(reg, RunOptions(executor="local", jobs=2), **options)
     assert computed == 1 and _numbers(rerun) == _numbers(single)
 
 
 def test_stars_built_by_two_local_workers_are_the_stars_this_process_builds(reg, config, tmp_path):
     ids = [o.solution.id for o in anchor_training.train(reg, config, [1, 2, 3], device="cpu")]
-    specs = [dict(anchor_ids=ids[:2], epochs=2, seed=s) for s in (0, 1)]
-    built = executors.build_stars(reg, specs, executor="local", device="cpu", jobs=2)
+    specs = [stars.StarSpec(anchor_ids=ids[:2], epochs=2, seed=s) for s in (0, 1)]
+    built = stars.build_stars(reg, specs, run=RunOptions(executor="local", jobs=2), device="cpu")
     assert [created for _, created in built] == [True, True]
     assert [s.anchors for s, _ in built] == [ids[:2], ids[:2]]
-    again = executors.build_stars(reg, specs, executor="local", device="cpu", jobs=2)
+    again = stars.build_stars(reg, specs, run=RunOptions(executor="local", jobs=2), device="cpu")
     assert [(s.id, c) for s, c in again] == [(s.id, False) for s, _ in built]
     other = open_registry(tmp_path / "other")
     shutil.copytree(reg.home / "datasets", other.home / "datasets")
@@ -159,15 +169,15 @@ def _descendants(pid: int) -> list[int]:
 def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes_when_resubmitted(reg, config, tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
     monkeypatch.setenv("STARLIGHT_RESUME_EVERY_S", "0")  # a resume file every epoch: the kill lands after one
-    slurm = dict(executor="slurm", device="cpu", slurm_cluster="local", time="10")
-    outcomes = executors.train(reg, config, [1, 2, 3, 4], **slurm)
+    slurm = dict(run=RunOptions(executor="slurm", slurm_cluster="local", time="10"), device="cpu")
+    outcomes = training.train(reg, config, [1, 2, 3, 4], **slurm)
     ids = [o.solution.id for o in outcomes]
-    spec = dict(anchor_ids=ids[:2], epochs=300, seed=7)
-    plan = stars.plan_star(reg, **spec)
-    job = executors.StarJob(str(reg.home), reg.url, tuple(ids[:2]), "cpu", epochs=300, seed=7, store_url=reg.store_url)
+    spec = stars.StarSpec(anchor_ids=ids[:2], epochs=300, seed=7)
+    plan = stars.plan_star(reg, spec)
+    job = stars.StarJob(home=str(reg.home), db_url=reg.url, spec=spec, device="cpu", store_url=reg.store_url)
     ex = submitit.AutoExecutor(folder=reg.home / "slurm" / "%j", cluster="local")
     ex.update_parameters(timeout_min=10)
-    running = ex.submit(executors.RunJob(), job)
+    running = ex.submit(RunJob(), job)
     resume = reg.home / "runs" / plan.key[:24] / "last.safetensors"
     deadline = time.time() + 120
     while time.time() < deadline and not resume.exists() and not running.done():
@@ -182,9 +192,9 @@ def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes
         killed_at = int(f.metadata()["epoch"])
     assert 0 < killed_at < 300 and records.by_key(reg, plan.key) is None
 
-    [(star, created)] = executors.build_stars(reg, [spec], **slurm)
+    [(star, created)] = stars.build_stars(reg, [spec], **slurm)
     assert created and not resume.exists()
-    fanned, computed = executors.barrier(reg, jobs=2, star=star.id, held_out=ids[2:], points=3, **slurm)
+    fanned, computed = _measured(reg, dataclasses.replace(slurm["run"], jobs=2), star=star.id, held_out=ids[2:], points=3)
     assert computed == 2 + 2 * 2 and len(fanned["pairs"]) == 6
     clean_home = tmp_path / "clean"
     shutil.copytree(reg.home, clean_home, ignore=shutil.ignore_patterns("slurm", "runs"))
@@ -211,14 +221,14 @@ def local_ray():
 
 
 def test_ray_runs_train_star_and_barrier_jobs_into_one_registry(reg, config, local_ray):
-    outcomes = executors.train(reg, config, [1, 2, 3, 4], executor="ray", device="cpu")
+    outcomes = training.train(reg, config, [1, 2, 3, 4], run=RunOptions(executor="ray"), device="cpu")
     ids = [o.solution.id for o in outcomes]
-    [(star, created)] = executors.build_stars(reg, [dict(anchor_ids=ids[:2], epochs=2)], executor="ray", device="cpu")
+    [(star, created)] = stars.build_stars(reg, [stars.StarSpec(anchor_ids=ids[:2], epochs=2)], run=RunOptions(executor="ray"), device="cpu")
     assert created and star.kind == "star" and star.anchors == ids[:2]  # drawn in seed order, whatever order the parallel jobs registered the seeds in
     options = dict(star=star.id, held_out=ids[2:], points=3)
-    fanned, computed = executors.barrier(reg, executor="ray", device="cpu", jobs=2, **options)
+    fanned, computed = _measured(reg, RunOptions(executor="ray", jobs=2), **options)
     assert computed == 6
-    single, _ = barriers.measure_counted(reg, device="cpu", recompute=True, **options)
+    single, _ = _measured(reg, recompute=True, **options)
     assert _numbers(fanned) == _numbers(single)
 
 
@@ -259,7 +269,7 @@ def test_a_sweep_on_ray_gives_the_report_of_a_local_run(reg, tmp_path, mnist1d_c
         # Anchors registered in seed order in both: parallel training registers in completion order, and a
         # star's anchors are ordered by id (see the report: that order is part of a star's bits).
         anchor_training.train(r, spec.config(8), spec.seeds_to_train(), device="cpu")
-    on_ray = sweep_run.run(reg, spec, tmp_path / "ray", device="cpu", executor="ray", jobs=2)
+    on_ray = sweep_run.run(reg, spec, tmp_path / "ray", device="cpu", run=RunOptions(executor="ray", jobs=2))
     here = sweep_run.run(local, spec, tmp_path / "here", device="cpu")
     assert on_ray["computed"] == here["computed"] and here["computed"]["stars"] == 2
     assert [c["summary"] for c in on_ray["cells"]] == [c["summary"] for c in here["cells"]]
@@ -294,3 +304,29 @@ def test_a_sweep_interrupted_in_its_barrier_phase_resumes_without_retraining(reg
     resumed = sweep_run.run(reg, sweep_file.load(str(path)), tmp_path / "out", device="cpu")
     assert resumed["computed"]["training_runs"] == 0 and resumed["computed"]["stars"] == 0
     assert resumed["computed"]["barrier_pairs"] > 0 and (tmp_path / "out" / "summary.md").exists()
+
+
+def test_every_kind_of_job_is_a_frozen_keyword_built_picklable_job_that_describes_its_result(reg):
+    import dataclasses
+    import pickle
+
+    from starcli.runners.jobs import Job
+
+    where = dict(home=str(reg.home), db_url=reg.url, device="cpu")
+    jobs = [
+        (training.SeedJob(config={"arch": "mlp"}, seed=3, **where), (5, True), "seed 3: solution 5"),
+        (training.SeedGroupJob(config={"arch": "mlp"}, seed=3, more=(4,), **where),
+         ((5, True), (6, False)), "seed 3: solution 5\nseed 4: already registered as solution 6"),
+        (training.TrainAheadJob(config={"arch": "mlp"}, seed=3, more=(4,), **where), (3, 4), ""),
+        (stars.StarJob(spec=stars.StarSpec(anchor_ids=(1, 2), seed=7), **where), (9, True), "star from anchors 1,2 (seed 7): solution 9"),
+        (barriers.BarrierJob(pairs=((1, 2), (1, 3)), settings={}, settings_hash="h", **where),
+         (1, 2), "2 pair(s) from (1, 2): 1 computed, 1 already stored"),
+    ]
+    for job, result, said in jobs:
+        assert isinstance(job, Job) and dataclasses.is_dataclass(job)
+        assert pickle.loads(pickle.dumps(job)) == job
+        assert job.describe(result) == said
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            job.device = "cuda"  # type: ignore[misc]
+        with pytest.raises(TypeError):  # built by keyword: no order of fields to get wrong
+            type(job)(*dataclasses.astuple(job))

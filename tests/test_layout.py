@@ -138,3 +138,66 @@ def test_the_cycle_finder_finds_a_cycle_and_only_a_cycle():
 def test_the_package_has_no_import_cycles():
     internal = {m: {i for i in imports if i in MODULES and i != m} for m, imports in GRAPH.items()}
     assert find_cycle(internal) == []
+
+
+RUNNERS = "starcli.runners"
+CLUSTER_LIBRARIES = ("ray", "submitit")
+
+
+def _imported_by_name(path: Path) -> set[str]:
+    """Modules imported by a string: `require("ray", ...)`, `importlib.import_module("submitit")`."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name in ("require", "import_module") and isinstance(node.args[0].value, str):
+                found.add(node.args[0].value)
+    return found
+
+
+def test_the_runners_wing_knows_jobs_only_by_their_protocol():
+    # Below solutions/: the kinds of work import the runners, never the reverse.
+    upward = {
+        m: sorted(i for i in GRAPH[m] if _within(i, ("starcli.solutions", "starcli.experiments", "starcli.commands")))
+        for m in MODULES
+        if _within(m, (RUNNERS,))
+    }
+    assert len(upward) >= 5 and {m: v for m, v in upward.items() if v} == {}
+
+
+def test_only_the_runners_wing_imports_ray_or_submitit():
+    users = {
+        m for m, path in MODULES.items()
+        if any(_within(i, CLUSTER_LIBRARIES) for i in GRAPH[m] | _imported_by_name(path))
+    }
+    # The guard reads something: the runners do import them.
+    assert {"starcli.runners.slurm", "starcli.runners.ray_tasks"} <= users
+    assert sorted(m for m in users if not _within(m, (RUNNERS,))) == []
+
+
+def _declared_flags(path: Path) -> set[str]:
+    """Flags a module declares with `typer.Option(...)`."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "Option":
+            found.update(a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str))
+    return found
+
+
+def test_commands_take_the_executor_options_only_from_the_one_bundle():
+    import inspect
+
+    from starcli.cli import app  # every command module loaded
+    from starcli.commands import common
+
+    flags = set(common.EXECUTOR_FLAGS)
+    assert flags == {"--executor", "--jobs", "--partition", "--time", "--gpus-per-job", "--slurm-cluster", "--ray-address"}
+    declared = {m: _declared_flags(p) & flags for m, p in MODULES.items() if _within(m, ("starcli.commands",))}
+    assert declared["starcli.commands.common"] == flags  # the bundle, read from the source
+    assert {m: sorted(v) for m, v in declared.items() if v and m != "starcli.commands.common"} == {}
+    # And every command that has one of them got it from the bundle.
+    names = {"executor", "jobs", "partition", "time", "gpus_per_job", "slurm_cluster", "ray_address"}
+    using = {info.callback.__name__: info.callback for info in app.registered_commands
+             if names & set(inspect.signature(info.callback).parameters)}
+    assert {"train", "star", "barrier", "sweep", "demo"} <= set(using)
+    assert [name for name, f in using.items() if not getattr(f, "executor_options", None)] == []

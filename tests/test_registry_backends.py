@@ -19,7 +19,8 @@ from starcli.errors import StarlightError
 from starcli.registry import Registry
 from starcli.registry.migrations import MIGRATIONS
 from starcli.engine import recipes
-from starcli.solutions import executors, records
+from starcli.runners.jobs import run_job
+from starcli.solutions import records, training
 
 PG_URL = os.environ.get("STARLIGHT_TEST_PG_URL")
 
@@ -158,9 +159,9 @@ def test_four_processes_training_into_one_registry_lose_no_rows_and_one_seed_twi
     reg = open_reg()
     config = recipes.resolve("mnist1d-mlp", width=16, epochs=1)
     # Seed 3 twice: two processes race to register the same (config, seed) key.
-    jobs = [executors.Job(str(reg.home), reg.url, config, seed, "cpu") for seed in (1, 2, 3, 3)]
+    jobs = [training.SeedJob(home=str(reg.home), db_url=reg.url, config=config, seed=seed, device="cpu") for seed in (1, 2, 3, 3)]
     with _pool(4) as pool:
-        results = list(pool.map(executors.run_job, jobs))
+        results = list(pool.map(run_job, jobs))
     assert results[2][0] == results[3][0]
     assert sorted(trained for _, trained in results[2:]) == [False, True]  # one registered it, one found it
     assert all(trained for _, trained in results[:2])

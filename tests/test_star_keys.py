@@ -67,7 +67,7 @@ def test_anchors_registered_in_seed_order_are_drawn_in_id_order_as_before(reg, t
     # Algorithm 1 run directly on the anchors in id order.
     ids = _train(reg, dict(tiny_config, epochs=1), [1, 2, 3])
     star, _ = stars.build_star(reg, [3, 1, 2], epochs=1, seed=5, device="cpu")
-    plan = stars.plan_star(reg, ids, epochs=1, seed=5)
+    plan = stars.plan_star(reg, stars.StarSpec(anchor_ids=ids, epochs=1, seed=5))
     cpu = torch.device("cpu")
     split = data.load_split(plan.config["dataset"], "train", cpu, cache_dir=reg.home / "datasets")
     states = [records.state_dict(reg, records.get(reg, i)) for i in sorted(ids)]

@@ -119,6 +119,7 @@ def test_a_star_killed_at_a_random_epoch_resumes_and_matches_an_uninterrupted_on
     assert 0 < killed_at < 120
 
     out, err = _cli(homes["killed"], *args).communicate(timeout=300)
+    assert f"star from 2 anchors: started, resumed at {killed_at}/120" in err, err  # says where it resumed
     assert not list(runs.glob("*/last.safetensors")), "the resume file is removed once registered"
     out2, err2 = _cli(homes["clean"], *args).communicate(timeout=300)
     assert json.loads(out)["sha256"] == json.loads(out2)["sha256"], (err, err2)

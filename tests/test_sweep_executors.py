@@ -12,7 +12,9 @@ import pytest
 
 from starcli.experiments import sweep as sweep_run
 from starcli.experiments import sweep_file
-from starcli.solutions import executors, records
+from starcli.runners import slurm as slurm_runner
+from starcli.runners.options import RunOptions
+from starcli.solutions import records
 
 # linear-toy's recipe at two widths, a few epochs: seconds of training.
 _SMALL = (
@@ -51,20 +53,20 @@ def test_the_python_api_refuses_an_unknown_cluster_option(reg, small, tmp_path):
 def test_a_sweep_on_slurm_passes_its_options_to_every_phase_and_reports_as_locally(reg, home, small, tmp_path, monkeypatch, cli):
     pytest.importorskip("submitit")
     seen = []
-    real = executors._run_slurm
+    real = slurm_runner.run_slurm
 
     def recording(todo, device, jobs, home_, partition, time, gpus_per_job, slurm_cluster, reporter):
         seen.append((type(todo[0]).__name__, partition, time, slurm_cluster))
         return real(todo, device, jobs, home_, partition, time, gpus_per_job, slurm_cluster, reporter)
 
-    monkeypatch.setattr(executors, "_run_slurm", recording)
+    monkeypatch.setattr(slurm_runner, "run_slurm", recording)
     code, out, err = cli(
         "sweep", str(small), "--out", str(tmp_path / "slurm"), "--device", "cpu", "--executor", "slurm",
         "--slurm-cluster", "debug", "--partition", "short", "--time", "0:30:00", "--json",
     )
     assert code == 0, err
     # Training, stars and barriers each went through SLURM with the sweep's options.
-    assert {kind for kind, *_ in seen} >= {"Job", "StarJob", "BarrierJob"}
+    assert {kind for kind, *_ in seen} >= {"SeedJob", "StarJob", "BarrierJob"}
     assert {tuple(rest) for _, *rest in seen} == {("short", "0:30:00", "debug")}
     result = json.loads(out)
     assert result["computed"]["stars"] == 2
@@ -92,19 +94,19 @@ def test_a_sweep_on_ray_without_an_address_starts_one_local_ray_for_all_its_phas
     monkeypatch.setattr(ray, "init", counting_init)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    result = sweep_run.run(reg, sweep_file.load(str(small)), tmp_path / "ray", device="cpu", executor="ray")
+    result = sweep_run.run(reg, sweep_file.load(str(small)), tmp_path / "ray", device="cpu", run=RunOptions(executor="ray"))
     assert starts == [None]  # one local Ray for training, stars, barriers and soups
     assert not ray.is_initialized()  # and it is shut down with the sweep
     assert result["computed"]["training_runs"] == 6 and result["computed"]["stars"] == 2
     assert len(records.query(reg, kind="star")) == 2
     # Run again, everything is registered: answered without starting Ray at all.
-    again = sweep_run.run(reg, sweep_file.load(str(small)), tmp_path / "ray-again", device="cpu", executor="ray")
+    again = sweep_run.run(reg, sweep_file.load(str(small)), tmp_path / "ray-again", device="cpu", run=RunOptions(executor="ray"))
     assert starts == [None] and not ray.is_initialized()
     assert sum(again["computed"].values()) == 0 and again["rows"] == result["rows"]
 
 
 def test_a_submitted_run_gets_the_precision_defaults_of_the_device_its_job_asks_for():
-    from starcli.solutions.executor_options import policy_device
+    from starcli.runners.options import policy_device
 
     assert policy_device("local", "auto") == "auto"  # this machine decides
     assert policy_device("slurm", "auto") == "cuda"  # a SLURM job asks for one GPU by default

@@ -19,6 +19,7 @@ import torch
 from starcli.experiments import sweep as sweep_run
 from starcli.experiments import sweep_file
 from starcli.registry import open_registry
+from starcli.runners.options import RunOptions
 from starcli.solutions import records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def test_a_sweep_on_a_worker_pool_equals_the_sweep_in_one_process(tmp_path, mnis
     here = _registry(tmp_path / "here", mnist1d_cache)
     pooled = _registry(tmp_path / "pooled", mnist1d_cache)
     one = sweep_run.run(here, spec, tmp_path / "here-out", device="cpu")
-    two = sweep_run.run(pooled, spec, tmp_path / "pool-out", device="cpu", jobs=2)
+    two = sweep_run.run(pooled, spec, tmp_path / "pool-out", device="cpu", run=RunOptions(jobs=2))
 
     assert two["computed"] == one["computed"] == {"training_runs": 15, "stars": 6, "soups": 6, "barrier_pairs": 42}
     a, b = _solutions(here), _solutions(pooled)

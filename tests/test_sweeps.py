@@ -124,6 +124,8 @@ def tiny_sweep(tmp_path, home, mnist1d_cache):
 
 def test_a_tiny_sweep_runs_end_to_end_and_a_rerun_recomputes_nothing(reg, tiny_sweep, tmp_path, monkeypatch, cli):
     out = tmp_path / "report"
+    before = sweep_run.missing_work(reg, sweep_file.load(str(tiny_sweep)), "cpu")
+    assert (before["training_runs"], before["stars"], before["barrier_pairs_of_built_stars"]) == (10, 4, 0)
     first = sweep_run.run(reg, sweep_file.load(str(tiny_sweep)), out, device="cpu")
     # 2 widths × (3 anchors + 2 held-outs); 2 widths × 2 star sizes; pairs: per star 2 held-outs × (1 + anchors).
     assert first["computed"]["training_runs"] == 10
@@ -133,6 +135,10 @@ def test_a_tiny_sweep_runs_end_to_end_and_a_rerun_recomputes_nothing(reg, tiny_s
     assert first["computed"]["barrier_pairs"] == 2 * (2 * 2 + 2 * 2 + 3 * 2)
     plan = sweep_file.load(str(tiny_sweep)).plan()
     assert {k: plan[k] for k in first["computed"]} == first["computed"]  # --plan predicts a fresh run
+    after = sweep_run.missing_work(reg, sweep_file.load(str(tiny_sweep)), "cpu")  # and says what is left: nothing
+    assert (after["training_runs"], after["stars"], after["barrier_pairs_of_built_stars"]) == (0, 0, 0)
+    code, said, err = cli("sweep", str(tiny_sweep), "--plan", "--device", "cpu")
+    assert code == 0 and "missing: nothing: every run, star and pair is registered" in said, err
     assert len(records.query(reg, kind="star")) == 4
 
     pairs = list(csv.DictReader((out / "pairs.csv").open()))
@@ -178,6 +184,8 @@ def test_sweep_command_plans_lists_and_fails_in_one_line(home, cli):
     assert code == 0, err
     plan = json.loads(out)
     assert plan["sweep"] == "width-mnist1d" and plan["stars"] == len(sweep_file.load("width-mnist1d").cells())
+    # An empty home: every run and star is missing, and --plan leaves no registry behind.
+    assert (plan["missing"]["training_runs"], plan["missing"]["stars"]) == (plan["training_runs"], plan["stars"])
     code, out, _ = cli("sweep", "--json")
     assert code == 0 and {r["sweep"] for r in json.loads(out)} >= set(CPU_SWEEPS + GPU_SWEEPS)
     code, out, err = cli("sweep", "nosuch", "--out", str(home / "x"))

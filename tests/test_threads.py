@@ -78,13 +78,13 @@ def test_the_environment_overrides_the_default_in_a_fresh_process(tmp_path):
 
 
 def test_a_local_worker_takes_the_policy_not_one_thread_per_core(monkeypatch, restore_threads):
-    from starcli.solutions import executors
+    from starcli.runners import local
 
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     torch.set_num_threads(1)
     slots: queue.Queue = queue.Queue()
     slots.put((None, "cpu"))
-    executors._pin_worker(slots, 16, os.getppid())
+    local.pin_worker(slots, 16, os.getppid())
     assert torch.get_num_threads() == 2
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from starcli.errors import StarlightError, UsageError
+from starcli.runners.options import DEFAULT_TIME  # torch-free
 
 
 @dataclass
@@ -56,21 +59,59 @@ DpiOpt = typer.Option(None, "--dpi", help="Figure resolution in dots per inch (d
 ForceOpt = typer.Option(False, "--force", help="Write into --out even when it already holds files (they are replaced).", rich_help_panel=OUTPUT)
 
 
-ExecutorOpt = typer.Option("local", "--executor", "-x", help="local | slurm | ray: where the work runs.", rich_help_panel=CLUSTER)
-JobsOpt = typer.Option(
-    None, "--jobs", "-j",
-    help="Jobs at once. local: worker processes (default one per visible GPU, else 1 = this process); "
-    "slurm: array parallelism; ray: tasks in flight.", rich_help_panel=CLUSTER,
-)
-PartitionOpt = typer.Option(None, "--partition", help="slurm: the partition to submit to.", rich_help_panel=CLUSTER)
-TimeOpt = typer.Option("4:00:00", "--time", help="slurm: time limit per job (90, 4:00:00, 1-12:00:00).", rich_help_panel=CLUSTER)
-GpusPerJobOpt = typer.Option(
-    None, "--gpus-per-job", help="slurm/ray: GPUs per job (default 1, or 0 with --device cpu; ray: 0.5 shares).", rich_help_panel=CLUSTER
-)
-SlurmClusterOpt = typer.Option(
-    "slurm", "--slurm-cluster", help="slurm: slurm, or local/debug to try the submission on this machine.", rich_help_panel=CLUSTER
-)
-RayAddressOpt = typer.Option(None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray).", rich_help_panel=CLUSTER)
+# The executor options, one bundle: a command decorated with `run_options` gets them all (or --jobs
+# alone, for work that runs only here) and receives one checked `RunOptions` as its `run` argument; no
+# command declares any of them itself (tests/test_layout.py).
+_EXECUTOR_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("executor", str, typer.Option("local", "--executor", "-x", help="local | slurm | ray: where the work runs.", rich_help_panel=CLUSTER)),
+    ("jobs", Optional[int], typer.Option(
+        None, "--jobs", "-j",
+        help="Jobs at once. local: worker processes (default one per visible GPU, else 1 = this process); "
+        "slurm: array parallelism; ray: tasks in flight.", rich_help_panel=CLUSTER,
+    )),
+    ("partition", Optional[str], typer.Option(None, "--partition", help="slurm: the partition to submit to.", rich_help_panel=CLUSTER)),
+    ("time", str, typer.Option(DEFAULT_TIME, "--time", help="slurm: time limit per job (90, 4:00:00, 1-12:00:00).", rich_help_panel=CLUSTER)),
+    ("gpus_per_job", Optional[float], typer.Option(
+        None, "--gpus-per-job", help="slurm/ray: GPUs per job (default 1, or 0 with --device cpu; ray: 0.5 shares).", rich_help_panel=CLUSTER
+    )),
+    ("slurm_cluster", str, typer.Option(
+        "slurm", "--slurm-cluster", help="slurm: slurm, or local/debug to try the submission on this machine.", rich_help_panel=CLUSTER
+    )),
+    ("ray_address", Optional[str], typer.Option(
+        None, "--ray-address", help="ray: cluster address (default $RAY_ADDRESS, else a local Ray).", rich_help_panel=CLUSTER
+    )),
+]
+EXECUTOR_FLAGS = tuple(option.param_decls[0] for _, _, option in _EXECUTOR_OPTIONS)
+
+
+def run_options(command=None, *, jobs: bool = True, cluster: bool = True):
+    """Give a command the executor options and hand it one checked `RunOptions` as `run` (its last
+    parameter, `run=None`). `cluster=False`: --jobs alone (work that runs on this machine only);
+    `jobs=False`: no --jobs (one unit of work). The options are checked before the command's body
+    runs, with no torch imported."""
+    if command is None:
+        return lambda f: run_options(f, jobs=jobs, cluster=cluster)
+    wanted = [(n, t, o) for n, t, o in _EXECUTOR_OPTIONS if (n == "jobs" and jobs) or (n != "jobs" and cluster)]
+    signature = inspect.signature(command)
+    assert "run" in signature.parameters, f"{command.__name__} takes no `run`"
+    params = [p for p in signature.parameters.values() if p.name != "run"]
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in wanted]
+
+    @functools.wraps(command)
+    def with_run_options(*args, **kwargs):
+        from starcli.runners.options import RunOptions  # torch-free
+
+        given = {n: kwargs.pop(n) for n, _, _ in wanted}
+        return command(*args, run=RunOptions(**given), **kwargs)
+
+    with_run_options.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    with_run_options.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "run"} | {
+        n: t for n, t, _ in wanted
+    }
+    with_run_options.executor_options = tuple(n for n, _, _ in wanted)  # type: ignore[attr-defined]
+    return with_run_options
+
+
 LogOpt = typer.Option(None, "--log", help="Stream each run's per-epoch loss to mlflow | tensorboard | wandb (offline).")
 LogDirOpt = typer.Option(None, "--log-dir", help="Where --log writes: a folder (or MLflow tracking URI); default <home>/<tracker>.")
 

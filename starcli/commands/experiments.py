@@ -15,17 +15,11 @@ from . import app, common
 
 
 @app.command()
+@common.run_options
 def sweep(
     name: Optional[str] = typer.Argument(None, help="A shipped sweep (e.g. width-mnist1d) or a sweep .toml file; omit to list them."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Report folder (default ./sweeps/NAME)."),
     device: str = common.DeviceOpt,
-    executor: str = common.ExecutorOpt,
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Training runs at once (local: worker processes)."),
-    partition: Optional[str] = common.PartitionOpt,
-    time: str = common.TimeOpt,
-    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
-    slurm_cluster: str = common.SlurmClusterOpt,
-    ray_address: Optional[str] = common.RayAddressOpt,
     data_dir: Optional[str] = common.DataDirOpt,
     download: bool = common.DownloadOpt,
     replicates: Optional[int] = typer.Option(
@@ -40,6 +34,7 @@ def sweep(
     fig_format: Optional[str] = common.FormatOpt,
     dpi: Optional[int] = common.DpiOpt,
     json_: bool = common.JsonOpt,
+    run=None,
 ) -> None:
     """Run a sweep: train missing solutions, build the stars, measure barriers, write CSV/markdown/PNG."""
     common.check_sweep_name(name)  # before torch: a typo is one line, with the nearest name
@@ -53,19 +48,24 @@ def sweep(
             sys.stdout.write(table_text(rows, ["sweep", "description"], None))
         return
     from starcli.experiments import sweep as sweeps
-    from starcli.solutions.executor_options import check_options
-
-    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     spec = sweep_file.load(name)
     if replicates is not None:
         spec = sweep_file.with_replicates(spec, replicates)
     if plan:
         info = spec.plan()
+        reg = common.registry(create=False, read_only=True)  # none yet: everything is missing
+        try:
+            info["missing"] = sweeps.missing_work(reg, spec, device, run)
+        finally:
+            if reg is not None:
+                reg.close()
         if json_:
             common.echo_json(info)
         else:
             for key, value in info.items():
-                print(f"{key:>14}: {value}")
+                if key != "missing":
+                    print(f"{key:>14}: {value}")
+            print(f"{'missing':>14}: {_missing_line(info['missing'])}")
         return
     from starcli.reports import style
 
@@ -77,9 +77,8 @@ def sweep(
     rep = common.reporter()
     with style.output(fig_format, dpi), rep.live():
         result = sweeps.run(
-            reg, spec, folder, device=device, data_dir=data_dir, download=download, executor=executor, jobs=jobs,
-            reporter=rep, tracking=tracking, partition=partition, time=time, gpus_per_job=gpus_per_job,
-            slurm_cluster=slurm_cluster, ray_address=ray_address,
+            reg, spec, folder, device=device, data_dir=data_dir, download=download, run=run, reporter=rep,
+            tracking=tracking,
         )
     if json_:
         common.echo_json({k: v for k, v in result.items() if k != "cells"})  # cells hold every curve: see results.json
@@ -229,3 +228,27 @@ def _bn_calibration(text: str) -> str | int:
     if value < 1:
         raise UsageError(f"--bn-calibration must be full or a positive sample count, got {text!r}")
     return value
+
+
+def _missing_line(missing: dict) -> str:
+    """`sweep --plan`'s account of what a run would compute: nothing, or which runs, stars and pairs."""
+    parts = []
+    if missing["training_runs"]:
+        widths = "; ".join(f"width {w}: seeds {_spans(s)}" for w, s in missing["training_seeds"].items())
+        parts.append(f"{missing['training_runs']} training run(s) ({widths})")
+    if missing["stars"]:
+        parts.append(f"{missing['stars']} star(s)")
+    if missing["barrier_pairs_of_built_stars"]:
+        parts.append(f"{missing['barrier_pairs_of_built_stars']} barrier pair(s) of built stars")
+    return ", ".join(parts) or "nothing: every run, star and pair is registered"
+
+
+def _spans(numbers: list[int]) -> str:
+    """Sorted integers as the selector syntax writes them: 1-10,101-103."""
+    out: list[str] = []
+    for n in sorted(numbers):
+        if out and n == int(out[-1].rpartition("-")[2]) + 1:
+            out[-1] = f"{out[-1].partition('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ",".join(out)

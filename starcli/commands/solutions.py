@@ -20,6 +20,7 @@ STAR_COLUMNS = ["anchors_n", "t_sampling", "mu_star", "realign"]
 
 
 @app.command()
+@common.run_options
 def train(
     recipe: str = typer.Option("mnist1d-mlp", "--recipe", "-r", help="Recipe name or path to a .toml file."),
     seed: str = typer.Option("1", "--seed", "-s", help="Seeds: 3, 1-5, 1,3,7, 1-3,9."),
@@ -32,42 +33,34 @@ def train(
     device: str = common.DeviceOpt,
     data_dir: Optional[str] = common.DataDirOpt,
     download: bool = common.DownloadOpt,
-    executor: str = common.ExecutorOpt,
-    jobs: Optional[int] = common.JobsOpt,
-    partition: Optional[str] = common.PartitionOpt,
-    time: str = common.TimeOpt,
-    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
-    slurm_cluster: str = common.SlurmClusterOpt,
-    ray_address: Optional[str] = common.RayAddressOpt,
     log: Optional[str] = common.LogOpt,
     log_dir: Optional[str] = common.LogDirOpt,
     json_: bool = common.JsonOpt,
+    run=None,
 ) -> None:
     """Train one solution per seed and register it as an anchor (seeds already trained are skipped)."""
     # Usage errors first: a typo costs no torch import.
     seeds = common.ids(seed, "seed")
     common.check_recipe_name(recipe)
     from starcli.engine import recipes
-    from starcli.solutions import executors, records
+    from starcli.solutions import records, training
 
-    executors.check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
     config = recipes.resolve(
         recipe, width=width, epochs=epochs, lr=lr, batch_size=batch_size, overrides=recipes.parse_set(set_),
         # The precision policy's defaults (bf16 + channels_last for convnets on CUDA) for the device the
         # runs will train on: a SLURM or Ray job's, not this machine's.
-        device=executors.policy_device(executor, device, gpus_per_job),
+        device=run.policy_device(device),
         compile_step=compile_,
     )
-    if executor == "local":
+    if run.executor == "local":
         common.device(device)  # remote executors resolve the device on their nodes
     reg = common.registry()
     tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     with rep.live():
-        outcomes = executors.train(
-            reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
-            reporter=rep, partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster,
-            ray_address=ray_address, tracking=tracking,
+        outcomes = training.train(
+            reg, config, seeds, run=run, device=device, data_dir=data_dir, download=download, reporter=rep,
+            tracking=tracking,
         )
     rows = [records.record(reg, o.solution) for o in outcomes]
     if json_:

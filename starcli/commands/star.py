@@ -16,6 +16,7 @@ from . import app, common
 
 
 @app.command()
+@common.run_options(jobs=False)
 def star(
     anchors: str = typer.Option(
         ..., "--anchors", "-a", help="Anchor ids: 1-5, 1,3,7, or attributes: seed=1-5,recipe=mnist1d-mlp."
@@ -42,48 +43,29 @@ def star(
         help="Compile the star's step with torch.compile (part of the key). Default: as the anchors were trained.",
     ),
     device: str = common.DeviceOpt,
-    executor: str = common.ExecutorOpt,
-    partition: Optional[str] = common.PartitionOpt,
-    time: str = common.TimeOpt,
-    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
-    slurm_cluster: str = common.SlurmClusterOpt,
-    ray_address: Optional[str] = common.RayAddressOpt,
     log: Optional[str] = common.LogOpt,
     log_dir: Optional[str] = common.LogDirOpt,
     json_: bool = common.JsonOpt,
+    run=None,
 ) -> None:
     """Build a star model from anchors with the Starlight algorithm and register it (kind star).
 
     It checkpoints every epoch: a killed, preempted or requeued star resumes from its last one.
     """
-    from starcli.engine.star_presets import star_settings
-    from starcli.engine.starlight import TSampling
-    from starcli.selectors import check_finite, check_int, check_seed
-    from starcli.solutions import executors, records
-
-    settings = star_settings(preset, align_anchors=realign, init=init, mu_star=mu_star)
+    from starcli.solutions import records, stars
 
     anchor_ids = common.solution_ids(anchors, "anchor id", unique=True)
-    executors.check_options(executor, None, partition, time, gpus_per_job, slurm_cluster, ray_address)
-    if len(anchor_ids) < 2:
-        raise UsageError(f"a star needs at least 2 anchors, got --anchors {anchors}")
-    check_seed(seed)
-    check_finite(settings["mu_star"], "--mu-star")
-    check_int(epochs, "--epochs", 1, 100_000)
-    check_int(samples_per_step, "--samples-per-step", 1, 1_000)
-    TSampling.parse(t_sampling)
+    spec = stars.StarSpec.preset(
+        preset, realign=realign, init=init, mu_star=mu_star, anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling,
+        samples_per_step=samples_per_step, seed=seed, compile_step=compile_,
+    )
     common.device(device)
     reg = common.existing_registry()
     tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
-    spec = dict(
-        anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step, seed=seed,
-        compile_step=compile_, **settings,
-    )
     with rep.live():
-        [(sol, created)] = executors.build_stars(
-            reg, [spec], executor=executor, device=device, reporter=rep, partition=partition, time=time,
-            gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address, tracking=tracking,
+        [(sol, created)] = stars.build_stars(
+            reg, [spec], run=run, device=device, reporter=rep, tracking=tracking,
         )
     rec = records.record(reg, sol)
     if json_:
@@ -119,6 +101,7 @@ def _pairs(ctx, param, value) -> list[tuple[int, int]] | None:
 
 
 @app.command(cls=_RepeatablePair)
+@common.run_options
 def barrier(
     star: Optional[str] = typer.Option(
         None, "--star",
@@ -146,16 +129,10 @@ def barrier(
     dpi: Optional[int] = common.DpiOpt,
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
     device: str = common.DeviceOpt,
-    executor: str = common.ExecutorOpt,
-    jobs: Optional[int] = common.JobsOpt,
-    partition: Optional[str] = common.PartitionOpt,
-    time: str = common.TimeOpt,
-    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
-    slurm_cluster: str = common.SlurmClusterOpt,
-    ray_address: Optional[str] = common.RayAddressOpt,
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
+    run=None,
 ) -> None:
     """Loss and accuracy barriers: star-held-out and regular-held-out pairs, --pair A B (repeatable), or
     the --matrix of every pair among some solutions.
@@ -165,8 +142,7 @@ def barrier(
     """
     from starcli.reports import style
     from starcli.selectors import check_id
-    from starcli.solutions.barriers import _parse_options, measure_counted
-    from starcli.solutions.executor_options import check_options
+    from starcli.solutions.barriers import BarrierSpec, measure
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
     held = common.solution_ids(held_out, "held-out id", unique=True) if held_out else None
@@ -185,15 +161,14 @@ def barrier(
         raise UsageError("--matrix measures every pair among its ids: use it without --star, --held-out or --pair")
     matrix_ids = common.solution_ids(matrix, "solution id", unique=True) if matrix is not None else None
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
-    check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
-    _parse_options(points, split_names, bn_calibration, batch_size, baseline, align)
+    # Checked once, here; each star of a replicate set is this spec with its star.
+    spec = BarrierSpec(star=stars[0], held_out=held, pairs=pairs, baseline=baseline, points=points, splits=split_names,
+                       bn_calibration=bn_calibration, batch_size=batch_size, align=align, recompute=recompute)
     if plot:
         from starcli.reports.figures import check_plot_path
 
         check_plot_path(plot)
     common.device(device)
-    options = dict(points=points, splits=split_names, bn_calibration=bn_calibration, batch_size=batch_size,
-                   recompute=recompute, device=device, align=align)
     with style.output(fig_format, dpi):
         if matrix_ids is not None:
             from starcli.experiments.matrix import matrix_pairs
@@ -204,36 +179,29 @@ def barrier(
             if matrix_ids is not None:
                 from starcli.experiments.matrix import barrier_matrix
 
-                result = barrier_matrix(common.existing_registry(), matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, **options)
+                result = barrier_matrix(
+                    common.existing_registry(), matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, device=device,
+                    points=points, splits=split_names, bn_calibration=bn_calibration, batch_size=batch_size,
+                    recompute=recompute, align=align,
+                )
             elif len(stars) > 1:
-                from starcli.solutions import executors
+                from dataclasses import replace
+
                 from starcli.solutions.barriers import check_replicate_stars, replicates
 
                 reg = common.existing_registry()
                 check_replicate_stars(reg, stars)  # before any pair is measured and stored
-                result = replicates([
-                    executors.barrier(
-                        reg, executor=executor, jobs=jobs, reporter=rep, partition=partition, time=time,
-                        gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
-                        star=one, held_out=held, pairs=pairs, baseline=baseline, **options,
-                    )[0]
-                    for one in stars
-                ])
-            elif executor == "local" and not jobs:
-                # In this process: a query the registry answers then imports no torch (the executors do),
-                # and reads it read-only, beside any writer; a missing pair needs the writable registry.
-                measure = dict(star=stars[0], held_out=held, pairs=pairs, baseline=baseline, reporter=rep, **options)
-                result = None if recompute else _answered_from_registry(**measure)
-                if result is None:
-                    result, _ = measure_counted(common.existing_registry(), **measure)
-            else:
-                from starcli.solutions import executors
-
-                result, _ = executors.barrier(
-                    common.existing_registry(), executor=executor, jobs=jobs, reporter=rep, partition=partition,
-                    time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
-                    star=stars[0], held_out=held, pairs=pairs, baseline=baseline, **options,
+                result = replicates(
+                    [measure(reg, replace(spec, star=one), run=run, device=device, reporter=rep) for one in stars]
                 )
+            elif run.executor == "local" and not run.jobs:
+                # In this process: a query the registry answers then imports no torch (the runners do),
+                # and reads it read-only, beside any writer; a missing pair needs the writable registry.
+                result = None if recompute else _answered_from_registry(spec, rep)
+                if result is None:
+                    result = measure(common.existing_registry(), spec, device=device, reporter=rep)
+            else:
+                result = measure(common.existing_registry(), spec, run=run, device=device, reporter=rep)
         if matrix_ids is not None:
             print(f"wrote {result['matrix']['csv']} and {result['matrix']['figure']}", file=sys.stderr)
         if plot:
@@ -257,38 +225,30 @@ def barrier(
         sys.stdout.write(human_report(result))
 
 
-class _NeedsComputing(Exception):
-    """Some pair is not stored yet: the read-only pass gives way to a writing one."""
-
-
-def _refuse_to_compute(todo, settings, settings_hash) -> None:
-    raise _NeedsComputing
-
-
-def _answered_from_registry(**measure) -> dict | None:
+def _answered_from_registry(spec, reporter) -> dict | None:
     """The barriers when the registry already stores every pair, read through a read-only registry (a
     read-only mount, a shared archive, beside a writer holding its lock); None when some pair must be
     computed (then the caller opens the registry for writing)."""
-    from starcli.solutions.barriers import measure_counted
+    from starcli.solutions.barriers import finish, plan_barriers
 
     reg = common.existing_registry(read_only=True)
     try:
-        return measure_counted(reg, fan_out=_refuse_to_compute, **measure)[0]
-    except _NeedsComputing:
-        return None
+        plan = plan_barriers(reg, spec, reporter)
+        return None if plan.todo else finish(plan)
     finally:
         reg.close()
 
 
 @app.command()
+@common.run_options(cluster=False)
 def demo(
     out: str = typer.Option("demo-out", "--out", "-o", help="Folder for the barriers figure and barriers.json."),
     force: bool = common.ForceOpt,
     fig_format: Optional[str] = common.FormatOpt,
     dpi: Optional[int] = common.DpiOpt,
     device: str = common.DeviceOpt,
-    jobs: Optional[int] = common.JobsOpt,
     json_: bool = common.JsonOpt,
+    run=None,
 ) -> None:
     """The paper's claim on MNIST-1D, tested with replicates: 3 replicates, each with its own 3 anchors, star
     and 6 held-outs; the star/regular barrier ratio with its 95% CI, two verdicts and the claim the run supports.
@@ -305,7 +265,7 @@ def demo(
     reg = common.registry()
     rep = common.reporter()
     with style.output(fig_format, dpi), rep.live():
-        result = run_demo(reg, out, device=device, reporter=rep, jobs=jobs)
+        result = run_demo(reg, out, device=device, reporter=rep, jobs=run.jobs)
     if json_:
         common.echo_json(result)
         return

@@ -5,13 +5,14 @@ sweep, the star report and `starlight soup --held-out`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from starcli.engine.barriers import REGULAR_PAIRS, STAR_PAIRS
 from starcli.progress import Reporter
 from starcli.registry import Registry
 from starcli.solutions import records
-from starcli.solutions.barriers import measure, measure_counted
+from starcli.runners.options import LOCAL, RunOptions
+from starcli.solutions.barriers import BarrierSpec, compute, finish, measure, plan_barriers
 from starcli.solutions.soups import build_soup
 
 SOUP_PAIRS = "soup-held-out"
@@ -26,26 +27,27 @@ def soup_center(
     baseline: str = "none",
     device: str = "auto",
     reporter: Reporter | None = None,
-    measure: Callable[..., tuple[dict[str, Any], int]] | None = None,
+    run: RunOptions = LOCAL,
+    pool=None,
     **barrier_options: Any,
 ) -> dict[str, Any]:
     """The soup of `anchor_ids` (aligned to the first when `align_soup`) as a center: built or found, then
     measured against `held_out` with the given barrier options. Its pairs are labelled soup-held-out;
-    with baseline "anchors" the regular anchor-held-out summary comes along. `measure` replaces
-    `measure_counted` (a sweep passes its executor's fan-out, `executors.barrier`)."""
+    with baseline "anchors" the regular anchor-held-out summary comes along. Missing pairs are computed
+    where `run` says, or on `pool` (a sweep's open local pool)."""
     sol, created = build_soup(
         reg, anchor_ids, align=align_soup, bn_calibration=bn_calibration, device=device, reporter=reporter
     )
-    measured, computed = (measure or measure_counted)(
-        reg, star=sol.id, held_out=held_out, baseline=baseline, bn_calibration=bn_calibration, device=device,
-        reporter=reporter, **barrier_options,
-    )
+    spec = BarrierSpec(star=sol.id, held_out=held_out, baseline=baseline, bn_calibration=bn_calibration, **barrier_options)
+    plan = plan_barriers(reg, spec, reporter)
+    computed = compute(reg, plan, run, device, reporter, pool)
+    measured = finish(plan, computed)
     return {
         "solution": sol,
         "created": created,
         "aligned": align_soup,
         "settings": measured["settings"],
-        "computed": computed,
+        "computed": len(computed),
         "summary": measured["summary"].get(STAR_PAIRS, {}),
         "regular": measured["summary"].get(REGULAR_PAIRS),
         "pairs": [dict(p, kind=SOUP_PAIRS) for p in measured["pairs"] if p["kind"] == STAR_PAIRS],

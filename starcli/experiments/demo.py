@@ -32,6 +32,7 @@ from typing import Any
 from starcli.engine.barriers import compare_pairs
 from starcli.progress import Reporter
 from starcli.registry import Registry
+from starcli.runners.options import RunOptions
 from starcli.reports.figures import barrier_plot
 
 from . import sweep as sweep_run
@@ -85,7 +86,8 @@ def demo(
     out = Path(out_dir)
     if jobs is None:
         jobs = max(1, min(MAX_JOBS, os.cpu_count() or 1))
-    result = sweep_run.run(reg, demo_sweep(train, star, points, width), out, device=device, jobs=jobs if jobs > 1 else None, reporter=reporter)
+    result = sweep_run.run(reg, demo_sweep(train, star, points, width), out, device=device,
+                           run=RunOptions(jobs=jobs if jobs > 1 else None), reporter=reporter)
     cells = result["cells"]
     splits = tuple(DEMO_SWEEP["barriers"]["splits"])
     evidence = compare_pairs([c["pairs"] for c in cells], splits)

@@ -8,22 +8,22 @@ The report folder (CSV, markdown, PNG) is rewritten each time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from starcli import models
 from starcli.engine import data, devices, stacked
-from starcli.engine.star_presets import star_settings
 from starcli.progress import Reporter
 from starcli.registry import Registry
 from starcli.reports import sweep_report
-from starcli.solutions import anchors, executors, records
-from starcli.solutions.barriers import measure_counted
+from starcli.runners.local import Submissions, local_pool
+from starcli.runners.options import LOCAL, RunOptions
+from starcli.runners.jobs import raise_failures
+from starcli.solutions import anchors, barriers, records, stars, training
 
 from . import statistics
 from .baselines import soup_center
@@ -37,46 +37,36 @@ def run(
     device: str = "auto",
     data_dir=None,
     download: bool = False,
-    executor: str = "local",
-    jobs: int | None = None,
+    run: RunOptions = LOCAL,
     reporter: Reporter | None = None,
     tracking=None,
-    **cluster: Any,
 ) -> dict[str, Any]:
     """Train what is missing, build every star, measure every barrier, write the report folder.
 
-    `cluster`: the SLURM and Ray options of `executors.train` (partition, time, gpus_per_job,
-    slurm_cluster, ray_address), for every phase. On Ray the whole sweep shares one connection (one
-    local Ray, when no address is given), not one per phase.
+    `run`: where every phase runs (the executor options). On Ray the whole sweep shares one connection
+    (one local Ray, when no address is given), not one per phase.
 
     Returns the sweep's results (also written as results.json): `cells` (per star: its summary and
     pairs), `rows` (the summary table), `files` (what was written under `out`) and `computed` (how many
     training runs, stars and barrier pairs this call computed rather than found in the registry).
     """
-    unknown = sorted(set(cluster) - set(CLUSTER_OPTIONS))
-    if unknown:
-        raise TypeError(f"sweep.run() got unexpected keyword argument(s) {', '.join(unknown)}")
-    executors.check_options(
-        executor, jobs, cluster.get("partition"), cluster.get("time", executors.DEFAULT_TIME), cluster.get("gpus_per_job"),
-        cluster.get("slurm_cluster", "slurm"), cluster.get("ray_address"),
-    )
-    session = executors.ray_session() if executor == "ray" else nullcontext()
+    session = nullcontext()
+    if run.executor == "ray":
+        from starcli.runners.ray_tasks import ray_session
+
+        session = ray_session()
     with session:
-        return _run(reg, sweep, Path(out), device, data_dir, download, executor, jobs, reporter or Reporter(), tracking, cluster)
+        return _run(reg, sweep, Path(out), device, data_dir, download, run, reporter or Reporter(), tracking)
 
 
-# The executor options a sweep passes to every phase (see `run`).
-CLUSTER_OPTIONS = ("partition", "time", "gpus_per_job", "slurm_cluster", "ray_address")
-
-
-def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, jobs, reporter, tracking, cluster) -> dict[str, Any]:
+def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, run: RunOptions, reporter, tracking) -> dict[str, Any]:
     start = time.perf_counter()
     cells = sweep.cells()
     computed = {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0}
     overall = reporter.task(f"sweep {sweep.name}", len(sweep.widths) + (3 if sweep.soup else 2) * len(cells))
 
-    configs = width_configs(sweep, executors.policy_device(executor, device, cluster.get("gpus_per_job")))
-    pool = executors.local_pool(device, jobs) if executor == "local" else None
+    configs = width_configs(sweep, run.policy_device(device))
+    pool = local_pool(device, run.jobs) if run.executor == "local" else None
     if pool is not None:
         with pool:
             results = _run_on_pool(
@@ -86,8 +76,9 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, job
 
     ids: dict[Any, dict[int, int]] = {}  # width → seed → solution id
     for width in sweep.widths:
-        outcomes = _train(
-            reg, configs[width], sweep.seeds_to_train(), device, data_dir, download, executor, jobs, reporter, tracking, cluster
+        outcomes = training.train(
+            reg, configs[width], sweep.seeds_to_train(), run=run, device=device, data_dir=data_dir, download=download,
+            reporter=reporter, tracking=tracking,
         )
         computed["training_runs"] += sum(o.trained for o in outcomes)
         ids[width] = {o.solution.seed: o.solution.id for o in outcomes}
@@ -95,27 +86,61 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, executor, job
 
     # Every star of the sweep at once, through the executor (they need only the trained anchors).
     anchor_sets = [_anchor_ids(sweep, cell, ids) for cell in cells]
-    built = executors.build_stars(
-        reg, [_star_spec(sweep, cell, anchors) for cell, anchors in zip(cells, anchor_sets)],
-        executor=executor, device=device, jobs=jobs, reporter=reporter, tracking=tracking, **cluster,
+    built = stars.build_stars(
+        reg, [_star_spec(sweep, cell, anchor_ids) for cell, anchor_ids in zip(cells, anchor_sets)],
+        run=run, device=device, reporter=reporter, tracking=tracking,
     )
     # Barrier pairs run on the executor too, in --jobs batches (local: in this process unless --jobs > 1).
-    fan_out = partial(executors.barrier, executor=executor, jobs=jobs, **cluster)
 
     results = []
-    for cell, anchors, (star, created) in zip(cells, anchor_sets, built):
+    for cell, anchor_ids, (star, created) in zip(cells, anchor_sets, built):
         held_out = _held_out_ids(sweep, cell, ids)
         computed["stars"] += int(created)
         overall.advance(step=f"star {star.id}")
-        measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter, fan_out)
+        measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter, run)
         computed["barrier_pairs"] += n_computed
         overall.advance(step=f"barriers of star {star.id}")
-        result = _cell_result(reg, cell, star, anchors, held_out, measured)
+        result = _cell_result(reg, cell, star, anchor_ids, held_out, measured)
         if sweep.soup:
-            _add_soup(reg, sweep, result, anchors, held_out, measured, device, reporter, fan_out, computed, overall)
+            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall, run=run)
         results.append(result)
     overall.done()
     return _finish(sweep, out, results, computed, start, device)
+
+
+def missing_work(reg: Registry | None, sweep: Sweep, device: str = "auto", run: RunOptions = LOCAL) -> dict[str, Any]:
+    """What a run of `sweep` would still compute in `reg` (None: no registry yet), computing nothing:
+    the training runs per width, the stars (by cell), and the barrier pairs of the stars already built
+    (a star not built yet has all its pairs to measure, which are known once its anchors are)."""
+    configs = width_configs(sweep, run.policy_device(device))
+    ids: dict[Any, dict[int, int]] = {}
+    seeds: dict[str, list[int]] = {}
+    for width, config in configs.items():
+        found = {s: records.by_key(reg, anchors.anchor_key(config, s)) if reg is not None else None
+                 for s in sweep.seeds_to_train()}
+        ids[width] = {s: sol.id for s, sol in found.items() if sol is not None}
+        lacking = [s for s, sol in found.items() if sol is None]
+        if lacking:
+            seeds[str(width)] = lacking
+    stars_missing, pairs = [], set()
+    for cell in sweep.cells():
+        wanted = sweep.replicate_seeds(cell.replicate)
+        if any(s not in ids[cell.width] for s in wanted[0][: cell.n_anchors] + wanted[1]):
+            stars_missing.append(cell)
+            continue
+        plan = stars.plan_star(reg, _star_spec(sweep, cell, _anchor_ids(sweep, cell, ids)))
+        if plan.existing is None:
+            stars_missing.append(cell)
+            continue
+        found = barriers.plan_barriers(reg, _barrier_spec(sweep, plan.existing.id, _held_out_ids(sweep, cell, ids)))
+        pairs.update((found.settings_hash, pair) for pair in found.todo)
+    return {
+        "training_runs": sum(len(v) for v in seeds.values()),
+        "training_seeds": seeds,  # width -> seeds not trained yet
+        "stars": len(stars_missing),
+        "star_cells": [dataclasses.asdict(cell) for cell in stars_missing],
+        "barrier_pairs_of_built_stars": len(pairs),
+    }
 
 
 def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: dict[str, int], start: float, device: str):
@@ -144,7 +169,7 @@ def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: di
 
 def width_configs(sweep: Sweep, device: str) -> dict[Any, dict[str, Any]]:
     """Every width's training config, resolved once for the device its runs train on (`device`, as
-    `executors.policy_device` names it: its precision defaults are part of the key), and used by every
+    `RunOptions.policy_device` names it: its precision defaults are part of the key), and used by every
     path of the sweep alike, so a pooled sweep keys its anchors exactly as a sequential one does."""
     return {width: sweep.config(width, device) for width in sweep.widths}
 
@@ -163,51 +188,41 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
     ids = _train_on_pool(reg, sweep, configs, pool, device, data_dir, download, reporter, tracking, overall, computed)
     anchor_sets = [_anchor_ids(sweep, cell, ids) for cell in cells]
     held_outs = [_held_out_ids(sweep, cell, ids) for cell in cells]
-    plans, star_todo = executors.star_jobs(
+    plans, star_todo = stars.star_jobs(
         reg, [_star_spec(sweep, cell, anchor_ids) for cell, anchor_ids in zip(cells, anchor_sets)], device, reporter
     )
     built: list[tuple[Any, bool]] = [(plan.existing, False) for plan in plans]
-    pending: dict[Any, tuple[str, int, Any]] = {}  # future → (kind, cell index, job)
+    flow = Submissions(pool)  # tagged (kind, cell index)
     sent: set[tuple[str, tuple[int, int]]] = set()  # (settings hash, pair) already on the pool
-    failed: list[tuple[Any, BaseException]] = []
+    failed: dict[str, list[tuple[Any, BaseException]]] = {"star": [], "pairs": []}
 
     def send_pairs(i: int) -> None:
-        todo, settings, settings_hash = executors.missing_pairs(
-            reg, device, **_measure_options(sweep, built[i][0].id, held_outs[i])
-        )
-        todo = [pair for pair in todo if (settings_hash, pair) not in sent]
-        sent.update((settings_hash, pair) for pair in todo)
-        for job in executors.barrier_jobs(reg, todo, settings, settings_hash, device, len(pool.slots)) if todo else []:
-            pending[pool.submit(job)] = ("pairs", i, job)
+        plan = barriers.plan_barriers(reg, _barrier_spec(sweep, built[i][0].id, held_outs[i]))
+        todo = [pair for pair in plan.todo if (plan.settings_hash, pair) not in sent]
+        sent.update((plan.settings_hash, pair) for pair in todo)
+        for job in barriers.barrier_jobs(reg, todo, plan.settings, plan.settings_hash, device, len(pool.slots)) if todo else []:
+            flow.submit(job, ("pairs", i))
 
     for i, plan in enumerate(plans):
         if plan.existing is not None:
             send_pairs(i)
     # The widest stars first, so that no long one starts last while the other workers idle.
     for i, job in sorted(star_todo, key=lambda item: -_cost(configs[cells[item[0]].width], 1)):
-        pending[pool.submit(job)] = ("star", i, job)
-    while pending:
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            kind, i, job = pending.pop(future)
-            try:
-                result = future.result()
-            except Exception as e:  # noqa: BLE001 - reported together once the others have finished
-                failed.append((job, e))
-                reporter.log(f"{job.label()}: failed: {e}")
-                continue
-            if kind == "star":
-                built[i] = (records.get(reg, result[0]), result[1])
-                reporter.log(f"{job.label()}: solution {result[0]}")
-                send_pairs(i)
-            else:
-                computed["barrier_pairs"] += result[0]
-    for what in ("star", "barrier batch"):
-        jobs = [(job, e) for job, e in failed if (job.kind == "star") == (what == "star")]
-        if jobs:
-            executors.raise_failures([j for j, _ in jobs], [e for _, e in jobs], what)
+        flow.submit(job, ("star", i))
+    for (kind, i), job, outcome in flow:
+        if isinstance(outcome, BaseException):  # reported together once the others have finished
+            failed[kind].append((job, outcome))
+            reporter.log(f"{job.label()}: failed: {outcome}")
+        elif kind == "star":
+            built[i] = (records.get(reg, outcome[0]), outcome[1])
+            reporter.log(job.describe(outcome))
+            send_pairs(i)
+        else:
+            computed["barrier_pairs"] += outcome[0]
+    for kind, what in (("star", "star"), ("pairs", "barrier batch")):
+        if failed[kind]:
+            raise_failures([j for j, _ in failed[kind]], [e for _, e in failed[kind]], what)
 
-    fan_out = partial(executors.barrier, executor="local", pool=pool)
     results = []
     for cell, anchor_ids, held_out, (star, created) in zip(cells, anchor_sets, held_outs, built):
         computed["stars"] += int(created)
@@ -217,7 +232,7 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
         overall.advance(step=f"barriers of star {star.id}")
         result = _cell_result(reg, cell, star, anchor_ids, held_out, measured)
         if sweep.soup:
-            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, fan_out, computed, overall)
+            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall, pool=pool)
         results.append(result)
     overall.done()
     return results
@@ -236,7 +251,9 @@ def _train_on_pool(reg, sweep: Sweep, by_width: dict, pool, device, data_dir, do
         # Generated datasets (MNIST-1D) are made once here and cached, not by every worker at once.
         data.load(configs[0]["dataset"], "train", data_dir=data_dir, download=download, cache_dir=records.dataset_cache(reg))
     left = [sum(1 for _, v, _ in work if v == w) for w in range(len(widths))]
-    pending = {pool.submit(job): (w, job) for _, w, job in sorted(work, key=lambda item: -item[0])}
+    flow = Submissions(pool)  # tagged by width index
+    for _, w, job in sorted(work, key=lambda item: -item[0]):
+        flow.submit(job, w)
     failed: list[tuple[Any, BaseException]] = []
     ids: dict[Any, dict[int, int]] = {}
 
@@ -254,19 +271,14 @@ def _train_on_pool(reg, sweep: Sweep, by_width: dict, pool, device, data_dir, do
             overall.advance(step=f"trained width {widths[w]}")
 
     register_ready()
-    while pending:
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            w, job = pending.pop(future)
-            left[w] -= 1
-            try:
-                future.result()
-            except Exception as e:  # noqa: BLE001 - reported once the others have finished: their work is kept
-                failed.append((job, e))
-                reporter.log(f"{job.label()} (width {widths[w]}): failed: {e}")
+    for w, job, outcome in flow:
+        left[w] -= 1
+        if isinstance(outcome, BaseException):  # reported once the others have finished: their work is kept
+            failed.append((job, outcome))
+            reporter.log(f"{job.label()} (width {widths[w]}): failed: {outcome}")
         register_ready()
     if failed:
-        executors.raise_failures([j for j, _ in failed], [e for _, e in failed], "seed")
+        raise_failures([j for j, _ in failed], [e for _, e in failed], "seed")
     return ids
 
 
@@ -279,12 +291,12 @@ def _train_jobs(reg, config, seeds: list[int], device, data_dir, download, pool,
     if stacked.stackable(config, devices.resolve(device)):
         workers = len(pool.slots)
         parts = max(1, min(workers, len(seeds), math.ceil(_cost(config, len(seeds)) * 2 * workers / max(total, 1e-9))))
-        groups = executors.seed_groups(seeds, parts)
+        groups = training.seed_groups(seeds, parts)
     else:
         groups = [[seed] for seed in seeds]
-    where = (device, data_dir and str(Path(data_dir).expanduser().resolve()), False, reg.store_url)
-    return [(_cost(config, len(g)), executors.TrainAheadJob(str(reg.home), reg.url, config, g[0], *where, more=tuple(g[1:])))
-            for g in groups]
+    where = dict(home=str(reg.home), db_url=reg.url, config=config, device=device,
+                 data_dir=data_dir and str(Path(data_dir).expanduser().resolve()), store_url=reg.store_url)
+    return [(_cost(config, len(g)), training.TrainAheadJob(seed=g[0], more=tuple(g[1:]), **where)) for g in groups]
 
 
 def _cost(config: dict[str, Any], seeds: int) -> float:
@@ -307,26 +319,12 @@ def _task(sweep: Sweep) -> str:
     return data.info(sweep.config(sweep.widths[0])["dataset"]).task
 
 
-def _train(reg, config, seeds, device, data_dir, download, executor, jobs, reporter, tracking=None, cluster=None):
-    return executors.train(
-        reg, config, seeds, executor=executor, device=device, jobs=jobs, data_dir=data_dir, download=download,
-        reporter=reporter, tracking=tracking, **(cluster or {}),
-    )
-
-
-def _star_spec(sweep: Sweep, cell: Cell, anchors: list[int]) -> dict[str, Any]:
+def _star_spec(sweep: Sweep, cell: Cell, anchor_ids: list[int]) -> stars.StarSpec:
     options = dict(sweep.star)
-    settings = star_settings(
-        options.get("preset"), align_anchors=options.get("realign"), init=options.get("init"),
-        mu_star=options.get("mu_star"),
-    )
-    return dict(
-        anchor_ids=anchors,
-        epochs=options.get("epochs"),
-        t_sampling=cell.t_sampling,
-        samples_per_step=options.get("samples_per_step", 1),
-        seed=sweep.star_seed_of(cell),
-        **settings,
+    return stars.StarSpec.preset(
+        options.get("preset"), realign=options.get("realign"), init=options.get("init"), mu_star=options.get("mu_star"),
+        anchor_ids=anchor_ids, epochs=options.get("epochs"), t_sampling=cell.t_sampling,
+        samples_per_step=options.get("samples_per_step", 1), seed=sweep.star_seed_of(cell),
     )
 
 
@@ -338,13 +336,17 @@ def _barrier_settings(sweep: Sweep) -> dict[str, Any]:
     return settings
 
 
-def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, reporter, measure=measure_counted) -> tuple[dict[str, Any], int]:
-    return measure(reg, device=device, reporter=reporter, **_measure_options(sweep, star_id, held_out))
+def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, reporter,
+             run: RunOptions = LOCAL) -> tuple[dict[str, Any], int]:
+    """A star's barriers, with how many pairs were computed now (the others were stored)."""
+    plan = barriers.plan_barriers(reg, _barrier_spec(sweep, star_id, held_out), reporter)
+    computed = barriers.compute(reg, plan, run, device, reporter)
+    return barriers.finish(plan, computed), len(computed)
 
 
-def _measure_options(sweep: Sweep, star_id: int, held_out: list[int]) -> dict[str, Any]:
+def _barrier_spec(sweep: Sweep, star_id: int, held_out: list[int]) -> barriers.BarrierSpec:
     settings = _barrier_settings(sweep)
-    return dict(
+    return barriers.BarrierSpec(
         star=star_id,
         held_out=held_out,
         baseline="anchors",
@@ -356,19 +358,21 @@ def _measure_options(sweep: Sweep, star_id: int, held_out: list[int]) -> dict[st
     )
 
 
-def _soup(reg, sweep: Sweep, anchors: list[int], held_out: list[int], align: str, device: str, reporter, measure=None) -> dict[str, Any]:
+def _soup(reg, sweep: Sweep, anchor_ids: list[int], held_out: list[int], align: str, device: str, reporter,
+          run: RunOptions = LOCAL, pool=None) -> dict[str, Any]:
     """The reviewers' baseline for one star: the average of the same anchors, aligned when the star's pairs
     were (`align`, as `measure` resolved it), tested on the same held-outs with the same barrier settings."""
     settings = _barrier_settings(sweep)
     return soup_center(
-        reg, anchors, held_out, align_soup=align == "weight", bn_calibration=settings["bn_calibration"],
+        reg, anchor_ids, held_out, align_soup=align == "weight", bn_calibration=settings["bn_calibration"],
         points=settings["points"], splits=tuple(settings["splits"]), batch_size=settings.get("batch_size"),
-        align=align, device=device, reporter=reporter, measure=measure,
+        align=align, device=device, reporter=reporter, run=run, pool=pool,
     )
 
 
-def _add_soup(reg, sweep: Sweep, result, anchor_ids, held_out, measured, device, reporter, fan_out, computed, overall) -> None:
-    soup = _soup(reg, sweep, anchor_ids, held_out, measured["settings"]["align"], device, reporter, fan_out)
+def _add_soup(reg, sweep: Sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall,
+              run: RunOptions = LOCAL, pool=None) -> None:
+    soup = _soup(reg, sweep, anchor_ids, held_out, measured["settings"]["align"], device, reporter, run, pool)
     computed["soups"] += int(soup["created"])
     computed["barrier_pairs"] += soup["computed"]
     result["soup"] = {k: soup[k] for k in ("summary", "pairs")} | {

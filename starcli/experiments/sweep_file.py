@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from starcli.engine.star_presets import DEFAULT_PRESET, STAR_PRESETS
+from starcli.engine.star_presets import star_settings
 from starcli.errors import StarlightError, UsageError
 from starcli.selectors import MAX_IDS, MAX_SEED, parse_ids
 
@@ -294,45 +293,34 @@ def _check_replicates(replicates: Any, anchor_seeds: list[int], held_out: list[i
 
 
 def _check_star(star: dict[str, Any], where: str) -> None:
-    def positive_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    """The [star] settings, checked now by the rules a star is built with (`stars.StarSpec`), so that
+    --plan refuses what `star` would; the anchors are the grid's, checked with it."""
+    from starcli.solutions.stars import StarSpec
 
-    # The command line's bounds (commands/star.py), so that --plan refuses what `star` would.
-    if "epochs" in star and not (positive_int(star["epochs"]) and star["epochs"] <= 100_000):
-        raise UsageError(f"sweep {where}: [star] epochs must be an integer from 1 to 100,000")
-    if "samples_per_step" in star and not (positive_int(star["samples_per_step"]) and star["samples_per_step"] <= 1_000):
-        raise UsageError(f"sweep {where}: [star] samples_per_step must be an integer from 1 to 1,000")
-    mu = star.get("mu_star", 0.0)
-    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
-        raise UsageError(f"sweep {where}: [star] mu_star must be a finite number ≥ 0, got {mu!r}")
-    if "realign" in star and not isinstance(star["realign"], bool):
-        raise UsageError(f"sweep {where}: [star] realign must be true or false")
-    if star.get("init", "random") not in ("random", "anchor-mean"):
-        raise UsageError(f"sweep {where}: [star] init must be random or anchor-mean")
-    if star.get("preset", DEFAULT_PRESET) not in STAR_PRESETS:
-        raise UsageError(f"sweep {where}: [star] preset must be one of {', '.join(STAR_PRESETS)}")
+    settings = {k: v for k, v in star.items() if k not in ("preset", "realign", "init", "mu_star")}
+    try:
+        StarSpec.check_settings(**star_settings(star.get("preset"), align_anchors=star.get("realign"),
+                                                init=star.get("init"), mu_star=star.get("mu_star")), **settings)
+    except UsageError as e:
+        flag, _, rule = str(e).removeprefix("--").partition(" ")  # --mu-star: the file's mu_star
+        raise UsageError(f"sweep {where}: [star] {flag.replace('-', '_')} {rule}") from None
 
 
 def _check_barriers(options: dict[str, Any], where: str) -> None:
-    """The options `barriers.measure` takes, checked now rather than after hours of training."""
-    from starcli.solutions.barriers import ALIGN_CHOICES
+    """The [barriers] options, checked now rather than after hours of training, by the rules a
+    measurement checks them with (`barriers.BarrierSpec`)."""
+    from starcli.solutions.barriers import BarrierSpec
 
-    points = options.get("points", 11)
-    from starcli.solutions.barriers import MAX_POINTS
-
-    if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= MAX_POINTS:
-        raise UsageError(f"sweep {where}: [barriers] points must be an integer from 2 to {MAX_POINTS:,}")
-    splits = options.get("splits", ["train", "test"])
-    if not isinstance(splits, list) or not splits or not set(splits) <= {"train", "test"}:
+    if "splits" in options and not isinstance(options["splits"], list):
         raise UsageError(f"sweep {where}: [barriers] splits must be a list of train and/or test")
-    calibration = options.get("bn_calibration", "full")
-    if calibration != "full" and (not isinstance(calibration, int) or isinstance(calibration, bool) or calibration < 1):
+    if options.get("bn_calibration") is not None and isinstance(options["bn_calibration"], str) and options["bn_calibration"] != "full":
+        # A file says a number as a number: "100" in quotes is a typo for 100, not a number of samples.
         raise UsageError(f"sweep {where}: [barriers] bn_calibration must be \"full\" or a positive number of samples")
-    batch = options.get("batch_size")
-    if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
-        raise UsageError(f"sweep {where}: [barriers] batch_size must be a positive integer")
-    if options.get("align", "auto") not in ("auto",) + ALIGN_CHOICES:
-        raise UsageError(f"sweep {where}: [barriers] align must be one of auto, {', '.join(ALIGN_CHOICES)}")
+    try:
+        BarrierSpec(**options)
+    except UsageError as e:
+        flag, _, rule = str(e).removeprefix("--").partition(" ")  # --bn-calibration: the file's bn_calibration
+        raise UsageError(f"sweep {where}: [barriers] {flag.replace('-', '_')} {rule}") from None
 
 
 def _t_samplings(values: Any, where: str) -> list[str]:

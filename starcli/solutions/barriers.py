@@ -6,7 +6,8 @@ is answered from the registry. What the numbers mean (paper Eq. 1) is starcli/en
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
@@ -17,6 +18,8 @@ from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 from starcli.registry import BarrierResult, Registry, Solution
+from starcli.runners.jobs import raise_failures
+from starcli.runners.options import LOCAL, RunOptions
 
 from . import records
 
@@ -58,7 +61,8 @@ def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tu
         raise UsageError("say what to measure: --star S --held-out IDS, or --pair A B")
     if len(set(held_out)) != len(held_out):
         raise UsageError(f"--held-out lists a solution twice: {held_out}")
-    star_sol = records.get(reg, star)
+    ends = records.get_many(reg, [star] + held_out)  # the star and the held-outs, read once
+    star_sol = ends[0]
     anchors = list(star_sol.anchors or [])
     if baseline == "anchors" and not anchors:
         raise StarlightError(
@@ -70,7 +74,6 @@ def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tu
         raise StarlightError(
             f"solution {overlap[0]} helped build star {star}; held-outs must be solutions the star never saw"
         )
-    ends = records.get_many(reg, [star] + held_out)
     with reg.session() as s:  # the anchors that still exist (with --baseline none one may have been removed)
         built_from = list(s.exec(select(Solution).where(col(Solution.id).in_(anchors)))) + ends[:1]
     by_sha = {sol.sha256: sol.id for sol in built_from}
@@ -85,7 +88,7 @@ def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tu
     plan = [(star, h, STAR_PAIRS) for h in held_out]
     if baseline == "anchors":
         plan += [(a, h, REGULAR_PAIRS) for a in anchors for h in held_out]
-    sols = records.get_many(reg, [star] + held_out + (anchors if baseline == "anchors" else []))
+    sols = ends + (records.get_many(reg, anchors) if baseline == "anchors" else [])
     records.require_same_task(sols, "the star, its anchors and the held-outs")
     return plan, sols
 
@@ -129,27 +132,59 @@ def store_results(reg, results: dict[tuple[int, int], dict], settings: dict, set
     raise StarlightError("could not store the barrier results; try again")
 
 
-def _parse_options(points, splits, bn_calibration, batch_size, baseline, align):
-    if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= MAX_POINTS:
-        raise UsageError(f"--points must be an integer from 2 to {MAX_POINTS:,} (the endpoints count), got {points!r}")
-    splits = tuple(dict.fromkeys(splits))
-    unknown = [s for s in splits if s not in SPLITS]
-    if not splits or unknown:
-        raise UsageError(f"--splits must name train and/or test, got {','.join(splits) or 'nothing'}")
-    if isinstance(bn_calibration, str) and bn_calibration != "full":
-        try:
-            bn_calibration = int(bn_calibration)
-        except ValueError:
-            raise UsageError(f"--bn-calibration must be full or a number of samples, got {bn_calibration!r}") from None
-    if not isinstance(bn_calibration, str) and (not isinstance(bn_calibration, int) or bn_calibration < 1):
-        raise UsageError(f"--bn-calibration must be full or a positive number of samples, got {bn_calibration!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise UsageError(f"--batch-size must be a positive integer, got {batch_size!r}")
-    if baseline not in BASELINES:
-        raise UsageError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
-    if align not in ALIGN_CHOICES + ("auto",):
-        raise UsageError(f"--align must be one of auto, {', '.join(ALIGN_CHOICES)}, got {align!r}")
-    return splits, bn_calibration
+@dataclass(frozen=True, kw_only=True)
+class BarrierSpec:
+    """What to measure and how, checked once, when built: by the command line, a sweep file's [barriers]
+    and the library alike. What (a star against held-outs, or pairs) is checked against the registry
+    by `plan_barriers`; how (the grid, splits, BatchNorm calibration, batch size, alignment) is here,
+    and what of it changes the numbers is `settings`, whose hash keys the stored pairs."""
+
+    star: int | None = None
+    held_out: tuple[int, ...] | None = None
+    pairs: tuple[tuple[int, int], ...] | None = None
+    baseline: str = "anchors"  # with a star: also every (anchor, held-out) pair | none
+    points: int = 11
+    splits: tuple[str, ...] = SPLITS
+    bn_calibration: str | int = "full"
+    batch_size: int | None = None  # None: EVAL_BATCH
+    align: str = "auto"
+    recompute: bool = False
+
+    def __post_init__(self) -> None:
+        points, bn_calibration, batch_size = self.points, self.bn_calibration, self.batch_size
+        if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= MAX_POINTS:
+            raise UsageError(f"--points must be an integer from 2 to {MAX_POINTS:,} (the endpoints count), got {points!r}")
+        if isinstance(self.splits, str):
+            raise UsageError(f"--splits must be a list of train and/or test, got {self.splits!r}")
+        splits = tuple(dict.fromkeys(self.splits))
+        unknown = [s for s in splits if s not in SPLITS]
+        if not splits or unknown:
+            raise UsageError(f"--splits must be train and/or test, got {','.join(map(str, splits)) or 'nothing'}")
+        if isinstance(bn_calibration, str) and bn_calibration != "full":
+            try:
+                bn_calibration = int(bn_calibration)
+            except ValueError:
+                raise UsageError(f"--bn-calibration must be full or a number of samples, got {bn_calibration!r}") from None
+        if not isinstance(bn_calibration, str) and (
+            not isinstance(bn_calibration, int) or isinstance(bn_calibration, bool) or bn_calibration < 1
+        ):
+            raise UsageError(f"--bn-calibration must be full or a positive number of samples, got {bn_calibration!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+            raise UsageError(f"--batch-size must be a positive integer, got {batch_size!r}")
+        if self.baseline not in BASELINES:
+            raise UsageError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        if self.align not in ALIGN_CHOICES + ("auto",):
+            raise UsageError(f"--align must be one of auto, {', '.join(ALIGN_CHOICES)}, got {self.align!r}")
+        object.__setattr__(self, "splits", splits)
+        object.__setattr__(self, "bn_calibration", bn_calibration)
+        if self.held_out is not None:
+            object.__setattr__(self, "held_out", tuple(self.held_out))
+        if self.pairs is not None:
+            object.__setattr__(self, "pairs", tuple((a, b) for a, b in self.pairs))
+
+    def settings(self, align: str) -> dict:
+        """The stored settings of these options, with `align` as resolved (auto is never stored)."""
+        return settings_for(self.points, self.splits, self.bn_calibration, self.batch_size or EVAL_BATCH, align)
 
 
 def _aligner(align: str, arch: str, arch_kwargs: dict) -> Callable | None:
@@ -173,64 +208,78 @@ def resolve_auto_align(reg, sols, wanted: set[tuple[int, int]], settings_weight:
     return "weight" if has_spec(sols[0].arch, sols[0].arch_kwargs) else "none"
 
 
-def measure(reg: Registry, *args: Any, **options: Any) -> dict[str, Any]:
-    """Barriers of star-held-out and regular-held-out pairs (or of `pairs`), with curves and a summary;
-    the options are `measure_counted`'s."""
-    return measure_counted(reg, *args, **options)[0]
+@dataclass
+class BarrierPlan:
+    """A measurement checked against the registry, nothing computed: every pair to report (with its kind),
+    the solutions involved, the settings and their hash, the pairs already stored and those to compute."""
+
+    spec: BarrierSpec
+    pairs: list[tuple[int, int, str]]
+    solutions: dict[int, Solution]
+    settings: dict
+    settings_hash: str
+    cached: dict[tuple[int, int], dict]
+    todo: list[tuple[int, int]]
 
 
-def measure_counted(
-    reg,
-    star: int | None = None,
-    held_out: list[int] | None = None,
-    pairs: list[tuple[int, int]] | None = None,
-    baseline: str = "anchors",
-    points: int = 11,
-    splits: tuple[str, ...] = ("train", "test"),
-    bn_calibration: str | int = "full",
-    batch_size: int | None = None,
-    recompute: bool = False,
-    device: str = "auto",
-    align: str = "auto",
-    reporter: Reporter | None = None,
-    fan_out: Callable[[list[tuple[int, int]], dict, str], None] | None = None,
-) -> tuple[dict[str, Any], int]:
-    """Barriers of star-held-out and regular-held-out pairs (or of `pairs`), with curves and a summary, and
-    how many pairs this call computed (the others were answered from the registry): counted here, not
-    from the table, which other processes may be writing at the same time.
-
-    `fan_out(todo, settings, settings_hash)`, when given, computes and stores the missing pairs elsewhere
-    (executors.barrier: batches on workers); their results are then read back from the table."""
-    reporter = reporter or Reporter()
-    splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align)
-    devices.check(device)  # before the cache: pairs answered from the registry must not hide --device tpu
-    batch_size = batch_size or EVAL_BATCH
-    plan, sols = plan_pairs(reg, star, held_out, pairs, baseline)
+def plan_barriers(reg, spec: BarrierSpec, reporter: Reporter | None = None) -> BarrierPlan:
+    """Which pairs `spec` reports, under which settings, and which of them the registry lacks (all of
+    them with `recompute`). What a caller sends to workers, or computes here, before `finish`."""
+    plan, sols = plan_pairs(reg, spec.star, list(spec.held_out) if spec.held_out else None,
+                            list(spec.pairs) if spec.pairs else None, spec.baseline)
     wanted = {(a, b) for a, b, _ in plan}
+    align = spec.align
     if align == "auto":
         # Resolved before hashing, so the stored settings say which one was used.
-        align = resolve_auto_align(reg, sols, wanted, settings_for(points, splits, bn_calibration, batch_size, "weight"))
-    settings = settings_for(points, splits, bn_calibration, batch_size, align)
+        align = resolve_auto_align(reg, sols, wanted, spec.settings("weight"))
+    settings = spec.settings(align)
     settings_hash = config_hash(settings)
-    results = {} if recompute else cached_results(reg, settings_hash, wanted)
-    todo = [pair for pair in dict.fromkeys((a, b) for a, b, _ in plan) if pair not in results]
-    if len(results):
-        reporter.log(f"{len(results)} of {len(wanted)} pairs answered from the registry (--recompute to redo them)")
-    if todo and fan_out is not None:
-        fan_out(todo, settings, settings_hash)
-        results.update(cached_results(reg, settings_hash, set(todo)))
-        missing = [pair for pair in todo if pair not in results]
-        if missing:
-            raise StarlightError(f"{len(missing)} pair(s) were not stored by the workers (first {missing[0]}); rerun to retry them")
-    elif todo:
-        by_id = {s.id: s for s in sols}
-        results.update(compute_pairs(reg, by_id, todo, settings, settings_hash, device, reporter))
-    computed = len(todo)
+    cached = {} if spec.recompute else cached_results(reg, settings_hash, wanted)
+    todo = [pair for pair in dict.fromkeys((a, b) for a, b, _ in plan) if pair not in cached]
+    if cached and reporter is not None:
+        reporter.log(f"{len(cached)} of {len(wanted)} pairs answered from the registry (--recompute to redo them)")
+    return BarrierPlan(spec, plan, {s.id: s for s in sols}, settings, settings_hash, cached, todo)
 
-    pairs_out = [pair_record(a, b, kind, results[(a, b)], splits) for a, b, kind in plan]
+
+def compute(reg, plan: BarrierPlan, run: RunOptions = LOCAL, device: str = "auto", reporter: Reporter | None = None,
+            pool=None) -> dict[tuple[int, int], dict]:
+    """The plan's missing pairs computed and stored, here or in `run.jobs` batches on the runner `run`
+    names (or on `pool`, an open local pool: a sweep's); their results. Each batch stores its pairs as it
+    finishes, so a rerun computes only what is still missing; the numbers equal a single process's,
+    each pair being computed from its two solutions alone."""
+    if not plan.todo:
+        return {}
+    reporter = reporter or Reporter()
+    from starcli.runners.local import pool_slots  # torch: only once there is something to compute
+
+    if run.executor == "local" and pool is None and not pool_slots(device, run.jobs):
+        return compute_pairs(reg, plan.solutions, plan.todo, plan.settings, plan.settings_hash, device, reporter)
+    from starcli.runners.run import run_jobs
+
+    if pool is not None:
+        n = len(pool.slots)
+    else:
+        n = run.jobs or (len(pool_slots(device, run.jobs)) if run.executor == "local" else len(plan.todo))
+    work = barrier_jobs(reg, plan.todo, plan.settings, plan.settings_hash, device, n, plan.spec.recompute)
+    raise_failures(work, run_jobs(reg, work, run, device, reporter, pool=pool), "barrier batch")
+    stored = cached_results(reg, plan.settings_hash, set(plan.todo))
+    missing = [pair for pair in plan.todo if pair not in stored]
+    if missing:
+        raise StarlightError(f"{len(missing)} pair(s) were not stored by the workers (first {missing[0]}); rerun to retry them")
+    return stored
+
+
+def finish(plan: BarrierPlan, computed: dict[tuple[int, int], dict] | None = None) -> dict[str, Any]:
+    """The plan's barriers, from its stored pairs and those `compute` returned: star-held-out and
+    regular-held-out pairs (or the plan's pairs) with curves, and a summary."""
+    results = plan.cached | (computed or {})
+    missing = [(a, b) for a, b, _ in plan.pairs if (a, b) not in results]
+    if missing:
+        raise StarlightError(f"pair {missing[0]} is not measured yet; compute the plan's pairs first")
+    splits, star, by_id = plan.spec.splits, plan.spec.star, plan.solutions
+    pairs_out = [pair_record(a, b, kind, results[(a, b)], splits) for a, b, kind in plan.pairs]
     summary = summarize(pairs_out, splits)
     if star is not None:
-        by_id = {s.id: s for s in sols}
         anchors = [by_id[i] for i in by_id[star].anchors or [] if i in by_id]
         summary["star_metrics"] = dict(by_id[star].metrics)
         summary["anchor_metrics"] = records.anchor_mean_metrics(anchors) if anchors else None
@@ -238,7 +287,22 @@ def measure_counted(
         summary["verdict"] = verdict(summary["star_metrics"], summary["anchor_metrics"], task)
         built = (by_id[star].config or {}).get("star") or {}
         summary["verdict"]["star_settings"] = {k: built.get(k) for k in ("mu_star", "align_anchors", "init", "epochs")}
-    return {"star": star, "settings": settings, "pairs": pairs_out, "summary": summary}, computed
+    return {"star": star, "settings": plan.settings, "pairs": pairs_out, "summary": summary}
+
+
+def measure(reg, spec: BarrierSpec | None = None, *, run: RunOptions = LOCAL, device: str = "auto",
+            reporter: Reporter | None = None, **fields: Any) -> dict[str, Any]:
+    """Barriers of star-held-out and regular-held-out pairs (or of `pairs`), with curves and a summary:
+    `plan_barriers`, `compute` (here, or on the runner `run` names) and `finish`. The spec, or its
+    fields as keywords (`measure(reg, star=9, held_out=[6, 7])`)."""
+    if spec is None:
+        spec = BarrierSpec(**fields)
+    elif fields:
+        raise TypeError(f"measure() takes a spec or its fields, not both ({', '.join(fields)})")
+    reporter = reporter or Reporter()
+    devices.check(device)  # before the cache: pairs answered from the registry must not hide --device tpu
+    plan = plan_barriers(reg, spec, reporter)
+    return finish(plan, compute(reg, plan, run, device, reporter))
 
 
 def check_replicate_stars(reg, stars: list[int]) -> None:
@@ -246,14 +310,20 @@ def check_replicate_stars(reg, stars: list[int]) -> None:
     task, and no two may share an anchor (a replicate is its own anchor set)."""
     sols = records.get_many(reg, stars)
     records.require_same_task(sols, "stars read as replicates")
-    seen: dict[int, int] = {}
     for sol in sols:
         if not sol.anchors:
             raise StarlightError(f"solution {sol.id} ({sol.kind}) records no anchors, so it is no star to read as a replicate")
-        for a in sol.anchors:
+    _require_own_anchor_sets([(sol.id, sol.anchors) for sol in sols])
+
+
+def _require_own_anchor_sets(stars: list[tuple[int, list[int]]]) -> None:
+    """No two replicates (star id, its anchors) share an anchor: a replicate is its own anchor set."""
+    seen: dict[int, int] = {}
+    for star, anchors in stars:
+        for a in anchors:
             if a in seen:
-                raise StarlightError(f"stars {seen[a]} and {sol.id} share anchor {a}: replicates need their own anchor sets")
-            seen[a] = sol.id
+                raise StarlightError(f"stars {seen[a]} and {star} share anchor {a}: replicates need their own anchor sets")
+            seen[a] = star
 
 
 def replicates(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -271,14 +341,7 @@ def replicates(results: list[dict[str, Any]]) -> dict[str, Any]:
         if rep["settings"] != reps[0]["settings"]:
             raise StarlightError(f"stars {reps[0]['star']} and {rep['star']} were measured under different settings; "
                                  "replicates must share one protocol")
-    seen: dict[int, int] = {}
-    for rep in reps:
-        for a in rep["anchors"]:
-            if a in seen:
-                raise StarlightError(
-                    f"stars {seen[a]} and {rep['star']} share anchor {a}: replicates need their own anchor sets"
-                )
-            seen[a] = rep["star"]
+    _require_own_anchor_sets([(rep["star"], rep["anchors"]) for rep in reps])
     held = [set(r["held_out"]) for r in reps]
     out = {"replicates": reps, "settings": results[0]["settings"] if results else {},
            "evidence": compare_pairs([r["pairs"] for r in results], splits)}
@@ -366,6 +429,58 @@ def measured_held_outs(reg, star) -> list[int]:
         rows = s.exec(select(BarrierResult).where(or_(BarrierResult.a_id == star.id, BarrierResult.b_id == star.id))).all()
     others = {r.b_id if r.a_id == star.id else r.a_id for r in rows}
     return sorted(others - set(star.anchors) - {star.id})
+
+
+# --- on a runner: batches of pairs as jobs ---------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BarrierJob:
+    """A batch of barrier pairs under one set of settings; the batch's results are stored as it finishes,
+    and pairs already stored are skipped (unless `recompute`)."""
+
+    kind: ClassVar[str] = "pair"
+
+    home: str
+    db_url: str
+    pairs: tuple[tuple[int, int], ...]
+    settings: dict[str, Any]
+    settings_hash: str
+    device: str
+    recompute: bool = False
+    store_url: str | None = None
+
+    def label(self) -> str:
+        return f"{len(self.pairs)} pair(s) from {self.pairs[0]}"
+
+    def weight(self) -> int:
+        return len(self.pairs)
+
+    def describe(self, result: tuple[int, int]) -> str:
+        computed, total = result
+        return f"{self.label()}: {computed} computed, {total - computed} already stored"
+
+    def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, int]:
+        """(pairs computed, pairs in the batch)."""
+        wanted = set(self.pairs)
+        done = set() if self.recompute else set(cached_results(reg, self.settings_hash, wanted))
+        todo = [pair for pair in self.pairs if pair not in done]
+        if todo:
+            sols = records.get_many(reg, list(dict.fromkeys(i for pair in todo for i in pair)))
+            compute_pairs(
+                reg, {s.id: s for s in sols}, todo, self.settings, self.settings_hash, self.device, reporter or Reporter()
+            )
+        return len(todo), len(self.pairs)
+
+
+def barrier_jobs(reg, todo: list[tuple[int, int]], settings: dict, settings_hash: str, device: str, batches: int,
+                 recompute: bool = False) -> list[BarrierJob]:
+    """`todo` in `batches` contiguous batches (pairs that share a solution, a star's, load it once per batch)."""
+    n = max(1, min(len(todo), batches))
+    parts = [tuple(todo[k * len(todo) // n:(k + 1) * len(todo) // n]) for k in range(n)]
+    return [BarrierJob(home=str(reg.home), db_url=reg.url, pairs=b, settings=settings, settings_hash=settings_hash,
+                       device=device, recompute=recompute, store_url=reg.store_url)
+            for b in parts if b]
 
 
 # --- what is stored: `starlight barriers`, `starlight curves` ------------------------------------------

@@ -6,11 +6,10 @@ reuses their recipe, keys the star by everything that changes its bits, and regi
 
 from __future__ import annotations
 
-import math
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from starcli.alignment import align_state
 from starcli.engine import compilation, devices, evaluation
@@ -20,7 +19,12 @@ from starcli.engine.starlight import STAR_INITS, TSampling, fit_star
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
 from starcli.registry import Registry, Solution
-from starcli.selectors import MAX_SEED
+from starcli.runners.jobs import raise_failures
+from starcli.runners.local import pool_slots
+from starcli.runners.options import LOCAL, RunOptions
+from starcli.runners.run import run_jobs
+from starcli.engine.star_presets import star_settings
+from starcli.selectors import check_finite, check_int, check_seed
 
 from . import manage, records
 from .anchors import History, finish_tracking
@@ -87,6 +91,55 @@ def registered_star(reg: Registry, config: dict[str, Any], key: str, seed: int) 
     return None
 
 
+@dataclass(frozen=True, kw_only=True)
+class StarSpec:
+    """A star to build: its anchors and every setting of Algorithm 1 that changes its bits, checked once,
+    when built, by the same rules for the command line, a sweep file's [star] and the library.
+
+    `StarSpec.preset(name, ...)` starts from a named preset (engine/star_presets.py); the fields are the
+    settings themselves, so a spec says exactly what is built whatever preset it came from."""
+
+    anchor_ids: tuple[int, ...]
+    epochs: int | None = None  # None: the anchors' recipe
+    t_sampling: str = "uniform"  # uniform | beta:A,B | constant:T, kept in its one spelling
+    samples_per_step: int = 1
+    mu_star: float = 0.0
+    seed: int = 0
+    align_anchors: bool = False  # --realign: re-permute every anchor to the star at each epoch start
+    init: str = "random"
+    compile_step: bool | None = None  # None: as the anchors were trained
+
+    def __post_init__(self) -> None:
+        anchor_ids = tuple(self.anchor_ids)
+        if self.init not in STAR_INITS:
+            raise UsageError(f"--init must be one of {', '.join(STAR_INITS)}, got {self.init!r}")
+        if len(anchor_ids) < 2:
+            raise UsageError(f"a star needs at least 2 anchors, got {list(anchor_ids)}; pass e.g. --anchors 1-5")
+        if len(set(anchor_ids)) != len(anchor_ids):
+            raise UsageError(f"--anchors lists a solution twice: {list(anchor_ids)}")
+        # The command line's bounds, for every caller.
+        check_int(self.epochs, "--epochs", 1, 100_000)
+        check_int(self.samples_per_step, "--samples-per-step", 1, 1_000)
+        check_finite(self.mu_star, "--mu-star")
+        check_seed(self.seed)
+        if not isinstance(self.align_anchors, bool):
+            raise UsageError(f"--realign must be true or false, got {self.align_anchors!r}")
+        object.__setattr__(self, "anchor_ids", anchor_ids)
+        object.__setattr__(self, "t_sampling", str(TSampling.parse(self.t_sampling)))
+        object.__setattr__(self, "mu_star", float(self.mu_star))
+
+    @classmethod
+    def preset(cls, name: str | None = None, *, realign: bool | None = None, init: str | None = None,
+               mu_star: float | None = None, **fields: Any) -> "StarSpec":
+        """The spec of preset `name` (default: the default preset), with every override not None on top."""
+        return cls(**star_settings(name, align_anchors=realign, init=init, mu_star=mu_star), **fields)
+
+    @classmethod
+    def check_settings(cls, **settings: Any) -> None:
+        """Check settings before the anchors exist (a sweep file's [star]: its grid says the anchors)."""
+        cls(anchor_ids=(0, 1), **settings)
+
+
 @dataclass
 class StarPlan:
     """A star's validated settings: its config and key, its anchors, and the star if already registered."""
@@ -99,60 +152,34 @@ class StarPlan:
     existing: Solution | None
 
 
-def plan_star(
-    reg: Registry,
-    anchor_ids: list[int],
-    epochs: int | None = None,
-    t_sampling: str = "uniform",
-    samples_per_step: int = 1,
-    mu_star: float = 0.0,
-    seed: int = 0,
-    align_anchors: bool = False,
-    reporter: Reporter | None = None,
-    init: str = "random",
-    compile_step: bool | None = None,
-) -> StarPlan:
-    """Check a star's settings and anchors and key it, training nothing: what `build_star` does first,
-    and what an executor does before it submits a star job (bad input fails here, not in a worker)."""
-    sampling = TSampling.parse(t_sampling)
-    if init not in STAR_INITS:
-        raise UsageError(f"--init must be one of {', '.join(STAR_INITS)}, got {init!r}")
-    if len(anchor_ids) < 2:
-        raise UsageError(f"a star needs at least 2 anchors, got {list(anchor_ids)}; pass e.g. --anchors 1-5")
-    if len(set(anchor_ids)) != len(anchor_ids):
-        raise UsageError(f"--anchors lists a solution twice: {anchor_ids}")
-    if not isinstance(samples_per_step, int) or samples_per_step < 1:
-        raise UsageError(f"--samples-per-step must be a positive integer, got {samples_per_step!r}")
-    if not isinstance(mu_star, (int, float)) or not math.isfinite(mu_star) or mu_star < 0:
-        raise UsageError(f"--mu-star must be a finite number ≥ 0, got {mu_star}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
-    if epochs is not None and epochs < 1:
-        raise UsageError(f"--epochs must be a positive integer, got {epochs}")
+def plan_star(reg: Registry, spec: StarSpec, reporter: Reporter | None = None) -> StarPlan:
+    """Check a star's anchors and key it, training nothing: what `build_star` does first, and what a
+    runner's caller does before it submits a star job (bad input fails here, not in a worker)."""
     # The same set of anchors is the same star, whatever the order given (or registered).
-    anchors = anchor_order(records.get_many(reg, anchor_ids))
+    anchors = anchor_order(records.get_many(reg, list(spec.anchor_ids)))
     anchor_ids = [a.id for a in anchors]
     records.require_same_task(anchors, "anchors")
     recipe = recipe_of(anchors, reporter)
-    config = dict(recipe, epochs=epochs or recipe["epochs"])
+    config = dict(recipe, epochs=spec.epochs or recipe["epochs"])
     # --compile / --no-compile; None: as the anchors were trained (engine/compilation.py; in the key).
-    if compile_step and not config.get("compile"):
+    if spec.compile_step and not config.get("compile"):
         config["compile"] = "default"
-    elif compile_step is False:
+    elif spec.compile_step is False:
         config.pop("compile", None)
     config["star"] = {
         "anchors": anchor_ids,
-        "t_sampling": str(sampling),
-        "samples_per_step": samples_per_step,
-        "mu_star": float(mu_star),
-        "seed": seed,
-        "align_anchors": bool(align_anchors),
+        "t_sampling": spec.t_sampling,
+        "samples_per_step": spec.samples_per_step,
+        "mu_star": spec.mu_star,
+        "seed": spec.seed,
+        "align_anchors": spec.align_anchors,
     }
     # Recorded only when not the paper's random start, so that stars built before the option keep their keys.
-    if init != "random":
-        config["star"]["init"] = init
-    key = star_key(config, seed, anchors)
-    return StarPlan(config, key, anchors, recipe, sampling, registered_star(reg, config, key, seed))
+    if spec.init != "random":
+        config["star"]["init"] = spec.init
+    key = star_key(config, spec.seed, anchors)
+    sampling = TSampling.parse(spec.t_sampling)
+    return StarPlan(config, key, anchors, recipe, sampling, registered_star(reg, config, key, spec.seed))
 
 
 def run_folder(reg: Registry, key: str) -> Path:
@@ -175,15 +202,23 @@ def build_star(
     init: str = "random",
     compile_step: bool | None = None,
 ) -> tuple[Solution, bool]:
-    """Train and register a star from the anchors; returns (solution, created).
+    """Train and register a star from the anchors (a `StarSpec`'s fields); returns (solution, created).
 
     The same anchors, settings and seed return the registered star instead of training another.
     """
+    devices.resolve(device)  # before any check: a registered star must not hide --device tpu
+    spec = StarSpec(anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step,
+                    mu_star=mu_star, seed=seed, align_anchors=align_anchors, init=init, compile_step=compile_step)
+    return build(reg, spec, device, reporter, tracking)
+
+
+def build(reg: Registry, spec: StarSpec, device: str = "auto", reporter: Reporter | None = None,
+          tracking: Callable | None = None) -> tuple[Solution, bool]:
+    """`build_star` of a spec: train and register the star, or return the registered one."""
     reporter = reporter or Reporter()
     dev = devices.resolve(device)  # before any lookup: a registered star must not hide --device tpu
-    plan = plan_star(
-        reg, anchor_ids, epochs, t_sampling, samples_per_step, mu_star, seed, align_anchors, reporter, init, compile_step
-    )
+    seed, init = spec.seed, spec.init
+    plan = plan_star(reg, spec, reporter)
     config, key, anchors, recipe, sampling = plan.config, plan.key, plan.anchors, plan.recipe, plan.sampling
     anchor_ids = config["star"]["anchors"]
     existing = plan.existing
@@ -192,12 +227,13 @@ def build_star(
         manage.clear_registered_run(run_folder(reg, key))
         return existing, False
     compilation.check_toolchain(config, dev.type)  # before the data is loaded, not at the first step
-    realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if align_anchors else None
+    realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if spec.align_anchors else None
 
     train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))
     test_split = load_split(config["dataset"], "test", dev, cache_dir=records.dataset_cache(reg))
     states = [records.state_dict(reg, a, dev) for a in anchors]
-    task = reporter.task(f"star from {len(anchors)} anchors", config["epochs"])
+    # A rerun star says where it resumes, and its bar starts there, as a resumed anchor's does.
+    task = reporter.task(f"star from {len(anchors)} anchors", config["epochs"], completed=ResumeFile(run_folder(reg, key)).epoch())
     with ExitStack() as stack:
         logger = None
         if tracking is not None:
@@ -207,7 +243,7 @@ def build_star(
         # does; the file's clock adds the killed segments' seconds to this one's.
         resume = ResumeFile(run_folder(reg, key))
         model = fit_star(
-            config, states, seed, dev, train_split, sampling, samples_per_step, mu_star, realign, on_epoch=history, init=init,
+            config, states, seed, dev, train_split, sampling, spec.samples_per_step, spec.mu_star, realign, on_epoch=history, init=init,
             resume=resume,
         )
         # The running statistics gathered during training describe interpolated networks, not the star.
@@ -228,3 +264,75 @@ def build_star(
         f"star: solution {sol.id}  train acc {metrics['train_acc']:.1f}%  test acc {metrics['test_acc']:.1f}%  ({wall:.1f}s)"
     )
     return sol, created
+
+
+# --- on a runner: a star as a job, and several stars at once -------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StarJob:
+    """One star to build (its spec); it resumes from its last epoch when rerun."""
+
+    kind: ClassVar[str] = "star"
+
+    home: str
+    db_url: str
+    spec: StarSpec
+    device: str
+    store_url: str | None = None
+
+    def label(self) -> str:
+        return f"star from anchors {','.join(map(str, self.spec.anchor_ids))} (seed {self.spec.seed})"
+
+    def weight(self) -> int:
+        return 1
+
+    def describe(self, result: tuple[int, bool]) -> str:
+        sid, trained = result
+        return f"{self.label()}: {'solution' if trained else 'already registered as solution'} {sid}"
+
+    def run(self, reg: Registry, reporter: Reporter | None = None, tracking=None) -> tuple[int, bool]:
+        """(solution id, trained); `tracking` streams its epochs to a live tracker when it runs here."""
+        sol, created = build(reg, self.spec, self.device, reporter, tracking)
+        return sol.id, created
+
+
+def build_stars(
+    reg,
+    specs: list[StarSpec],
+    run: RunOptions = LOCAL,
+    device: str = "auto",
+    reporter=None,
+    tracking=None,
+) -> list[tuple[Any, bool]]:
+    """Build one star per spec on the runner `run` names, several at once; returns (solution, created) in spec order. Every spec is checked here
+    first, and stars already registered are not submitted."""
+    reporter = reporter or Reporter()
+    plans, jobs_of = star_jobs(reg, specs, device, reporter)
+    where, todo = [i for i, _ in jobs_of], [job for _, job in jobs_of]
+    if run.executor == "local" and todo and not pool_slots(device, run.jobs):
+        # One slot: here, with this process's progress bars, exactly as `build_star` runs.
+        results = [job.run(reg, reporter, tracking) for job in todo]
+    else:
+        results = run_jobs(reg, todo, run, device, reporter)
+    raise_failures(todo, results, "star")
+    out: list[tuple[Any, bool]] = [(plan.existing, False) for plan in plans]
+    for i, (sid, created) in zip(where, results):
+        out[i] = (records.get(reg, sid), created)
+    return out
+
+
+def star_jobs(reg, specs: list[StarSpec], device: str, reporter: Reporter) -> tuple[list, list[tuple[int, StarJob]]]:
+    """Every spec keyed (`plan_star`), and a `StarJob` for each star not yet registered:
+    (plans in spec order, [(spec index, job)]). A job names the anchors in the order the star draws them."""
+    plans = [plan_star(reg, spec) for spec in specs]
+    todo = []
+    for i, (spec, plan) in enumerate(zip(specs, plans)):
+        if plan.existing is None:
+            drawn = replace(spec, anchor_ids=tuple(plan.config["star"]["anchors"]))
+            todo.append((i, StarJob(home=str(reg.home), db_url=reg.url, spec=drawn, device=device, store_url=reg.store_url)))
+        else:
+            reporter.log(f"star from anchors {plan.config['star']['anchors']}: already registered as solution {plan.existing.id}")
+            # A star killed between its row's commit and its resume folder's removal left that folder.
+            manage.clear_registered_run(run_folder(reg, plan.key))
+    return plans, todo

@@ -6,6 +6,8 @@
 - BatchNorm: the running statistics of an interpolated network are meaningless, so at every interior t
   they are reset and re-estimated as a cumulative average over the calibration data before evaluation
   (`evaluation.recalibrate_bn`).
+- `renorm` chooses that policy (engine/renormalisation.py): `none` keeps the interpolated statistics;
+  networks without BatchNorm can instead have REPAIR's per-channel correction (or rescale, reshift).
 - Losses and correct counts accumulate on the device: one synchronisation per split and t.
 - MLPs with a wide input (≥ WIDE_INPUT features, e.g. MNIST's 784) and no BatchNorm: the first layer's
   output is affine in t, (1−t)·(W_A x + b_A) + t·(W_B x + b_B), so it is computed once per solution
@@ -26,7 +28,7 @@ from torch.func import functional_call, vmap
 
 from starcli import models
 
-from . import evaluation, precision
+from . import evaluation, precision, renormalisation
 
 Curves = dict[str, dict[str, list[float]]]  # split -> {"loss": [...], "acc": [...]}
 # Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes.
@@ -53,6 +55,7 @@ class LineEvaluator:
         batch_size: int = evaluation.EVAL_BATCH,
         t_batch: int = 1,
         config: dict[str, Any] | None = None,
+        renorm: str | None = None,
     ):
         # The solutions' training config, for their precision and memory format (engine/precision.py).
         self.config = config
@@ -63,7 +66,14 @@ class LineEvaluator:
         self.batch_size = batch_size
         self.rows = min(batch_size, CPU_ROWS) if device.type == "cpu" else batch_size
         self.has_bn = evaluation.has_batchnorm(self.net)
-        self.t_batch = 1 if self.has_bn else max(1, t_batch)
+        self.t_batch = 1 if self.has_bn or renorm else max(1, t_batch)
+        # --renorm (engine/renormalisation.py); None: BatchNorm statistics reset where there is BatchNorm.
+        policy = renorm or renormalisation.default_policy(self.has_bn)
+        renormalisation.check(policy, self.has_bn)
+        self.reset_bn = policy == "reset"
+        self.renorm = None
+        if policy in renormalisation.STATISTICS_POLICIES:
+            self.renorm = renormalisation.Renormaliser(self.net, policy, calibration, batch_size)
         # state_dict() tensors share storage with the network: writing them rewrites the network.
         own = self.net.state_dict()
         self.float_keys = [k for k, v in own.items() if v.is_floating_point()]
@@ -71,7 +81,7 @@ class LineEvaluator:
         self.targets = [own[k] for k in self.float_keys]
         self.others = [own[k] for k in self.other_keys]
         self.param_names = [n for n, _ in self.net.named_parameters()]
-        self.first = None if self.has_bn else _wide_first_layer(self.net)
+        self.first = None if self.has_bn or self.renorm else _wide_first_layer(self.net)
         self._first_outputs: list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]] = []
 
     @torch.inference_mode()
@@ -97,8 +107,11 @@ class LineEvaluator:
         _copy(self.targets, [state_a[k] for k in self.float_keys])
         torch._foreach_lerp_(self.targets, [state_b[k] for k in self.float_keys], t)
         _copy(self.others, [state_a[k] for k in self.other_keys])  # integer buffers: A's, never interpolated
-        if self.has_bn:
+        if self.reset_bn:
             evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size, config=self.config)
+        if self.renorm is not None:
+            with self.renorm.corrected(self.net, state_a, state_b, t):
+                return self._evaluate()
         if self.first is not None:
             return self._evaluate_from_first(self.first_outputs(state_a), self.first_outputs(state_b), t)
         return self._evaluate()

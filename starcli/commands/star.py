@@ -139,7 +139,16 @@ def barrier(
     bn_calibration: str = common.BnCalibrationOpt,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Evaluation and BN-calibration batch (4096)."),
     align: str = typer.Option(
-        "auto", "--align", help="auto (weight where the architecture has a spec) | weight | none: permute B to A first."
+        "auto", "--align", help="auto (weight where the architecture has a spec) | weight | activation (feature "
+        "correlations on the --bn-calibration samples) | none: permute B to A first."
+    ),
+    renorm: Optional[str] = typer.Option(
+        None, "--renorm", help="At each t: reset (BatchNorm statistics re-estimated; the default with BatchNorm) | none "
+        "(the default without) | repair | rescale | reshift (REPAIR's per-channel correction, for nets without BatchNorm).",
+    ),
+    definition: str = typer.Option(
+        "eq1", "--definition", help="How a curve becomes a barrier: eq1 (excess over the endpoints' line, the paper's) "
+        "| endpoint-mean (over their mean, Git Re-Basin) | error (Frankle et al.: error barrier, connected below 2 points).",
     ),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the curves as a figure (this file)."),
     fig_format: Optional[str] = common.FormatOpt,
@@ -186,14 +195,14 @@ def barrier(
     matrix_ids = common.solution_ids(matrix, "solution id", unique=True) if matrix is not None else None
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
-    _parse_options(points, split_names, bn_calibration, batch_size, baseline, align)
+    _parse_options(points, split_names, bn_calibration, batch_size, baseline, align, renorm, definition)
     if plot:
         from starcli.reports.figures import check_plot_path
 
         check_plot_path(plot)
     common.device(device)
     options = dict(points=points, splits=split_names, bn_calibration=bn_calibration, batch_size=batch_size,
-                   recompute=recompute, device=device, align=align)
+                   recompute=recompute, device=device, align=align, renorm=renorm, definition=definition)
     with style.output(fig_format, dpi):
         if matrix_ids is not None:
             from starcli.experiments.matrix import matrix_pairs

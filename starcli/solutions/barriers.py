@@ -12,7 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 
 from starcli.engine import devices
-from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, compare_pairs, pair_record, summarize, verdict
+from starcli.engine.barriers import (
+    DEFAULT_DEFINITION, DEFINITION_CHOICES, PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, compare_pairs, pair_record, summarize, verdict,
+)
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
@@ -20,7 +22,7 @@ from starcli.registry import BarrierResult, Registry, Solution
 
 from . import records
 
-ALIGN_CHOICES = ("none", "weight")
+ALIGN_CHOICES = ("none", "weight", "activation")
 BASELINES = ("anchors", "none")
 
 # A query answered from the registry imports no torch (seconds of start-up): torch, alignment and the
@@ -34,7 +36,10 @@ REGRESSION_DATASETS = ("linreg",)
 MAX_POINTS = 1_001
 
 
-def settings_for(points: int, splits: tuple[str, ...], bn_calibration: str | int, batch_size: int, align: str) -> dict:
+def settings_for(
+    points: int, splits: tuple[str, ...], bn_calibration: str | int, batch_size: int, align: str,
+    renorm: str | None = None, definition: str = DEFAULT_DEFINITION,
+) -> dict:
     """Everything that changes a pair's numbers (batch size: it sets BatchNorm's calibration batches)."""
     return {
         "points": points,
@@ -42,7 +47,61 @@ def settings_for(points: int, splits: tuple[str, ...], bn_calibration: str | int
         "bn_calibration": bn_calibration,
         "batch_size": batch_size,
         "align": align,
-    }
+    } | protocol_keys(renorm, definition)
+
+
+# --- the barrier's definition and renormalisation policy (issue 22) -------------------------------------
+# Stored in the settings only where they differ from what barriers always were (renorm None: BatchNorm
+# statistics reset where the network has BatchNorm, nothing otherwise; definition eq1; temperature 1, the
+# plain cross-entropy), so the settings hash of every earlier row, and its cache, stay as they were.
+RENORM_CHOICES = ("none", "reset", "repair", "rescale", "reshift")
+TEMPERATURE = 1.0  # softmax temperature of every stored loss: plain cross-entropy (not yet a setting)
+
+
+def protocol_keys(renorm: str | None, definition: str) -> dict:
+    return ({"renorm": renorm} if renorm is not None else {}) | (
+        {"definition": definition} if definition != DEFAULT_DEFINITION else {}
+    )
+
+
+def protocol(settings: dict, result: dict | None = None) -> dict:
+    """A stored row's full protocol: renorm (the policy applied, which the row's result records since
+    issue 22; "default" for older rows: reset with BatchNorm, none without), definition, temperature."""
+    renorm = settings.get("renorm") or (result or {}).get("renorm") or "default"
+    return {"renorm": renorm, "definition": settings.get("definition", DEFAULT_DEFINITION),
+            "temperature": settings.get("temperature", TEMPERATURE)}
+
+
+def canonical_renorm(renorm: str | None, arch: str, arch_kwargs: dict) -> str | None:
+    """None for the network's default policy (so the row keeps the default's settings hash), else the
+    policy; UsageError (one line) where it cannot apply. Builds the network on the meta device: torch."""
+    if renorm is None:
+        return None
+    if renorm not in RENORM_CHOICES:
+        raise UsageError(f"--renorm must be one of {', '.join(RENORM_CHOICES)}, got {renorm!r}")
+    import torch
+
+    from starcli import models
+    from starcli.engine import evaluation, renormalisation
+
+    with torch.device("meta"):
+        has_bn = evaluation.has_batchnorm(models.create(arch, **arch_kwargs))
+    renormalisation.check(renorm, has_bn)
+    return None if renorm == renormalisation.default_policy(has_bn) else renorm
+
+
+def reuse_other_definitions(reg, settings: dict, settings_hash: str, todo: list[tuple[int, int]]) -> dict:
+    """The definition is a reading of the same curves: pairs stored under another definition (and otherwise
+    the same settings) are copied under this one instead of measured again."""
+    found: dict[tuple[int, int], dict] = {}
+    for other in DEFINITION_CHOICES:
+        if other == settings.get("definition", DEFAULT_DEFINITION) or len(found) == len(todo):
+            continue
+        sibling = {k: v for k, v in settings.items() if k != "definition"} | protocol_keys(None, other)
+        found |= cached_results(reg, config_hash(sibling), set(todo) - set(found))
+    store_results(reg, found, settings, settings_hash)
+    return found
+# --------------------------------------------------------------------------------------------------------
 
 
 def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tuple[int, int]] | None, baseline: str):
@@ -129,7 +188,7 @@ def store_results(reg, results: dict[tuple[int, int], dict], settings: dict, set
     raise StarlightError("could not store the barrier results; try again")
 
 
-def _parse_options(points, splits, bn_calibration, batch_size, baseline, align):
+def _parse_options(points, splits, bn_calibration, batch_size, baseline, align, renorm=None, definition=DEFAULT_DEFINITION):
     if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= MAX_POINTS:
         raise UsageError(f"--points must be an integer from 2 to {MAX_POINTS:,} (the endpoints count), got {points!r}")
     splits = tuple(dict.fromkeys(splits))
@@ -149,14 +208,20 @@ def _parse_options(points, splits, bn_calibration, batch_size, baseline, align):
         raise UsageError(f"--baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
     if align not in ALIGN_CHOICES + ("auto",):
         raise UsageError(f"--align must be one of auto, {', '.join(ALIGN_CHOICES)}, got {align!r}")
+    if renorm is not None and renorm not in RENORM_CHOICES:
+        raise UsageError(f"--renorm must be one of {', '.join(RENORM_CHOICES)}, got {renorm!r}")
+    if definition not in DEFINITION_CHOICES:
+        raise UsageError(f"--definition must be one of {', '.join(DEFINITION_CHOICES)}, got {definition!r}")
     return splits, bn_calibration
 
 
-def _aligner(align: str, arch: str, arch_kwargs: dict) -> Callable | None:
+def _aligner(align: str, arch: str, arch_kwargs: dict, calibration) -> Callable | None:
     if align == "none":
         return None
-    from starcli.alignment import align_state
+    from starcli.alignment import align_state, align_state_by_activation
 
+    if align == "activation":  # on the same calibration samples as BatchNorm's and REPAIR's statistics
+        return lambda state_a, state_b: align_state_by_activation(arch, arch_kwargs, state_a, state_b, calibration)
     return lambda state_a, state_b: align_state(arch, arch_kwargs, state_a, state_b, seed=0)
 
 
@@ -192,6 +257,8 @@ def measure_counted(
     recompute: bool = False,
     device: str = "auto",
     align: str = "auto",
+    renorm: str | None = None,
+    definition: str = DEFAULT_DEFINITION,
     reporter: Reporter | None = None,
     fan_out: Callable[[list[tuple[int, int]], dict, str], None] | None = None,
 ) -> tuple[dict[str, Any], int]:
@@ -202,18 +269,24 @@ def measure_counted(
     `fan_out(todo, settings, settings_hash)`, when given, computes and stores the missing pairs elsewhere
     (executors.barrier: batches on workers); their results are then read back from the table."""
     reporter = reporter or Reporter()
-    splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align)
+    splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align, renorm, definition)
     devices.check(device)  # before the cache: pairs answered from the registry must not hide --device tpu
     batch_size = batch_size or EVAL_BATCH
     plan, sols = plan_pairs(reg, star, held_out, pairs, baseline)
     wanted = {(a, b) for a, b, _ in plan}
+    renorm = canonical_renorm(renorm, sols[0].arch, sols[0].arch_kwargs)  # before hashing, as align
     if align == "auto":
         # Resolved before hashing, so the stored settings say which one was used.
-        align = resolve_auto_align(reg, sols, wanted, settings_for(points, splits, bn_calibration, batch_size, "weight"))
-    settings = settings_for(points, splits, bn_calibration, batch_size, align)
+        align = resolve_auto_align(
+            reg, sols, wanted, settings_for(points, splits, bn_calibration, batch_size, "weight", renorm, definition)
+        )
+    settings = settings_for(points, splits, bn_calibration, batch_size, align, renorm, definition)
     settings_hash = config_hash(settings)
     results = {} if recompute else cached_results(reg, settings_hash, wanted)
     todo = [pair for pair in dict.fromkeys((a, b) for a, b, _ in plan) if pair not in results]
+    if todo and not recompute and not reg.read_only:
+        results.update(reuse_other_definitions(reg, settings, settings_hash, todo))
+        todo = [pair for pair in todo if pair not in results]
     if len(results):
         reporter.log(f"{len(results)} of {len(wanted)} pairs answered from the registry (--recompute to redo them)")
     if todo and fan_out is not None:
@@ -227,7 +300,7 @@ def measure_counted(
         results.update(compute_pairs(reg, by_id, todo, settings, settings_hash, device, reporter))
     computed = len(todo)
 
-    pairs_out = [pair_record(a, b, kind, results[(a, b)], splits) for a, b, kind in plan]
+    pairs_out = [pair_record(a, b, kind, results[(a, b)], splits, definition) for a, b, kind in plan]
     summary = summarize(pairs_out, splits)
     if star is not None:
         by_id = {s.id: s for s in sols}
@@ -305,8 +378,10 @@ def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict,
     line = LineEvaluator(
         first.arch, first.arch_kwargs, dev, {s: (sp.x, sp.y) for s, sp in splits.items()}, calibration,
         settings["batch_size"], T_BATCH, config=first.config,  # the first's precision and memory format
+        renorm=settings.get("renorm"),
     )
-    align = _aligner(settings["align"], first.arch, first.arch_kwargs)
+    renorm_applied = "reset" if line.reset_bn else (settings.get("renorm") or "none")
+    align = _aligner(settings["align"], first.arch, first.arch_kwargs, calibration)
     states: dict[int, dict] = {}
     ends: dict[int, dict] = {}
 
@@ -330,6 +405,7 @@ def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict,
                 result[split] = {
                     m: [ends[a][split][k]] + curves[split][m] + [ends[b][split][k]] for k, m in enumerate(("loss", "acc"))
                 }
+            result["renorm"] = renorm_applied  # the policy the default resolved to, for listings
             result["device"] = str(dev)
             result["seconds"] = round(time.perf_counter() - start, 4)
             out[(a, b)] = result
@@ -357,7 +433,8 @@ def report_settings(reg, star) -> dict[str, Any]:
         return {"align": "auto"}
     saved = row.settings
     return {"points": saved["points"], "splits": tuple(saved["splits"]), "bn_calibration": saved["bn_calibration"],
-            "batch_size": saved["batch_size"], "align": saved["align"]}
+            "batch_size": saved["batch_size"], "align": saved["align"], "renorm": saved.get("renorm"),
+            "definition": saved.get("definition", DEFAULT_DEFINITION)}
 
 
 def measured_held_outs(reg, star) -> list[int]:
@@ -416,14 +493,31 @@ def stored_rows(reg, star: int | None = None, kinds: list[str] | None = None, pa
     return [(r, k) for r, k in out if not kinds or k in kinds]
 
 
-def stored(reg, star: int | None = None, kinds: list[str] | None = None) -> list[dict[str, Any]]:
-    """One record per stored row: the pair, its kind, the settings it was measured under and its barriers."""
+def stored(
+    reg, star: int | None = None, kinds: list[str] | None = None, renorm: str | None = None,
+    definition: str | None = None, align: str | None = None,
+) -> list[dict[str, Any]]:
+    """One record per stored row: the pair, its kind, the settings it was measured under (its protocol:
+    alignment, renormalisation, definition, temperature) and its barriers; renorm, definition and align
+    keep only rows of that protocol ("default" is the renorm of rows stored before it was recorded)."""
+    if renorm is not None and renorm not in RENORM_CHOICES + ("default",):
+        raise UsageError(f"--renorm must be one of {', '.join(RENORM_CHOICES)}, default, got {renorm!r}")
+    if definition is not None and definition not in DEFINITION_CHOICES:
+        raise UsageError(f"--definition must be one of {', '.join(DEFINITION_CHOICES)}, got {definition!r}")
+    if align is not None and align not in ALIGN_CHOICES:
+        raise UsageError(f"--align must be one of {', '.join(ALIGN_CHOICES)}, got {align!r}")
     out = []
     for row, kind in stored_rows(reg, star, kinds):
+        proto = protocol(row.settings, row.result)
+        if (renorm, definition, align) != (
+            renorm and proto["renorm"], definition and proto["definition"], align and row.settings["align"]
+        ):
+            continue
         splits = tuple(s for s in row.settings["splits"] if s in row.result)
-        rec = pair_record(row.a_id, row.b_id, kind, row.result, splits)
+        rec = pair_record(row.a_id, row.b_id, kind, row.result, splits, proto["definition"])
         item: dict[str, Any] = {"id": row.id, "a": row.a_id, "b": row.b_id, "kind": kind}
         item.update({k: row.settings[k] for k in ("points", "bn_calibration", "batch_size", "align")})
+        item.update(proto)
         item["splits"] = ",".join(splits)
         for split in ("train", "test"):
             if split in rec:
@@ -435,8 +529,13 @@ def stored(reg, star: int | None = None, kinds: list[str] | None = None) -> list
     return out
 
 
-def curves(reg, pairs: list[tuple[int, int]] | None = None, star: int | None = None) -> list[dict[str, Any]]:
-    """The tidy table of stored curves: one row per (pair, settings, split, t) with loss and accuracy."""
+def curves(
+    reg, pairs: list[tuple[int, int]] | None = None, star: int | None = None, renorm: str | None = None,
+    definition: str | None = None, align: str | None = None,
+) -> list[dict[str, Any]]:
+    """The tidy table of stored curves: one row per (pair, settings, split, t) with loss and accuracy, and
+    the protocol they were measured under; renorm, definition and align filter as in `stored`."""
+    keep = {r["id"] for r in stored(reg, star, None, renorm, definition, align)}
     if not pairs and star is None:
         raise UsageError("say which curves: pairs like 6-7 7-8, or --star S")
     rows = stored_rows(reg, star, None, pairs)
@@ -448,11 +547,15 @@ def curves(reg, pairs: list[tuple[int, int]] | None = None, star: int | None = N
             )
     out = []
     for row, kind in rows:
+        if row.id not in keep:
+            continue
+        proto = {"align": row.settings["align"]} | protocol(row.settings, row.result)
         for split in row.settings["splits"]:
             curve = row.result.get(split)
             if curve is None:
                 continue
             for t, loss, acc in zip(row.result["t"], curve["loss"], curve["acc"]):
                 out.append({"pair": f"{row.a_id}-{row.b_id}", "a": row.a_id, "b": row.b_id, "kind": kind,
-                            "settings_hash": row.settings_hash[:12], "split": split, "t": t, "loss": loss, "acc": acc})
+                            "settings_hash": row.settings_hash[:12], **proto, "split": split, "t": t, "loss": loss,
+                            "acc": acc})
     return out

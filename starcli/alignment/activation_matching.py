@@ -10,7 +10,7 @@ layer of a network whose head is not a Linear, say) is read at the output of the
 
 Permutations preserve B's function, so a group's features in B do not depend on the other groups'
 permutations: every group is solved once, from one pass of each network over the calibration set (the
-moments are accumulated batch by batch, in float64), unlike weight matching's coordinate descent.
+moments are accumulated batch by batch), unlike weight matching's coordinate descent.
 """
 
 from __future__ import annotations
@@ -73,15 +73,23 @@ def _input_width(module: nn.Module) -> int:
 
 
 class _Moments:
-    """Running sums for the correlation of A's and B's features at one reading, in float64."""
+    """Running sums for the correlation of A's and B's features at one reading.
+
+    Each batch's products are computed in float32 (twice as fast as float64, and no copy to convert) on
+    features shifted by the first batch's means, which keeps the sums of products small around the
+    mean so that float32 loses nothing the correlation needs; the batch sums are accumulated in float64."""
 
     def __init__(self, n: int, device: torch.device):
         z = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
         self.count = 0
+        self.shift_a = self.shift_b = None
         self.sum_a, self.sum_b, self.sq_a, self.sq_b, self.cross = z(n), z(n), z(n), z(n), z(n, n)
 
     def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        a, b = a.double(), b.double()
+        a, b = a.float(), b.float()
+        if self.shift_a is None:
+            self.shift_a, self.shift_b = a.mean(0), b.mean(0)
+        a, b = a - self.shift_a, b - self.shift_b
         self.count += len(a)
         self.sum_a += a.sum(0)
         self.sum_b += b.sum(0)
@@ -90,6 +98,7 @@ class _Moments:
         self.cross += a.T @ b
 
     def correlation(self) -> torch.Tensor:
+        """Pearson's r; the shift cancels (covariances do not depend on it)."""
         n = self.count
         mean_a, mean_b = self.sum_a / n, self.sum_b / n
         cov = self.cross / n - torch.outer(mean_a, mean_b)

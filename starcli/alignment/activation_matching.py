@@ -27,7 +27,7 @@ from .spec import PermutationSpec
 
 # Git Re-Basin's guard against dead units (zero variance): their correlations become 0, not NaN.
 EPS = 1e-12
-BATCH = 1024
+BATCH = 256  # rows per pass: measured fastest for the MNIST-1D CNN on one CPU thread (256-4096 tried)
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 

@@ -60,7 +60,8 @@ DEFINITION_SENTENCE = {
 }
 # Renormalisation at each interior t other than the default (engine/renormalisation.py).
 RENORM_SENTENCE = {
-    "none": " Renormalisation none: the interpolated network is evaluated as it is (BatchNorm statistics interpolated too).",
+    "none": " Renormalisation none: instead, the interpolated network is evaluated as it is, its BatchNorm running "
+    "statistics interpolated with the weights.",
     "repair": " Renormalisation REPAIR: each hidden channel's pre-activation is given the mean and standard deviation "
     "interpolated between the endpoints', on the calibration samples.",
     "rescale": " Renormalisation rescale: each hidden channel's pre-activation standard deviation is set to the one "

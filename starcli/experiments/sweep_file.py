@@ -315,7 +315,8 @@ def _check_star(star: dict[str, Any], where: str) -> None:
 
 def _check_barriers(options: dict[str, Any], where: str) -> None:
     """The options `barriers.measure` takes, checked now rather than after hours of training."""
-    from starcli.solutions.barriers import ALIGN_CHOICES
+    # Not activation matching yet: a sweep's soup aligns its anchors, by weight matching only (soups.py).
+    ALIGN_CHOICES = ("none", "weight")
 
     points = options.get("points", 11)
     from starcli.solutions.barriers import MAX_POINTS

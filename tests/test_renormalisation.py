@@ -123,3 +123,26 @@ def test_a_policy_that_cannot_apply_is_refused_in_one_line(policy, has_bn, messa
     with pytest.raises(UsageError, match=message) as info:
         renormalisation.check(policy, has_bn)
     assert "\n" not in str(info.value)
+
+
+def test_renorm_none_on_a_batchnorm_net_evaluates_the_interpolated_statistics_and_repair_is_refused():
+    kwargs = {"in_chans": 1, "num_classes": 10, "width": 8}
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 1, 40, generator=g), torch.randint(0, 10, (256,), generator=g)
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        net = models.create("mnist1d_cnn", **kwargs)
+        net.train()(x)  # running statistics of its own, unlike a fresh BatchNorm's
+        states.append(net.state_dict())
+    a, b = states
+    line = LineEvaluator("mnist1d_cnn", kwargs, torch.device("cpu"), {"train": (x, y)}, x, renorm="none")
+    got = line.curve(a, b, [0.5])["train"]["loss"][0]
+    net.load_state_dict({k: torch.lerp(v, b[k], 0.5) if v.is_floating_point() else v for k, v in a.items()})
+    with torch.no_grad():
+        plain = F.cross_entropy(net.eval()(x), y).item()
+    assert got == pytest.approx(plain, rel=1e-5)
+    reset = LineEvaluator("mnist1d_cnn", kwargs, torch.device("cpu"), {"train": (x, y)}, x)  # the default
+    assert reset.curve(a, b, [0.5])["train"]["loss"][0] != pytest.approx(plain, rel=1e-3)
+    with pytest.raises(UsageError, match="without BatchNorm"):
+        LineEvaluator("mnist1d_cnn", kwargs, torch.device("cpu"), {"train": (x, y)}, x, renorm="repair")

@@ -103,3 +103,23 @@ def test_align_method_activation_registers_a_cached_copy_of_b_s_function(cli, re
         code, out, err = cli("align", str(b), "--to", str(a), "--method", "activation", *bad)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert len(records.query(reg)) == 4
+
+
+def test_temperature_divides_the_logits_of_the_loss_and_is_recorded(cli, reg, pair):
+    import torch
+    import torch.nn.functional as F
+
+    from starcli.engine import data
+
+    a, b = pair
+    plain = _barrier(cli, a, b, "--align", "none")
+    warm = _barrier(cli, a, b, "--align", "none", "--temperature", "2")
+    assert warm["settings"]["temperature"] == 2.0 and len(_rows(reg)) == 2
+    train = data.load_split("mnist1d", "train", torch.device("cpu"), cache_dir=reg.home / "datasets")
+    with torch.no_grad():
+        logits = records.network(reg, records.get(reg, a)).eval()(train.x)
+    assert warm["pairs"][0]["train"]["loss"][0] == pytest.approx(F.cross_entropy(logits / 2, train.y).item(), rel=1e-5)
+    assert warm["pairs"][0]["train"]["acc"] == plain["pairs"][0]["train"]["acc"]
+    assert [r["temperature"] for r in json.loads(cli("barriers", "--json")[1])] == [1.0, 2.0]
+    code, out, err = cli("barrier", "--pair", str(a), str(b), "--temperature", "0")
+    assert code == 2 and "--temperature must be a positive number" in err and len(_rows(reg)) == 2

@@ -150,6 +150,9 @@ def barrier(
         "eq1", "--definition", help="How a curve becomes a barrier: eq1 (excess over the endpoints' line, the paper's) "
         "| endpoint-mean (over their mean, Git Re-Basin) | error (Frankle et al.: error barrier, connected below 2 points).",
     ),
+    temperature: float = typer.Option(
+        1.0, "--temperature", help="Softmax temperature of the loss: cross-entropy of logits / T (1: the plain one)."
+    ),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the curves as a figure (this file)."),
     fig_format: Optional[str] = common.FormatOpt,
     dpi: Optional[int] = common.DpiOpt,
@@ -195,14 +198,15 @@ def barrier(
     matrix_ids = common.solution_ids(matrix, "solution id", unique=True) if matrix is not None else None
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
     check_options(executor, jobs, partition, time, gpus_per_job, slurm_cluster, ray_address)
-    _parse_options(points, split_names, bn_calibration, batch_size, baseline, align, renorm, definition)
+    _parse_options(points, split_names, bn_calibration, batch_size, baseline, align, renorm, definition, temperature)
     if plot:
         from starcli.reports.figures import check_plot_path
 
         check_plot_path(plot)
     common.device(device)
     options = dict(points=points, splits=split_names, bn_calibration=bn_calibration, batch_size=batch_size,
-                   recompute=recompute, device=device, align=align, renorm=renorm, definition=definition)
+                   recompute=recompute, device=device, align=align, renorm=renorm, definition=definition,
+                   temperature=temperature)
     with style.output(fig_format, dpi):
         if matrix_ids is not None:
             from starcli.experiments.matrix import matrix_pairs

@@ -14,7 +14,7 @@ from . import app, common
 
 BARRIER_COLUMNS = [
     "id", "a", "b", "kind", "points", "splits", "bn_calibration", "batch_size", "align", "renorm", "definition",
-    "train_loss_barrier", "train_acc_barrier", "test_loss_barrier", "test_acc_barrier", "created_at",
+    "temperature", "train_loss_barrier", "train_acc_barrier", "test_loss_barrier", "test_acc_barrier", "created_at",
 ]  # fmt: skip
 CURVE_COLUMNS = ["pair", "a", "b", "kind", "settings_hash", "align", "renorm", "definition", "split", "t", "loss", "acc"]
 # Filters of `barriers` and `curves` by the protocol a row was measured under (issue 22).

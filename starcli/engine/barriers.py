@@ -78,7 +78,10 @@ def definitions(settings: dict[str, Any]) -> str:
     calibration = "the whole training split" if calibration == "full" else f"{calibration} training samples"
     return DEFINITIONS.format(
         points=settings["points"], calibration=calibration, alignment=ALIGNMENT_SENTENCE[settings["align"]]
-    ) + RENORM_SENTENCE[settings.get("renorm", "reset")] + DEFINITION_SENTENCE[settings.get("definition", DEFAULT_DEFINITION)]
+    ) + RENORM_SENTENCE[settings.get("renorm", "reset")] + DEFINITION_SENTENCE[settings.get("definition", DEFAULT_DEFINITION)] + (
+        f" Losses are at softmax temperature {settings['temperature']:g}: the cross-entropy of logits / {settings['temperature']:g}."
+        if settings.get("temperature", 1.0) != 1.0 else ""
+    )
 
 
 def pair_record(

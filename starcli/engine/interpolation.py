@@ -56,6 +56,7 @@ class LineEvaluator:
         t_batch: int = 1,
         config: dict[str, Any] | None = None,
         renorm: str | None = None,
+        temperature: float = 1.0,
     ):
         # The solutions' training config, for their precision and memory format (engine/precision.py).
         self.config = config
@@ -81,7 +82,9 @@ class LineEvaluator:
         self.targets = [own[k] for k in self.float_keys]
         self.others = [own[k] for k in self.other_keys]
         self.param_names = [n for n, _ in self.net.named_parameters()]
-        self.first = None if self.has_bn or self.renorm else _wide_first_layer(self.net)
+        self.first = None if self.has_bn or self.renorm or temperature != 1.0 else _wide_first_layer(self.net)
+        if temperature != 1.0:  # the loss of softmax(logits / T); accuracy is unchanged
+            self.net.register_forward_hook(lambda module, inputs, logits: logits / temperature)
         self._first_outputs: list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]] = []
 
     @torch.inference_mode()

@@ -38,7 +38,7 @@ MAX_POINTS = 1_001
 
 def settings_for(
     points: int, splits: tuple[str, ...], bn_calibration: str | int, batch_size: int, align: str,
-    renorm: str | None = None, definition: str = DEFAULT_DEFINITION,
+    renorm: str | None = None, definition: str = DEFAULT_DEFINITION, temperature: float = 1.0,
 ) -> dict:
     """Everything that changes a pair's numbers (batch size: it sets BatchNorm's calibration batches)."""
     return {
@@ -47,7 +47,7 @@ def settings_for(
         "bn_calibration": bn_calibration,
         "batch_size": batch_size,
         "align": align,
-    } | protocol_keys(renorm, definition)
+    } | protocol_keys(renorm, definition, temperature)
 
 
 # --- the barrier's definition and renormalisation policy (issue 22) -------------------------------------
@@ -55,12 +55,14 @@ def settings_for(
 # statistics reset where the network has BatchNorm, nothing otherwise; definition eq1; temperature 1, the
 # plain cross-entropy), so the settings hash of every earlier row, and its cache, stay as they were.
 RENORM_CHOICES = ("none", "reset", "repair", "rescale", "reshift")
-TEMPERATURE = 1.0  # softmax temperature of every stored loss: plain cross-entropy (not yet a setting)
+TEMPERATURE = 1.0  # the default softmax temperature: the plain cross-entropy
 
 
-def protocol_keys(renorm: str | None, definition: str) -> dict:
-    return ({"renorm": renorm} if renorm is not None else {}) | (
-        {"definition": definition} if definition != DEFAULT_DEFINITION else {}
+def protocol_keys(renorm: str | None, definition: str, temperature: float = TEMPERATURE) -> dict:
+    return (
+        ({"renorm": renorm} if renorm is not None else {})
+        | ({"definition": definition} if definition != DEFAULT_DEFINITION else {})
+        | ({"temperature": temperature} if temperature != TEMPERATURE else {})
     )
 
 
@@ -97,7 +99,7 @@ def reuse_other_definitions(reg, settings: dict, settings_hash: str, todo: list[
     for other in DEFINITION_CHOICES:
         if other == settings.get("definition", DEFAULT_DEFINITION) or len(found) == len(todo):
             continue
-        sibling = {k: v for k, v in settings.items() if k != "definition"} | protocol_keys(None, other)
+        sibling = {k: v for k, v in settings.items() if k != "definition"} | protocol_keys(None, other, TEMPERATURE)
         found |= cached_results(reg, config_hash(sibling), set(todo) - set(found))
     store_results(reg, found, settings, settings_hash)
     return found
@@ -188,7 +190,10 @@ def store_results(reg, results: dict[tuple[int, int], dict], settings: dict, set
     raise StarlightError("could not store the barrier results; try again")
 
 
-def _parse_options(points, splits, bn_calibration, batch_size, baseline, align, renorm=None, definition=DEFAULT_DEFINITION):
+def _parse_options(
+    points, splits, bn_calibration, batch_size, baseline, align, renorm=None, definition=DEFAULT_DEFINITION,
+    temperature=TEMPERATURE,
+):
     if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= MAX_POINTS:
         raise UsageError(f"--points must be an integer from 2 to {MAX_POINTS:,} (the endpoints count), got {points!r}")
     splits = tuple(dict.fromkeys(splits))
@@ -212,6 +217,8 @@ def _parse_options(points, splits, bn_calibration, batch_size, baseline, align, 
         raise UsageError(f"--renorm must be one of {', '.join(RENORM_CHOICES)}, got {renorm!r}")
     if definition not in DEFINITION_CHOICES:
         raise UsageError(f"--definition must be one of {', '.join(DEFINITION_CHOICES)}, got {definition!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+        raise UsageError(f"--temperature must be a positive number (1: the plain cross-entropy), got {temperature!r}")
     return splits, bn_calibration
 
 
@@ -259,6 +266,7 @@ def measure_counted(
     align: str = "auto",
     renorm: str | None = None,
     definition: str = DEFAULT_DEFINITION,
+    temperature: float = TEMPERATURE,
     reporter: Reporter | None = None,
     fan_out: Callable[[list[tuple[int, int]], dict, str], None] | None = None,
 ) -> tuple[dict[str, Any], int]:
@@ -269,7 +277,10 @@ def measure_counted(
     `fan_out(todo, settings, settings_hash)`, when given, computes and stores the missing pairs elsewhere
     (executors.barrier: batches on workers); their results are then read back from the table."""
     reporter = reporter or Reporter()
-    splits, bn_calibration = _parse_options(points, splits, bn_calibration, batch_size, baseline, align, renorm, definition)
+    splits, bn_calibration = _parse_options(
+        points, splits, bn_calibration, batch_size, baseline, align, renorm, definition, temperature
+    )
+    temperature = float(temperature)
     devices.check(device)  # before the cache: pairs answered from the registry must not hide --device tpu
     batch_size = batch_size or EVAL_BATCH
     plan, sols = plan_pairs(reg, star, held_out, pairs, baseline)
@@ -278,9 +289,10 @@ def measure_counted(
     if align == "auto":
         # Resolved before hashing, so the stored settings say which one was used.
         align = resolve_auto_align(
-            reg, sols, wanted, settings_for(points, splits, bn_calibration, batch_size, "weight", renorm, definition)
+            reg, sols, wanted,
+            settings_for(points, splits, bn_calibration, batch_size, "weight", renorm, definition, temperature),
         )
-    settings = settings_for(points, splits, bn_calibration, batch_size, align, renorm, definition)
+    settings = settings_for(points, splits, bn_calibration, batch_size, align, renorm, definition, temperature)
     settings_hash = config_hash(settings)
     results = {} if recompute else cached_results(reg, settings_hash, wanted)
     todo = [pair for pair in dict.fromkeys((a, b) for a, b, _ in plan) if pair not in results]
@@ -378,7 +390,7 @@ def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict,
     line = LineEvaluator(
         first.arch, first.arch_kwargs, dev, {s: (sp.x, sp.y) for s, sp in splits.items()}, calibration,
         settings["batch_size"], T_BATCH, config=first.config,  # the first's precision and memory format
-        renorm=settings.get("renorm"),
+        renorm=settings.get("renorm"), temperature=settings.get("temperature", TEMPERATURE),
     )
     renorm_applied = "reset" if line.reset_bn else (settings.get("renorm") or "none")
     align = _aligner(settings["align"], first.arch, first.arch_kwargs, calibration)
@@ -434,7 +446,7 @@ def report_settings(reg, star) -> dict[str, Any]:
     saved = row.settings
     return {"points": saved["points"], "splits": tuple(saved["splits"]), "bn_calibration": saved["bn_calibration"],
             "batch_size": saved["batch_size"], "align": saved["align"], "renorm": saved.get("renorm"),
-            "definition": saved.get("definition", DEFAULT_DEFINITION)}
+            "definition": saved.get("definition", DEFAULT_DEFINITION), "temperature": saved.get("temperature", TEMPERATURE)}
 
 
 def measured_held_outs(reg, star) -> list[int]:

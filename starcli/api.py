@@ -60,9 +60,11 @@ def solutions(
 
 def barriers(
     home=None, *, star: int | None = None, kind: str | list[str] | None = None, settings: str = "latest",
+    renorm: str | None = None, definition: str | None = None, align: str | None = None,
 ) -> "pd.DataFrame":
     """One row per stored barrier measurement (`starlight barriers`): pair, kind, the settings it was measured
-    under (points, bn_calibration, batch_size, align, settings_hash) and its barriers per split.
+    under (points, bn_calibration, batch_size, align, renorm, definition, temperature, settings_hash) and its
+    barriers per split. renorm, definition, align: only rows of that protocol.
 
     settings: rows measured under different settings are different experiments and must not be averaged
     together. "latest" (the default) keeps the rows of the settings most recently measured among those
@@ -73,19 +75,27 @@ def barriers(
     pd = _pandas()
     kinds = [kind] if isinstance(kind, str) else kind
     with _registry(home) as reg:
-        rows = _one_protocol(stored.stored(reg, star=star, kinds=kinds), settings)
+        rows = _one_protocol(
+            stored.stored(reg, star=star, kinds=kinds, renorm=renorm, definition=definition, align=align), settings
+        )
     return pd.DataFrame(rows)
 
 
-def curves(pairs=None, home=None, *, star: int | None = None, settings: str = "latest") -> "pd.DataFrame":
-    """The tidy curve table (`starlight curves`): pair, a, b, kind, settings_hash, split, t, loss, acc.
+def curves(
+    pairs=None, home=None, *, star: int | None = None, settings: str = "latest", renorm: str | None = None,
+    definition: str | None = None, align: str | None = None,
+) -> "pd.DataFrame":
+    """The tidy curve table (`starlight curves`): pair, a, b, kind, settings_hash, the protocol (align,
+    renorm, definition, temperature), split, t, loss, acc.
 
-    pairs: [(a, b), …]; or star=S for all of S's stored pairs. settings: as for `barriers`."""
+    pairs: [(a, b), …]; or star=S for all of S's stored pairs. settings, renorm, definition, align: as for
+    `barriers`."""
     from starcli.solutions import barriers as stored
 
     pd = _pandas()
     with _registry(home) as reg:
-        rows = _one_protocol(stored.curves(reg, [tuple(p) for p in pairs] if pairs else None, star=star), settings)
+        rows = _one_protocol(stored.curves(reg, [tuple(p) for p in pairs] if pairs else None, star=star, renorm=renorm,
+                                           definition=definition, align=align), settings)
     return pd.DataFrame(rows)
 
 

@@ -299,7 +299,7 @@ def test_barrier_cli_errors_are_one_line_and_store_nothing(reg, star_setup, cli,
 
 def test_options_are_validated_before_any_work(reg):
     with pytest.raises(UsageError, match="--align"):
-        barriers.measure(reg, pairs=[(1, 2)], align="activation")
+        barriers.measure(reg, pairs=[(1, 2)], align="activations")
 
 
 def test_weight_alignment_connects_a_solution_to_its_own_permutation(reg, tiny_config):

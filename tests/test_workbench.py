@@ -107,7 +107,7 @@ def test_curves_csv_is_tidy_and_a_missing_pair_is_one_line(world, cli):
     ids, star = world
     code, out, _ = cli("curves", "--star", str(star.id), "--csv")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["pair", "a", "b", "kind", "settings_hash", "split", "t", "loss", "acc"]
+    assert list(rows[0]) == ["pair", "a", "b", "kind", "settings_hash", "align", "renorm", "definition", "split", "t", "loss", "acc"]
     assert len(rows) == 4 * 3 and {r["split"] for r in rows} == {"test"}
     code, out, err = cli("curves", f"{ids[0]}-{ids[1]}")
     assert code == 1 and out == "" and f"no stored barrier for pair {ids[0]}-{ids[1]}" in err

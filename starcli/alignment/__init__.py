@@ -6,11 +6,13 @@
     weight_matching(spec, a, b, seed)  group → permutation of B's units matching A's
     apply_permutation(spec, perms, s)  a permuted copy of a state dict
     align_state(arch, kw, a, b, seed)  B permuted to match A, in one call
+    activation_matching(spec, model, a, b, x)   group → permutation from features' correlations on x
+    align_state_by_activation(arch, kw, a, b, x)  B permuted to fire like A on x, in one call
     register_spec(arch, builder)       a hand-written spec for an architecture the tracer cannot handle
     describe(arch, kw)                 groups, coverage and self-check, as `starlight spec` shows them
 
 Modules: spec.py (the data), tracing.py + rules.py + derive.py (deriving it), selfcheck.py (proving it),
-weight_matching.py (using it). Registering an aligned copy is starcli/solutions/aligned.py.
+weight_matching.py and activation_matching.py (using it). Registering an aligned copy is starcli/solutions/aligned.py.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starcli import models
 from starcli.errors import StarlightError
 
 from . import selfcheck
+from .activation_matching import activation_matching
 from .derive import derive_spec
 from .selfcheck import SelfCheck
 from .spec import PermutationSpec, apply_permutation
@@ -34,7 +37,9 @@ from .weight_matching import weight_matching
 __all__ = [
     "PermutationSpec",
     "SelfCheck",
+    "activation_matching",
     "align_state",
+    "align_state_by_activation",
     "apply_permutation",
     "has_spec",
     "register_spec",
@@ -98,6 +103,20 @@ def align_state(
     function as `state_b`."""
     spec = spec_for(arch, arch_kwargs)
     return apply_permutation(spec, weight_matching(spec, state_a, state_b, seed=seed), state_b)
+
+
+def align_state_by_activation(
+    arch: str,
+    arch_kwargs: Mapping[str, Any] | None,
+    state_a: Mapping[str, torch.Tensor],
+    state_b: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """A copy of `state_b` with its hidden units permuted so that they fire like A's on the inputs `x`
+    (activation matching, on the same self-checked spec as weight matching)."""
+    spec = spec_for(arch, arch_kwargs)
+    model = models.create(arch, **dict(arch_kwargs or {})).to(x.device)
+    return apply_permutation(spec, activation_matching(spec, model, state_a, state_b, x), state_b)
 
 
 def _derive_and_check(arch: str, arch_kwargs: dict[str, Any]) -> SelfCheck:

@@ -17,31 +17,42 @@ from . import app, common
 def align(
     source: str = typer.Argument(..., help="Solution id to permute (B)."),
     to: str = typer.Option(..., "--to", help="Solution id to match (A)."),
+    method: str = typer.Option(
+        "weight", "--method", help="weight: match weights (Git Re-Basin §3.2) | activation: match hidden features' "
+        "correlations on --calibration training samples (§3.1)."
+    ),
+    calibration: str = typer.Option(
+        "full", "--calibration", help="--method activation: full, or N training samples (a fixed seeded subset)."
+    ),
     seed: int = typer.Option(0, "--seed", "-s", help="Seed of the order in which weight matching visits groups."),
     device: str = common.DeviceOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
-    """Register B with its hidden units permuted to match A (weight matching); it computes B's function."""
+    """Register B with its hidden units permuted to match A (weight or activation matching); it computes
+    B's function."""
     from starcli.selectors import check_seed
     from starcli.solutions import records
-    from starcli.solutions.aligned import align_solution
+    from starcli.solutions.aligned import METHODS, align_solution, parse_calibration
 
     b, a = _solution_id(source, "B"), _solution_id(to, "--to")
     if a == b:
         raise UsageError(f"solution {b} cannot be aligned to itself; name another --to")
     check_seed(seed)
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    parse_calibration(calibration)
     common.device(device)
     reg = common.registry(create=False)
     if reg is None:
         raise StarlightError(f"no solution with id {b}: there is no registry here yet (train some first)")
-    sol, created = align_solution(reg, b, a, seed=seed, device=device)
+    sol, created = align_solution(reg, b, a, seed=seed, device=device, method=method, calibration=calibration)
     if json_:
         common.echo_json(records.record(reg, sol))
         return
     m = sol.metrics
     verb = "aligned" if created else "already aligned"
     print(
-        f"{verb} solution {b} to {a} as solution {sol.id}: "
+        f"{verb} solution {b} to {a} as solution {sol.id} ({method} matching): "
         f"‖θ_A − θ_B‖ {m['l2_to_target_unaligned']:.4g} → {m['l2_to_target']:.4g}"
     )
 

@@ -122,7 +122,19 @@ def barrier(
     bn_calibration: str = common.BnCalibrationOpt,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Evaluation and BN-calibration batch (4096)."),
     align: str = typer.Option(
-        "auto", "--align", help="auto (weight where the architecture has a spec) | weight | none: permute B to A first."
+        "auto", "--align", help="auto (weight where the architecture has a spec) | weight | activation (feature "
+        "correlations on the --bn-calibration samples) | none: permute B to A first."
+    ),
+    renorm: Optional[str] = typer.Option(
+        None, "--renorm", help="At each t: reset (BatchNorm statistics re-estimated; the default with BatchNorm) | none "
+        "(the default without) | repair | rescale | reshift (REPAIR's per-channel correction, for nets without BatchNorm).",
+    ),
+    definition: str = typer.Option(
+        "eq1", "--definition", help="How a curve becomes a barrier: eq1 (excess over the endpoints' line, the paper's) "
+        "| endpoint-mean (over their mean, Git Re-Basin) | error (Frankle et al.: error barrier, connected below 2 points).",
+    ),
+    temperature: float = typer.Option(
+        1.0, "--temperature", help="Softmax temperature of the loss: cross-entropy of logits / T (1: the plain one)."
     ),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the curves as a figure (this file)."),
     fig_format: Optional[str] = common.FormatOpt,
@@ -163,7 +175,8 @@ def barrier(
     split_names = tuple(s.strip() for s in splits.split(",") if s.strip())
     # Checked once, here; each star of a replicate set is this spec with its star.
     spec = BarrierSpec(star=stars[0], held_out=held, pairs=pairs, baseline=baseline, points=points, splits=split_names,
-                       bn_calibration=bn_calibration, batch_size=batch_size, align=align, recompute=recompute)
+                       bn_calibration=bn_calibration, batch_size=batch_size, align=align, renorm=renorm,
+                       definition=definition, temperature=temperature, recompute=recompute)
     if plot:
         from starcli.reports.figures import check_plot_path
 
@@ -182,7 +195,7 @@ def barrier(
                 result = barrier_matrix(
                     common.existing_registry(), matrix_ids, out, fmt=fig_format, dpi=dpi, reporter=rep, device=device,
                     points=points, splits=split_names, bn_calibration=bn_calibration, batch_size=batch_size,
-                    recompute=recompute, align=align,
+                    recompute=recompute, align=align, renorm=renorm, definition=definition, temperature=temperature,
                 )
             elif len(stars) > 1:
                 from dataclasses import replace

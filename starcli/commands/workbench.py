@@ -13,10 +13,14 @@ from starcli.reports.tables import table_text
 from . import app, common
 
 BARRIER_COLUMNS = [
-    "id", "a", "b", "kind", "points", "splits", "bn_calibration", "batch_size", "align",
-    "train_loss_barrier", "train_acc_barrier", "test_loss_barrier", "test_acc_barrier", "created_at",
+    "id", "a", "b", "kind", "points", "splits", "bn_calibration", "batch_size", "align", "renorm", "definition",
+    "temperature", "train_loss_barrier", "train_acc_barrier", "test_loss_barrier", "test_acc_barrier", "created_at",
 ]  # fmt: skip
-CURVE_COLUMNS = ["pair", "a", "b", "kind", "settings_hash", "split", "t", "loss", "acc"]
+CURVE_COLUMNS = ["pair", "a", "b", "kind", "settings_hash", "align", "renorm", "definition", "split", "t", "loss", "acc"]
+# Filters of `barriers` and `curves` by the protocol a row was measured under (issue 22).
+RenormFilterOpt = typer.Option(None, "--renorm", help="Only rows of this renormalisation: none, reset, repair, rescale, reshift, default (rows from before it was recorded).")
+DefinitionFilterOpt = typer.Option(None, "--definition", help="Only rows of this barrier definition: eq1, endpoint-mean, error.")
+AlignFilterOpt = typer.Option(None, "--align", help="Only rows of this alignment: none, weight, activation.")
 
 
 @app.command()
@@ -117,6 +121,9 @@ def history(
 def barriers(
     star: Optional[int] = typer.Option(None, "--star", help="Only this star's pairs (and its anchors' baseline)."),
     kind: List[str] = typer.Option([], "--kind", help="star-held-out, regular-held-out or pair (repeatable)."),
+    renorm: Optional[str] = RenormFilterOpt,
+    definition: Optional[str] = DefinitionFilterOpt,
+    align: Optional[str] = AlignFilterOpt,
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
@@ -130,7 +137,7 @@ def barriers(
         from starcli.solutions import records
 
         records.get_star(reg, star, "to list pairs of")  # as `barrier --star` refuses a non-star
-    rows = stored.stored(reg, star=star, kinds=kind or None) if reg else []
+    rows = stored.stored(reg, star=star, kinds=kind or None, renorm=renorm, definition=definition, align=align) if reg else []
     if fmt == "json":
         common.echo_json(rows)
     elif not rows and fmt is None:
@@ -155,6 +162,9 @@ def parse_pair(text: str) -> tuple[int, int]:
 def curves(
     pairs: Optional[List[str]] = typer.Argument(None, help="Pairs A-B (e.g. 6-7 6-8), as stored."),
     star: Optional[int] = typer.Option(None, "--star", help="Every stored pair of this star."),
+    renorm: Optional[str] = RenormFilterOpt,
+    definition: Optional[str] = DefinitionFilterOpt,
+    align: Optional[str] = AlignFilterOpt,
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
@@ -163,7 +173,8 @@ def curves(
     from starcli.solutions import barriers as stored
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
-    rows = stored.curves(common.existing_registry(read_only=True), [parse_pair(p) for p in pairs or []] or None, star=star)
+    rows = stored.curves(common.existing_registry(read_only=True), [parse_pair(p) for p in pairs or []] or None, star=star,
+                         renorm=renorm, definition=definition, align=align)
     if fmt == "json":
         common.echo_json(rows)
     else:

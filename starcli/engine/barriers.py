@@ -40,6 +40,35 @@ DEFINITIONS = (
 ALIGNMENT_SENTENCE = {
     "none": " Models are interpolated as they are (no permutation alignment).",
     "weight": " Before interpolating, B's hidden units are permuted to match A's (weight matching), for every pair.",
+    "activation": " Before interpolating, B's hidden units are permuted to fire like A's on the calibration samples "
+    "(activation matching: correlations of hidden features, linear assignment), for every pair.",
+}
+
+# How a curve is read into a barrier: the paper's Eq. 1 (the excess over the line between the endpoints,
+# largest over t); the excess over the endpoints' mean (Git Re-Basin, rethink-re-basin); Frankle et al.
+# 2020's error barrier, the same reading of the error, with a pair linearly connected below 2 points.
+DEFINITION_CHOICES = ("eq1", "endpoint-mean", "error")
+DEFAULT_DEFINITION = "eq1"
+ERROR_CONNECTED_BELOW = 2.0  # percentage points (Frankle et al. 2020)
+DEFINITION_SENTENCE = {
+    "eq1": "",
+    "endpoint-mean": " Definition endpoint-mean (Git Re-Basin): each barrier is instead the largest excess over "
+    "the mean of the endpoints' values, max_t L(t) − (L(0) + L(1))/2 (accuracy: its mirror).",
+    "error": " Definition error (Frankle et al. 2020): each barrier is instead the largest excess over the mean of "
+    "the endpoints' values (loss, and error = 100 − accuracy), and a pair is linearly connected when its error "
+    f"barrier is below {ERROR_CONNECTED_BELOW:g} points.",
+}
+# Renormalisation at each interior t other than the default (engine/renormalisation.py).
+RENORM_SENTENCE = {
+    "none": " Renormalisation none: instead, the interpolated network is evaluated as it is, its BatchNorm running "
+    "statistics interpolated with the weights.",
+    "repair": " Renormalisation REPAIR: each hidden channel's pre-activation is given the mean and standard deviation "
+    "interpolated between the endpoints', on the calibration samples.",
+    "rescale": " Renormalisation rescale: each hidden channel's pre-activation standard deviation is set to the one "
+    "interpolated between the endpoints', on the calibration samples.",
+    "reshift": " Renormalisation reshift: each hidden channel's pre-activation mean is set to the one interpolated "
+    "between the endpoints', on the calibration samples.",
+    "reset": "",
 }
 
 
@@ -49,20 +78,43 @@ def definitions(settings: dict[str, Any]) -> str:
     calibration = "the whole training split" if calibration == "full" else f"{calibration} training samples"
     return DEFINITIONS.format(
         points=settings["points"], calibration=calibration, alignment=ALIGNMENT_SENTENCE[settings["align"]]
+    ) + RENORM_SENTENCE[settings.get("renorm", "reset")] + DEFINITION_SENTENCE[settings.get("definition", DEFAULT_DEFINITION)] + (
+        f" Losses are at softmax temperature {settings['temperature']:g}: the cross-entropy of logits / {settings['temperature']:g}."
+        if settings.get("temperature", 1.0) != 1.0 else ""
     )
 
 
-def pair_record(a: int, b: int, kind: str, result: dict, splits: tuple[str, ...]) -> dict[str, Any]:
+def pair_record(
+    a: int, b: int, kind: str, result: dict, splits: tuple[str, ...], definition: str = DEFAULT_DEFINITION
+) -> dict[str, Any]:
     out: dict[str, Any] = {"a": a, "b": b, "kind": kind, "t": result["t"]}
     for split in splits:
         curve = result[split]
         out[split] = {
             "loss": curve["loss"],
             "acc": curve["acc"],
-            "loss_barrier": barrier(result["t"], curve["loss"]),
-            "acc_barrier": barrier(result["t"], curve["acc"], higher_is_worse=False),
+            "loss_barrier": read_barrier(definition, result["t"], curve["loss"]),
+            "acc_barrier": read_barrier(definition, result["t"], curve["acc"], higher_is_worse=False),
         }
+        if definition == "error":
+            out[split]["connected"] = out[split]["acc_barrier"] < ERROR_CONNECTED_BELOW
     return out
+
+
+def read_barrier(definition: str, ts: list[float], values: list[float], higher_is_worse: bool = True) -> float:
+    """A curve's barrier under `definition` (DEFINITION_CHOICES)."""
+    if definition == "eq1":
+        return barrier(ts, values, higher_is_worse)
+    return endpoint_mean_barrier(values, higher_is_worse)
+
+
+def endpoint_mean_barrier(values: list[float], higher_is_worse: bool = True) -> float:
+    """max_t v(t) − (v(0) + v(1))/2 (accuracy: (acc(0) + acc(1))/2 − min_t acc(t)). Never below 0: the
+    endpoints are on the grid, and the larger of them is at least their mean."""
+    if not all(math.isfinite(v) for v in values):
+        return float("nan")
+    sign = 1.0 if higher_is_worse else -1.0
+    return max(sign * v for v in values) - sign * (values[0] + values[-1]) / 2
 
 
 def _stats(values: list[float]) -> dict[str, Any]:

@@ -7,6 +7,8 @@
   they are reset and re-estimated as a cumulative average over the calibration data before evaluation
   (`evaluation.recalibrate_bn`); on a CPU in cache-sized row slices (same batches, same estimate to
   float rounding).
+- `renorm` chooses that policy (engine/renormalisation.py): `none` keeps the interpolated statistics;
+  networks without BatchNorm can instead have REPAIR's per-channel correction (or rescale, reshift).
 - Losses and correct counts accumulate on the device: one synchronisation per split and t.
 - MLPs with a wide input (≥ WIDE_INPUT features, e.g. MNIST's 784) and no BatchNorm: the first layer's
   output is affine in t, (1−t)·(W_A x + b_A) + t·(W_B x + b_B), so it is computed once per solution
@@ -27,7 +29,7 @@ from torch.func import functional_call, vmap
 
 from starcli import models
 
-from . import evaluation, precision
+from . import evaluation, precision, renormalisation
 
 Curves = dict[str, dict[str, list[float]]]  # split -> {"loss": [...], "acc": [...]}
 # Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes. The widest
@@ -62,6 +64,8 @@ class LineEvaluator:
         batch_size: int = evaluation.EVAL_BATCH,
         t_batch: int = 1,
         config: dict[str, Any] | None = None,
+        renorm: str | None = None,
+        temperature: float = 1.0,
     ):
         # The solutions' training config, for their precision and memory format (engine/precision.py).
         self.config = config
@@ -72,7 +76,14 @@ class LineEvaluator:
         self.batch_size = batch_size
         self.rows = min(batch_size, _cache_rows(self.net, splits, config)) if device.type == "cpu" else batch_size
         self.has_bn = evaluation.has_batchnorm(self.net)
-        self.t_batch = 1 if self.has_bn else max(1, t_batch)
+        self.t_batch = 1 if self.has_bn or renorm else max(1, t_batch)
+        # --renorm (engine/renormalisation.py); None: BatchNorm statistics reset where there is BatchNorm.
+        policy = renorm or renormalisation.default_policy(self.has_bn)
+        renormalisation.check(policy, self.has_bn)
+        self.reset_bn = policy == "reset"
+        self.renorm = None
+        if policy in renormalisation.STATISTICS_POLICIES:
+            self.renorm = renormalisation.Renormaliser(self.net, policy, calibration, batch_size)
         # state_dict() tensors share storage with the network: writing them rewrites the network.
         own = self.net.state_dict()
         self.float_keys = [k for k, v in own.items() if v.is_floating_point()]
@@ -80,7 +91,9 @@ class LineEvaluator:
         self.targets = [own[k] for k in self.float_keys]
         self.others = [own[k] for k in self.other_keys]
         self.param_names = [n for n, _ in self.net.named_parameters()]
-        self.first = None if self.has_bn else _wide_first_layer(self.net)
+        self.first = None if self.has_bn or self.renorm or temperature != 1.0 else _wide_first_layer(self.net)
+        if temperature != 1.0:  # the loss of softmax(logits / T); accuracy is unchanged
+            self.net.register_forward_hook(lambda module, inputs, logits: logits / temperature)
         self._first_outputs: list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]] = []
 
     @torch.inference_mode()
@@ -106,10 +119,13 @@ class LineEvaluator:
         _copy(self.targets, [state_a[k] for k in self.float_keys])
         torch._foreach_lerp_(self.targets, [state_b[k] for k in self.float_keys], t)
         _copy(self.others, [state_a[k] for k in self.other_keys])  # integer buffers: A's, never interpolated
-        if self.has_bn:
+        if self.reset_bn:
             # On a CPU the calibration batches stream through the cache in slices of `rows` samples.
             rows = self.rows if self.device.type == "cpu" and STREAM_CALIBRATION else None
             evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size, config=self.config, rows=rows)
+        if self.renorm is not None:
+            with self.renorm.corrected(self.net, state_a, state_b, t):
+                return self._evaluate()
         if self.first is not None:
             return self._evaluate_from_first(self.first_outputs(state_a), self.first_outputs(state_b), t)
         return self._evaluate()

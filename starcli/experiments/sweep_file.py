@@ -311,6 +311,10 @@ def _check_barriers(options: dict[str, Any], where: str) -> None:
     measurement checks them with (`barriers.BarrierSpec`)."""
     from starcli.solutions.barriers import BarrierSpec
 
+    # Not activation matching yet: a sweep's soup baseline aligns its anchors by weight matching only
+    # (soups.py), so star and soup rows would be aligned differently.
+    if options.get("align") == "activation":
+        raise UsageError(f"sweep {where}: [barriers] align must be auto, none or weight (a sweep's soup aligns by weight matching)")
     if "splits" in options and not isinstance(options["splits"], list):
         raise UsageError(f"sweep {where}: [barriers] splits must be a list of train and/or test")
     if options.get("bn_calibration") is not None and isinstance(options["bn_calibration"], str) and options["bn_calibration"] != "full":

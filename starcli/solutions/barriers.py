@@ -13,7 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 
 from starcli.engine import devices
-from starcli.engine.barriers import PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, compare_pairs, pair_record, summarize, verdict
+from starcli.engine.barriers import (
+    DEFAULT_DEFINITION, DEFINITION_CHOICES, PLAIN_PAIRS, REGULAR_PAIRS, STAR_PAIRS, compare_pairs, pair_record, summarize, verdict,
+)
 from starcli.engine.recipes import config_hash
 from starcli.errors import StarlightError, UsageError
 from starcli.progress import Reporter
@@ -23,7 +25,7 @@ from starcli.runners.options import LOCAL, RunOptions
 
 from . import records
 
-ALIGN_CHOICES = ("none", "weight")
+ALIGN_CHOICES = ("none", "weight", "activation")
 BASELINES = ("anchors", "none")
 
 # A query answered from the registry imports no torch (seconds of start-up): torch, alignment and the
@@ -37,7 +39,10 @@ REGRESSION_DATASETS = ("linreg",)
 MAX_POINTS = 1_001
 
 
-def settings_for(points: int, splits: tuple[str, ...], bn_calibration: str | int, batch_size: int, align: str) -> dict:
+def settings_for(
+    points: int, splits: tuple[str, ...], bn_calibration: str | int, batch_size: int, align: str,
+    renorm: str | None = None, definition: str = DEFAULT_DEFINITION, temperature: float = 1.0,
+) -> dict:
     """Everything that changes a pair's numbers (batch size: it sets BatchNorm's calibration batches)."""
     return {
         "points": points,
@@ -45,7 +50,63 @@ def settings_for(points: int, splits: tuple[str, ...], bn_calibration: str | int
         "bn_calibration": bn_calibration,
         "batch_size": batch_size,
         "align": align,
-    }
+    } | protocol_keys(renorm, definition, temperature)
+
+
+# --- the barrier's definition and renormalisation policy (issue 22) -------------------------------------
+# Stored in the settings only where they differ from what barriers always were (renorm None: BatchNorm
+# statistics reset where the network has BatchNorm, nothing otherwise; definition eq1; temperature 1, the
+# plain cross-entropy), so the settings hash of every earlier row, and its cache, stay as they were.
+RENORM_CHOICES = ("none", "reset", "repair", "rescale", "reshift")
+TEMPERATURE = 1.0  # the default softmax temperature: the plain cross-entropy
+
+
+def protocol_keys(renorm: str | None, definition: str, temperature: float = TEMPERATURE) -> dict:
+    return (
+        ({"renorm": renorm} if renorm is not None else {})
+        | ({"definition": definition} if definition != DEFAULT_DEFINITION else {})
+        | ({"temperature": temperature} if temperature != TEMPERATURE else {})
+    )
+
+
+def protocol(settings: dict, result: dict | None = None) -> dict:
+    """A stored row's full protocol: renorm (the policy applied, which the row's result records since
+    issue 22; "default" for older rows: reset with BatchNorm, none without), definition, temperature."""
+    renorm = settings.get("renorm") or (result or {}).get("renorm") or "default"
+    return {"renorm": renorm, "definition": settings.get("definition", DEFAULT_DEFINITION),
+            "temperature": settings.get("temperature", TEMPERATURE)}
+
+
+def canonical_renorm(renorm: str | None, arch: str, arch_kwargs: dict) -> str | None:
+    """None for the network's default policy (so the row keeps the default's settings hash), else the
+    policy; UsageError (one line) where it cannot apply. Builds the network on the meta device: torch."""
+    if renorm is None:
+        return None
+    if renorm not in RENORM_CHOICES:
+        raise UsageError(f"--renorm must be one of {', '.join(RENORM_CHOICES)}, got {renorm!r}")
+    import torch
+
+    from starcli import models
+    from starcli.engine import evaluation, renormalisation
+
+    with torch.device("meta"):
+        has_bn = evaluation.has_batchnorm(models.create(arch, **arch_kwargs))
+    renormalisation.check(renorm, has_bn)
+    return None if renorm == renormalisation.default_policy(has_bn) else renorm
+
+
+def reuse_other_definitions(reg, settings: dict, settings_hash: str, todo: list[tuple[int, int]]) -> dict:
+    """The definition is a reading of the same curves: pairs stored under another definition (and otherwise
+    the same settings) are copied under this one instead of measured again."""
+    found: dict[tuple[int, int], dict] = {}
+    for other in DEFINITION_CHOICES:
+        if other == settings.get("definition", DEFAULT_DEFINITION) or len(found) == len(todo):
+            continue
+        sibling = {k: v for k, v in settings.items() if k != "definition"} | protocol_keys(None, other, TEMPERATURE)
+        found |= cached_results(reg, config_hash(sibling), set(todo) - set(found))
+    store_results(reg, found, settings, settings_hash)
+    return found
+# --------------------------------------------------------------------------------------------------------
 
 
 def plan_pairs(reg, star: int | None, held_out: list[int] | None, pairs: list[tuple[int, int]] | None, baseline: str):
@@ -148,6 +209,10 @@ class BarrierSpec:
     bn_calibration: str | int = "full"
     batch_size: int | None = None  # None: EVAL_BATCH
     align: str = "auto"
+    # How the curve is made and read (issue 22): None is the network's own default (reset with BatchNorm).
+    renorm: str | None = None
+    definition: str = DEFAULT_DEFINITION
+    temperature: float = TEMPERATURE
     recompute: bool = False
 
     def __post_init__(self) -> None:
@@ -175,6 +240,14 @@ class BarrierSpec:
             raise UsageError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
         if self.align not in ALIGN_CHOICES + ("auto",):
             raise UsageError(f"--align must be one of auto, {', '.join(ALIGN_CHOICES)}, got {self.align!r}")
+        if self.renorm is not None and self.renorm not in RENORM_CHOICES:
+            raise UsageError(f"--renorm must be one of {', '.join(RENORM_CHOICES)}, got {self.renorm!r}")
+        if self.definition not in DEFINITION_CHOICES:
+            raise UsageError(f"--definition must be one of {', '.join(DEFINITION_CHOICES)}, got {self.definition!r}")
+        temperature = self.temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+            raise UsageError(f"--temperature must be a positive number (1: the plain cross-entropy), got {temperature!r}")
+        object.__setattr__(self, "temperature", float(temperature))
         object.__setattr__(self, "splits", splits)
         object.__setattr__(self, "bn_calibration", bn_calibration)
         if self.held_out is not None:
@@ -182,16 +255,20 @@ class BarrierSpec:
         if self.pairs is not None:
             object.__setattr__(self, "pairs", tuple((a, b) for a, b in self.pairs))
 
-    def settings(self, align: str) -> dict:
-        """The stored settings of these options, with `align` as resolved (auto is never stored)."""
-        return settings_for(self.points, self.splits, self.bn_calibration, self.batch_size or EVAL_BATCH, align)
+    def settings(self, align: str, renorm: str | None = None) -> dict:
+        """The stored settings of these options, with `align` as resolved (auto is never stored) and `renorm`
+        as `canonical_renorm` made it (None: the network's default, which keeps earlier rows' hashes)."""
+        return settings_for(self.points, self.splits, self.bn_calibration, self.batch_size or EVAL_BATCH, align,
+                            renorm, self.definition, self.temperature)
 
 
-def _aligner(align: str, arch: str, arch_kwargs: dict) -> Callable | None:
+def _aligner(align: str, arch: str, arch_kwargs: dict, calibration) -> Callable | None:
     if align == "none":
         return None
-    from starcli.alignment import align_state
+    from starcli.alignment import align_state, align_state_by_activation
 
+    if align == "activation":  # on the same calibration samples as BatchNorm's and REPAIR's statistics
+        return lambda state_a, state_b: align_state_by_activation(arch, arch_kwargs, state_a, state_b, calibration)
     return lambda state_a, state_b: align_state(arch, arch_kwargs, state_a, state_b, seed=0)
 
 
@@ -228,14 +305,18 @@ def plan_barriers(reg, spec: BarrierSpec, reporter: Reporter | None = None) -> B
     plan, sols = plan_pairs(reg, spec.star, list(spec.held_out) if spec.held_out else None,
                             list(spec.pairs) if spec.pairs else None, spec.baseline)
     wanted = {(a, b) for a, b, _ in plan}
+    renorm = canonical_renorm(spec.renorm, sols[0].arch, sols[0].arch_kwargs)  # before hashing, as align
     align = spec.align
     if align == "auto":
         # Resolved before hashing, so the stored settings say which one was used.
-        align = resolve_auto_align(reg, sols, wanted, spec.settings("weight"))
-    settings = spec.settings(align)
+        align = resolve_auto_align(reg, sols, wanted, spec.settings("weight", renorm))
+    settings = spec.settings(align, renorm)
     settings_hash = config_hash(settings)
     cached = {} if spec.recompute else cached_results(reg, settings_hash, wanted)
     todo = [pair for pair in dict.fromkeys((a, b) for a, b, _ in plan) if pair not in cached]
+    if todo and not spec.recompute and not reg.read_only:
+        cached |= reuse_other_definitions(reg, settings, settings_hash, todo)
+        todo = [pair for pair in todo if pair not in cached]
     if cached and reporter is not None:
         reporter.log(f"{len(cached)} of {len(wanted)} pairs answered from the registry (--recompute to redo them)")
     return BarrierPlan(spec, plan, {s.id: s for s in sols}, settings, settings_hash, cached, todo)
@@ -277,7 +358,7 @@ def finish(plan: BarrierPlan, computed: dict[tuple[int, int], dict] | None = Non
     if missing:
         raise StarlightError(f"pair {missing[0]} is not measured yet; compute the plan's pairs first")
     splits, star, by_id = plan.spec.splits, plan.spec.star, plan.solutions
-    pairs_out = [pair_record(a, b, kind, results[(a, b)], splits) for a, b, kind in plan.pairs]
+    pairs_out = [pair_record(a, b, kind, results[(a, b)], splits, plan.spec.definition) for a, b, kind in plan.pairs]
     summary = summarize(pairs_out, splits)
     if star is not None:
         anchors = [by_id[i] for i in by_id[star].anchors or [] if i in by_id]
@@ -368,8 +449,10 @@ def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict,
     line = LineEvaluator(
         first.arch, first.arch_kwargs, dev, {s: (sp.x, sp.y) for s, sp in splits.items()}, calibration,
         settings["batch_size"], T_BATCH, config=first.config,  # the first's precision and memory format
+        renorm=settings.get("renorm"), temperature=settings.get("temperature", TEMPERATURE),
     )
-    align = _aligner(settings["align"], first.arch, first.arch_kwargs)
+    renorm_applied = "reset" if line.reset_bn else (settings.get("renorm") or "none")
+    align = _aligner(settings["align"], first.arch, first.arch_kwargs, calibration)
     states: dict[int, dict] = {}
     ends: dict[int, dict] = {}
 
@@ -393,6 +476,7 @@ def compute_pairs(reg, by_id: dict, todo: list[tuple[int, int]], settings: dict,
                 result[split] = {
                     m: [ends[a][split][k]] + curves[split][m] + [ends[b][split][k]] for k, m in enumerate(("loss", "acc"))
                 }
+            result["renorm"] = renorm_applied  # the policy the default resolved to, for listings
             result["device"] = str(dev)
             result["seconds"] = round(time.perf_counter() - start, 4)
             out[(a, b)] = result
@@ -420,7 +504,8 @@ def report_settings(reg, star) -> dict[str, Any]:
         return {"align": "auto"}
     saved = row.settings
     return {"points": saved["points"], "splits": tuple(saved["splits"]), "bn_calibration": saved["bn_calibration"],
-            "batch_size": saved["batch_size"], "align": saved["align"]}
+            "batch_size": saved["batch_size"], "align": saved["align"], "renorm": saved.get("renorm"),
+            "definition": saved.get("definition", DEFAULT_DEFINITION), "temperature": saved.get("temperature", TEMPERATURE)}
 
 
 def measured_held_outs(reg, star) -> list[int]:
@@ -531,14 +616,31 @@ def stored_rows(reg, star: int | None = None, kinds: list[str] | None = None, pa
     return [(r, k) for r, k in out if not kinds or k in kinds]
 
 
-def stored(reg, star: int | None = None, kinds: list[str] | None = None) -> list[dict[str, Any]]:
-    """One record per stored row: the pair, its kind, the settings it was measured under and its barriers."""
+def stored(
+    reg, star: int | None = None, kinds: list[str] | None = None, renorm: str | None = None,
+    definition: str | None = None, align: str | None = None,
+) -> list[dict[str, Any]]:
+    """One record per stored row: the pair, its kind, the settings it was measured under (its protocol:
+    alignment, renormalisation, definition, temperature) and its barriers; renorm, definition and align
+    keep only rows of that protocol ("default" is the renorm of rows stored before it was recorded)."""
+    if renorm is not None and renorm not in RENORM_CHOICES + ("default",):
+        raise UsageError(f"--renorm must be one of {', '.join(RENORM_CHOICES)}, default, got {renorm!r}")
+    if definition is not None and definition not in DEFINITION_CHOICES:
+        raise UsageError(f"--definition must be one of {', '.join(DEFINITION_CHOICES)}, got {definition!r}")
+    if align is not None and align not in ALIGN_CHOICES:
+        raise UsageError(f"--align must be one of {', '.join(ALIGN_CHOICES)}, got {align!r}")
     out = []
     for row, kind in stored_rows(reg, star, kinds):
+        proto = protocol(row.settings, row.result)
+        if (renorm, definition, align) != (
+            renorm and proto["renorm"], definition and proto["definition"], align and row.settings["align"]
+        ):
+            continue
         splits = tuple(s for s in row.settings["splits"] if s in row.result)
-        rec = pair_record(row.a_id, row.b_id, kind, row.result, splits)
+        rec = pair_record(row.a_id, row.b_id, kind, row.result, splits, proto["definition"])
         item: dict[str, Any] = {"id": row.id, "a": row.a_id, "b": row.b_id, "kind": kind}
         item.update({k: row.settings[k] for k in ("points", "bn_calibration", "batch_size", "align")})
+        item.update(proto)
         item["splits"] = ",".join(splits)
         for split in ("train", "test"):
             if split in rec:
@@ -550,8 +652,13 @@ def stored(reg, star: int | None = None, kinds: list[str] | None = None) -> list
     return out
 
 
-def curves(reg, pairs: list[tuple[int, int]] | None = None, star: int | None = None) -> list[dict[str, Any]]:
-    """The tidy table of stored curves: one row per (pair, settings, split, t) with loss and accuracy."""
+def curves(
+    reg, pairs: list[tuple[int, int]] | None = None, star: int | None = None, renorm: str | None = None,
+    definition: str | None = None, align: str | None = None,
+) -> list[dict[str, Any]]:
+    """The tidy table of stored curves: one row per (pair, settings, split, t) with loss and accuracy, and
+    the protocol they were measured under; renorm, definition and align filter as in `stored`."""
+    keep = {r["id"] for r in stored(reg, star, None, renorm, definition, align)}
     if not pairs and star is None:
         raise UsageError("say which curves: pairs like 6-7 7-8, or --star S")
     rows = stored_rows(reg, star, None, pairs)
@@ -563,11 +670,15 @@ def curves(reg, pairs: list[tuple[int, int]] | None = None, star: int | None = N
             )
     out = []
     for row, kind in rows:
+        if row.id not in keep:
+            continue
+        proto = {"align": row.settings["align"]} | protocol(row.settings, row.result)
         for split in row.settings["splits"]:
             curve = row.result.get(split)
             if curve is None:
                 continue
             for t, loss, acc in zip(row.result["t"], curve["loss"], curve["acc"]):
                 out.append({"pair": f"{row.a_id}-{row.b_id}", "a": row.a_id, "b": row.b_id, "kind": kind,
-                            "settings_hash": row.settings_hash[:12], "split": split, "t": t, "loss": loss, "acc": acc})
+                            "settings_hash": row.settings_hash[:12], **proto, "split": split, "t": t, "loss": loss,
+                            "acc": acc})
     return out

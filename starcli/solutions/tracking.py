@@ -73,7 +73,8 @@ def pair_runs(reg: Registry, ids: list[int]):
         if row.a_id in wanted and row.b_id in wanted:
             splits = tuple(s for s in row.settings["splits"] if s in row.result)
             settings = dict(row.settings, splits=list(splits))
-            out += to_pairs({"settings": settings, "pairs": [pair_record(row.a_id, row.b_id, kind, row.result, splits)]})
+            rec = pair_record(row.a_id, row.b_id, kind, row.result, splits, row.settings.get("definition", "eq1"))
+            out += to_pairs({"settings": settings, "pairs": [rec]})
     return out
 
 

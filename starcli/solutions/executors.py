@@ -601,7 +601,7 @@ def _run_slurm(todo: list, device, jobs, home: Path, partition, time, gpus_per_j
     # Logs live under the shared home, next to the registry the jobs write into.
     folder = Path(home) / "slurm" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    name = {"seed": "starlight-train", "star": "starlight-star", "pair": "starlight-barrier"}[todo[0].kind]
+    name = {"seed": "starlight-train", "star": "starlight-star", "pair": "starlight-barrier"}.get(todo[0].kind, f"starlight-{todo[0].kind}")
     params: dict[str, Any] = {"name": name, "timeout_min": time_minutes(time), "gpus_per_node": gpus}
     if cluster == "slurm":
         params.update(slurm_array_parallelism=jobs or len(todo))
@@ -750,6 +750,8 @@ class _Results(dict):
         job = self.todo[i]
         if isinstance(result, BaseException):
             self.reporter.log(f"{job.label()}: failed: {result}")
+        elif hasattr(job, "describe"):  # the instruments' jobs (solutions/landscapes.py) say what they did
+            self.reporter.log(f"{job.label()}: {job.describe(result)}")
         elif job.kind == "pair":
             self.reporter.log(f"{job.label()}: {result[0]} computed, {result[1] - result[0]} already stored")
         elif isinstance(job, SeedGroupJob):  # one line per seed, as when each seed is a job

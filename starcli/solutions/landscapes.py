@@ -1,0 +1,260 @@
+"""The instruments beyond lines, on the registry: sharpness at a solution (`starlight sharpness`).
+
+Each instrument is a kind of work in the house's shape: a typed spec (checked once, when made), a plan
+(`plan(reg, spec) -> Plan(existing, todo)`: the stored row, or the jobs that make it) and jobs (frozen,
+picklable, built by keyword) that any executor runs with `job.run(reg)`. A result is stored in the
+`landscapes` table under (kind, the solutions measured, hash of the settings) with the settings whole,
+so a repeated request is answered from the registry and two numbers are compared only when they mean
+the same thing. The mathematics is starcli/engine/sharpness.py; nothing here imports torch at import
+time, so listing stays instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from starcli.engine.recipes import config_hash
+from starcli.errors import StarlightError, UsageError
+from starcli.progress import Reporter
+from starcli.registry import LandscapeResult, Registry
+from starcli.selectors import MAX_ID, check_int, check_seed
+
+from . import records
+
+SHARPNESS = "sharpness"
+KINDS = (SHARPNESS,)
+
+# Bounds that keep one request finite: Lanczos keeps every Krylov vector (memory max_iter × parameters),
+# and the trace's probes cost one Hessian-vector product each.
+MAX_TOP_K = 50
+MAX_ITER = 1_000
+MAX_PROBES = 100_000
+MAX_SUBSET = 1_000_000
+
+
+@dataclass(frozen=True)
+class SharpnessSpec:
+    """Sharpness at one solution: the `top_k` largest Hessian eigenvalues (Lanczos, `max_iter` products at
+    most, converged when every relative residual is below `tol`) and Hutchinson's trace over `probes`
+    Rademacher vectors (0: no trace), of the mean training loss over a fixed subset of `subset` training
+    samples drawn with `seed` (which also seeds Lanczos' start and the probes). Checked when made."""
+
+    solution: int
+    top_k: int = 1
+    probes: int = 100
+    subset: int = 1_000
+    seed: int = 0
+    max_iter: int = 100
+    tol: float = 1e-4
+    batch_size: int = 4_096
+
+    def __post_init__(self) -> None:
+        check_int(self.solution, "ID", 0, MAX_ID)
+        check_int(self.top_k, "--top-k", 1, MAX_TOP_K)
+        check_int(self.max_iter, "--max-iter", 1, MAX_ITER)
+        check_int(self.subset, "--subset", 1, MAX_SUBSET)
+        check_int(self.batch_size, "--batch-size", 1, MAX_SUBSET)
+        check_seed(self.seed)
+        if not isinstance(self.probes, int) or isinstance(self.probes, bool) or self.probes == 1 or not 0 <= self.probes <= MAX_PROBES:
+            raise UsageError(f"--probes must be 0 (no trace) or from 2 to {MAX_PROBES:,} (the standard error needs two), got {self.probes!r}")
+        if self.max_iter < self.top_k:
+            raise UsageError(f"--max-iter ({self.max_iter}) must be at least --top-k ({self.top_k}): each eigenvalue needs a product")
+        if not isinstance(self.tol, (int, float)) or isinstance(self.tol, bool) or not 0 < self.tol < 1:
+            raise UsageError(f"--tol must be a relative residual between 0 and 1 (exclusive), got {self.tol!r}")
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes the numbers (the solution is the row's subject, not a setting)."""
+        out = {k: v for k, v in asdict(self).items() if k != "solution"}
+        out.update(split="train", mode="eval", tol=float(self.tol))
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a request needs: the stored row (`existing`), or the jobs that will store it (`todo`)."""
+
+    existing: LandscapeResult | None
+    todo: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SharpnessJob:
+    """Sharpness of one solution under one set of settings; stores its row when it finishes."""
+
+    home: str
+    db_url: str
+    solution: int
+    settings: dict[str, Any]
+    settings_hash: str
+    device: str
+    recompute: bool = False
+    store_url: str | None = None
+
+    kind = SHARPNESS
+
+    def label(self) -> str:
+        return f"sharpness of solution {self.solution}"
+
+    def weight(self) -> int:
+        return 1
+
+    def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, bool]:
+        """(landscape row id, computed now)."""
+        if not self.recompute:
+            row = cached(reg, SHARPNESS, str(self.solution), self.settings_hash)
+            if row is not None:
+                return row.id, False
+        result = compute_sharpness(reg, self.solution, self.settings, self.device, reporter or Reporter())
+        row = store(reg, SHARPNESS, [self.solution], self.settings, self.settings_hash, result)
+        return row.id, True
+
+    def describe(self, result: tuple[int, bool]) -> str:
+        row_id, computed = result
+        return f"stored as row {row_id}" if computed else f"already stored as row {row_id}"
+
+
+def plan(reg: Registry, spec: SharpnessSpec, device: str = "auto", recompute: bool = False) -> Plan:
+    records.get(reg, spec.solution)  # one line when it does not exist
+    settings = spec.settings()
+    settings_hash = config_hash(settings)
+    existing = None if recompute else cached(reg, SHARPNESS, str(spec.solution), settings_hash)
+    if existing is not None:
+        return Plan(existing)
+    return Plan(None, [SharpnessJob(home=str(reg.home), db_url=reg.url, solution=spec.solution, settings=settings,
+                                    settings_hash=settings_hash, device=device, recompute=recompute,
+                                    store_url=reg.store_url)])
+
+
+def sharpness(reg: Registry, specs: list[SharpnessSpec], device: str = "auto", recompute: bool = False,
+              executor: str = "local", jobs: int | None = None, reporter: Reporter | None = None,
+              **cluster: Any) -> list[dict[str, Any]]:
+    """Sharpness of each spec's solution, computed where missing on `executor` (any of executors.py's)
+    and read back from the registry: one record per spec, in order."""
+    from .executor_options import DEFAULT_TIME, check_options
+
+    reporter = reporter or Reporter()
+    check_options(executor, jobs, cluster.get("partition"), cluster.get("time", DEFAULT_TIME), cluster.get("gpus_per_job"),
+                  cluster.get("slurm_cluster", "slurm"), cluster.get("ray_address"))
+    plans = [plan(reg, spec, device, recompute) for spec in specs]
+    todo = [job for p in plans for job in p.todo]
+    answered = sum(p.existing is not None for p in plans)
+    if answered:
+        reporter.log(f"{answered} of {len(plans)} answered from the registry (--recompute to redo them)")
+    if todo:  # only now torch and the executors: a request answered from the registry stays instant
+        from . import executors
+
+        if executor == "local" and executors.local_pool(device, jobs) is None:
+            for job in todo:  # here, one after another: a failure is its own one line
+                job.run(reg, reporter)
+        else:
+            results = executors.run_jobs(reg, todo, executor, device, jobs, reporter=reporter, **cluster)
+            executors.raise_failures(todo, results, "sharpness job")
+    out = []
+    for spec in specs:
+        row = cached(reg, SHARPNESS, str(spec.solution), config_hash(spec.settings()))
+        if row is None:  # stored by a worker, then removed by someone else before we read it
+            raise StarlightError(f"the sharpness of solution {spec.solution} was not stored; rerun to retry it")
+        out.append(row_record(row))
+    return out
+
+
+def compute_sharpness(reg: Registry, sid: int, settings: dict[str, Any], device: str, reporter: Reporter) -> dict[str, Any]:
+    """The engine's measurement of one solution (engine/sharpness.py); non-convergence is one line."""
+    import time
+
+    from starcli.engine import devices
+    from starcli.engine import sharpness as engine
+    from starcli.engine.data import load_split
+
+    dev = devices.resolve(device)
+    sol = records.get(reg, sid)
+    split = load_split(sol.dataset, settings["split"], dev, cache_dir=records.dataset_cache(reg))
+    x, y = engine.fixed_subset(split.x, split.y, settings["subset"], settings["seed"])
+    net = records.network(reg, sol, dev).float()  # products in float32, whatever precision it trained in
+    task = reporter.task(f"sharpness of solution {sid}", 1)
+    start = time.perf_counter()
+    try:
+        result = engine.measure(net, x, y, settings["top_k"], settings["probes"], settings["max_iter"], settings["tol"],
+                                seed=settings["seed"], batch_size=settings["batch_size"])
+    except engine.NotConverged as e:
+        raise StarlightError(f"solution {sid}: {e}; nothing was stored (raise --max-iter or --tol)") from None
+    except ValueError as e:
+        raise StarlightError(f"solution {sid}: {e}; nothing was stored") from None
+    task.advance()
+    task.done()
+    result.update(samples=len(x), device=str(dev), seconds=round(time.perf_counter() - start, 4))
+    return result
+
+
+# --- the table --------------------------------------------------------------------------------------
+
+
+def cached(reg: Registry, kind: str, subject: str, settings_hash: str) -> LandscapeResult | None:
+    with reg.session() as s:
+        return s.exec(select(LandscapeResult).where(
+            LandscapeResult.kind == kind, LandscapeResult.subject == subject, LandscapeResult.settings_hash == settings_hash,
+        )).first()
+
+
+def store(reg: Registry, kind: str, ids: list[int], settings: dict, settings_hash: str, result: dict) -> LandscapeResult:
+    """Insert (or replace, for --recompute) the row of (kind, ids, settings)."""
+    subject = "-".join(map(str, ids))
+    a, b, c = (list(ids) + [None, None])[:3]
+    for _ in range(2):
+        with reg.session() as s:
+            row = s.exec(select(LandscapeResult).where(
+                LandscapeResult.kind == kind, LandscapeResult.subject == subject, LandscapeResult.settings_hash == settings_hash,
+            )).first()
+            if row is None:
+                row = LandscapeResult(kind=kind, subject=subject, a_id=a, b_id=b, c_id=c, settings_hash=settings_hash,
+                                      settings=settings, result=result)
+            else:
+                row.result = result
+            s.add(row)
+            try:
+                s.commit()
+                s.refresh(row)
+                return row
+            except IntegrityError:  # a concurrent writer stored the same row first: replace it
+                s.rollback()
+    raise StarlightError(f"could not store the {kind} result of {subject}; try again")
+
+
+def row_record(row: LandscapeResult) -> dict[str, Any]:
+    """One stored row as plain data: what was measured, under what, and the numbers."""
+    return {"id": row.id, "kind": row.kind, "subject": row.subject, "settings": row.settings,
+            "settings_hash": row.settings_hash[:12], "result": row.result,
+            "created_at": row.created_at.isoformat(timespec="seconds") + "Z"}
+
+
+def stored(reg: Registry | None, kind: str | None = None, solution: int | None = None) -> list[dict[str, Any]]:
+    """The stored rows as a flat table (one row per measurement, headline numbers as columns), oldest first."""
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"unknown instrument {kind!r}; the kinds are {', '.join(KINDS)}")
+    if reg is None:
+        return []
+    with reg.session() as s:
+        stmt = select(LandscapeResult).order_by(LandscapeResult.id)
+        if kind is not None:
+            stmt = stmt.where(LandscapeResult.kind == kind)
+        rows = list(s.exec(stmt))
+    if solution is not None:
+        rows = [r for r in rows if solution in (r.a_id, r.b_id, r.c_id)]
+    return [flat_record(r) for r in rows]
+
+
+def flat_record(row: LandscapeResult) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": row.id, "kind": row.kind, "subject": row.subject}
+    res, st = row.result, row.settings
+    if row.kind == SHARPNESS:
+        item.update(top_k=st["top_k"], subset=st["subset"], probes=st["probes"], seed=st["seed"],
+                    loss=res["loss"], lambda_max=res["eigenvalues"][0])
+        item["trace"] = res["trace"]["mean"] if "trace" in res else None
+        item["trace_se"] = res["trace"]["se"] if "trace" in res else None
+    item["settings_hash"] = row.settings_hash[:12]
+    item["created_at"] = row.created_at.isoformat(timespec="seconds") + "Z"
+    return item

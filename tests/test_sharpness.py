@@ -117,9 +117,10 @@ def test_sharpness_is_stored_answered_from_the_registry_and_listed(reg, home, ti
     direct = sharpness.measure(records.network(reg, sol), x, y, 2, 20, 100, 1e-4)
     assert direct["eigenvalues"] == res["eigenvalues"] and direct["trace"] == res["trace"]
 
-    code, again, err = cli(*args)
+    code, again, err = cli(*args, "--plot", str(home / "sharpness.png"))
     assert code == 0 and "answered from the registry" in err
     assert json.loads(again) == [row]
+    assert (home / "sharpness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, listed, _ = cli("landscapes", "--kind", "sharpness", "--json")
     [item] = json.loads(listed)
     assert item["lambda_max"] == res["eigenvalues"][0] and item["trace"] == res["trace"]["mean"]

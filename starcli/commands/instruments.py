@@ -27,6 +27,10 @@ def sharpness(
     tol: float = typer.Option(1e-4, "--tol", help="Converged when every eigenpair's relative residual is below this."),
     batch_size: int = typer.Option(4096, "--batch-size", help="Rows per pass (memory; the sum is the same)."),
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the eigenvalues and traces as a figure (this file).",
+                                       rich_help_panel=common.OUTPUT),
+    fig_format: Optional[str] = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
     device: str = common.DeviceOpt,
     executor: str = common.ExecutorOpt,
     jobs: Optional[int] = common.JobsOpt,
@@ -43,6 +47,10 @@ def sharpness(
 
     specs_of = dict(top_k=top_k, probes=probes, subset=subset, seed=seed, max_iter=max_iter, tol=tol, batch_size=batch_size)
     landscapes.SharpnessSpec(0, **specs_of)  # options checked before the registry is opened
+    if plot:
+        from starcli.reports.figures import check_plot_path
+
+        check_plot_path(plot)
     common.device(device)
     reg = common.existing_registry()
     specs = [landscapes.SharpnessSpec(sid, **specs_of) for sid in records.select_ids(reg, ids, "solution")]
@@ -50,13 +58,19 @@ def sharpness(
         reg, specs, device=device, recompute=recompute, executor=executor, jobs=jobs, reporter=common.reporter(),
         partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
     )
+    if plot:
+        from starcli.reports import figures, style
+
+        with style.output(fig_format, dpi):
+            written = figures.sharpness_plot(plot, rows)
+        print(f"wrote {written}", file=sys.stderr)
     if json_:
         common.echo_json(rows)
         return
     for row in rows:
         res = row["result"]
         eig = ", ".join(f"{v:.6g}" for v in res["eigenvalues"])
-        line = f"solution {row['subject']}: loss {res['loss']:.4g} on {res['samples']} samples; λ_max {eig}"
+        line = f"{row['solution_kind']} {row['subject']}: loss {res['loss']:.4g} on {res['samples']} samples; λ_max {eig}"
         if "trace" in res:
             tr = res["trace"]
             line += f"; trace {tr['mean']:.6g} ± {tr['se']:.2g} (SE, {tr['probes']} probes; 95% CI {tr['ci95'][0]:.4g} to {tr['ci95'][1]:.4g})"

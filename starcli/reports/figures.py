@@ -331,3 +331,29 @@ def curves_plot(
         ax.set_title(title)
     style.legend_outside(ax)
     return _save(fig, path)
+
+
+def sharpness_plot(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Sharpness per solution (`starlight sharpness --plot`): the top-k Hessian eigenvalues (the largest
+    filled, the others hollow) and Hutchinson's trace with its 95% t-interval, coloured by kind."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
+    labels = [f"{r.get('solution_kind', '')} {r['subject']}".strip() for r in rows]
+    for j, (row, label) in enumerate(zip(rows, labels)):
+        c = style.colour(row.get("solution_kind", "pair"), j)
+        values = row["result"]["eigenvalues"]
+        left.scatter([j], values[:1], color=c, s=36, zorder=3)
+        if len(values) > 1:
+            left.scatter([j] * (len(values) - 1), values[1:], facecolors="none", edgecolors=c, s=22, zorder=3)
+        trace = row["result"].get("trace")
+        if trace is not None:
+            lo, hi = trace["ci95"]
+            right.errorbar([j], [trace["mean"]], yerr=[[trace["mean"] - lo], [hi - trace["mean"]]], fmt="o", color=c,
+                           capsize=3, elinewidth=0.9)
+    for ax, title in ((left, "top Hessian eigenvalues"), (right, "Hessian trace (Hutchinson, 95% CI)")):
+        ax.set_xticks(range(len(rows)), labels, rotation=30 if len(rows) > 4 else 0)
+        ax.set_title(title, fontsize="medium")
+        ax.grid(False, axis="x")
+    settings = rows[0]["settings"] if rows else {}
+    left.set_ylabel(f"train loss, {settings.get('subset', '?')} samples")
+    return _save(fig, Path(path))

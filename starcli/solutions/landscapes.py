@@ -154,11 +154,12 @@ def sharpness(reg: Registry, specs: list[SharpnessSpec], device: str = "auto", r
             results = executors.run_jobs(reg, todo, executor, device, jobs, reporter=reporter, **cluster)
             executors.raise_failures(todo, results, "sharpness job")
     out = []
+    kinds = {sol.id: sol.kind for sol in records.get_many(reg, list(dict.fromkeys(spec.solution for spec in specs)))}
     for spec in specs:
         row = cached(reg, SHARPNESS, str(spec.solution), config_hash(spec.settings()))
         if row is None:  # stored by a worker, then removed by someone else before we read it
             raise StarlightError(f"the sharpness of solution {spec.solution} was not stored; rerun to retry it")
-        out.append(row_record(row))
+        out.append(row_record(row) | {"solution_kind": kinds[spec.solution]})
     return out
 
 

@@ -1,10 +1,10 @@
-"""sharpness, landscapes: the field's instruments beyond lines (the work is starcli/solutions/landscapes.py,
-the mathematics starcli/engine/sharpness.py)."""
+"""sharpness, plane, landscapes: the field's instruments beyond lines (the work is
+starcli/solutions/landscapes.py, the mathematics starcli/engine/sharpness.py and planes.py)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -14,6 +14,8 @@ from . import app, common
 
 SHARPNESS_COLUMNS = ["id", "kind", "subject", "top_k", "subset", "probes", "seed", "loss", "lambda_max", "trace",
                      "trace_se", "settings_hash", "created_at"]
+PLANE_COLUMNS = ["id", "kind", "subject", "basis", "resolution", "align", "complete", "min_loss", "max_loss",
+                 "settings_hash", "created_at"]
 
 
 @app.command()
@@ -78,14 +80,91 @@ def sharpness(
 
 
 @app.command()
+def plane(
+    ids: List[int] = typer.Argument(..., help="Three solutions A B C (B and C are aligned to A), or one with --random."),
+    random: bool = typer.Option(False, "--random", help="Two seeded random directions around one solution (Li et al. 2018)."),
+    filter_normalised: bool = typer.Option(
+        True, "--filter-normalised/--no-filter-normalised",
+        help="--random: scale each filter of a direction to the solution's filter norm (biases and BN get none).",
+    ),
+    resolution: int = typer.Option(21, "--resolution", help="Grid points a side (the grid has this squared)."),
+    margin: float = typer.Option(0.2, "--margin", help="Three solutions: the grid's border, a fraction of their extent."),
+    span: float = typer.Option(1.0, "--span", help="--random: the grid covers [-span, span] along each direction."),
+    seed: int = typer.Option(0, "--seed", "-s", help="--random: the directions' seed."),
+    splits: str = typer.Option("train,test", "--splits", help="The splits to measure, a list: train, test or train,test."),
+    bn_calibration: str = common.BnCalibrationOpt,
+    batch_size: int = typer.Option(4096, "--batch-size", help="Evaluation and BN-calibration batch."),
+    align: str = typer.Option("auto", "--align", help="auto (weight where the architecture has a spec) | weight | none."),
+    recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the train-loss contours as a figure (this file).",
+                                       rich_help_panel=common.OUTPUT),
+    fig_format: Optional[str] = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
+    device: str = common.DeviceOpt,
+    executor: str = common.ExecutorOpt,
+    jobs: Optional[int] = common.JobsOpt,
+    partition: Optional[str] = common.PartitionOpt,
+    time: str = common.TimeOpt,
+    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
+    slurm_cluster: str = common.SlurmClusterOpt,
+    ray_address: Optional[str] = common.RayAddressOpt,
+    json_: bool = common.JsonOpt,
+) -> None:
+    """Loss and accuracy over a plane: through three solutions, or around one along random
+    filter-normalised directions; BatchNorm re-estimated at every point, stored row by row (a rerun
+    resumes where it stopped)."""
+    from starcli.solutions import landscapes, records
+
+    from starcli.errors import UsageError
+
+    bn: str | int = bn_calibration
+    if bn != "full":
+        if not bn.isdigit():
+            raise UsageError(f"--bn-calibration must be full or a number of samples, got {bn_calibration!r}")
+        bn = int(bn)
+    spec = landscapes.PlaneSpec(tuple(ids), random=random, filter_normalised=filter_normalised, resolution=resolution,
+                                margin=margin, span=span, seed=seed,
+                                splits=tuple(sp.strip() for sp in splits.split(",") if sp.strip()),
+                                bn_calibration=bn, batch_size=batch_size, align=align)
+    if plot:
+        from starcli.reports.figures import check_plot_path
+
+        check_plot_path(plot)
+    common.device(device)
+    reg = common.existing_registry()
+    [row] = landscapes.planes(
+        reg, [spec], device=device, recompute=recompute, executor=executor, jobs=jobs, reporter=common.reporter(),
+        partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
+    )
+    if plot:
+        from starcli.reports import figures, style
+
+        kinds = {str(sol.id): sol.kind for sol in records.get_many(reg, list(ids))}
+        with style.output(fig_format, dpi):
+            written = figures.plane_plot(plot, row, split=row["settings"]["splits"][0], kinds=kinds)
+        print(f"wrote {written}", file=sys.stderr)
+    if json_:
+        common.echo_json(row)
+        return
+    res = row["result"]
+    for split in row["settings"]["splits"]:
+        losses = [v for r in res["grid"][split]["loss"] for v in r]
+        accs = [v for r in res["grid"][split]["acc"] for v in r]
+        print(f"plane {row['subject']} ({len(res['x'])}x{len(res['y'])} points, {split}): loss {min(losses):.4g} to "
+              f"{max(losses):.4g}, accuracy {min(accs):.1f}% to {max(accs):.1f}%")
+    marks = ", ".join(f"{k} at ({x:.3g}, {y:.3g})" for k, (x, y) in res["marks"].items())
+    print(f"solutions in plane coordinates: {marks}")
+
+
+@app.command()
 def landscapes(
-    kind: Optional[str] = typer.Option(None, "--kind", help="Only this instrument: sharpness."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only this instrument: sharpness | plane."),
     solution: Optional[int] = typer.Option(None, "--solution", help="Only rows that measure this solution."),
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
 ) -> None:
-    """List the stored instrument measurements (sharpness) with the settings they were measured under."""
+    """List the stored instrument measurements (sharpness, planes) with the settings they were measured under."""
     from starcli.solutions import landscapes as stored
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
@@ -96,5 +175,8 @@ def landscapes(
     elif not rows and fmt is None:
         print("no instrument measurements stored yet; measure some with `starlight sharpness`", file=sys.stderr)
     else:
-        sys.stdout.write(table_text(rows, SHARPNESS_COLUMNS, fmt))
+        for what, columns in (("sharpness", SHARPNESS_COLUMNS), ("plane", PLANE_COLUMNS)):
+            mine = [r for r in rows if r["kind"] == what]
+            if mine:
+                sys.stdout.write(table_text(mine, columns, fmt))
 

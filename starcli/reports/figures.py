@@ -357,3 +357,48 @@ def sharpness_plot(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     settings = rows[0]["settings"] if rows else {}
     left.set_ylabel(f"train loss, {settings.get('subset', '?')} samples")
     return _save(fig, Path(path))
+
+
+def plane_plot(path: str | Path, record: dict[str, Any], split: str = "train", kinds: dict[str, str] | None = None) -> Path:
+    """A stored plane (`starlight plane --plot`): filled contours of the loss on `split` (log-spaced
+    levels: a landscape spans decades), the solutions marked and named, and for a plane through three
+    the segments between them (the lines a barrier measures) dashed."""
+    import math
+
+    plt = _pyplot()
+    res = record["result"]
+    xs, ys = res["x"], res["y"]
+    loss = [[max(v, 1e-12) for v in row] for row in res["grid"][split]["loss"]]
+    lo, hi = min(min(r) for r in loss), max(max(r) for r in loss)
+    fig, ax = plt.subplots(figsize=(FIGSIZE[0], FIGSIZE[0] * 0.85))
+    if hi / lo > 1.0001:
+        levels = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / 16) for i in range(17)]
+        from matplotlib.colors import LogNorm
+
+        filled = ax.contourf(xs, ys, loss, levels=levels, norm=LogNorm(lo, hi), cmap="viridis")
+        ax.contour(xs, ys, loss, levels=levels[::2], colors="white", linewidths=0.4, alpha=0.6)
+        fig.colorbar(filled, ax=ax, label=f"{split} loss (log scale)", format="%.3g")
+    marks = res["marks"]
+    names = list(marks)
+    if len(names) == 3:
+        for a, b in ((0, 1), (0, 2), (1, 2)):
+            (x0, y0), (x1, y1) = marks[names[a]], marks[names[b]]
+            ax.plot([x0, x1], [y0, y1], linestyle="--", color="white", linewidth=1.0)
+    for k, name in enumerate(names):
+        kind = (kinds or {}).get(name, "pair")
+        x, y = marks[name]
+        ax.scatter([x], [y], s=46, color=style.colour(kind, k), edgecolors="white", linewidths=1.0, zorder=3)
+        right = x > (min(res["x"]) + max(res["x"])) / 2  # labels point inwards, never off the axes
+        ax.annotate(f"{kind} {name}" if kinds else name, (x, y), textcoords="offset points", xytext=(-5 if right else 5, 5),
+                    ha="right" if right else "left", color="white", fontsize="small")
+    st = record["settings"]
+    if st["basis"] == "random":
+        ax.set_xlabel("direction 1 (filter-normalised)" if st.get("filter_normalised") else "direction 1")
+        ax.set_ylabel("direction 2")
+    else:
+        ax.set_xlabel("distance along θ_B − θ_A")
+        ax.set_ylabel("distance orthogonal, towards θ_C")
+        ax.set_aspect("equal", adjustable="box")
+    ax.locator_params(nbins=6)
+    ax.grid(False)
+    return _save(fig, Path(path))

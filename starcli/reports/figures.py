@@ -340,7 +340,7 @@ def sharpness_plot(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
     labels = [f"{r.get('solution_kind', '')} {r['subject']}".strip() for r in rows]
     for j, (row, label) in enumerate(zip(rows, labels)):
-        c = style.colour(row.get("solution_kind", "pair"), j)
+        c = style.colour(_kind_key(row.get("solution_kind", "pair")), j)
         values = row["result"]["eigenvalues"]
         left.scatter([j], values[:1], color=c, s=36, zorder=3)
         if len(values) > 1:
@@ -355,7 +355,7 @@ def sharpness_plot(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
         ax.set_title(title, fontsize="medium")
         ax.grid(False, axis="x")
     settings = rows[0]["settings"] if rows else {}
-    left.set_ylabel(f"train loss, {settings.get('subset', '?')} samples")
+    left.set_ylabel(f"eigenvalue (train loss, {settings.get('subset', '?')} samples)")
     return _save(fig, Path(path))
 
 
@@ -387,7 +387,7 @@ def plane_plot(path: str | Path, record: dict[str, Any], split: str = "train", k
     for k, name in enumerate(names):
         kind = (kinds or {}).get(name, "pair")
         x, y = marks[name]
-        ax.scatter([x], [y], s=46, color=style.colour(kind, k), edgecolors="white", linewidths=1.0, zorder=3)
+        ax.scatter([x], [y], s=46, color=style.colour(_kind_key(kind), k), edgecolors="white", linewidths=1.0, zorder=3)
         right = x > (min(res["x"]) + max(res["x"])) / 2  # labels point inwards, never off the axes
         ax.annotate(f"{kind} {name}" if kinds else name, (x, y), textcoords="offset points", xytext=(-5 if right else 5, 5),
                     ha="right" if right else "left", color="white", fontsize="small")
@@ -402,3 +402,8 @@ def plane_plot(path: str | Path, record: dict[str, Any], split: str = "train", k
     ax.locator_params(nbins=6)
     ax.grid(False)
     return _save(fig, Path(path))
+
+
+def _kind_key(kind: str) -> str:
+    """A solution's kind as the palette names it: every anchor in the anchors' colour."""
+    return "anchors" if kind == "anchor" else kind

@@ -1,5 +1,5 @@
-"""sharpness, plane, landscapes: the field's instruments beyond lines (the work is
-starcli/solutions/landscapes.py, the mathematics starcli/engine/sharpness.py and planes.py)."""
+"""sharpness, plane, curve, landscapes: the field's instruments beyond lines (the work is
+starcli/solutions/landscapes.py, the mathematics starcli/engine/sharpness.py, planes.py and bends.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from . import app, common
 
 SHARPNESS_COLUMNS = ["id", "kind", "subject", "top_k", "subset", "probes", "seed", "loss", "lambda_max", "trace",
                      "trace_se", "settings_hash", "created_at"]
+CURVE_COLUMNS = ["id", "kind", "subject", "bend", "epochs", "align", "bend_solution", "split", "curve_loss_barrier",
+                 "line_loss_barrier", "settings_hash", "created_at"]
 PLANE_COLUMNS = ["id", "kind", "subject", "basis", "resolution", "align", "complete", "min_loss", "max_loss",
                  "settings_hash", "created_at"]
 
@@ -115,13 +117,7 @@ def plane(
     resumes where it stopped)."""
     from starcli.solutions import landscapes, records
 
-    from starcli.errors import UsageError
-
-    bn: str | int = bn_calibration
-    if bn != "full":
-        if not bn.isdigit():
-            raise UsageError(f"--bn-calibration must be full or a number of samples, got {bn_calibration!r}")
-        bn = int(bn)
+    bn = _bn(bn_calibration)
     spec = landscapes.PlaneSpec(tuple(ids), random=random, filter_normalised=filter_normalised, resolution=resolution,
                                 margin=margin, span=span, seed=seed,
                                 splits=tuple(sp.strip() for sp in splits.split(",") if sp.strip()),
@@ -157,14 +153,86 @@ def plane(
 
 
 @app.command()
+def curve(
+    a: int = typer.Argument(..., help="Solution A, one end."),
+    b: int = typer.Argument(..., help="Solution B, the other end (aligned to A first)."),
+    bend: str = typer.Option("bezier", "--bend", help="bezier (one quadratic control point) | polychain (one bend)."),
+    epochs: int = typer.Option(20, "--epochs", help="Epochs of training the bend on A's training split."),
+    lr: float = typer.Option(0.05, "--lr", help="SGD learning rate (momentum 0.9, dnn-mode-connectivity's schedule)."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Training batch; every batch draws its own t."),
+    seed: int = typer.Option(0, "--seed", "-s", help="Seeds the draws of t and the batch order."),
+    points: int = typer.Option(11, "--points", help="Evaluation grid: t = linspace(0, 1, N), for the curve and the line."),
+    splits: str = typer.Option("train,test", "--splits", help="The splits to measure, a list: train, test or train,test."),
+    bn_calibration: str = common.BnCalibrationOpt,
+    align: str = typer.Option("auto", "--align", help="auto (weight where the architecture has a spec) | weight | none."),
+    recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and train and measure again."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write the curve's and the line's losses as a figure (this file).",
+                                       rich_help_panel=common.OUTPUT),
+    fig_format: Optional[str] = common.FormatOpt,
+    dpi: Optional[int] = common.DpiOpt,
+    device: str = common.DeviceOpt,
+    executor: str = common.ExecutorOpt,
+    jobs: Optional[int] = common.JobsOpt,
+    partition: Optional[str] = common.PartitionOpt,
+    time: str = common.TimeOpt,
+    gpus_per_job: Optional[float] = common.GpusPerJobOpt,
+    slurm_cluster: str = common.SlurmClusterOpt,
+    ray_address: Optional[str] = common.RayAddressOpt,
+    json_: bool = common.JsonOpt,
+) -> None:
+    """A curved path between two solutions (Garipov et al. 2018): train its bend, register it (kind bend),
+    and measure the path's barrier beside the straight line's, with BatchNorm re-estimated at every t."""
+    from starcli.solutions import landscapes
+
+    spec = landscapes.CurveSpec(a, b, bend=bend, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, points=points,
+                                splits=tuple(sp.strip() for sp in splits.split(",") if sp.strip()),
+                                bn_calibration=_bn(bn_calibration), align=align)
+    if plot:
+        from starcli.reports.figures import check_plot_path
+
+        check_plot_path(plot)
+    common.device(device)
+    reg = common.existing_registry()
+    [row] = landscapes.bent_paths(
+        reg, [spec], device=device, recompute=recompute, executor=executor, jobs=jobs, reporter=common.reporter(),
+        partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
+    )
+    if plot:
+        from starcli.reports import figures, style
+
+        with style.output(fig_format, dpi):
+            written = figures.bent_path_plot(plot, row)
+        print(f"wrote {written}", file=sys.stderr)
+    if json_:
+        common.echo_json(row)
+        return
+    res = row["result"]
+    print(f"{bend} curve {a}-{b}, bend registered as solution {res['bend_solution']}:")
+    for split in row["settings"]["splits"]:
+        c, l = res["barriers"]["curve"][split], res["barriers"]["line"][split]
+        print(f"  {split}: loss barrier {c['loss_barrier']:.4g} on the curve, {l['loss_barrier']:.4g} on the line; "
+              f"accuracy barrier {c['acc_barrier']:.2f} vs {l['acc_barrier']:.2f} points")
+
+
+def _bn(text: str) -> str | int:
+    from starcli.errors import UsageError
+
+    if text == "full":
+        return text
+    if not text.isascii() or not text.isdigit():
+        raise UsageError(f"--bn-calibration must be full or a number of samples, got {text!r}")
+    return int(text)
+
+
+@app.command()
 def landscapes(
-    kind: Optional[str] = typer.Option(None, "--kind", help="Only this instrument: sharpness | plane."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only this instrument: sharpness | plane | curve."),
     solution: Optional[int] = typer.Option(None, "--solution", help="Only rows that measure this solution."),
     json_: bool = common.JsonOpt,
     csv_: bool = common.CsvOpt,
     md: bool = common.MdOpt,
 ) -> None:
-    """List the stored instrument measurements (sharpness, planes) with the settings they were measured under."""
+    """List the stored instrument measurements (sharpness, planes, curves) with the settings they were measured under."""
     from starcli.solutions import landscapes as stored
 
     fmt = common.one_format(json=json_, csv=csv_, md=md)
@@ -175,7 +243,7 @@ def landscapes(
     elif not rows and fmt is None:
         print("no instrument measurements stored yet; measure some with `starlight sharpness`", file=sys.stderr)
     else:
-        for what, columns in (("sharpness", SHARPNESS_COLUMNS), ("plane", PLANE_COLUMNS)):
+        for what, columns in (("sharpness", SHARPNESS_COLUMNS), ("plane", PLANE_COLUMNS), ("curve", CURVE_COLUMNS)):
             mine = [r for r in rows if r["kind"] == what]
             if mine:
                 sys.stdout.write(table_text(mine, columns, fmt))

@@ -407,3 +407,19 @@ def plane_plot(path: str | Path, record: dict[str, Any], split: str = "train", k
 def _kind_key(kind: str) -> str:
     """A solution's kind as the palette names it: every anchor in the anchors' colour."""
     return "anchors" if kind == "anchor" else kind
+
+
+def bent_path_plot(path: str | Path, record: dict[str, Any]) -> Path:
+    """A stored curve (`starlight curve --plot`): the loss along the trained path and along the straight
+    line between the same two solutions, per split (train solid, test dashed)."""
+    plt = _pyplot()
+    res, st = record["result"], record["settings"]
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for k, (name, label) in enumerate((("line", "straight line"), ("curve", f"{st['bend']} curve"))):
+        for split in st["splits"]:
+            ax.plot(res["t"], res[name][split]["loss"], linestyle=style.SPLIT_STYLES[split],
+                    color=style.OTHERS[k] if name == "curve" else style.PALETTE["pair"], label=f"{label}, {split}")
+    ax.set_xlabel("t along the path (0: A, 1: B)")
+    ax.set_ylabel("loss")
+    style.legend_outside(ax)
+    return _save(fig, Path(path))

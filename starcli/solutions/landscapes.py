@@ -1,5 +1,6 @@
-"""The instruments beyond lines, on the registry: sharpness at a solution (`starlight sharpness`) and loss
-planes through three solutions or around one (`starlight plane`).
+"""The instruments beyond lines, on the registry: sharpness at a solution (`starlight sharpness`), loss
+planes through three solutions or around one (`starlight plane`), and curved paths between two
+(`starlight curve`: the trained bend is registered as a solution of kind bend, the path's row here).
 
 Each instrument is a kind of work in the house's shape: a typed spec (checked once, when made), a plan
 (`plan(reg, spec) -> Plan(existing, todo)`: the stored row, or the jobs that make it) and jobs (frozen,
@@ -12,6 +13,7 @@ time, so listing stays instant.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,7 +30,11 @@ from . import records
 
 SHARPNESS = "sharpness"
 PLANE = "plane"
-KINDS = (SHARPNESS, PLANE)
+CURVE = "curve"
+KINDS = (SHARPNESS, PLANE, CURVE)
+BEND_KINDS = ("bezier", "polychain")  # engine/bends.py's BENDS, copied so that parsing imports no torch
+MAX_EPOCHS = 10_000
+MAX_POINTS = 1_001
 
 # Bounds that keep one request finite: Lanczos keeps every Krylov vector (memory max_iter × parameters),
 # and the trace's probes cost one Hessian-vector product each.
@@ -139,9 +145,53 @@ class PlaneSpec:
         return out
 
 
-def _finite(value) -> bool:
-    import math
+@dataclass(frozen=True)
+class CurveSpec:
+    """A curved path between solutions A and B (B aligned to A first): a `bend` (bezier | polychain)
+    whose control point is trained for `epochs` on A's training split, then the path and the straight
+    line both evaluated at `points` values of t. Checked when made."""
 
+    a: int
+    b: int
+    bend: str = "bezier"
+    epochs: int = 20
+    lr: float = 0.05
+    batch_size: int = 128
+    seed: int = 0
+    points: int = 11
+    splits: tuple[str, ...] = ("train", "test")
+    bn_calibration: str | int = "full"
+    align: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_int(self.a, "A", 0, MAX_ID)
+        check_int(self.b, "B", 0, MAX_ID)
+        if self.a == self.b:
+            raise UsageError(f"a curve needs two different solutions, got {self.a} twice")
+        if self.bend not in BEND_KINDS:
+            raise UsageError(f"--bend must be one of {', '.join(BEND_KINDS)}, got {self.bend!r}")
+        check_int(self.epochs, "--epochs", 1, MAX_EPOCHS)
+        check_int(self.batch_size, "--batch-size", 1, MAX_SUBSET)
+        check_int(self.points, "--points", 3, MAX_POINTS)
+        check_seed(self.seed)
+        if not _finite(self.lr) or not 0 < self.lr <= 10:
+            raise UsageError(f"--lr must be a positive learning rate (at most 10), got {self.lr!r}")
+        unknown = [sp for sp in self.splits if sp not in PLANE_SPLITS]
+        if not self.splits or unknown:
+            raise UsageError(f"--splits must name train and/or test, got {','.join(self.splits) or 'nothing'}")
+        bn = self.bn_calibration
+        if not (bn == "full" or (isinstance(bn, int) and not isinstance(bn, bool) and bn >= 1)):
+            raise UsageError(f"--bn-calibration must be full or a positive number of samples, got {bn!r}")
+        if self.align not in ALIGN_CHOICES:
+            raise UsageError(f"--align must be one of {', '.join(ALIGN_CHOICES)}, got {self.align!r}")
+
+    def settings(self, align: str) -> dict[str, Any]:
+        return {"bend": self.bend, "epochs": self.epochs, "lr": float(self.lr), "batch_size": self.batch_size,
+                "seed": self.seed, "momentum": 0.9, "schedule": "dnn-mode-connectivity", "points": self.points,
+                "splits": list(dict.fromkeys(self.splits)), "bn_calibration": self.bn_calibration, "align": align}
+
+
+def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -289,11 +339,7 @@ def plan_plane(reg: Registry, spec: PlaneSpec, device: str = "auto", recompute: 
     """The stored complete grid, or the job that computes (or finishes) it; every solution exists and they
     share one task and architecture, else one line."""
     sols = records.get_many(reg, list(spec.solutions))
-    records.require_same_task(sols, "the solutions of a plane")
-    archs = {(sol.arch, repr(sorted(sol.arch_kwargs.items()))) for sol in sols}
-    if len(archs) > 1:
-        raise StarlightError(f"solutions {'-'.join(map(str, spec.solutions))} have different architectures; a plane "
-                             "needs one network shape")
+    _same_network_and_task(sols, "the solutions of a plane")
     align = spec.align
     if align == "auto" and not spec.random:
         from starcli.alignment import has_spec
@@ -404,6 +450,155 @@ def compute_plane(reg: Registry, ids: list[int], settings: dict[str, Any], setti
                  header | {"grid": grid, "complete": True, "rows_done": len(ys), "seconds": seconds})
 
 
+@dataclass(frozen=True)
+class CurveJob:
+    """One curved path: train its bend, register it (kind bend), evaluate the path and the line."""
+
+    home: str
+    db_url: str
+    a: int
+    b: int
+    settings: dict[str, Any]
+    settings_hash: str
+    device: str
+    recompute: bool = False
+    store_url: str | None = None
+
+    kind = CURVE
+
+    def label(self) -> str:
+        return f"{self.settings['bend']} curve {self.a}-{self.b}"
+
+    def weight(self) -> int:
+        return 1
+
+    def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, bool]:
+        """(landscape row id, computed now)."""
+        if not self.recompute:
+            row = cached(reg, CURVE, f"{self.a}-{self.b}", self.settings_hash)
+            if row is not None:
+                return row.id, False
+        row = compute_curve(reg, self.a, self.b, self.settings, self.settings_hash, self.device, reporter or Reporter())
+        return row.id, True
+
+    def describe(self, result: tuple[int, bool]) -> str:
+        row_id, computed = result
+        return f"stored as row {row_id}" if computed else f"already stored as row {row_id}"
+
+
+def _same_network_and_task(sols: list, what: str) -> None:
+    """One line when the solutions differ in dataset (task) or architecture."""
+    records.require_same_task(sols, what)
+    archs = {(sol.arch, repr(sorted(sol.arch_kwargs.items()))) for sol in sols}
+    if len(archs) > 1:
+        raise StarlightError(f"solutions {'-'.join(str(sol.id) for sol in sols)} have different architectures; "
+                             f"{what} need one network shape")
+
+
+def plan_curve(reg: Registry, spec: CurveSpec, device: str = "auto", recompute: bool = False) -> Plan:
+    sols = records.get_many(reg, [spec.a, spec.b])
+    _same_network_and_task(sols, "the two ends of a curve")
+    align = spec.align
+    if align == "auto":
+        from starcli.alignment import has_spec
+
+        align = "weight" if has_spec(sols[0].arch, sols[0].arch_kwargs) else "none"
+    settings = spec.settings(align)
+    settings_hash = config_hash(settings)
+    row = None if recompute else cached(reg, CURVE, f"{spec.a}-{spec.b}", settings_hash)
+    if row is not None:
+        return Plan(row)
+    return Plan(None, [CurveJob(home=str(reg.home), db_url=reg.url, a=spec.a, b=spec.b, settings=settings,
+                                settings_hash=settings_hash, device=device, recompute=recompute, store_url=reg.store_url)])
+
+
+def bent_paths(reg: Registry, specs: list[CurveSpec], device: str = "auto", recompute: bool = False,
+               executor: str = "local", jobs: int | None = None, reporter: Reporter | None = None,
+               **cluster: Any) -> list[dict[str, Any]]:
+    """Each spec's curved path beside its straight line, trained and measured where missing on `executor`."""
+    reporter = reporter or Reporter()
+    plans = [plan_curve(reg, spec, device, recompute) for spec in specs]
+    _run(reg, plans, executor, device, jobs, reporter, "curve job", cluster)
+    out = []
+    for p, spec in zip(plans, specs):
+        settings_hash = p.todo[0].settings_hash if p.todo else p.existing.settings_hash
+        row = cached(reg, CURVE, f"{spec.a}-{spec.b}", settings_hash)
+        if row is None:
+            raise StarlightError(f"the curve {spec.a}-{spec.b} was not stored; rerun to retry it")
+        out.append(row_record(row))
+    return out
+
+
+def compute_curve(reg: Registry, a: int, b: int, settings: dict[str, Any], settings_hash: str, device: str,
+                  reporter: Reporter) -> LandscapeResult:
+    """Train the bend (engine/bends.py), register it, evaluate path and line, store both with their barriers."""
+    import time
+
+    from starcli import models
+    from starcli.engine import bends, devices, evaluation
+    from starcli.engine.barriers import barrier
+    from starcli.engine.data import load_split
+    from starcli.engine.interpolation import LineEvaluator
+
+    dev = devices.resolve(device)
+    sol_a, sol_b = records.get_many(reg, [a, b])
+    cache = records.dataset_cache(reg)
+    state_a, state_b = records.state_dict(reg, sol_a, dev), records.state_dict(reg, sol_b, dev)
+    if settings["align"] == "weight":
+        from starcli.alignment import align_state
+
+        state_b = align_state(sol_a.arch, sol_a.arch_kwargs, state_a, state_b, seed=0)
+    train = load_split(sol_a.dataset, "train", dev, cache_dir=cache)
+    start = time.perf_counter()
+    task = reporter.task(f"{settings['bend']} curve {a}-{b}: training its bend", 1)
+    net = models.create(sol_a.arch, **sol_a.arch_kwargs).to(dev)
+    control, history = bends.train_bend(net, settings["bend"], state_a, state_b, train.x, train.y, settings["epochs"],
+                                        settings["lr"], settings["batch_size"], settings["seed"])
+    task.advance()
+    task.done()
+    calibration = evaluation.calibration_subset(train.x, settings["bn_calibration"])
+    # The bend as a usable network: BatchNorm re-estimated at its own weights, as at any point evaluated.
+    net.load_state_dict(control)
+    evaluation.recalibrate_bn(net, calibration)
+    control = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    splits = {sp: load_split(sol_a.dataset, sp, dev, cache_dir=cache) for sp in settings["splits"]}
+    line = LineEvaluator(sol_a.arch, sol_a.arch_kwargs, dev, {k: (v.x, v.y) for k, v in splits.items()}, calibration,
+                         config=sol_a.config)
+    ts = [i / (settings["points"] - 1) for i in range(settings["points"])]
+    ends = (line.endpoint(state_a), line.endpoint(state_b))  # the solutions as stored, as a barrier's ends
+    straight = line.curve(state_a, state_b, ts[1:-1])
+    path: dict[str, dict[str, list[float]]] = {sp: {"loss": [], "acc": []} for sp in splits}
+    for t in ts[1:-1]:
+        theta = bends.point(settings["bend"], t, state_a, control, state_b)
+        # lerp(θ, θ, 0) is θ exactly: the line evaluator's own interior path (BatchNorm re-estimated at θ)
+        for sp, values in line.curve(theta, theta, [0.0]).items():
+            path[sp]["loss"] += values["loss"]
+            path[sp]["acc"] += values["acc"]
+    result: dict[str, Any] = {"t": ts, "curve": {}, "line": {}, "barriers": {"curve": {}, "line": {}}}
+    for name, interior in (("curve", path), ("line", straight)):
+        for sp in splits:
+            loss = [ends[0][sp][0]] + interior[sp]["loss"] + [ends[1][sp][0]]
+            acc = [ends[0][sp][1]] + interior[sp]["acc"] + [ends[1][sp][1]]
+            result[name][sp] = {"loss": loss, "acc": acc}
+            result["barriers"][name][sp] = {"loss_barrier": barrier(ts, loss),
+                                            "acc_barrier": barrier(ts, acc, higher_is_worse=False)}
+    first = settings["splits"][0]
+    if not all(math.isfinite(v) for v in result["curve"][first]["loss"]):
+        raise StarlightError(f"the {settings['bend']} curve {a}-{b} diverged (a non-finite loss on it); lower --lr; "
+                             "nothing was stored")
+    metrics = evaluation.metrics(net, {sp: (v.x, v.y) for sp, v in splits.items()})
+    config = {"bend": settings | {"a": sol_a.key, "b": sol_b.key}, "dataset": sol_a.dataset}
+    bend_sol, _ = records.register(
+        reg, control, key=records.solution_key("bend", config, settings["seed"]), kind="bend", arch=sol_a.arch,
+        arch_kwargs=sol_a.arch_kwargs, dataset=sol_a.dataset, config=config, metrics=metrics, device=str(dev),
+        recipe=sol_a.recipe, seed=settings["seed"], epochs=settings["epochs"], wall_seconds=time.perf_counter() - start,
+        source_id=a, target_id=b, history=[{"epoch": i + 1, "loss": v} for i, v in enumerate(history)],
+    )
+    result.update(bend_solution=bend_sol.id, training_loss=history, device=str(dev),
+                  seconds=round(time.perf_counter() - start, 4))
+    return store(reg, CURVE, [a, b], settings, settings_hash, result, c_id=bend_sol.id)
+
+
 # --- the table --------------------------------------------------------------------------------------
 
 
@@ -414,10 +609,13 @@ def cached(reg: Registry, kind: str, subject: str, settings_hash: str) -> Landsc
         )).first()
 
 
-def store(reg: Registry, kind: str, ids: list[int], settings: dict, settings_hash: str, result: dict) -> LandscapeResult:
-    """Insert (or replace, for --recompute) the row of (kind, ids, settings)."""
+def store(reg: Registry, kind: str, ids: list[int], settings: dict, settings_hash: str, result: dict,
+          c_id: int | None = None) -> LandscapeResult:
+    """Insert (or replace, for --recompute) the row of (kind, ids, settings); `c_id`: a third solution the
+    row refers to without it being part of the subject (a curve's registered bend)."""
     subject = "-".join(map(str, ids))
     a, b, c = (list(ids) + [None, None])[:3]
+    c = c if c_id is None else c_id
     for _ in range(2):
         with reg.session() as s:
             row = s.exec(select(LandscapeResult).where(
@@ -428,6 +626,7 @@ def store(reg: Registry, kind: str, ids: list[int], settings: dict, settings_has
                                       settings=settings, result=result)
             else:
                 row.result = result
+                row.c_id = c
             s.add(row)
             try:
                 s.commit()
@@ -474,6 +673,11 @@ def flat_record(row: LandscapeResult) -> dict[str, Any]:
         item.update(basis=st["basis"], resolution=st["resolution"], align=st.get("align"),
                     complete=res.get("complete", False), rows_done=res.get("rows_done"),
                     min_loss=min(losses) if losses else None, max_loss=max(losses) if losses else None)
+    if row.kind == CURVE:
+        first = st["splits"][0]
+        item.update(bend=st["bend"], epochs=st["epochs"], align=st["align"], bend_solution=res["bend_solution"],
+                    split=first, curve_loss_barrier=res["barriers"]["curve"][first]["loss_barrier"],
+                    line_loss_barrier=res["barriers"]["line"][first]["loss_barrier"])
     item["settings_hash"] = row.settings_hash[:12]
     item["created_at"] = row.created_at.isoformat(timespec="seconds") + "Z"
     return item

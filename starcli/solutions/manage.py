@@ -48,6 +48,8 @@ def dependents(sols: list[Solution], sol: Solution) -> list[tuple[int, str]]:
             continue
         if sol.id in (other.anchors or []):
             out.append((other.id, f"{other.kind} {other.id} has {sol.id} as an anchor"))
+        elif other.kind == "bend" and sol.id in (other.source_id, other.target_id):
+            out.append((other.id, f"bend {other.id} is a curve's control point between {other.source_id} and {other.target_id}"))
         elif other.source_id == sol.id:
             out.append((other.id, f"{other.kind} {other.id} was aligned from {sol.id}"))
         elif other.target_id == sol.id:

@@ -1,0 +1,125 @@
+"""Curved paths (issue 22 item 4): the Bezier and polychain points equal their closed forms, a trained
+curve's barrier is at most the line's on a pair with a barrier (an MNIST-1D MLP), the path's stored
+losses equal a plain evaluation of the closed-form points, the bend is registered and removed with its
+ends, and bad input is one line with nothing stored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from starcli.engine import bends
+from starcli.solutions import anchors as anchor_training
+
+
+def _states():
+    g = torch.Generator().manual_seed(0)
+    make = lambda: {"w": torch.randn(4, 3, generator=g), "b": torch.randn(4, generator=g), "n": torch.tensor(7)}  # noqa: E731
+    return make(), make(), make()
+
+
+@pytest.mark.parametrize("t", [0.0, 0.1, 0.25, 0.5, 0.6, 0.9, 1.0])
+def test_bezier_points_equal_the_closed_form(t):
+    a, c, b = _states()
+    p = bends.point("bezier", t, a, c, b)
+    for k in ("w", "b"):
+        assert torch.allclose(p[k], (1 - t) ** 2 * a[k] + 2 * t * (1 - t) * c[k] + t**2 * b[k], atol=1e-6)
+    assert p["n"] == a["n"]  # integer buffers are A's
+
+
+@pytest.mark.parametrize("t", [0.0, 0.2, 0.5, 0.7, 1.0])
+def test_polychain_points_lie_on_the_two_segments(t):
+    a, c, b = _states()
+    p = bends.point("polychain", t, a, c, b)
+    want = {k: a[k] + 2 * t * (c[k] - a[k]) if t <= 0.5 else c[k] + (2 * t - 1) * (b[k] - c[k]) for k in ("w", "b")}
+    assert all(torch.allclose(p[k], want[k], atol=1e-6) for k in want)
+
+
+def test_both_bends_start_at_a_and_end_at_b():
+    a, c, b = _states()
+    for bend in bends.BENDS:
+        assert torch.equal(bends.point(bend, 0.0, a, c, b)["w"], a["w"])
+        assert torch.equal(bends.point(bend, 1.0, a, c, b)["w"], b["w"])
+
+
+def test_the_schedule_is_dnn_mode_connectivitys():
+    lrs = [bends.learning_rate(1.0, e, 10) for e in range(10)]
+    assert lrs[:6] == [1.0] * 6 and lrs[9] == pytest.approx(0.01)
+    assert lrs[7] == pytest.approx(1.0 - (0.7 - 0.5) / 0.4 * 0.99)
+
+
+def _count(reg):
+    from sqlmodel import select
+
+    from starcli.registry import LandscapeResult
+
+    with reg.session() as s:
+        return len(list(s.exec(select(LandscapeResult))))
+
+
+def test_a_trained_curve_has_at_most_the_lines_barrier_and_its_points_equal_a_plain_evaluation(reg, home, tiny_config, cli):
+    anchor_training.train(reg, tiny_config, [1, 2], device="cpu")
+    args = ("curve", "1", "2", "--epochs", "4", "--points", "5", "--splits", "train", "--json")
+    code, out, err = cli(*args)
+    assert code == 0, err
+    row = json.loads(out)
+    res = row["result"]
+    line, path = res["barriers"]["line"]["train"]["loss_barrier"], res["barriers"]["curve"]["train"]["loss_barrier"]
+    assert line > 0.01  # a pair with a barrier
+    assert path <= line
+    assert row["settings"]["align"] == "weight" and row["settings"]["bend"] == "bezier"
+
+    # the stored path at t = 0.5 equals a plain evaluation of the closed form from A, aligned B and the bend
+    from starcli.alignment import align_state
+    from starcli.engine.data import load_split
+    from starcli.solutions import records
+
+    sol_a, sol_b, bend = records.get_many(reg, [1, 2, res["bend_solution"]])
+    assert bend.kind == "bend" and (bend.source_id, bend.target_id) == (1, 2)
+    sa, sb, sc = (records.state_dict(reg, s) for s in (sol_a, sol_b, bend))
+    sb = align_state(sol_a.arch, sol_a.arch_kwargs, sa, sb, seed=0)
+    net = records.network(reg, sol_a)
+    net.load_state_dict({k: 0.25 * sa[k] + 0.5 * sc[k] + 0.25 * sb[k] for k in sa})
+    split = load_split(sol_a.dataset, "train", torch.device("cpu"), cache_dir=records.dataset_cache(reg))
+    with torch.no_grad():
+        logits = net(split.x)
+    assert res["curve"]["train"]["loss"][2] == pytest.approx(F.cross_entropy(logits, split.y).item(), rel=1e-5)
+    assert res["curve"]["train"]["acc"][2] == pytest.approx(100.0 * (logits.argmax(1) == split.y).sum().item() / len(split.y))
+
+    code, again, err = cli(*args)
+    assert code == 0 and "answered from the registry" in err and json.loads(again) == row
+    code, _, err = cli("rm", "1")
+    assert code == 1 and f"bend {bend.id}" in err and "curve row" in err
+    code, _, err = cli("rm", "1", "--cascade")
+    assert code == 0 and _count(reg) == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--bend", "spline"), "--bend must be one of bezier, polychain"),
+    (("--epochs", "0"), "--epochs must be an integer from 1"),
+    (("--lr", "nan"), "--lr must be a positive learning rate"),
+])
+def test_bad_options_are_one_line_and_store_nothing(reg, home, tiny_config, cli, extra, message):
+    anchor_training.train(reg, tiny_config, [1, 2], device="cpu")
+    code, _, err = cli("curve", "1", "2", *extra)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(errors) == 1 and message in errors[0], err
+    assert _count(reg) == 0
+
+
+def test_ends_of_different_architectures_or_datasets_are_refused(reg, home, tiny_config, cli):
+    from starcli.engine import recipes
+
+    anchor_training.train(reg, tiny_config, [1], device="cpu")
+    anchor_training.train(reg, dict(tiny_config, arch_kwargs=dict(tiny_config["arch_kwargs"], width=16)), [2], device="cpu")
+    anchor_training.train(reg, recipes.resolve("digits-mlp", epochs=1), [3], device="cpu")
+    for b, message in (("1", "two different solutions"), ("2", "must share arch_kwargs"), ("3", "must share")):
+        code, _, err = cli("curve", "1", b, "--epochs", "1")
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code != 0 and len(errors) == 1 and message in errors[0], err
+    assert _count(reg) == 0
+    code, out, _ = cli("list", "--kind", "bend", "--json")
+    assert json.loads(out) == []

@@ -123,3 +123,33 @@ def test_ends_of_different_architectures_or_datasets_are_refused(reg, home, tiny
     assert _count(reg) == 0
     code, out, _ = cli("list", "--kind", "bend", "--json")
     assert json.loads(out) == []
+
+
+def test_a_curve_and_its_bend_travel_in_a_bundle(reg, home, tiny_config, cli, tmp_path, monkeypatch):
+    """Exported like barriers: the bend is a solution of the bundle, the curve's row comes with it and is
+    remapped to the ids of the registry it lands in."""
+    anchor_training.train(reg, tiny_config, [1, 2], device="cpu")
+    code, out, err = cli("curve", "1", "2", "--epochs", "1", "--points", "3", "--splits", "train", "--json")
+    assert code == 0, err
+    row = json.loads(out)
+    code, out, err = cli("sharpness", "1", "--probes", "4", "--subset", "100")
+    assert code == 0, err
+    code, out, err = cli("export", "1-3", "--bundle", str(tmp_path / "b.tar.gz"))
+    assert code == 0 and "2 instrument row(s)" in out, err
+
+    other = tmp_path / "other"
+    monkeypatch.setenv("STARLIGHT_HOME", str(other))
+    from starcli.registry import open_registry
+
+    there = open_registry(other)
+    anchor_training.train(there, tiny_config, [9], device="cpu")  # id 1 there is another solution
+    there.close()
+    code, out, err = cli("import", str(tmp_path / "b.tar.gz"), "--json")
+    assert code == 0, err
+    ids = json.loads(out)["ids"]
+    code, listed, _ = cli("landscapes", "--kind", "curve", "--json")
+    [curve] = json.loads(listed)
+    assert curve["subject"] == f"{ids['1']}-{ids['2']}" and curve["bend_solution"] == ids["3"]
+    assert curve["curve_loss_barrier"] == row["result"]["barriers"]["curve"]["train"]["loss_barrier"]
+    code, listed, _ = cli("landscapes", "--kind", "sharpness", "--json")
+    assert [r["subject"] for r in json.loads(listed)] == [str(ids["1"])]

@@ -183,3 +183,31 @@ def test_listing_and_a_sharpness_answered_from_the_registry_import_no_torch(reg,
         assert [ln for ln in out.stderr.splitlines() if ln.startswith("TORCH")] == ["TORCHfalse"], command
         outputs[" ".join(command)] = out.stdout
     assert json.loads(outputs[" ".join(args)]) == json.loads(first)
+
+
+def test_sharpness_along_a_segment_equals_sharpness_at_its_points(reg, home, tiny_config, cli):
+    anchor_training.train(reg, tiny_config, [1, 2], device="cpu")
+    code, out, err = cli("sharpness", "1", "--along", "2", "--points", "3", "--probes", "6", "--subset", "200", "--json")
+    assert code == 0, err
+    [row] = json.loads(out)
+    assert row["subject"] == "1-2" and row["settings"]["align"] == "weight" and row["result"]["t"] == [0.0, 0.5, 1.0]
+    from starcli.alignment import align_state
+    from starcli.engine.data import load_split
+    from starcli.engine.interpolation import interpolate_state
+    from starcli.solutions import records
+
+    a, b = records.get_many(reg, [1, 2])
+    sa = records.state_dict(reg, a)
+    sb = align_state(a.arch, a.arch_kwargs, sa, records.state_dict(reg, b), seed=0)
+    split = load_split(a.dataset, "train", torch.device("cpu"), cache_dir=records.dataset_cache(reg))
+    x, y = sharpness.fixed_subset(split.x, split.y, 200, 0)
+    net = records.network(reg, a)
+    for t, point in zip((0.0, 0.5), row["result"]["points"]):
+        net.load_state_dict(interpolate_state(sa, sb, t))
+        direct = sharpness.measure(net, x, y, 1, 6, 100, 1e-4)
+        assert point["eigenvalues"] == pytest.approx(direct["eigenvalues"], rel=1e-6) and point["loss"] == pytest.approx(direct["loss"])
+    # the far end is held-out 2 permuted: the same function, so the same spectrum as 2 measured alone
+    code, alone, err = cli("sharpness", "2", "--probes", "6", "--subset", "200", "--json")
+    assert row["result"]["points"][2]["eigenvalues"][0] == pytest.approx(json.loads(alone)[0]["result"]["eigenvalues"][0], rel=1e-4)
+    code, _, err = cli("sharpness", "1", "--along", "1")
+    assert code == 2 and "--along names solution 1 itself" in err

@@ -30,6 +30,9 @@ def sharpness(
     max_iter: int = typer.Option(100, "--max-iter", help="Most Hessian-vector products Lanczos may spend."),
     tol: float = typer.Option(1e-4, "--tol", help="Converged when every eigenpair's relative residual is below this."),
     batch_size: int = typer.Option(4096, "--batch-size", help="Rows per pass (memory; the sum is the same)."),
+    along: Optional[int] = typer.Option(None, "--along", help="Also along the segment to this solution (e.g. star to held-out)."),
+    points: int = typer.Option(5, "--points", help="--along: values of t on the segment, ends included."),
+    align: str = typer.Option("auto", "--align", help="--along: auto (weight where the architecture has a spec) | weight | none."),
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the eigenvalues and traces as a figure (this file).",
                                        rich_help_panel=common.OUTPUT),
@@ -49,8 +52,9 @@ def sharpness(
     (with its standard error), on a fixed data subset; stored, so a rerun reads the registry."""
     from starcli.solutions import landscapes, records
 
-    specs_of = dict(top_k=top_k, probes=probes, subset=subset, seed=seed, max_iter=max_iter, tol=tol, batch_size=batch_size)
-    landscapes.SharpnessSpec(0, **specs_of)  # options checked before the registry is opened
+    specs_of = dict(top_k=top_k, probes=probes, subset=subset, seed=seed, max_iter=max_iter, tol=tol, batch_size=batch_size,
+                    along=along, points=points, align=align)
+    landscapes.SharpnessSpec(0 if along != 0 else 1, **specs_of)  # options checked before the registry is opened
     if plot:
         from starcli.reports.figures import check_plot_path
 
@@ -66,10 +70,17 @@ def sharpness(
         from starcli.reports import figures, style
 
         with style.output(fig_format, dpi):
-            written = figures.sharpness_plot(plot, rows)
+            written = figures.sharpness_plot(plot, rows) if along is None else figures.sharpness_along_plot(plot, rows)
         print(f"wrote {written}", file=sys.stderr)
     if json_:
         common.echo_json(rows)
+        return
+    if along is not None:
+        for row in rows:
+            print(f"sharpness along {row['subject']} ({row['settings']['align']} alignment):")
+            for t, p in zip(row["result"]["t"], row["result"]["points"]):
+                tr = f"; trace {p['trace']['mean']:.6g} ± {p['trace']['se']:.2g}" if "trace" in p else ""
+                print(f"  t = {t:.3g}: loss {p['loss']:.4g}; λ_max {p['eigenvalues'][0]:.6g}{tr}")
         return
     for row in rows:
         res = row["result"]

@@ -423,3 +423,25 @@ def bent_path_plot(path: str | Path, record: dict[str, Any]) -> Path:
     ax.set_ylabel("loss")
     style.legend_outside(ax)
     return _save(fig, Path(path))
+
+
+def sharpness_along_plot(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Sharpness along segments (`starlight sharpness S --along H --plot`): λ_max and the trace (95% CI)
+    against t, one line per segment."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
+    for k, row in enumerate(rows):
+        ts, pts = row["result"]["t"], row["result"]["points"]
+        c = style.colour(row.get("solution_kind", "pair"), k)
+        left.plot(ts, [p["eigenvalues"][0] for p in pts], marker="o", color=c, label=row["subject"])
+        if all("trace" in p for p in pts):
+            means = [p["trace"]["mean"] for p in pts]
+            right.errorbar(ts, means, yerr=[[m - p["trace"]["ci95"][0] for m, p in zip(means, pts)],
+                                            [p["trace"]["ci95"][1] - m for m, p in zip(means, pts)]],
+                           marker="o", color=c, capsize=3, label=row["subject"])
+    left.set_title("top Hessian eigenvalue", fontsize="medium")
+    right.set_title("Hessian trace (Hutchinson, 95% CI)", fontsize="medium")
+    for ax in (left, right):
+        ax.set_xlabel("t on the segment")
+    style.legend_outside(right)
+    return _save(fig, Path(path))

@@ -64,9 +64,21 @@ class SharpnessSpec:
     max_iter: int = 100
     tol: float = 1e-4
     batch_size: int = 4_096
+    # Along the segment to another solution (e.g. star to held-out): sharpness at `points` values of t,
+    # the other end aligned to this one first, BatchNorm re-estimated at interior points.
+    along: int | None = None
+    points: int = 5
+    align: str = "auto"
 
     def __post_init__(self) -> None:
         check_int(self.solution, "ID", 0, MAX_ID)
+        if self.along is not None:
+            check_int(self.along, "--along", 0, MAX_ID)
+            check_int(self.points, "--points", 2, 101)
+            if self.along == self.solution:
+                raise UsageError(f"--along names solution {self.solution} itself; name the other end of the segment")
+            if self.align not in ALIGN_CHOICES:
+                raise UsageError(f"--align must be one of {', '.join(ALIGN_CHOICES)}, got {self.align!r}")
         check_int(self.top_k, "--top-k", 1, MAX_TOP_K)
         check_int(self.max_iter, "--max-iter", 1, MAX_ITER)
         check_int(self.subset, "--subset", 1, MAX_SUBSET)
@@ -79,11 +91,17 @@ class SharpnessSpec:
         if not isinstance(self.tol, (int, float)) or isinstance(self.tol, bool) or not 0 < self.tol < 1:
             raise UsageError(f"--tol must be a relative residual between 0 and 1 (exclusive), got {self.tol!r}")
 
-    def settings(self) -> dict[str, Any]:
-        """Everything that changes the numbers (the solution is the row's subject, not a setting)."""
-        out = {k: v for k, v in asdict(self).items() if k != "solution"}
+    def settings(self, align: str | None = None) -> dict[str, Any]:
+        """Everything that changes the numbers (the solutions are the row's subject, not settings); along a
+        segment also its points, the alignment (resolved: auto is never stored) and the BN policy."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("solution", "along", "points", "align")}
         out.update(split="train", mode="eval", tol=float(self.tol))
+        if self.along is not None:
+            out.update(along=True, points=self.points, align=align or self.align, bn_calibration="full")
         return out
+
+    def subject(self) -> str:
+        return str(self.solution) if self.along is None else f"{self.solution}-{self.along}"
 
 
 @dataclass(frozen=True)
@@ -215,11 +233,16 @@ class SharpnessJob:
     device: str
     recompute: bool = False
     store_url: str | None = None
+    along: int | None = None
 
     kind = SHARPNESS
 
+    def subject(self) -> str:
+        return str(self.solution) if self.along is None else f"{self.solution}-{self.along}"
+
     def label(self) -> str:
-        return f"sharpness of solution {self.solution}"
+        where = f"solution {self.solution}" if self.along is None else f"the segment {self.solution}-{self.along}"
+        return f"sharpness of {where}"
 
     def weight(self) -> int:
         return 1
@@ -227,11 +250,16 @@ class SharpnessJob:
     def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, bool]:
         """(landscape row id, computed now)."""
         if not self.recompute:
-            row = cached(reg, SHARPNESS, str(self.solution), self.settings_hash)
+            row = cached(reg, SHARPNESS, self.subject(), self.settings_hash)
             if row is not None:
                 return row.id, False
-        result = compute_sharpness(reg, self.solution, self.settings, self.device, reporter or Reporter())
-        row = store(reg, SHARPNESS, [self.solution], self.settings, self.settings_hash, result)
+        if self.along is None:
+            result = compute_sharpness(reg, self.solution, self.settings, self.device, reporter or Reporter())
+        else:
+            result = compute_sharpness_along(reg, self.solution, self.along, self.settings, self.device,
+                                             reporter or Reporter())
+        ids = [self.solution] if self.along is None else [self.solution, self.along]
+        row = store(reg, SHARPNESS, ids, self.settings, self.settings_hash, result)
         return row.id, True
 
     def describe(self, result: tuple[int, bool]) -> str:
@@ -240,15 +268,29 @@ class SharpnessJob:
 
 
 def plan(reg: Registry, spec: SharpnessSpec, device: str = "auto", recompute: bool = False) -> Plan:
-    records.get(reg, spec.solution)  # one line when it does not exist
-    settings = spec.settings()
-    settings_hash = config_hash(settings)
-    existing = None if recompute else cached(reg, SHARPNESS, str(spec.solution), settings_hash)
+    settings_hash = config_hash(_sharpness_settings(reg, spec))
+    existing = None if recompute else cached(reg, SHARPNESS, spec.subject(), settings_hash)
     if existing is not None:
         return Plan(existing)
-    return Plan(None, [SharpnessJob(home=str(reg.home), db_url=reg.url, solution=spec.solution, settings=settings,
-                                    settings_hash=settings_hash, device=device, recompute=recompute,
-                                    store_url=reg.store_url)])
+    return Plan(None, [SharpnessJob(home=str(reg.home), db_url=reg.url, solution=spec.solution,
+                                    settings=_sharpness_settings(reg, spec), settings_hash=settings_hash, device=device,
+                                    recompute=recompute, store_url=reg.store_url, along=spec.along)])
+
+
+def _sharpness_settings(reg: Registry, spec: SharpnessSpec) -> dict[str, Any]:
+    """The spec's settings once its solutions are checked (one line when one does not exist, or the two
+    ends of a segment differ in task or architecture) and `--align auto` is resolved."""
+    if spec.along is None:
+        records.get(reg, spec.solution)
+        return spec.settings()
+    sols = records.get_many(reg, [spec.solution, spec.along])
+    _same_network_and_task(sols, "the two ends of a segment")
+    align = spec.align
+    if align == "auto":
+        from starcli.alignment import has_spec
+
+        align = "weight" if has_spec(sols[0].arch, sols[0].arch_kwargs) else "none"
+    return spec.settings(align)
 
 
 def sharpness(reg: Registry, specs: list[SharpnessSpec], device: str = "auto", recompute: bool = False,
@@ -261,10 +303,11 @@ def sharpness(reg: Registry, specs: list[SharpnessSpec], device: str = "auto", r
     _run(reg, plans, executor, device, jobs, reporter, "sharpness job", cluster)
     out = []
     kinds = {sol.id: sol.kind for sol in records.get_many(reg, list(dict.fromkeys(spec.solution for spec in specs)))}
-    for spec in specs:
-        row = cached(reg, SHARPNESS, str(spec.solution), config_hash(spec.settings()))
+    for p, spec in zip(plans, specs):
+        settings_hash = p.todo[0].settings_hash if p.todo else p.existing.settings_hash
+        row = cached(reg, SHARPNESS, spec.subject(), settings_hash)
         if row is None:  # stored by a worker, then removed by someone else before we read it
-            raise StarlightError(f"the sharpness of solution {spec.solution} was not stored; rerun to retry it")
+            raise StarlightError(f"the sharpness of {spec.subject()} was not stored; rerun to retry it")
         out.append(row_record(row) | {"solution_kind": kinds[spec.solution]})
     return out
 
@@ -599,6 +642,50 @@ def compute_curve(reg: Registry, a: int, b: int, settings: dict[str, Any], setti
     return store(reg, CURVE, [a, b], settings, settings_hash, result, c_id=bend_sol.id)
 
 
+def compute_sharpness_along(reg: Registry, sid: int, other: int, settings: dict[str, Any], device: str,
+                            reporter: Reporter) -> dict[str, Any]:
+    """Sharpness at `points` values of t on the segment from `sid` to `other` (aligned to `sid` first):
+    the ends as stored, interior points with BatchNorm re-estimated on the training split, as a barrier's."""
+    import time
+
+    from starcli import models
+    from starcli.engine import devices, evaluation
+    from starcli.engine import sharpness as engine
+    from starcli.engine.data import load_split
+    from starcli.engine.interpolation import interpolate_state
+
+    dev = devices.resolve(device)
+    sol_a, sol_b = records.get_many(reg, [sid, other])
+    state_a, state_b = records.state_dict(reg, sol_a, dev), records.state_dict(reg, sol_b, dev)
+    if settings["align"] == "weight":
+        from starcli.alignment import align_state
+
+        state_b = align_state(sol_a.arch, sol_a.arch_kwargs, state_a, state_b, seed=0)
+    split = load_split(sol_a.dataset, settings["split"], dev, cache_dir=records.dataset_cache(reg))
+    x, y = engine.fixed_subset(split.x, split.y, settings["subset"], settings["seed"])
+    train_x = load_split(sol_a.dataset, "train", dev, cache_dir=records.dataset_cache(reg)).x
+    net = models.create(sol_a.arch, **sol_a.arch_kwargs).to(dev).float()
+    ts = [i / (settings["points"] - 1) for i in range(settings["points"])]
+    task = reporter.task(f"sharpness along {sid}-{other}", len(ts))
+    start = time.perf_counter()
+    measured = []
+    for t in ts:
+        net.load_state_dict(state_a if t == 0 else state_b if t == 1 else interpolate_state(state_a, state_b, t))
+        if 0 < t < 1:
+            evaluation.recalibrate_bn(net, train_x)
+        try:
+            measured.append(engine.measure(net, x, y, settings["top_k"], settings["probes"], settings["max_iter"],
+                                           settings["tol"], seed=settings["seed"], batch_size=settings["batch_size"]))
+        except engine.NotConverged as e:
+            raise StarlightError(f"segment {sid}-{other} at t = {t:g}: {e}; nothing was stored (raise --max-iter or --tol)") from None
+        except ValueError as e:
+            raise StarlightError(f"segment {sid}-{other} at t = {t:g}: {e}; nothing was stored") from None
+        task.advance()
+    task.done()
+    return {"t": ts, "points": measured, "samples": len(x), "device": str(dev),
+            "seconds": round(time.perf_counter() - start, 4)}
+
+
 # --- the table --------------------------------------------------------------------------------------
 
 
@@ -664,10 +751,12 @@ def flat_record(row: LandscapeResult) -> dict[str, Any]:
     item: dict[str, Any] = {"id": row.id, "kind": row.kind, "subject": row.subject}
     res, st = row.result, row.settings
     if row.kind == SHARPNESS:
+        # along a segment: the path's sharpest point (its largest λ_max and the trace there)
+        at = max(res["points"], key=lambda p: p["eigenvalues"][0]) if st.get("along") else res
         item.update(top_k=st["top_k"], subset=st["subset"], probes=st["probes"], seed=st["seed"],
-                    loss=res["loss"], lambda_max=res["eigenvalues"][0])
-        item["trace"] = res["trace"]["mean"] if "trace" in res else None
-        item["trace_se"] = res["trace"]["se"] if "trace" in res else None
+                    loss=at["loss"], lambda_max=at["eigenvalues"][0])
+        item["trace"] = at["trace"]["mean"] if "trace" in at else None
+        item["trace_se"] = at["trace"]["se"] if "trace" in at else None
     if row.kind == PLANE:
         losses = [v for r in res["grid"][st["splits"][0]]["loss"] if r is not None for v in r]
         item.update(basis=st["basis"], resolution=st["resolution"], align=st.get("align"),

@@ -254,8 +254,13 @@ def landscapes(
     elif not rows and fmt is None:
         print("no instrument measurements stored yet; measure some with `starlight sharpness`", file=sys.stderr)
     else:
-        for what, columns in (("sharpness", SHARPNESS_COLUMNS), ("plane", PLANE_COLUMNS), ("curve", CURVE_COLUMNS)):
-            mine = [r for r in rows if r["kind"] == what]
-            if mine:
+        tables = [(columns, [r for r in rows if r["kind"] == what])
+                  for what, columns in (("sharpness", SHARPNESS_COLUMNS), ("plane", PLANE_COLUMNS), ("curve", CURVE_COLUMNS))]
+        tables = [(columns, mine) for columns, mine in tables if mine]
+        if fmt == "csv" and len(tables) > 1:  # one CSV, one header: every kind's columns, blank where not its own
+            union = list(dict.fromkeys(c for columns, _ in tables for c in columns))
+            sys.stdout.write(table_text(rows, union, fmt))
+        else:
+            for columns, mine in tables:
                 sys.stdout.write(table_text(mine, columns, fmt))
 

@@ -153,3 +153,23 @@ def test_a_curve_and_its_bend_travel_in_a_bundle(reg, home, tiny_config, cli, tm
     assert curve["curve_loss_barrier"] == row["result"]["barriers"]["curve"]["train"]["loss_barrier"]
     code, listed, _ = cli("landscapes", "--kind", "sharpness", "--json")
     assert [r["subject"] for r in json.loads(listed)] == [str(ids["1"])]
+
+
+def test_every_instruments_job_is_planned_by_one_plan_and_travels_to_a_worker(reg, home, tiny_config):
+    """plan(reg, spec) for each kind of spec; the job is frozen, built by keyword and survives pickling
+    (what a pool, SLURM or Ray sends to a worker)."""
+    import dataclasses
+    import pickle
+
+    from starcli.solutions import landscapes
+
+    anchor_training.train(reg, tiny_config, [1, 2, 3], device="cpu")
+    specs = [landscapes.SharpnessSpec(1), landscapes.PlaneSpec((1, 2, 3)), landscapes.CurveSpec(1, 2)]
+    for spec in specs:
+        p = landscapes.plan(reg, spec, device="cpu")
+        assert p.existing is None and len(p.todo) == 1
+        job = p.todo[0]
+        assert pickle.loads(pickle.dumps(job)) == job
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            job.device = "cuda"
+        assert job.label() and job.weight() == 1 and job.describe((7, True)) == "stored as row 7"

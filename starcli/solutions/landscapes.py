@@ -267,7 +267,13 @@ class SharpnessJob:
         return f"stored as row {row_id}" if computed else f"already stored as row {row_id}"
 
 
-def plan(reg: Registry, spec: SharpnessSpec, device: str = "auto", recompute: bool = False) -> Plan:
+def plan(reg: Registry, spec: "SharpnessSpec | PlaneSpec | CurveSpec", device: str = "auto", recompute: bool = False) -> Plan:
+    """The stored row that answers `spec`, or the job that computes it, for any instrument's spec."""
+    planner = {SharpnessSpec: plan_sharpness, PlaneSpec: plan_plane, CurveSpec: plan_curve}[type(spec)]
+    return planner(reg, spec, device, recompute)
+
+
+def plan_sharpness(reg: Registry, spec: SharpnessSpec, device: str = "auto", recompute: bool = False) -> Plan:
     settings_hash = config_hash(_sharpness_settings(reg, spec))
     existing = None if recompute else cached(reg, SHARPNESS, spec.subject(), settings_hash)
     if existing is not None:
@@ -299,7 +305,7 @@ def sharpness(reg: Registry, specs: list[SharpnessSpec], device: str = "auto", r
     """Sharpness of each spec's solution, computed where missing on `executor` (any of executors.py's)
     and read back from the registry: one record per spec, in order."""
     reporter = reporter or Reporter()
-    plans = [plan(reg, spec, device, recompute) for spec in specs]
+    plans = [plan_sharpness(reg, spec, device, recompute) for spec in specs]
     _run(reg, plans, executor, device, jobs, reporter, "sharpness job", cluster)
     out = []
     kinds = {sol.id: sol.kind for sol in records.get_many(reg, list(dict.fromkeys(spec.solution for spec in specs)))}

@@ -58,8 +58,9 @@ def learning_rate(base: float, epoch: int, epochs: int) -> float:
 def train_bend(net: torch.nn.Module, bend: str, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
                x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int, seed: int,
                weight_decay: float = 0.0) -> tuple[dict[str, torch.Tensor], list[float]]:
-    """The trained bend θ_C (a full state dict: trained parameters, A's buffers) and the mean training
-    loss of each epoch."""
+    """The trained bend θ_C (a full state dict: the trained parameters, and the buffers of the segment's
+    midpoint, which are not trained: BatchNorm's are re-estimated wherever the bend is evaluated) and
+    the mean training loss of each epoch."""
     names = [n for n, _ in net.named_parameters()]
     start = midpoint(a, b)
     control = {n: start[n].detach().clone().requires_grad_(True) for n in names}

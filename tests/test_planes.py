@@ -168,3 +168,18 @@ def test_bad_planes_are_one_line_and_store_nothing(reg, home, tiny_config, cli, 
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code != 0 and len(errors) == 1 and message in errors[0], err
     assert _count(reg) == 0
+
+
+def test_a_random_plane_is_centred_on_its_solution(reg, home, tiny_config, cli):
+    anchor_training.train(reg, tiny_config, [1], device="cpu")
+    code, out, err = cli("plane", "1", "--random", "--resolution", "3", "--splits", "train", "--json")
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["settings"]["basis"] == "random" and row["settings"]["filter_normalised"] is True
+    assert row["result"]["x"] == [-1.0, 0.0, 1.0] and row["result"]["marks"] == {"1": [0.0, 0.0]}
+    from starcli.solutions import records
+
+    centre = row["result"]["grid"]["train"]["loss"][1][1]
+    assert centre == pytest.approx(records.get(reg, 1).metrics["train_loss"], rel=1e-5)  # the solution itself
+    code, again, err = cli("plane", "1", "--random", "--resolution", "3", "--splits", "train", "--json", "--seed", "1")
+    assert code == 0 and json.loads(again)["result"]["grid"] != row["result"]["grid"]  # the seed is in the key

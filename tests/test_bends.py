@@ -186,3 +186,14 @@ def test_the_same_seed_trains_the_same_bend_and_another_seed_another():
     assert not torch.equal(runs[0][0]["0.weight"], runs[2][0]["0.weight"])
     mid = bends.midpoint(a, b)  # buffers are not trained: the midpoint's, re-estimated wherever evaluated
     assert torch.equal(runs[0][0]["1.running_mean"], mid["1.running_mean"])
+
+
+def test_the_same_bend_measured_at_other_points_is_the_same_solution(reg, home, tiny_config, cli):
+    anchor_training.train(reg, tiny_config, [1, 2], device="cpu")
+    rows = []
+    for points in ("3", "5"):
+        code, out, err = cli("curve", "1", "2", "--epochs", "1", "--points", points, "--splits", "train", "--json")
+        assert code == 0, err
+        rows.append(json.loads(out))
+    assert rows[0]["result"]["bend_solution"] == rows[1]["result"]["bend_solution"]
+    assert rows[0]["result"]["curve"]["train"]["loss"][1] == rows[1]["result"]["curve"]["train"]["loss"][2]  # t = 0.5

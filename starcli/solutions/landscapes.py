@@ -636,7 +636,10 @@ def compute_curve(reg: Registry, a: int, b: int, settings: dict[str, Any], setti
         raise StarlightError(f"the {settings['bend']} curve {a}-{b} diverged (a non-finite loss on it); lower --lr; "
                              "nothing was stored")
     metrics = evaluation.metrics(net, {sp: (v.x, v.y) for sp, v in splits.items()})
-    config = {"bend": settings | {"a": sol_a.key, "b": sol_b.key}, "dataset": sol_a.dataset}
+    # Keyed by what sets its bits (the training and the ends, by key), not by how the path is evaluated:
+    # the same bend measured at other --points or splits is the same solution.
+    trained_by = {k: settings[k] for k in ("bend", "epochs", "lr", "batch_size", "seed", "momentum", "schedule", "align")}
+    config = {"bend": trained_by | {"a": sol_a.key, "b": sol_b.key}, "dataset": sol_a.dataset}
     bend_sol, _ = records.register(
         reg, control, key=records.solution_key("bend", config, settings["seed"]), kind="bend", arch=sol_a.arch,
         arch_kwargs=sol_a.arch_kwargs, dataset=sol_a.dataset, config=config, metrics=metrics, device=str(dev),

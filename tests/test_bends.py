@@ -155,18 +155,20 @@ def test_a_curve_and_its_bend_travel_in_a_bundle(reg, home, tiny_config, cli, tm
     assert [r["subject"] for r in json.loads(listed)] == [str(ids["1"])]
 
 
-def test_every_instruments_job_is_planned_by_one_plan_and_travels_to_a_worker(reg, home, tiny_config):
-    """plan(reg, spec) for each kind of spec; the job is frozen, built by keyword and survives pickling
+def test_every_instruments_job_is_planned_by_its_plan_and_travels_to_a_worker(reg, home, tiny_config):
+    """Each instrument's plan(reg, spec); the job is frozen, built by keyword and survives pickling
     (what a pool, SLURM or Ray sends to a worker)."""
     import dataclasses
     import pickle
 
-    from starcli.solutions import landscapes
+    from starcli.solutions import bends as curve_work
+    from starcli.solutions import planes as plane_work
+    from starcli.solutions import sharpness as sharpness_work
 
     anchor_training.train(reg, tiny_config, [1, 2, 3], device="cpu")
-    specs = [landscapes.SharpnessSpec(1), landscapes.PlaneSpec((1, 2, 3)), landscapes.CurveSpec(1, 2)]
-    for spec in specs:
-        p = landscapes.plan(reg, spec, device="cpu")
+    for work, spec in ((sharpness_work, sharpness_work.SharpnessSpec(1)), (plane_work, plane_work.PlaneSpec((1, 2, 3))),
+                       (curve_work, curve_work.CurveSpec(1, 2))):
+        p = work.plan(reg, spec, device="cpu")
         assert p.existing is None and len(p.todo) == 1
         job = p.todo[0]
         assert pickle.loads(pickle.dumps(job)) == job

@@ -1,5 +1,6 @@
 """sharpness, plane, curve, landscapes: the field's instruments beyond lines (the work is
-starcli/solutions/landscapes.py, the mathematics starcli/engine/sharpness.py, planes.py and bends.py)."""
+starcli/solutions/sharpness.py, planes.py, bends.py and their table landscapes.py; the mathematics the
+engine's modules of the same names)."""
 
 from __future__ import annotations
 
@@ -50,19 +51,20 @@ def sharpness(
 ) -> None:
     """Sharpness at solutions: the top-k Hessian eigenvalues of the training loss and Hutchinson's trace
     (with its standard error), on a fixed data subset; stored, so a rerun reads the registry."""
-    from starcli.solutions import landscapes, records
+    from starcli.solutions import records
+    from starcli.solutions import sharpness as work
 
     specs_of = dict(top_k=top_k, probes=probes, subset=subset, seed=seed, max_iter=max_iter, tol=tol, batch_size=batch_size,
                     along=along, points=points, align=align)
-    landscapes.SharpnessSpec(0 if along != 0 else 1, **specs_of)  # options checked before the registry is opened
+    work.SharpnessSpec(0 if along != 0 else 1, **specs_of)  # options checked before the registry is opened
     if plot:
         from starcli.reports.figures import check_plot_path
 
         check_plot_path(plot)
     common.device(device)
     reg = common.existing_registry()
-    specs = [landscapes.SharpnessSpec(sid, **specs_of) for sid in records.select_ids(reg, ids, "solution")]
-    rows = landscapes.sharpness(
+    specs = [work.SharpnessSpec(sid, **specs_of) for sid in records.select_ids(reg, ids, "solution")]
+    rows = work.measure(
         reg, specs, device=device, recompute=recompute, executor=executor, jobs=jobs, reporter=common.reporter(),
         partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
     )
@@ -126,10 +128,11 @@ def plane(
     """Loss and accuracy over a plane: through three solutions, or around one along random
     filter-normalised directions; BatchNorm re-estimated at every point, stored row by row (a rerun
     resumes where it stopped)."""
-    from starcli.solutions import landscapes, records
+    from starcli.solutions import planes as work
+    from starcli.solutions import records
 
     bn = _bn(bn_calibration)
-    spec = landscapes.PlaneSpec(tuple(ids), random=random, filter_normalised=filter_normalised, resolution=resolution,
+    spec = work.PlaneSpec(tuple(ids), random=random, filter_normalised=filter_normalised, resolution=resolution,
                                 margin=margin, span=span, seed=seed,
                                 splits=tuple(sp.strip() for sp in splits.split(",") if sp.strip()),
                                 bn_calibration=bn, batch_size=batch_size, align=align)
@@ -139,7 +142,7 @@ def plane(
         check_plot_path(plot)
     common.device(device)
     reg = common.existing_registry()
-    [row] = landscapes.planes(
+    [row] = work.measure(
         reg, [spec], device=device, recompute=recompute, executor=executor, jobs=jobs, reporter=common.reporter(),
         partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
     )
@@ -193,9 +196,9 @@ def curve(
 ) -> None:
     """A curved path between two solutions (Garipov et al. 2018): train its bend, register it (kind bend),
     and measure the path's barrier beside the straight line's, with BatchNorm re-estimated at every t."""
-    from starcli.solutions import landscapes
+    from starcli.solutions import bends as work
 
-    spec = landscapes.CurveSpec(a, b, bend=bend, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, points=points,
+    spec = work.CurveSpec(a, b, bend=bend, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, points=points,
                                 splits=tuple(sp.strip() for sp in splits.split(",") if sp.strip()),
                                 bn_calibration=_bn(bn_calibration), align=align)
     if plot:
@@ -204,7 +207,7 @@ def curve(
         check_plot_path(plot)
     common.device(device)
     reg = common.existing_registry()
-    [row] = landscapes.bent_paths(
+    [row] = work.measure(
         reg, [spec], device=device, recompute=recompute, executor=executor, jobs=jobs, reporter=common.reporter(),
         partition=partition, time=time, gpus_per_job=gpus_per_job, slurm_cluster=slurm_cluster, ray_address=ray_address,
     )

@@ -750,7 +750,7 @@ class _Results(dict):
         job = self.todo[i]
         if isinstance(result, BaseException):
             self.reporter.log(f"{job.label()}: failed: {result}")
-        elif hasattr(job, "describe"):  # the instruments' jobs (solutions/sharpness.py, planes.py, bends.py) say what they did
+        elif hasattr(job, "describe"):  # the instruments' jobs (sharpness, plane, curve) say what they did
             self.reporter.log(f"{job.label()}: {job.describe(result)}")
         elif job.kind == "pair":
             self.reporter.log(f"{job.label()}: {result[0]} computed, {result[1] - result[0]} already stored")

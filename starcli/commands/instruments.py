@@ -194,8 +194,11 @@ def curve(
     ray_address: Optional[str] = common.RayAddressOpt,
     json_: bool = common.JsonOpt,
 ) -> None:
-    """A curved path between two solutions (Garipov et al. 2018): train its bend, register it (kind bend),
-    and measure the path's barrier beside the straight line's, with BatchNorm re-estimated at every t."""
+    """A curved path between two solutions: train its bend, register it, and measure its barrier beside the
+    straight line's.
+
+    The bend is trained as Garipov et al. (2018) train it and registered as a solution of kind bend;
+    BatchNorm is re-estimated at every t of both paths."""
     from starcli.solutions import bends as work
 
     spec = work.CurveSpec(a, b, bend=bend, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, points=points,

@@ -211,3 +211,15 @@ def test_sharpness_along_a_segment_equals_sharpness_at_its_points(reg, home, tin
     assert row["result"]["points"][2]["eigenvalues"][0] == pytest.approx(json.loads(alone)[0]["result"]["eigenvalues"][0], rel=1e-4)
     code, _, err = cli("sharpness", "1", "--along", "1")
     assert code == 2 and "--along names solution 1 itself" in err
+
+
+def test_the_notebook_api_lists_the_stored_rows(reg, home, tiny_config, cli):
+    pytest.importorskip("pandas")
+    from starcli import api
+
+    anchor_training.train(reg, tiny_config, [1], device="cpu")
+    code, out, err = cli("sharpness", "1", "--probes", "4", "--subset", "100", "--json")
+    assert code == 0, err
+    frame = api.landscapes(kind="sharpness")
+    assert list(frame["subject"]) == ["1"] and frame["lambda_max"][0] == json.loads(out)[0]["result"]["eigenvalues"][0]
+    assert api.landscapes(solution=2).empty

@@ -7,8 +7,8 @@ from .database import Registry, open_registry
 from .errors import CorruptBlobError, RegistryError
 from .objects import open_store
 from .store import BlobStore, CheckpointStore
-from .tables import BarrierResult, Solution
+from .tables import BarrierResult, LandscapeResult, Solution
 
 __all__ = [
-    "Registry", "open_registry", "BlobStore", "CheckpointStore", "open_store", "CorruptBlobError", "RegistryError", "Solution", "BarrierResult",
+    "Registry", "open_registry", "BlobStore", "CheckpointStore", "open_store", "CorruptBlobError", "RegistryError", "Solution", "BarrierResult", "LandscapeResult",
 ]

@@ -146,6 +146,35 @@ def m005_ids_never_reused(conn: Connection) -> None:
             conn.exec_driver_sql(sql)
 
 
+# m006 is left to the activation-matching/renormalisation work (issue 22 items 1-2), developed beside this.
+
+
+@migration
+def m007_landscapes(conn: Connection) -> None:
+    """The field's instruments beyond lines (issue 22): sharpness at a solution, planes through three,
+    curved paths between two. One row per (kind, the solutions it measures, settings): the solutions are
+    columns with foreign keys, so that removing one finds its rows; the protocol is stored whole."""
+    meta = sa.MetaData()
+    sa.Table("solutions", meta, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table(
+        "landscapes",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("kind", sa.String(16), nullable=False, index=True),
+        sa.Column("subject", sa.String(64), nullable=False),  # the solution ids measured, "12" or "3-4-5"
+        sa.Column("a_id", sa.Integer, sa.ForeignKey("solutions.id"), nullable=False, index=True),
+        sa.Column("b_id", sa.Integer, sa.ForeignKey("solutions.id"), index=True),
+        sa.Column("c_id", sa.Integer, sa.ForeignKey("solutions.id"), index=True),
+        sa.Column("settings_hash", sa.String(64), nullable=False, index=True),
+        sa.Column("settings", sa.JSON, nullable=False),
+        sa.Column("result", sa.JSON, nullable=False),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.UniqueConstraint("kind", "subject", "settings_hash", name="uq_landscape_subject_settings"),
+        sqlite_autoincrement=True,  # ids never reused (m005)
+    )
+    meta.tables["landscapes"].create(conn)
+
+
 def _migrations_table() -> sa.Table:
     return sa.Table(
         "migrations",

@@ -58,3 +58,21 @@ class BarrierResult(SQLModel, table=True):
     settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime, nullable=False))
+
+
+class LandscapeResult(SQLModel, table=True):
+    """One instrument's measurement beyond a line (sharpness at a solution, a plane through three, a
+    curved path between two) under one set of settings; `subject` names the solutions ("12", "3-4-5")."""
+
+    __tablename__ = "landscapes"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16, index=True)
+    subject: str = Field(max_length=64)
+    a_id: int = Field(foreign_key="solutions.id", index=True)
+    b_id: Optional[int] = Field(default=None, foreign_key="solutions.id", index=True)
+    c_id: Optional[int] = Field(default=None, foreign_key="solutions.id", index=True)
+    settings_hash: str = Field(max_length=64, index=True)
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime, nullable=False))

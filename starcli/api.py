@@ -5,6 +5,7 @@
     bars = api.barriers(star=9)                                   # stored pairs of one protocol: settings and barriers
     cur = api.curves(star=9)                                      # tidy: pair, split, t, loss, acc
     hist = api.history(3)                                         # epoch, train_loss, train_acc
+    inst = api.landscapes(kind="sharpness")                       # stored sharpness, planes and curves
 
 Each function opens the registry at `home` (default $STARLIGHT_HOME or ./.starlight) and reads it only.
 """
@@ -127,6 +128,18 @@ def _one_protocol(rows: list[dict[str, Any]], settings: str) -> list[dict[str, A
             stacklevel=3,
         )
     return kept
+
+
+def landscapes(home=None, *, kind: str | None = None, solution: int | None = None) -> "pd.DataFrame":
+    """One row per stored instrument measurement (`starlight landscapes`): kind (sharpness, plane, curve),
+    the solutions measured (`subject`), the headline numbers and the settings' hash. Rows of different
+    settings are different experiments: group by `settings_hash` before comparing."""
+    from starcli.solutions import landscapes as stored
+
+    pd = _pandas()
+    with _registry(home) as reg:
+        rows = stored.stored(reg, kind=kind, solution=solution)
+    return pd.DataFrame(rows)
 
 
 def history(id: int, home=None) -> "pd.DataFrame":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from .commands import alignment, app, experiments, solutions, star, transfer, workbench  # noqa: F401  (each module adds its commands)
+from .commands import alignment, app, experiments, instruments, solutions, star, transfer, workbench  # noqa: F401  (each module adds its commands)
 
 # Training keeps a resume file per epoch and barriers keep the pairs they finished.
 INTERRUPTED = "interrupted; rerun the same command to resume"

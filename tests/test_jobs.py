@@ -21,7 +21,7 @@ from starcli.engine import recipes
 from starcli.solutions import anchors as anchor_training
 from starcli.runners.jobs import RunJob
 from starcli.runners.options import RunOptions
-from starcli.solutions import barriers, records, stars, training
+from starcli.solutions import barriers, bends, planes, records, sharpness, stars, training
 
 
 @pytest.fixture
@@ -321,6 +321,10 @@ def test_every_kind_of_job_is_a_frozen_keyword_built_picklable_job_that_describe
         (stars.StarJob(spec=stars.StarSpec(anchor_ids=(1, 2), seed=7), **where), (9, True), "star from anchors 1,2 (seed 7): solution 9"),
         (barriers.BarrierJob(pairs=((1, 2), (1, 3)), settings={}, settings_hash="h", **where),
          (1, 2), "2 pair(s) from (1, 2): 1 computed, 1 already stored"),
+        # The instruments (issue 22) are kinds of work of the same shape.
+        (sharpness.SharpnessJob(solution=1, settings={}, settings_hash="h", **where), (4, True), "stored as row 4"),
+        (planes.PlaneJob(solutions=(1, 2, 3), settings={}, settings_hash="h", **where), (5, False), "already stored as row 5"),
+        (bends.CurveJob(a=1, b=2, settings={}, settings_hash="h", **where), (6, True), "stored as row 6"),
     ]
     for job, result, said in jobs:
         assert isinstance(job, Job) and dataclasses.is_dataclass(job)

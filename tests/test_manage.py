@@ -199,7 +199,7 @@ def test_list_filters_by_recipe_seed_and_kind_and_shows_a_stars_settings(reg, cl
     assert "anchors_n" in out.splitlines()[0] and "beta:2,2" in out
     before = _state(reg)
     code, out, err = cli("list", "--kind", "stra")
-    assert code == 2 and out == "" and err == "error: unknown kind 'stra'; the kinds are anchor, star, soup, aligned, external\n"
+    assert code == 2 and out == "" and err == "error: unknown kind 'stra'; the kinds are anchor, star, soup, aligned, external, bend\n"
     assert _state(reg) == before
     code, out, err = cli("list", "--seed", "7")
     assert code == 0 and out == "" and "no solutions match these filters" in err

@@ -144,7 +144,8 @@ class PanelledCommand(TyperCommand):
 COMMAND_SECTIONS = {
     "Workflow": ("train", "star", "barrier"),
     "Solutions": ("list", "show", "register", "doctor", "rm", "tag", "untag", "note"),
-    "Results": ("barriers", "curves", "history"),
+    "Results": ("barriers", "curves", "landscapes", "history"),
+    "Instruments": ("sharpness", "plane", "curve"),
     "Experiments": ("demo", "sweep", "soup", "bma", "report"),
     "Alignment": ("align", "spec"),
     "Moving solutions": ("export", "import"),

@@ -64,7 +64,8 @@ def export(
         )
     elif bundle is not None:
         print(f"wrote {result['file']}: {len(result['solutions'])} solution(s) ({','.join(map(str, result['solutions']))}), "
-              f"{result['blobs']} checkpoint(s), {result['barriers']} barrier row(s)")
+              f"{result['blobs']} checkpoint(s), {result['barriers']} barrier row(s)"
+              + (f", {result['landscapes']} instrument row(s)" if result.get("landscapes") else ""))
     else:
         print(f"wrote solution {result['solution']} to {result['folder']}/ (model.safetensors, config.json)")
 
@@ -87,6 +88,7 @@ def import_(
         return
     pairs = ", ".join(f"{a}→{b}" for a, b in result["ids"].items())
     print(f"imported {len(result['added'])} new solution(s), kept {len(result['kept'])} already here, "
-          f"{result['barriers']} barrier row(s); ids {pairs}")
+          f"{result['barriers']} barrier row(s)" + (f", {result['landscapes']} instrument row(s)" if result.get("landscapes") else "")
+          + f"; ids {pairs}")
     if not result["added"]:
         print("nothing new: every solution of the bundle was already registered", file=sys.stderr)

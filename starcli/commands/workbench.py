@@ -42,6 +42,7 @@ def rm(
     print(
         f"removed solutions {', '.join(map(str, removal.solutions))}; "
         f"{len(removal.barriers)} barrier rows; {len(removal.blobs)} checkpoints"
+        + (f"; {len(removal.landscapes)} instrument rows" if removal.landscapes else "")
     )
 
 

@@ -331,3 +331,117 @@ def curves_plot(
         ax.set_title(title)
     style.legend_outside(ax)
     return _save(fig, path)
+
+
+def sharpness_plot(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Sharpness per solution (`starlight sharpness --plot`): the top-k Hessian eigenvalues (the largest
+    filled, the others hollow) and Hutchinson's trace with its 95% t-interval, coloured by kind."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
+    labels = [f"{r.get('solution_kind', '')} {r['subject']}".strip() for r in rows]
+    for j, (row, label) in enumerate(zip(rows, labels)):
+        c = style.colour(_kind_key(row.get("solution_kind", "pair")), j)
+        values = row["result"]["eigenvalues"]
+        left.scatter([j], values[:1], color=c, s=36, zorder=3)
+        if len(values) > 1:
+            left.scatter([j] * (len(values) - 1), values[1:], facecolors="none", edgecolors=c, s=22, zorder=3)
+        trace = row["result"].get("trace")
+        if trace is not None:
+            lo, hi = trace["ci95"]
+            right.errorbar([j], [trace["mean"]], yerr=[[trace["mean"] - lo], [hi - trace["mean"]]], fmt="o", color=c,
+                           capsize=3, elinewidth=0.9)
+    for ax, title in ((left, "top Hessian eigenvalues"), (right, "Hessian trace (Hutchinson, 95% CI)")):
+        ax.set_xticks(range(len(rows)), labels, rotation=30 if len(rows) > 4 else 0)
+        ax.set_title(title, fontsize="medium")
+        ax.grid(False, axis="x")
+    settings = rows[0]["settings"] if rows else {}
+    left.set_ylabel(f"eigenvalue (train loss, {settings.get('subset', '?')} samples)")
+    return _save(fig, Path(path))
+
+
+def plane_plot(path: str | Path, record: dict[str, Any], split: str = "train", kinds: dict[str, str] | None = None) -> Path:
+    """A stored plane (`starlight plane --plot`): filled contours of the loss on `split` (log-spaced
+    levels: a landscape spans decades), the solutions marked and named, and for a plane through three
+    the segments between them (the lines a barrier measures) dashed."""
+    import math
+
+    plt = _pyplot()
+    res = record["result"]
+    xs, ys = res["x"], res["y"]
+    loss = [[max(v, 1e-12) for v in row] for row in res["grid"][split]["loss"]]
+    lo, hi = min(min(r) for r in loss), max(max(r) for r in loss)
+    fig, ax = plt.subplots(figsize=(FIGSIZE[0], FIGSIZE[0] * 0.85))
+    if hi / lo > 1.0001:
+        levels = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / 16) for i in range(17)]
+        from matplotlib.colors import LogNorm
+
+        filled = ax.contourf(xs, ys, loss, levels=levels, norm=LogNorm(lo, hi), cmap="viridis")
+        ax.contour(xs, ys, loss, levels=levels[::2], colors="white", linewidths=0.4, alpha=0.6)
+        fig.colorbar(filled, ax=ax, label=f"{split} loss (log scale)", format="%.3g")
+    marks = res["marks"]
+    names = list(marks)
+    if len(names) == 3:
+        for a, b in ((0, 1), (0, 2), (1, 2)):
+            (x0, y0), (x1, y1) = marks[names[a]], marks[names[b]]
+            ax.plot([x0, x1], [y0, y1], linestyle="--", color="white", linewidth=1.0)
+    for k, name in enumerate(names):
+        kind = (kinds or {}).get(name, "pair")
+        x, y = marks[name]
+        ax.scatter([x], [y], s=46, color=style.colour(_kind_key(kind), k), edgecolors="white", linewidths=1.0, zorder=3)
+        right = x > (min(res["x"]) + max(res["x"])) / 2  # labels point inwards, never off the axes
+        ax.annotate(f"{kind} {name}" if kinds else name, (x, y), textcoords="offset points", xytext=(-5 if right else 5, 5),
+                    ha="right" if right else "left", color="white", fontsize="small")
+    st = record["settings"]
+    if st["basis"] == "random":
+        ax.set_xlabel("direction 1 (filter-normalised)" if st.get("filter_normalised") else "direction 1")
+        ax.set_ylabel("direction 2")
+    else:
+        ax.set_xlabel("distance along θ_B − θ_A")
+        ax.set_ylabel("distance orthogonal, towards θ_C")
+        ax.set_aspect("equal", adjustable="box")
+    ax.locator_params(nbins=6)
+    ax.grid(False)
+    return _save(fig, Path(path))
+
+
+def _kind_key(kind: str) -> str:
+    """A solution's kind as the palette names it: every anchor in the anchors' colour."""
+    return "anchors" if kind == "anchor" else kind
+
+
+def bent_path_plot(path: str | Path, record: dict[str, Any]) -> Path:
+    """A stored curve (`starlight curve --plot`): the loss along the trained path and along the straight
+    line between the same two solutions, per split (train solid, test dashed)."""
+    plt = _pyplot()
+    res, st = record["result"], record["settings"]
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for k, (name, label) in enumerate((("line", "straight line"), ("curve", f"{st['bend']} curve"))):
+        for split in st["splits"]:
+            ax.plot(res["t"], res[name][split]["loss"], linestyle=style.SPLIT_STYLES[split],
+                    color=style.OTHERS[k] if name == "curve" else style.PALETTE["pair"], label=f"{label}, {split}")
+    ax.set_xlabel("t along the path (0: A, 1: B)")
+    ax.set_ylabel("loss")
+    style.legend_outside(ax)
+    return _save(fig, Path(path))
+
+
+def sharpness_along_plot(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Sharpness along segments (`starlight sharpness S --along H --plot`): λ_max and the trace (95% CI)
+    against t, one line per segment."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
+    for k, row in enumerate(rows):
+        ts, pts = row["result"]["t"], row["result"]["points"]
+        c = style.colour(row.get("solution_kind", "pair"), k)
+        left.plot(ts, [p["eigenvalues"][0] for p in pts], marker="o", color=c, label=row["subject"])
+        if all("trace" in p for p in pts):
+            means = [p["trace"]["mean"] for p in pts]
+            right.errorbar(ts, means, yerr=[[m - p["trace"]["ci95"][0] for m, p in zip(means, pts)],
+                                            [p["trace"]["ci95"][1] - m for m, p in zip(means, pts)]],
+                           marker="o", color=c, capsize=3, label=row["subject"])
+    left.set_title("top Hessian eigenvalue", fontsize="medium")
+    right.set_title("Hessian trace (Hutchinson, 95% CI)", fontsize="medium")
+    for ax in (left, right):
+        ax.set_xlabel("t on the segment")
+    style.legend_outside(right)
+    return _save(fig, Path(path))

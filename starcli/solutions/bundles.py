@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from starcli.errors import StarlightError, UsageError
-from starcli.registry import BarrierResult, Solution
+from starcli.registry import BarrierResult, LandscapeResult, Solution
 
 from . import manifests, records, targets
 from .manifests import FORMAT, VERSION
@@ -78,7 +78,16 @@ def export_bundle(reg, ids: list[int], path: str | Path, force: bool = False) ->
         ]
         barrier_rows = [{"a_id": r.a_id, "b_id": r.b_id, "settings_hash": r.settings_hash, "settings": r.settings,
                          "result": r.result, "created_at": r.created_at.isoformat()} for r in barriers]
+        instruments = [
+            r for r in s.exec(select(LandscapeResult).where(col(LandscapeResult.a_id).in_(by_id)))
+            if all(i is None or i in by_id for i in (r.b_id, r.c_id))
+        ]
+        landscape_rows = [{"kind": r.kind, "subject": r.subject, "a_id": r.a_id, "b_id": r.b_id, "c_id": r.c_id,
+                           "settings_hash": r.settings_hash, "settings": r.settings, "result": r.result,
+                           "created_at": r.created_at.isoformat()} for r in instruments]
     manifest = {"format": FORMAT, "version": VERSION, "solutions": [_row(s) for s in sols], "barriers": barrier_rows}
+    if landscape_rows:  # only then: a bundle without them stays readable by versions before the instruments
+        manifest["landscapes"] = landscape_rows
 
     def write(f) -> None:
         with tarfile.open(fileobj=f, mode=mode) as tar:
@@ -89,7 +98,7 @@ def export_bundle(reg, ids: list[int], path: str | Path, force: bool = False) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     targets.write_new(path, write, force)
     return {"file": str(path), "solutions": [s.id for s in sols], "blobs": len({s.sha256 for s in sols}),
-            "barriers": len(barrier_rows)}
+            "barriers": len(barrier_rows), "landscapes": len(landscape_rows)}
 
 
 def bundle_mode(path: str | Path) -> str:
@@ -216,6 +225,10 @@ def check_rows(bundle: Bundle) -> None:
     for i, b in enumerate(bundle.manifest.barriers):
         if b.a_id not in inside or b.b_id not in inside:
             raise StarlightError(f"{path}: barrier row {i} measures pair {b.a_id}-{b.b_id}, which the bundle lacks; nothing was imported")
+    for i, r in enumerate(bundle.manifest.landscapes):
+        refs = [r.a_id, r.b_id, r.c_id, *map(int, r.subject.split("-"))]
+        if any(x is not None and x not in inside for x in refs):
+            raise StarlightError(f"{path}: {r.kind} row {i} refers to a solution the bundle lacks; nothing was imported")
     shapes: dict[str, dict[str, tuple]] = {}
     for row in rows:
         if row.sha256 not in shapes:
@@ -346,6 +359,22 @@ def _import(reg, bundle: Bundle) -> dict[str, Any]:
             if there is None:
                 s.add(BarrierResult(a_id=a, b_id=bb, settings_hash=b.settings_hash, settings=b.settings, result=b.result))
                 n_barriers += 1
+        n_landscapes = 0
+        for r in bundle.manifest.landscapes:
+            subject = "-".join(str(ids[int(x)]) for x in r.subject.split("-"))
+            there = s.exec(select(LandscapeResult).where(
+                LandscapeResult.kind == r.kind, LandscapeResult.subject == subject,
+                LandscapeResult.settings_hash == r.settings_hash,
+            )).first()
+            if there is None:
+                result = dict(r.result)
+                if "bend_solution" in result and r.c_id is not None:  # a curve names its bend by id
+                    result["bend_solution"] = ids[r.c_id]
+                s.add(LandscapeResult(kind=r.kind, subject=subject, a_id=ids[r.a_id],
+                                      b_id=ids[r.b_id] if r.b_id is not None else None,
+                                      c_id=ids[r.c_id] if r.c_id is not None else None,
+                                      settings_hash=r.settings_hash, settings=r.settings, result=result))
+                n_landscapes += 1
         s.commit()
     # An orphan collection between our put and our commit may have deleted a blob no row referenced yet;
     # now rows do, so no collector deletes it again: putting it back once closes the race (records.add).
@@ -353,7 +382,7 @@ def _import(reg, bundle: Bundle) -> dict[str, Any]:
         if not reg.store.holds(sha):
             reg.store.put_bytes(bundle.blob(sha, 0))
     return {"file": str(bundle.path), "ids": {str(k): v for k, v in ids.items()}, "added": added,
-            "kept": [v for k, v in ids.items() if v not in added], "barriers": n_barriers}
+            "kept": [v for k, v in ids.items() if v not in added], "barriers": n_barriers, "landscapes": n_landscapes}
 
 
 # --- the Hugging Face / timm layout ----------------------------------------------------------------

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlmodel import col, delete, or_, select
 
 from starcli.errors import StarlightError, UsageError
-from starcli.registry import BarrierResult, Registry, Solution
+from starcli.registry import BarrierResult, LandscapeResult, Registry, Solution
 
 from . import records
 
@@ -34,9 +34,10 @@ class Removal:
     solutions: list[int] = field(default_factory=list)
     barriers: list[int] = field(default_factory=list)  # barrier row ids
     blobs: list[str] = field(default_factory=list)  # sha256 of the checkpoints deleted
+    landscapes: list[int] = field(default_factory=list)  # instrument row ids (sharpness, planes, curves)
 
     def as_dict(self) -> dict:
-        return {"solutions": self.solutions, "barriers": self.barriers, "blobs": self.blobs}
+        return {"solutions": self.solutions, "barriers": self.barriers, "blobs": self.blobs, "landscapes": self.landscapes}
 
 
 def dependents(sols: list[Solution], sol: Solution) -> list[tuple[int, str]]:
@@ -47,6 +48,8 @@ def dependents(sols: list[Solution], sol: Solution) -> list[tuple[int, str]]:
             continue
         if sol.id in (other.anchors or []):
             out.append((other.id, f"{other.kind} {other.id} has {sol.id} as an anchor"))
+        elif other.kind == "bend" and sol.id in (other.source_id, other.target_id):
+            out.append((other.id, f"bend {other.id} is a curve's control point between {other.source_id} and {other.target_id}"))
         elif other.source_id == sol.id:
             out.append((other.id, f"{other.kind} {other.id} was aligned from {sol.id}"))
         elif other.target_id == sol.id:
@@ -80,7 +83,16 @@ def _plan(s, ids: list[int]) -> tuple[list[int], list[int], list[str]]:
         or_(col(BarrierResult.a_id).in_(going), col(BarrierResult.b_id).in_(going))).order_by(BarrierResult.id)))
     for r in rows:
         reasons.append(f"barrier row {r.id} (pair {r.a_id}-{r.b_id})")
+    for r in _landscape_rows(s, going):
+        reasons.append(f"{r.kind} row {r.id} (of {r.subject})")
     return going, [r.id for r in rows], reasons
+
+
+def _landscape_rows(s, going: list[int]) -> list[LandscapeResult]:
+    """The instrument rows (sharpness, planes, curves) that measure any solution in `going`."""
+    return list(s.exec(select(LandscapeResult).where(or_(
+        col(LandscapeResult.a_id).in_(going), col(LandscapeResult.b_id).in_(going), col(LandscapeResult.c_id).in_(going),
+    )).order_by(LandscapeResult.id)))
 
 
 def remove(reg: Registry, ids: list[int], cascade: bool = False) -> Removal:
@@ -99,12 +111,14 @@ def remove(reg: Registry, ids: list[int], cascade: bool = False) -> Removal:
                 "pass --cascade to remove those too"
             )
         shas = sorted({sol.sha256 for sol in s.exec(select(Solution).where(col(Solution.id).in_(going)))})
+        landscape_ids = [r.id for r in _landscape_rows(s, going)]
         s.exec(delete(BarrierResult).where(col(BarrierResult.id).in_(barrier_ids)))
+        s.exec(delete(LandscapeResult).where(col(LandscapeResult.id).in_(landscape_ids)))
         s.exec(delete(Solution).where(col(Solution.id).in_(going)))
         s.commit()
     # Rows first, then blobs in a transaction of their own: a crash in between leaves only orphan blobs,
     # which `doctor --fix` collects, never a row without its checkpoint.
-    return Removal(sorted(going), sorted(barrier_ids), collect_blobs(reg, shas))
+    return Removal(sorted(going), sorted(barrier_ids), collect_blobs(reg, shas), sorted(landscape_ids))
 
 
 def collect_blobs(reg: Registry, shas: list[str] | None = None) -> list[str]:

@@ -95,11 +95,28 @@ class BarrierRow(_Strict):
     created_at: Optional[Annotated[str, Field(max_length=40)]] = None
 
 
+class LandscapeRow(_Strict):
+    """An instrument's row (solutions/landscapes.py): sharpness, a plane, a curve."""
+
+    kind: Literal["sharpness", "plane", "curve"]
+    subject: Annotated[str, Field(pattern=r"^[0-9]+(-[0-9]+){0,2}$", max_length=64)]
+    a_id: ID
+    b_id: Optional[ID] = None
+    c_id: Optional[ID] = None
+    settings_hash: SHA256
+    settings: JSON_OBJECT
+    result: JSON_OBJECT
+    created_at: Optional[Annotated[str, Field(max_length=40)]] = None
+
+
 class Manifest(_Strict):
     format: Literal["starlight-bundle"]
     version: Literal[1]
     solutions: Annotated[list[SolutionRow], Field(min_length=1, max_length=MAX_SOLUTIONS)]
     barriers: Annotated[list[BarrierRow], Field(max_length=MAX_BARRIERS)] = []
+    # Written only when a bundle holds instrument rows, so bundles without them still import in
+    # versions that predate the instruments.
+    landscapes: Annotated[list[LandscapeRow], Field(max_length=MAX_BARRIERS)] = []
 
 
 def parse(text: bytes, where: str) -> Manifest:

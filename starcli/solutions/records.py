@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
 # Every kind `register` is called with (anchors.py, stars.py, soups.py, aligned.py, imports.py).
-KINDS = ("anchor", "star", "soup", "aligned", "external")
+KINDS = ("anchor", "star", "soup", "aligned", "external", "bend")  # bend: a curve's trained control point (solutions/bends.py)
 # A researcher's labels: bounded where they are set (manage.tag/note) and where they arrive (manifests.py),
 # so every exported bundle imports again.
 MAX_TAGS, MAX_TAG_CHARS, MAX_NOTE_CHARS = 100, 128, 10_000

@@ -19,6 +19,8 @@ registry, so a rerun answers finished work from it:
 
     OMP_NUM_THREADS=1 python benchmarks/study_instruments.py --home /tmp/study-instruments \
         --out docs/results/instruments-on-the-star
+    OMP_NUM_THREADS=1 python benchmarks/study_instruments.py --home /tmp/study-instruments-30 --epochs 30 \
+        --out docs/results/instruments-on-the-star-30-epochs
 """
 
 from __future__ import annotations
@@ -79,11 +81,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", default="/tmp/study-instruments", help="the study's own registry")
     parser.add_argument("--out", default="docs/results/instruments-on-the-star", help="folder for the CSVs and figure")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train the anchors and held-outs this many epochs (default: the recipe's 400); the star follows them")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     net = ["--width", str(WIDTH), "--set", f"arch_kwargs.depth={DEPTH}"]
+    if args.epochs is not None:
+        net += ["--epochs", str(args.epochs)]
 
     every = [s for r in range(REPLICATES) for group in seeds(r) for s in group]
     trained = starlight(args.home, "train", "--seed", ",".join(map(str, every)), *net)
@@ -148,7 +154,7 @@ def main() -> None:
             w.writerow([name, s["ratio"], *ci, " ".join(f"{v:.4f}" for v in s.get("replicate_ratios", [])),
                         s["difference"], *dci, s["connects_better"]])
     wall = time.perf_counter() - start
-    meta = {"wall_seconds": round(wall, 1), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+    meta = {"epochs": args.epochs or "recipe", "wall_seconds": round(wall, 1), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", "python": platform.python_version(),
             "replicates": rows}
     (out / "study.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -31,9 +31,10 @@ test: $(VENV)/.dev
 bench: $(VENV)/.dev
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
-# Every published table and figure of docs/results, regenerated from an empty registry of its own (about 45
-# minutes on 2 cores). Order matters only for reuse: the anchors and t-sampling sweeps reuse width-mnist1d's
-# models, width-mnist1d-cnn reuses anchors-mnist1d-cnn's width 32.
+# Every published table and figure of docs/results, regenerated from an empty registry of its own (about 52
+# minutes on 2 cores; the instruments study, benchmarks/study_instruments.py, runs last in registries of its
+# own). Order matters only for reuse: the anchors and t-sampling sweeps reuse width-mnist1d's models,
+# width-mnist1d-cnn reuses anchors-mnist1d-cnn's width 32.
 PUBLISHED := linear-toy-replicates linear-toy-replicates-solution linear-toy width-mnist1d anchors-mnist1d \
 	t-sampling-mnist1d anchors-mnist1d-cnn width-mnist1d-cnn
 RESULTS_HOME ?= .starlight-results
@@ -43,6 +44,10 @@ results: $(VENV)/.core
 		$(VENV)/bin/starlight --home $(RESULTS_HOME) sweep $$s --out docs/results/$$s --force --jobs 2 || exit 1; \
 		rm -f docs/results/$$s/results.json; \
 	done
+	OMP_NUM_THREADS=1 $(PY) benchmarks/study_instruments.py --home $(RESULTS_HOME)-instruments \
+		--out docs/results/instruments-on-the-star
+	OMP_NUM_THREADS=1 $(PY) benchmarks/study_instruments.py --home $(RESULTS_HOME)-instruments-30 --epochs 30 \
+		--out docs/results/instruments-on-the-star-30-epochs
 
 clean:
-	rm -rf $(VENV) .starlight .starlight-results demo-out .pytest_cache
+	rm -rf $(VENV) .starlight .starlight-results .starlight-results-instruments .starlight-results-instruments-30 demo-out .pytest_cache

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
 
-.PHONY: demo test bench results install clean
+.PHONY: demo test test-fast docs bench results install clean
 
 # Two stamps: the demo needs the core package only (no extras: a lighter, faster install); the tests need the
 # dev extra. The dev install includes the core one, so `make test` then `make demo` installs nothing more, and
@@ -27,6 +27,14 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q
+
+# The contributor's loop: every module imported and exercised, the end-to-end tests (marked `slow`) left out.
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow"
+
+# docs/cli.md from each command's --help (tests/test_docs.py fails when it is stale).
+docs: $(VENV)/.core
+	$(PY) scripts/commands_doc.py
 
 bench: $(VENV)/.dev
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -231,7 +231,12 @@ def test_the_resolved_config_and_its_key_are_unchanged_for_valid_input():
 def test_every_shipped_recipe_passes_the_schema():
     from starcli.engine import recipes
 
-    for name in recipes.available():
+    # The loop proves nothing if the packaged recipes went missing (a wheel without its package data):
+    # every recipe of the source tree must be there, the default among them.
+    shipped = recipes.available()
+    source = {p.stem for p in (Path(__file__).resolve().parents[1] / "recipes").glob("*.toml")}
+    assert len(shipped) >= 9 and "mnist1d-mlp" in shipped and set(shipped) == source
+    for name in shipped:
         recipes.resolve(name)
 
 

@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ CPU_SWEEPS = ["width-mnist1d", "anchors-mnist1d", "t-sampling-mnist1d", "linear-
 
 def test_every_shipped_sweep_parses_validates_and_resolves_its_recipe():
     assert set(GPU_SWEEPS + CPU_SWEEPS) <= set(sweep_file.available())
+    source = {p.stem for p in (Path(__file__).resolve().parents[1] / "recipes" / "sweeps").glob("*.toml")}
+    assert set(sweep_file.available()) == source  # every sweep of the source tree is packaged
     for name in sweep_file.available():
         sweep = sweep_file.load(name)
         assert sweep.name == name and sweep.description

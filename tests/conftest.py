@@ -68,4 +68,6 @@ def cli():
     return run_cli
 
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Two intra-op threads in a serial run; one per worker under pytest-xdist (`make test` runs two workers), so the
+# workers do not fight over the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")

@@ -30,41 +30,21 @@ def state(reg) -> tuple:
     return rows, bars, files
 
 
-@pytest.fixture(scope="module")
-def source_home(tmp_path_factory, mnist1d_cache):
-    """A home with anchors 1-2, a held-out 3, a star 4 from 1-2, and its measured barriers: trained once for
-    the module (about 30 tests use it), then copied into each test's home by `reg`, so every test still starts
-    from the same untouched registry."""
-    from starcli.engine import recipes
-
-    home = tmp_path_factory.mktemp("sharing-source") / "home"
-    (home / "datasets").mkdir(parents=True)
-    shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")
-    config = recipes.resolve("mnist1d-mlp", width=32, epochs=3)  # conftest's tiny_config
-    r = open_registry(home)
-    try:
-        ids = [o.solution.id for o in anchor_training.train(r, config, [1, 2, 3])]
-        star, _ = stars.build_star(r, ids[:2], epochs=1)
-        barriers.measure(r, star=star.id, held_out=[ids[2]], points=3, splits=("train",))
-    finally:
-        r.close()
-    return home, (star.id, ids)
-
-
 @pytest.fixture
 def reg(home, request):
-    """The test's registry: a copy of `source_home` when the test uses `source`, else empty."""
+    """The test's registry: when the test uses `source`, a copy of conftest's `star_home` (trained once per
+    session instead of once per test), else empty."""
     if "source" in request.fixturenames:
-        shutil.copytree(request.getfixturevalue("source_home")[0], home)
+        shutil.copytree(request.getfixturevalue("star_home")[0], home)  # database, blobs, dataset cache
     r = open_registry(home)
     yield r
     r.close()
 
 
 @pytest.fixture
-def source(reg, source_home):
-    """(star id, [anchor 1, anchor 2, held-out 3]) in the test's copy of the source registry."""
-    return source_home[1]
+def source(reg, star_home):
+    """Anchors 1-2, a held-out 3, a star 4 from 1-2, and its measured barriers: (star id, ids)."""
+    return star_home[1]
 
 
 @pytest.fixture

@@ -25,12 +25,17 @@ install: $(VENV)/.dev
 demo: $(VENV)/.core
 	$(VENV)/bin/starlight demo --force  # a rerun rewrites demo-out/ and answers from the registry
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, one test file per worker at a time (--dist loadfile, so a
+# module's shared fixtures are built once), one torch thread each (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(VENV)/.dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 # The contributor's loop: every module imported and exercised, the end-to-end tests (marked `slow`) left out.
 test-fast: $(VENV)/.dev
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 # docs/cli.md from each command's --help (tests/test_docs.py fails when it is stale).
 docs: $(VENV)/.core

@@ -4,6 +4,7 @@ and never moves B away from A, it lowers barriers, and anything the tracer canno
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -238,9 +239,40 @@ def test_a_hand_written_spec_is_used_and_self_checked(monkeypatch):
 # --- the command line ------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def two_anchor_home(tmp_path_factory, mnist1d_cache):
+    """A home with anchors 1 and 2 of conftest's tiny_config, trained once for the module; `reg` copies it into
+    the home of each test that uses `two_anchors`, so each still starts from the same two rows."""
+    from starcli.engine import recipes
+    from starcli.registry import open_registry
+
+    home = tmp_path_factory.mktemp("two-anchors") / "home"
+    (home / "datasets").mkdir(parents=True)
+    shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")
+    r = open_registry(home)
+    try:
+        anchor_training.train(r, recipes.resolve("mnist1d-mlp", width=32, epochs=3), [1, 2], device="cpu")
+    finally:
+        r.close()
+    return home
+
+
 @pytest.fixture
-def two_anchors(reg, tiny_config):
-    return [o.solution for o in anchor_training.train(reg, tiny_config, [1, 2], device="cpu")]
+def reg(home, request):
+    if "two_anchors" in request.fixturenames:
+        shutil.copytree(request.getfixturevalue("two_anchor_home"), home)  # database, blobs, dataset cache
+    from starcli.registry import open_registry
+
+    r = open_registry(home)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def two_anchors(reg):
+    anchors = sorted(records.query(reg), key=lambda sol: sol.seed)
+    assert [sol.seed for sol in anchors] == [1, 2]
+    return anchors
 
 
 def test_align_registers_an_aligned_copy_computing_b_s_function_once(cli, reg, two_anchors):

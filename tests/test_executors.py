@@ -30,6 +30,7 @@ def _check(reg, outcomes, seeds):
 # --- local ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_local_executor_trains_seeds_in_two_worker_processes_and_resubmitting_skips_them(reg, config):
     outcomes = executors.train(reg, config, [1, 2, 3], executor="local", device="cpu", jobs=2)
     _check(reg, outcomes, [1, 2, 3])

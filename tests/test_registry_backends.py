@@ -154,6 +154,7 @@ def test_four_processes_opening_a_new_registry_at_once_migrate_it_once(backend):
     reg.close()
 
 
+@pytest.mark.slow
 def test_four_processes_training_into_one_registry_lose_no_rows_and_one_seed_twice_is_one_row(open_reg, tiny_config):
     reg = open_reg()
     config = recipes.resolve("mnist1d-mlp", width=16, epochs=1)

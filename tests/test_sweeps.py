@@ -125,6 +125,7 @@ def tiny_sweep(tmp_path, home, mnist1d_cache):
     return path
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_runs_end_to_end_and_a_rerun_recomputes_nothing(reg, tiny_sweep, tmp_path, monkeypatch, cli):
     out = tmp_path / "report"
     first = sweep_run.run(reg, sweep_file.load(str(tiny_sweep)), out, device="cpu")
@@ -218,6 +219,7 @@ def test_regression_is_evaluated_as_mse_and_r2_percent():
     assert r2 == pytest.approx(0.0, abs=1e-4) and mse == pytest.approx(y.var(unbiased=False).item(), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_tiny_linear_toy_sweep_trains_stars_and_barriers_on_regression(reg, tmp_path):
     path = tmp_path / "lin.toml"
     path.write_text(
@@ -297,6 +299,7 @@ def test_the_wrn_sweep_re_aligns_anchors_as_the_authors_wrn_configs_do():
     assert sweep_file.load("cifar10-wrn").star == {"preset": "paper", "realign": True}
 
 
+@pytest.mark.slow
 def test_the_shipped_linear_toy_replicates_sweep_runs_end_to_end_with_its_ci_columns(reg, tmp_path):
     """The shipped file as it is (its seeds, held-outs, preset and barrier settings), cut to one width, two
     replicates and a few epochs: every column the published table shows is filled and agrees with pairs.csv."""

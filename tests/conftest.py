@@ -50,6 +50,36 @@ def tiny_config(home: Path, mnist1d_cache: Path):
 
 
 @pytest.fixture(scope="session")
+def anchor_home(tmp_path_factory, mnist1d_cache):
+    """`anchor_home(seeds, device)` -> a home holding `tiny_config` anchors of those seeds, registered as
+    `anchors.train(reg, tiny_config, seeds, device=device)` registers them. Trained once per session for each
+    (seeds, device); a module whose tests start from those anchors copies the home into each test's home
+    (`shutil.copytree(anchor_home(...), home)` before its registry is opened), so every test still gets an
+    untouched registry of its own without training it again."""
+    from starcli.engine import recipes
+    from starcli.registry import open_registry
+    from starcli.solutions import anchors
+
+    built: dict[tuple, Path] = {}
+
+    def make(seeds, device: str = "auto") -> Path:
+        key = (tuple(seeds), device)
+        if key not in built:
+            h = tmp_path_factory.mktemp("anchor-home") / "home"
+            (h / "datasets").mkdir(parents=True)
+            shutil.copy(mnist1d_cache, h / "datasets" / "mnist1d.npz")
+            r = open_registry(h)
+            try:
+                anchors.train(r, recipes.resolve("mnist1d-mlp", width=32, epochs=3), list(seeds), device=device)
+            finally:
+                r.close()
+            built[key] = h
+        return built[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def star_home(tmp_path_factory, mnist1d_cache):
     """(home, (star id, [anchor 1, anchor 2, held-out 3])): a registry with anchors 1-2 and a held-out 3 of
     `tiny_config`, a star 4 from 1-2 and its measured barriers. Trained once per session; a test that needs it

@@ -16,7 +16,6 @@ from starcli.alignment import derive, selfcheck
 from starcli.alignment.spec import PermutationSpec
 from starcli.engine import data, training
 from starcli.errors import StarlightError
-from starcli.solutions import anchors as anchor_training
 from starcli.solutions import records
 
 ARCHITECTURES = [
@@ -239,30 +238,14 @@ def test_a_hand_written_spec_is_used_and_self_checked(monkeypatch):
 # --- the command line ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def two_anchor_home(tmp_path_factory, mnist1d_cache):
-    """A home with anchors 1 and 2 of conftest's tiny_config, trained once for the module; `reg` copies it into
-    the home of each test that uses `two_anchors`, so each still starts from the same two rows."""
-    from starcli.engine import recipes
-    from starcli.registry import open_registry
-
-    home = tmp_path_factory.mktemp("two-anchors") / "home"
-    (home / "datasets").mkdir(parents=True)
-    shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")
-    r = open_registry(home)
-    try:
-        anchor_training.train(r, recipes.resolve("mnist1d-mlp", width=32, epochs=3), [1, 2], device="cpu")
-    finally:
-        r.close()
-    return home
-
-
 @pytest.fixture
-def reg(home, request):
-    if "two_anchors" in request.fixturenames:
-        shutil.copytree(request.getfixturevalue("two_anchor_home"), home)  # database, blobs, dataset cache
+def reg(home, request, anchor_home):
+    """The test's registry: when the test uses `two_anchors`, a copy of conftest's `anchor_home((1, 2), 'cpu')`
+    (trained once per session instead of once per test), else empty."""
     from starcli.registry import open_registry
 
+    if "two_anchors" in request.fixturenames:
+        shutil.copytree(anchor_home((1, 2), "cpu"), home, dirs_exist_ok=True)  # database, blobs, dataset cache
     r = open_registry(home)
     yield r
     r.close()

@@ -35,7 +35,7 @@ def reg(home, request):
     """The test's registry: when the test uses `source`, a copy of conftest's `star_home` (trained once per
     session instead of once per test), else empty."""
     if "source" in request.fixturenames:
-        shutil.copytree(request.getfixturevalue("star_home")[0], home)  # database, blobs, dataset cache
+        shutil.copytree(request.getfixturevalue("star_home")[0], home, dirs_exist_ok=True)  # database, blobs, dataset cache
     r = open_registry(home)
     yield r
     r.close()

@@ -1,6 +1,7 @@
 """The baselines the paper lacked: the aligned anchor average ("soup") and BMA over a star domain."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -13,8 +14,23 @@ from starcli.solutions import records, soups
 
 
 @pytest.fixture
+def reg(home, request, anchor_home):
+    """The test's registry: when the test uses `anchors`, a copy of conftest's `anchor_home((1, 2, 3), "cpu")`
+    (trained once per session instead of once per test), else empty."""
+    from starcli.registry import open_registry
+
+    if "anchors" in request.fixturenames:
+        shutil.copytree(anchor_home((1, 2, 3), "cpu"), home, dirs_exist_ok=True)  # database, blobs, dataset cache
+    r = open_registry(home)
+    yield r
+    r.close()
+
+
+@pytest.fixture
 def anchors(reg, tiny_config):
-    return [o.solution for o in anchor_training.train(reg, tiny_config, [1, 2, 3], device="cpu")]
+    found = sorted(records.query(reg, kind="anchor"), key=lambda sol: sol.seed)
+    assert [sol.seed for sol in found] == [1, 2, 3]
+    return found
 
 
 @pytest.fixture

@@ -119,6 +119,9 @@ def cli():
     return run_cli
 
 
+# Tables fit $COLUMNS when it is set (starcli/reports/tables.py); pytest-xdist exports COLUMNS=80 to its workers
+# and a shell may export its own, so the tests start without it (a test that wants a width sets it).
+os.environ.pop("COLUMNS", None)
 # Two intra-op threads in a serial run; one per worker under pytest-xdist (`make test` runs two workers), so the
 # workers do not fight over the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")

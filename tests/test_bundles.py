@@ -51,6 +51,7 @@ def other(tmp_path):
     r.close()
 
 
+@pytest.mark.slow
 def test_a_star_travels_with_its_anchors_blobs_and_barriers_and_ids_are_remapped(reg, source, other, tmp_path):
     star, ids = source
     # occupy ids 1-2 in the receiving registry with unrelated rows, so that remapping is visible

@@ -36,6 +36,7 @@ def trained(reg, tiny_config):
     return found
 
 
+@pytest.mark.slow
 def test_train_prints_a_json_list_of_records(home, cli, tiny_config):
     code, out, err = cli("train", "--seed", "1-2", "--width", "32", "--epochs", "3", "--device", "cpu", "--json")
     assert code == 0, err

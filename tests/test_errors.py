@@ -358,6 +358,7 @@ def _on_read_only_mount(home: Path, *commands: tuple[str, ...]) -> subprocess.Co
     return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_registry_on_a_read_only_mount_can_be_listed_and_writing_is_one_line(populated):
     if not _can_mount_read_only(populated):
         pytest.skip("no mount namespace here (unshare -m); the mode=ro path is tested directly above")

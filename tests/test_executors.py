@@ -40,6 +40,7 @@ def test_local_executor_trains_seeds_in_two_worker_processes_and_resubmitting_sk
     assert not any(o.trained for o in again)
 
 
+@pytest.mark.slow
 def test_two_workers_train_stacked_seed_groups_bit_identical_to_one_seed_at_a_time(tmp_path, config):
     from starcli.registry import Registry
 
@@ -54,6 +55,7 @@ def test_two_workers_train_stacked_seed_groups_bit_identical_to_one_seed_at_a_ti
     assert [o.solution.key for o in outcomes] == [r.solution.key for r in reference]
 
 
+@pytest.mark.slow
 def test_registered_seeds_start_no_worker(reg, config, monkeypatch):
     first = anchor_training.train(reg, config, [1, 2], device="cpu")
     monkeypatch.setattr(executors, "_run_local", lambda *a, **k: pytest.fail("no pool when every seed is registered"))
@@ -96,6 +98,7 @@ def test_visible_gpus_honour_cuda_visible_devices(monkeypatch):
 # --- slurm (submitit's local executors) ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_slurm_debug_runs_one_job_per_seed_with_logs_under_home(reg, config):
     pytest.importorskip("submitit")
     outcomes = executors.train(reg, config, [1, 2], executor="slurm", device="cpu", slurm_cluster="debug")
@@ -188,6 +191,7 @@ def test_any_spelling_of_auto_gets_the_same_precision_defaults_on_slurm():
     assert json.loads(config)["precision"] == "bf16"  # the GPU the job asks for, however auto is written
 
 
+@pytest.mark.slow
 def test_train_command_submits_each_seed_as_its_own_slurm_job_process(home, config, cli):
     pytest.importorskip("submitit")
     # submitit's local executor: a real subprocess per array task, logs under $STARLIGHT_HOME/slurm.
@@ -225,6 +229,7 @@ def test_failed_seeds_are_reported_in_one_line_once_every_seed_has_run(reg, conf
     assert "rerun the same command" in message
 
 
+@pytest.mark.slow
 def test_ray_refuses_a_gpu_request_on_a_cluster_without_gpus_instead_of_waiting(reg, config, local_ray):
     with pytest.raises(StarlightError, match="asks for 1 GPU.*has 0"):
         executors.train(reg, config, [1], executor="ray", device="cpu", gpus_per_job=1)

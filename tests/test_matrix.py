@@ -56,6 +56,7 @@ def test_matrix_pairs_are_every_unordered_pair_and_bad_lists_are_usage_errors():
     assert [p.name for p in output_paths("folder")] == ["barrier-matrix.csv", "barrier-matrix.png"]
 
 
+@pytest.mark.slow
 def test_the_matrix_equals_the_pairs_measured_one_by_one_and_is_stored(reg, three, tmp_path):
     result = barrier_matrix(reg, three, tmp_path / "m", points=3, splits=("train",))
     assert len(rows(reg)) == 3  # stored as any pair

@@ -317,6 +317,7 @@ def test_an_import_racing_the_collector_keeps_every_blob(reg, exported, other, t
         assert records.state_dict(other, records.get(other, sid))  # loads, verified
 
 
+@pytest.mark.slow
 def test_concurrent_imports_of_one_bundle_both_succeed(exported, other, tmp_path):
     import subprocess
     import sys
@@ -353,6 +354,7 @@ def test_every_kind_exported_imports_again_whole(reg, source, other, tmp_path, h
         assert (b.source_id, b.target_id) == tuple(mapping.get(i) for i in (a.source_id, a.target_id))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["blob-write", "blob-renamed"])
 def test_an_import_killed_before_its_commit_adds_no_row_and_a_rerun_adds_it_whole(exported, other, tmp_path, point):
     """kill -9 inside the blob writes: no row at all (the rows go in one transaction after the blobs), and
@@ -373,6 +375,7 @@ def test_an_import_killed_before_its_commit_adds_no_row_and_a_rerun_adds_it_whol
 # --- races ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rm_cascade_while_a_star_trains_on_its_anchors_leaves_no_star_without_an_anchor(reg, tiny_config):
     """`rm --cascade` of an anchor lands after the star's training began but before its row: the star's
     registration re-checks its anchors in the transaction that inserts it, and refuses."""

@@ -67,6 +67,7 @@ def _outputs(model, x):
         return model.eval()(x)
 
 
+@pytest.mark.slow
 def test_the_aligned_soup_of_a_network_and_its_permuted_copy_is_that_network(reg, anchors):
     a = anchors[0]
     state = records.state_dict(reg, a)
@@ -207,6 +208,7 @@ def measured_star(reg, anchors, tiny_config):
     return built, held
 
 
+@pytest.mark.slow
 def test_soup_compares_its_held_out_barriers_with_the_stars(reg, measured_star):
     built, held = measured_star
     made, _ = soups.build_soup(reg, list(built.anchors), device="cpu")
@@ -215,6 +217,7 @@ def test_soup_compares_its_held_out_barriers_with_the_stars(reg, measured_star):
     assert all(r["train loss barrier"] >= 0 for r in result["rows"]) and result["align"] == "weight"
 
 
+@pytest.mark.slow
 def test_a_star_report_reuses_the_measured_settings_and_compares_soup_and_ensemble(reg, measured_star, tmp_path, monkeypatch):
     from starcli.experiments import star_report
     from starcli.solutions import barriers
@@ -234,6 +237,7 @@ def test_a_star_report_reuses_the_measured_settings_and_compares_soup_and_ensemb
     assert set(result["files"]) >= {"report.md", "curves-train.png", "barriers.png"}
 
 
+@pytest.mark.slow
 def test_report_command_writes_the_report(measured_star, cli, tmp_path):
     built, held = measured_star
     code, out, err = cli("report", "--star", str(built.id), "--out", str(tmp_path / "rep"), "--samples", "2", "--device", "cpu", "--json")

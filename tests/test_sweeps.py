@@ -254,6 +254,7 @@ def test_replicates_use_disjoint_seed_blocks_and_keep_replicate_zero():
                                                                    "replicates": bad}})
 
 
+@pytest.mark.slow
 def test_a_sweep_with_replicates_reports_the_pooled_ratio_with_its_bootstrap_ci(reg, tmp_path):
     from starcli.engine import evidence
     from starcli.engine.barriers import replicates_of

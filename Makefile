@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q
 
-.PHONY: demo test bench results install clean
+.PHONY: demo test test-fast docs bench results install clean
 
 # Two stamps: the demo needs the core package only (no extras: a lighter, faster install); the tests need the
 # dev extra. The dev install includes the core one, so `make test` then `make demo` installs nothing more, and
@@ -25,8 +25,21 @@ install: $(VENV)/.dev
 demo: $(VENV)/.core
 	$(VENV)/bin/starlight demo --force  # a rerun rewrites demo-out/ and answers from the registry
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, one test file per worker at a time (--dist loadfile, so a
+# module's shared fixtures are built once), one torch thread each (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(VENV)/.dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
+
+# The contributor's loop: every module imported and exercised, the end-to-end tests (marked `slow`) left out.
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
+
+# docs/cli.md from each command's --help (tests/test_docs.py fails when it is stale).
+docs: $(VENV)/.core
+	$(PY) scripts/commands_doc.py
 
 bench: $(VENV)/.dev
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,14 +41,64 @@ def mnist1d_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_config(home: Path, mnist1d_cache: Path):
-    """A seconds-long MNIST-1D MLP recipe for tests that train."""
-    import shutil
-
+    """A seconds-long MNIST-1D MLP recipe for tests that train (the star_home fixture trains the same)."""
     from starcli.engine import recipes
 
     (home / "datasets").mkdir(parents=True, exist_ok=True)
     shutil.copy(mnist1d_cache, home / "datasets" / "mnist1d.npz")
     return recipes.resolve("mnist1d-mlp", width=32, epochs=3)
+
+
+@pytest.fixture(scope="session")
+def anchor_home(tmp_path_factory, mnist1d_cache):
+    """`anchor_home(seeds, device)` -> a home holding `tiny_config` anchors of those seeds, registered as
+    `anchors.train(reg, tiny_config, seeds, device=device)` registers them. Trained once per session for each
+    (seeds, device); a module whose tests start from those anchors copies the home into each test's home
+    (`shutil.copytree(anchor_home(...), home)` before its registry is opened), so every test still gets an
+    untouched registry of its own without training it again."""
+    from starcli.engine import recipes
+    from starcli.registry import open_registry
+    from starcli.solutions import anchors
+
+    built: dict[tuple, Path] = {}
+
+    def make(seeds, device: str = "auto") -> Path:
+        key = (tuple(seeds), device)
+        if key not in built:
+            h = tmp_path_factory.mktemp("anchor-home") / "home"
+            (h / "datasets").mkdir(parents=True)
+            shutil.copy(mnist1d_cache, h / "datasets" / "mnist1d.npz")
+            r = open_registry(h)
+            try:
+                anchors.train(r, recipes.resolve("mnist1d-mlp", width=32, epochs=3), list(seeds), device=device)
+            finally:
+                r.close()
+            built[key] = h
+        return built[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def star_home(tmp_path_factory, mnist1d_cache):
+    """(home, (star id, [anchor 1, anchor 2, held-out 3])): a registry with anchors 1-2 and a held-out 3 of
+    `tiny_config`, a star 4 from 1-2 and its measured barriers. Trained once per session; a test that needs it
+    gets a copy in its own home (`shutil.copytree(star_home[0], home)` before opening it), so it still starts from an untouched registry."""
+    from starcli.engine import recipes
+    from starcli.registry import open_registry
+    from starcli.solutions import anchors, barriers, stars
+
+    h = tmp_path_factory.mktemp("star-home") / "home"
+    (h / "datasets").mkdir(parents=True)
+    shutil.copy(mnist1d_cache, h / "datasets" / "mnist1d.npz")
+    r = open_registry(h)
+    try:
+        ids = [o.solution.id for o in anchors.train(r, recipes.resolve("mnist1d-mlp", width=32, epochs=3), [1, 2, 3])]
+        star, _ = stars.build_star(r, ids[:2], epochs=1)
+        barriers.measure(r, star=star.id, held_out=[ids[2]], points=3, splits=("train",))
+    finally:
+        r.close()
+    return h, (star.id, ids)
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
@@ -68,4 +119,9 @@ def cli():
     return run_cli
 
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tables fit $COLUMNS when it is set (starcli/reports/tables.py); pytest-xdist exports COLUMNS=80 to its workers
+# and a shell may export its own, so the tests start without it (a test that wants a width sets it).
+os.environ.pop("COLUMNS", None)
+# Two intra-op threads in a serial run; one per worker under pytest-xdist (`make test` runs two workers), so the
+# workers do not fight over the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")

@@ -4,6 +4,7 @@ and never moves B away from A, it lowers barriers, and anything the tracer canno
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -15,7 +16,6 @@ from starcli.alignment import derive, selfcheck
 from starcli.alignment.spec import PermutationSpec
 from starcli.engine import data, training
 from starcli.errors import StarlightError
-from starcli.solutions import anchors as anchor_training
 from starcli.solutions import records
 
 ARCHITECTURES = [
@@ -239,8 +239,23 @@ def test_a_hand_written_spec_is_used_and_self_checked(monkeypatch):
 
 
 @pytest.fixture
-def two_anchors(reg, tiny_config):
-    return [o.solution for o in anchor_training.train(reg, tiny_config, [1, 2], device="cpu")]
+def reg(home, request, anchor_home):
+    """The test's registry: when the test uses `two_anchors`, a copy of conftest's `anchor_home((1, 2), 'cpu')`
+    (trained once per session instead of once per test), else empty."""
+    from starcli.registry import open_registry
+
+    if "two_anchors" in request.fixturenames:
+        shutil.copytree(anchor_home((1, 2), "cpu"), home, dirs_exist_ok=True)  # database, blobs, dataset cache
+    r = open_registry(home)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def two_anchors(reg):
+    anchors = sorted(records.query(reg), key=lambda sol: sol.seed)
+    assert [sol.seed for sol in anchors] == [1, 2]
+    return anchors
 
 
 def test_align_registers_an_aligned_copy_computing_b_s_function_once(cli, reg, two_anchors):

@@ -146,6 +146,7 @@ def test_bn_calibration_on_a_seeded_subset_equals_the_reference(reg, tiny_config
     assert "train" not in result["pairs"][0] and result["settings"]["bn_calibration"] == 500
 
 
+@pytest.mark.slow
 def test_several_t_in_one_batched_pass_equal_one_t_at_a_time(reg, tiny_config):
     a, b = (records.state_dict(reg, records.get(reg, i)) for i in train_anchors(reg, tiny_config, [1, 2]))
     splits = splits_of(reg)
@@ -188,6 +189,7 @@ def star_setup(reg, tiny_config):
     return sol.id, ids[:2], ids[2:]
 
 
+@pytest.mark.slow
 def test_star_measurement_reports_star_and_regular_pairs_with_a_summary(reg, star_setup):
     star_id, anchors, held = star_setup
     result = barriers.measure(reg, star=star_id, held_out=held, points=3)
@@ -217,6 +219,7 @@ def test_star_measurement_reports_star_and_regular_pairs_with_a_summary(reg, sta
     }
 
 
+@pytest.mark.slow
 def test_a_repeated_query_is_answered_from_the_registry_without_forward_passes(reg, star_setup):
     star_id, _, held = star_setup
     calls = []
@@ -238,6 +241,7 @@ def test_a_repeated_query_is_answered_from_the_registry_without_forward_passes(r
     assert barrier_rows(reg) == 12  # other settings: other rows
 
 
+@pytest.mark.slow
 def test_held_outs_of_another_architecture_or_dataset_are_refused(reg, tiny_config, star_setup):
     star_id, anchors, _ = star_setup
     (narrow,) = train_anchors(reg, recipes.resolve("mnist1d-mlp", width=8, epochs=1), [5])
@@ -260,6 +264,7 @@ def test_the_barrier_definition_floors_at_zero_and_follows_the_line():
     assert eq1.barrier(ts, [90.0, 60.0, 80.0], higher_is_worse=False) == pytest.approx(25.0)
 
 
+@pytest.mark.slow
 def test_barrier_cli_prints_pairs_summary_definitions_and_writes_a_plot(reg, star_setup, cli, tmp_path):
     star_id, _, held = star_setup
     plot = tmp_path / "curves.png"
@@ -276,6 +281,7 @@ def test_barrier_cli_prints_pairs_summary_definitions_and_writes_a_plot(reg, sta
     assert out.splitlines()[1].startswith(f"{held[0]},{held[1]},pair,")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, code, message",
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 
 import pytest
@@ -13,8 +14,7 @@ from sqlmodel import select
 
 from starcli.registry import BarrierResult, Solution, open_registry
 from starcli.errors import StarlightError
-from starcli.solutions import anchors as anchor_training
-from starcli.solutions import barriers, bundles, records, stars
+from starcli.solutions import barriers, bundles, records
 
 
 def solutions(reg) -> list[Solution]:
@@ -28,12 +28,20 @@ def barrier_rows(reg) -> list[BarrierResult]:
 
 
 @pytest.fixture
-def source(reg, tiny_config):
-    """Anchors 1-2, a held-out 3, a star from 1-2, and its measured barriers."""
-    ids = [o.solution.id for o in anchor_training.train(reg, tiny_config, [1, 2, 3])]
-    star, _ = stars.build_star(reg, ids[:2], epochs=1)
-    barriers.measure(reg, star=star.id, held_out=[ids[2]], points=3, splits=("train",))
-    return star.id, ids
+def reg(home, request):
+    """The test's registry: when the test uses `source`, a copy of conftest's `star_home` (trained once per
+    session instead of once per test), else empty."""
+    if "source" in request.fixturenames:
+        shutil.copytree(request.getfixturevalue("star_home")[0], home, dirs_exist_ok=True)  # database, blobs, dataset cache
+    r = open_registry(home)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def source(reg, star_home):
+    """Anchors 1-2, a held-out 3, a star from 1-2, and its measured barriers: (star id, ids)."""
+    return star_home[1]
 
 
 @pytest.fixture
@@ -43,6 +51,7 @@ def other(tmp_path):
     r.close()
 
 
+@pytest.mark.slow
 def test_a_star_travels_with_its_anchors_blobs_and_barriers_and_ids_are_remapped(reg, source, other, tmp_path):
     star, ids = source
     # occupy ids 1-2 in the receiving registry with unrelated rows, so that remapping is visible

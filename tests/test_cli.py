@@ -1,12 +1,12 @@
 """The command line: records, listings, one-line errors and instant start-up."""
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from starcli.solutions import anchors as anchor_training
 
 RECORD_KEYS = {
     "id", "kind", "arch", "arch_kwargs", "width", "seed", "dataset", "recipe", "epochs", "metrics", "checkpoint",
@@ -15,10 +15,28 @@ RECORD_KEYS = {
 
 
 @pytest.fixture
+def reg(home, request, anchor_home):
+    """The test's registry: when the test uses `trained`, a copy of conftest's `anchor_home((1, 2), "cpu")`
+    (trained once per session instead of once per test), else empty."""
+    from starcli.registry import open_registry
+
+    if "trained" in request.fixturenames:
+        shutil.copytree(anchor_home((1, 2), "cpu"), home, dirs_exist_ok=True)  # database, blobs, dataset cache
+    r = open_registry(home)
+    yield r
+    r.close()
+
+
+@pytest.fixture
 def trained(reg, tiny_config):
-    return [o.solution for o in anchor_training.train(reg, tiny_config, [1, 2], device="cpu")]
+    from starcli.solutions import records
+
+    found = sorted(records.query(reg, kind="anchor"), key=lambda sol: sol.seed)
+    assert [sol.seed for sol in found] == [1, 2]
+    return found
 
 
+@pytest.mark.slow
 def test_train_prints_a_json_list_of_records(home, cli, tiny_config):
     code, out, err = cli("train", "--seed", "1-2", "--width", "32", "--epochs", "3", "--device", "cpu", "--json")
     assert code == 0, err

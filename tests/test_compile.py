@@ -103,6 +103,7 @@ def test_a_compiled_star_step_compiles_once_not_once_per_t(split):
     assert torch.allclose(_flat(star), _flat(eager), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_and_star_take_compile_from_the_command_line(cli, tiny_config, monkeypatch, tmp_path):
     import json
 

@@ -104,6 +104,7 @@ def test_an_interrupted_training_resumes_and_its_progress_says_where(reg, tiny_c
     assert "seed 1: started, resumed at 2/3" in err and "seed 1: 3/3" in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_that_rerunning_the_command_resumes(tmp_path, mnist1d_cache):
     home = tmp_path / "h"
     (home / "datasets").mkdir(parents=True)

@@ -1,6 +1,7 @@
 """Datasets, architectures (ours directly, others through timm) and recipes."""
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +95,12 @@ def test_width_is_recorded_for_our_architectures_only():
 def test_unknown_architecture_is_a_clear_error():
     with pytest.raises(StarlightError, match="unknown architecture"):
         models.create("no_such_net")
+
+
+def test_the_recipes_are_packaged():
+    # The parametrized test below would pass vacuously (no cases) if the packaged recipes went missing.
+    source = {p.stem for p in (Path(__file__).resolve().parents[1] / "recipes").glob("*.toml")}
+    assert len(source) >= 9 and set(recipes.available()) == source
 
 
 @pytest.mark.parametrize("name", recipes.available())

@@ -29,6 +29,7 @@ def short_demo(tmp_path_factory, mnist1d_cache):
     reg.close()
 
 
+@pytest.mark.slow
 def test_every_replicate_has_its_own_anchors_held_outs_and_star_seed(short_demo):
     reg, _, result = short_demo
     reps = result["replicates"]
@@ -38,6 +39,7 @@ def test_every_replicate_has_its_own_anchors_held_outs_and_star_seed(short_demo)
     assert [records.get(reg, rep["star"]).seed for rep in reps] == list(range(demo_module.REPLICATES))
 
 
+@pytest.mark.slow
 def test_the_printed_ratio_and_ci_are_the_evidence_of_the_stored_pairs(short_demo):
     _, out, result = short_demo
     stored = json.loads((out / "barriers.json").read_text())

@@ -82,6 +82,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_full_disk_is_one_line_changes_nothing_and_the_rerun_after_freeing_space_succeeds(command, full_home, tmp_path):
     home, filler, before = full_home

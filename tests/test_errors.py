@@ -231,7 +231,12 @@ def test_the_resolved_config_and_its_key_are_unchanged_for_valid_input():
 def test_every_shipped_recipe_passes_the_schema():
     from starcli.engine import recipes
 
-    for name in recipes.available():
+    # The loop proves nothing if the packaged recipes went missing (a wheel without its package data):
+    # every recipe of the source tree must be there, the default among them.
+    shipped = recipes.available()
+    source = {p.stem for p in (Path(__file__).resolve().parents[1] / "recipes").glob("*.toml")}
+    assert len(shipped) >= 9 and "mnist1d-mlp" in shipped and set(shipped) == source
+    for name in shipped:
         recipes.resolve(name)
 
 
@@ -353,6 +358,7 @@ def _on_read_only_mount(home: Path, *commands: tuple[str, ...]) -> subprocess.Co
     return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_registry_on_a_read_only_mount_can_be_listed_and_writing_is_one_line(populated):
     if not _can_mount_read_only(populated):
         pytest.skip("no mount namespace here (unshare -m); the mode=ro path is tested directly above")

@@ -35,6 +35,7 @@ def _check(reg, outcomes, seeds):
 # --- local ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_local_executor_trains_seeds_in_two_worker_processes_and_resubmitting_skips_them(reg, config):
     outcomes = training.train(reg, config, [1, 2, 3], run=RunOptions(executor="local", jobs=2), device="cpu")
     _check(reg, outcomes, [1, 2, 3])
@@ -44,6 +45,7 @@ def test_local_executor_trains_seeds_in_two_worker_processes_and_resubmitting_sk
     assert not any(o.trained for o in again)
 
 
+@pytest.mark.slow
 def test_two_workers_train_stacked_seed_groups_bit_identical_to_one_seed_at_a_time(tmp_path, config):
     from starcli.registry import Registry
 
@@ -58,6 +60,7 @@ def test_two_workers_train_stacked_seed_groups_bit_identical_to_one_seed_at_a_ti
     assert [o.solution.key for o in outcomes] == [r.solution.key for r in reference]
 
 
+@pytest.mark.slow
 def test_registered_seeds_start_no_worker(reg, config, monkeypatch):
     first = anchor_training.train(reg, config, [1, 2], device="cpu")
     monkeypatch.setattr(local, "run_local", lambda *a, **k: pytest.fail("no pool when every seed is registered"))
@@ -100,6 +103,7 @@ def test_visible_gpus_honour_cuda_visible_devices(monkeypatch):
 # --- slurm (submitit's local executors) ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_slurm_debug_runs_one_job_per_seed_with_logs_under_home(reg, config):
     pytest.importorskip("submitit")
     outcomes = training.train(reg, config, [1, 2], run=RunOptions(executor="slurm", slurm_cluster="debug"), device="cpu")
@@ -192,6 +196,7 @@ def test_any_spelling_of_auto_gets_the_same_precision_defaults_on_slurm():
     assert json.loads(config)["precision"] == "bf16"  # the GPU the job asks for, however auto is written
 
 
+@pytest.mark.slow
 def test_train_command_submits_each_seed_as_its_own_slurm_job_process(home, config, cli):
     pytest.importorskip("submitit")
     # submitit's local executor: a real subprocess per array task, logs under $STARLIGHT_HOME/slurm.
@@ -229,6 +234,7 @@ def test_failed_seeds_are_reported_in_one_line_once_every_seed_has_run(reg, conf
     assert "rerun the same command" in message
 
 
+@pytest.mark.slow
 def test_ray_refuses_a_gpu_request_on_a_cluster_without_gpus_instead_of_waiting(reg, config, local_ray):
     with pytest.raises(StarlightError, match="asks for 1 GPU.*has 0"):
         training.train(reg, config, [1], run=RunOptions(executor="ray", gpus_per_job=1), device="cpu")

@@ -56,6 +56,7 @@ def _star_and_held_outs(reg, config):
     return star.id, ids[3:]
 
 
+@pytest.mark.slow
 def test_barrier_pairs_over_two_workers_equal_one_process_and_a_rerun_computes_only_missing_pairs(reg, config):
     star, held = _star_and_held_outs(reg, config)
     options = dict(star=star, held_out=held, points=5, splits=("train", "test"))
@@ -72,6 +73,7 @@ def test_barrier_pairs_over_two_workers_equal_one_process_and_a_rerun_computes_o
     assert computed == 1 and _numbers(rerun) == _numbers(single)
 
 
+@pytest.mark.slow
 def test_stars_built_by_two_local_workers_are_the_stars_this_process_builds(reg, config, tmp_path):
     ids = [o.solution.id for o in anchor_training.train(reg, config, [1, 2, 3], device="cpu")]
     specs = [stars.StarSpec(anchor_ids=ids[:2], epochs=2, seed=s) for s in (0, 1)]
@@ -130,6 +132,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killing_train_with_two_jobs_leaves_no_orphaned_worker(home, config):
     # A resume file after every epoch (not every 60 s), so their appearance says that both workers train.
@@ -220,6 +223,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_runs_train_star_and_barrier_jobs_into_one_registry(reg, config, local_ray):
     outcomes = training.train(reg, config, [1, 2, 3, 4], run=RunOptions(executor="ray"), device="cpu")
     ids = [o.solution.id for o in outcomes]
@@ -282,6 +286,7 @@ def test_a_sweep_on_ray_gives_the_report_of_a_local_run(reg, tmp_path, mnist1d_c
     assert rows(tmp_path / "ray") == rows(tmp_path / "here")
 
 
+@pytest.mark.slow
 def test_a_sweep_interrupted_in_its_barrier_phase_resumes_without_retraining(reg, tmp_path, mnist1d_cache, monkeypatch):
     from starcli.errors import StarlightError
     from starcli.experiments import sweep as sweep_run

@@ -40,6 +40,7 @@ def clean_sha(tmp_path_factory, mnist1d_cache) -> str:
     return json.loads(done.stdout)[0]["sha256"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", faults.POINTS)
 def test_a_train_killed_at_a_named_point_reruns_to_the_uninterrupted_checkpoint(point, tmp_path, mnist1d_cache, clean_sha):
     home = _home(tmp_path, "home", mnist1d_cache)
@@ -94,6 +95,7 @@ def clean_star_sha(anchored, tmp_path_factory) -> str:
     return json.loads(done.stdout)["sha256"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", faults.POINTS)
 def test_a_star_killed_at_a_named_point_reruns_to_the_uninterrupted_star(point, anchored, tmp_path, clean_star_sha):
     home = _copy(anchored, tmp_path)
@@ -127,6 +129,7 @@ def _swap_recorded_seconds(resume_file: Path, seconds: str | None) -> str | None
     return recorded
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("earlier", ["1000.0", None], ids=["recorded", "old-resume-file"])
 def test_a_resumed_train_reports_the_wall_seconds_of_all_its_segments(earlier, tmp_path, mnist1d_cache, clean_sha):
     home = _home(tmp_path, "home", mnist1d_cache)

@@ -287,6 +287,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_a_collector_and_a_writer_in_two_processes_never_leave_a_row_without_its_blob(home, tmp_path):
     import subprocess
     import sys

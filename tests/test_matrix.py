@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 
+import shutil
+
 import pytest
 
 from starcli.registry import BarrierResult
 from starcli.errors import UsageError
 from starcli.experiments.matrix import barrier_matrix, matrix_pairs, output_paths
-from starcli.solutions import anchors as anchor_training
 from starcli.solutions import barriers
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -24,8 +25,25 @@ def rows(reg) -> list[BarrierResult]:
 
 
 @pytest.fixture
+def reg(home, request, anchor_home):
+    """The test's registry: when the test uses `three`, a copy of conftest's `anchor_home((1, 2, 3))`
+    (trained once per session instead of once per test), else empty."""
+    from starcli.registry import open_registry
+
+    if "three" in request.fixturenames:
+        shutil.copytree(anchor_home((1, 2, 3)), home, dirs_exist_ok=True)  # database, blobs, dataset cache
+    r = open_registry(home)
+    yield r
+    r.close()
+
+
+@pytest.fixture
 def three(reg, tiny_config):
-    return [o.solution.id for o in anchor_training.train(reg, tiny_config, [1, 2, 3])]
+    from starcli.solutions import records
+
+    found = sorted(records.query(reg, kind="anchor"), key=lambda sol: sol.seed)
+    assert [sol.seed for sol in found] == [1, 2, 3]
+    return [sol.id for sol in found]
 
 
 def test_matrix_pairs_are_every_unordered_pair_and_bad_lists_are_usage_errors():
@@ -38,6 +56,7 @@ def test_matrix_pairs_are_every_unordered_pair_and_bad_lists_are_usage_errors():
     assert [p.name for p in output_paths("folder")] == ["barrier-matrix.csv", "barrier-matrix.png"]
 
 
+@pytest.mark.slow
 def test_the_matrix_equals_the_pairs_measured_one_by_one_and_is_stored(reg, three, tmp_path):
     result = barrier_matrix(reg, three, tmp_path / "m", points=3, splits=("train",))
     assert len(rows(reg)) == 3  # stored as any pair

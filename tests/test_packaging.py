@@ -24,6 +24,7 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_one_top_level_package_and_a_free_distribution_name(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert wheel.name.startswith("starlight_landscapes-")
@@ -33,6 +34,7 @@ def test_the_wheel_installs_one_top_level_package_and_a_free_distribution_name(w
     assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["starcli"]
 
 
+@pytest.mark.slow
 def test_the_registry_and_recipes_install_inside_it_with_every_package_of_the_source(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"starcli/registry/store.py", "starcli/recipes/mnist1d-mlp.toml", "starcli/recipes/sweeps/width-mnist1d.toml"} <= names

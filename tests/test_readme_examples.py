@@ -1,4 +1,4 @@
-"""Every `starlight ...` example in README.md parses: its command exists and takes each option and argument as
+"""Every `starlight ...` example in README.md and docs/*.md parses: its command exists and takes each option and argument as
 written (values converted and checked by the options' own types and callbacks), so an example cannot drift from
 the CLI. Parsing runs no command: nothing is trained, opened or written."""
 
@@ -14,14 +14,17 @@ import typer
 from starcli.cli import hoist_globals
 from starcli.commands import app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+# Every page a user reads examples from: the README and each docs page (docs/cli.md holds `--help` text only).
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 # Where a shell example stops being starlight's arguments.
 SHELL_OPERATORS = {">", "2>", ">>", "&", "|", "&&", ";", "2>&1"}
 
 
-def examples() -> list[tuple[int, list[str]]]:
-    """(line number, argv after `starlight`) of every console example that runs starlight."""
-    out, lines = [], README.read_text().splitlines()
+def examples(page: Path = README) -> list[tuple[int, list[str]]]:
+    """(line number, argv after `starlight`) of every console example of `page` that runs starlight."""
+    out, lines = [], page.read_text().splitlines()
     in_console, i = False, 0
     while i < len(lines):
         line, number = lines[i], i + 1
@@ -49,12 +52,22 @@ def examples() -> list[tuple[int, list[str]]]:
     return out
 
 
-EXAMPLES = examples()
+# (page relative to the repository, line number, argv)
+EXAMPLES = [(str(page.relative_to(ROOT)), n, argv) for page in PAGES for n, argv in examples(page)]
 
 
-def test_the_readme_has_the_workflow_examples():
+def test_the_docs_have_the_workflow_examples():
     assert len(EXAMPLES) >= 60
-    assert ["train", "--seed", "1-8"] in [argv for _, argv in EXAMPLES]
+    assert ["train", "--seed", "1-8"] in [argv for page, _, argv in EXAMPLES if page == "README.md"]
+    pages_with_examples = {page for page, _, _ in EXAMPLES}
+    for page in ("README.md", "docs/quickstart.md", "docs/commands.md", "docs/cluster.md"):
+        assert page in pages_with_examples, page
+
+
+def test_every_command_has_an_example():
+    group = typer.main.get_command(app)
+    shown = {next((a for a in argv if a in group.commands), None) for _, _, argv in EXAMPLES}
+    assert set(group.commands) <= shown, f"commands without an example in README.md or docs/: {set(group.commands) - shown}"
 
 
 # Examples whose command does not yet take them as written: strict, so fixing either side fails the test until
@@ -79,21 +92,21 @@ def parse(argv: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "line, argv",
+    "page, line, argv",
     [
-        pytest.param(n, argv, marks=pytest.mark.xfail(strict=True, reason=KNOWN[tuple(argv)]))
-        if tuple(argv) in KNOWN else (n, argv)
-        for n, argv in EXAMPLES
+        pytest.param(page, n, argv, marks=pytest.mark.xfail(strict=True, reason=KNOWN[tuple(argv)]))
+        if tuple(argv) in KNOWN else (page, n, argv)
+        for page, n, argv in EXAMPLES
     ],
-    ids=[f"README.md:{n}" for n, _ in EXAMPLES],
+    ids=[f"{page}:{n}" for page, n, _ in EXAMPLES],
 )  # fmt: skip
-def test_each_readme_example_parses(line, argv):
+def test_each_example_parses(page, line, argv):
     try:
         parse(argv)
     except Exception as e:
         if not hasattr(e, "format_message"):
             raise
-        pytest.fail(f"README.md:{line}: starlight {shlex.join(argv)}: {e.format_message()}")
+        pytest.fail(f"{page}:{line}: starlight {shlex.join(argv)}: {e.format_message()}")
 
 
 @pytest.mark.parametrize(

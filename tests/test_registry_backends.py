@@ -145,6 +145,7 @@ def _pool(n: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
 
 
+@pytest.mark.slow
 def test_four_processes_opening_a_new_registry_at_once_migrate_it_once(backend):
     home, url = backend
     with _pool(4) as pool:
@@ -155,6 +156,7 @@ def test_four_processes_opening_a_new_registry_at_once_migrate_it_once(backend):
     reg.close()
 
 
+@pytest.mark.slow
 def test_four_processes_training_into_one_registry_lose_no_rows_and_one_seed_twice_is_one_row(open_reg, tiny_config):
     reg = open_reg()
     config = recipes.resolve("mnist1d-mlp", width=16, epochs=1)
@@ -231,6 +233,7 @@ def _import(home: str, url: str, bundle: str) -> list[int]:
         reg.close()
 
 
+@pytest.mark.slow
 def test_concurrent_imports_of_one_bundle_both_succeed_and_add_it_once(backend, tmp_path):
     """Each import is one transaction; the one that commits second keeps the first one's rows (same key,
     same sha256) instead of failing on the unique key."""

@@ -72,6 +72,7 @@ def _kill_after(epoch: int):
     return on_epoch
 
 
+@pytest.mark.slow
 def test_killed_between_writes_resumes_to_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setenv(loop.RESUME_EVERY_ENV, "60")
     torch.set_num_threads(1)
@@ -87,6 +88,7 @@ def test_killed_between_writes_resumes_to_the_same_bytes(tmp_path, monkeypatch):
     assert _bytes(resumed) == _bytes(clean)
 
 
+@pytest.mark.slow
 def test_a_star_killed_between_writes_resumes_to_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setenv(loop.RESUME_EVERY_ENV, "60")
     torch.set_num_threads(1)
@@ -106,6 +108,7 @@ def test_a_star_killed_between_writes_resumes_to_the_same_bytes(tmp_path, monkey
     assert _bytes(resumed) == _bytes(clean)
 
 
+@pytest.mark.slow
 def test_a_run_killed_between_writes_still_keeps_every_epochs_history_row(tmp_path, monkeypatch):
     from starcli.solutions.anchors import History
 

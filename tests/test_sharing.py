@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -30,12 +31,20 @@ def state(reg) -> tuple:
 
 
 @pytest.fixture
-def source(reg, tiny_config):
-    """Anchors 1-2, a held-out 3, a star 4 from 1-2, and its measured barriers."""
-    ids = [o.solution.id for o in anchor_training.train(reg, tiny_config, [1, 2, 3])]
-    star, _ = stars.build_star(reg, ids[:2], epochs=1)
-    barriers.measure(reg, star=star.id, held_out=[ids[2]], points=3, splits=("train",))
-    return star.id, ids
+def reg(home, request):
+    """The test's registry: when the test uses `source`, a copy of conftest's `star_home` (trained once per
+    session instead of once per test), else empty."""
+    if "source" in request.fixturenames:
+        shutil.copytree(request.getfixturevalue("star_home")[0], home, dirs_exist_ok=True)  # database, blobs, dataset cache
+    r = open_registry(home)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def source(reg, star_home):
+    """Anchors 1-2, a held-out 3, a star 4 from 1-2, and its measured barriers: (star id, ids)."""
+    return star_home[1]
 
 
 @pytest.fixture
@@ -308,6 +317,7 @@ def test_an_import_racing_the_collector_keeps_every_blob(reg, exported, other, t
         assert records.state_dict(other, records.get(other, sid))  # loads, verified
 
 
+@pytest.mark.slow
 def test_concurrent_imports_of_one_bundle_both_succeed(exported, other, tmp_path):
     import subprocess
     import sys
@@ -344,6 +354,7 @@ def test_every_kind_exported_imports_again_whole(reg, source, other, tmp_path, h
         assert (b.source_id, b.target_id) == tuple(mapping.get(i) for i in (a.source_id, a.target_id))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["blob-write", "blob-renamed"])
 def test_an_import_killed_before_its_commit_adds_no_row_and_a_rerun_adds_it_whole(exported, other, tmp_path, point):
     """kill -9 inside the blob writes: no row at all (the rows go in one transaction after the blobs), and
@@ -364,6 +375,7 @@ def test_an_import_killed_before_its_commit_adds_no_row_and_a_rerun_adds_it_whol
 # --- races ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rm_cascade_while_a_star_trains_on_its_anchors_leaves_no_star_without_an_anchor(reg, tiny_config):
     """`rm --cascade` of an anchor lands after the star's training began but before its row: the star's
     registration re-checks its anchors in the transaction that inserts it, and refuses."""

@@ -1,6 +1,7 @@
 """The baselines the paper lacked: the aligned anchor average ("soup") and BMA over a star domain."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -13,8 +14,23 @@ from starcli.solutions import records, soups
 
 
 @pytest.fixture
+def reg(home, request, anchor_home):
+    """The test's registry: when the test uses `anchors`, a copy of conftest's `anchor_home((1, 2, 3), "cpu")`
+    (trained once per session instead of once per test), else empty."""
+    from starcli.registry import open_registry
+
+    if "anchors" in request.fixturenames:
+        shutil.copytree(anchor_home((1, 2, 3), "cpu"), home, dirs_exist_ok=True)  # database, blobs, dataset cache
+    r = open_registry(home)
+    yield r
+    r.close()
+
+
+@pytest.fixture
 def anchors(reg, tiny_config):
-    return [o.solution for o in anchor_training.train(reg, tiny_config, [1, 2, 3], device="cpu")]
+    found = sorted(records.query(reg, kind="anchor"), key=lambda sol: sol.seed)
+    assert [sol.seed for sol in found] == [1, 2, 3]
+    return found
 
 
 @pytest.fixture
@@ -51,6 +67,7 @@ def _outputs(model, x):
         return model.eval()(x)
 
 
+@pytest.mark.slow
 def test_the_aligned_soup_of_a_network_and_its_permuted_copy_is_that_network(reg, anchors):
     a = anchors[0]
     state = records.state_dict(reg, a)
@@ -191,6 +208,7 @@ def measured_star(reg, anchors, tiny_config):
     return built, held
 
 
+@pytest.mark.slow
 def test_soup_compares_its_held_out_barriers_with_the_stars(reg, measured_star):
     built, held = measured_star
     made, _ = soups.build_soup(reg, list(built.anchors), device="cpu")
@@ -199,6 +217,7 @@ def test_soup_compares_its_held_out_barriers_with_the_stars(reg, measured_star):
     assert all(r["train loss barrier"] >= 0 for r in result["rows"]) and result["align"] == "weight"
 
 
+@pytest.mark.slow
 def test_a_star_report_reuses_the_measured_settings_and_compares_soup_and_ensemble(reg, measured_star, tmp_path, monkeypatch):
     from starcli.experiments import star_report
     from starcli.solutions import barriers
@@ -218,6 +237,7 @@ def test_a_star_report_reuses_the_measured_settings_and_compares_soup_and_ensemb
     assert set(result["files"]) >= {"report.md", "curves-train.png", "barriers.png"}
 
 
+@pytest.mark.slow
 def test_report_command_writes_the_report(measured_star, cli, tmp_path):
     built, held = measured_star
     code, out, err = cli("report", "--star", str(built.id), "--out", str(tmp_path / "rep"), "--samples", "2", "--device", "cpu", "--json")

@@ -52,6 +52,7 @@ def test_t_sampling_parses_uniform_beta_and_constant_and_refuses_the_rest():
             starlight.TSampling.parse(bad)
 
 
+@pytest.mark.slow
 def test_build_star_registers_a_star_with_its_anchors_and_settings(reg, tiny_config):
     ids = train_anchors(reg, tiny_config, [1, 2, 3])
     sol, created = stars.build_star(reg, ids, epochs=2, t_sampling="beta:2,2", samples_per_step=2, mu_star=0.5, seed=4)
@@ -74,6 +75,7 @@ def test_the_same_anchors_settings_and_seed_return_the_registered_star(reg, tiny
     assert created_other and other.id != first.id
 
 
+@pytest.mark.slow
 def test_the_star_is_reproducible_from_its_seed(reg, tiny_config):
     ids = train_anchors(reg, tiny_config, [1, 2])
     config = dict(tiny_config, epochs=1)
@@ -108,6 +110,7 @@ def test_anchors_of_different_widths_or_datasets_are_refused_with_the_mismatch_n
     assert count_solutions(reg) == before
 
 
+@pytest.mark.slow
 def test_align_anchors_realigns_every_anchor_at_each_epoch_start(reg, tiny_config, monkeypatch):
     ids = train_anchors(reg, tiny_config, [1, 2])
     calls = []
@@ -121,6 +124,7 @@ def test_align_anchors_realigns_every_anchor_at_each_epoch_start(reg, tiny_confi
     assert len(calls) == 2 * len(ids) and sol.config["star"]["align_anchors"] is True
 
 
+@pytest.mark.slow
 def test_star_cli_builds_and_prints_json(reg, tiny_config, cli):
     train_anchors(reg, tiny_config, [1, 2])
     code, out, err = cli("star", "--anchors", "1-2", "--epochs", "1", "--json")
@@ -128,6 +132,7 @@ def test_star_cli_builds_and_prints_json(reg, tiny_config, cli):
     assert '"kind": "star"' in out and '"anchors": [\n    1,\n    2\n  ]' in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, code, message",
     [

@@ -494,6 +494,7 @@ def _writer(home: str, db_url: str, worker: int, barrier) -> None:
     reg.close()
 
 
+@pytest.mark.slow
 def test_four_processes_registering_into_one_s3_store_lose_nothing(s3, tmp_path, monkeypatch):
     import multiprocessing
 

@@ -50,6 +50,7 @@ def test_the_python_api_refuses_an_unknown_cluster_option(reg, small, tmp_path):
         sweep_run.run(reg, sweep_file.load(str(small)), tmp_path / "o", device="cpu", partitions="gpu")
 
 
+@pytest.mark.slow
 def test_a_sweep_on_slurm_passes_its_options_to_every_phase_and_reports_as_locally(reg, home, small, tmp_path, monkeypatch, cli):
     pytest.importorskip("submitit")
     seen = []
@@ -79,6 +80,7 @@ def test_a_sweep_on_slurm_passes_its_options_to_every_phase_and_reports_as_local
     assert _pairs(tmp_path / "local") == _pairs(tmp_path / "slurm")
 
 
+@pytest.mark.slow
 def test_a_sweep_on_ray_without_an_address_starts_one_local_ray_for_all_its_phases(reg, small, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     if ray.is_initialized():

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from starcli.experiments import sweep as sweep_run
@@ -79,6 +80,7 @@ def _report(folder: Path) -> tuple[list[dict], list[dict]]:
     return summary, list(csv.DictReader((folder / "pairs.csv").open()))
 
 
+@pytest.mark.slow
 def test_a_sweep_on_a_worker_pool_equals_the_sweep_in_one_process(tmp_path, mnist1d_cache):
     spec = sweep_file.load(str(_sweep_file(tmp_path)))
     here = _registry(tmp_path / "here", mnist1d_cache)
@@ -126,6 +128,7 @@ def _count(home: Path, kind: str | None = None) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_a_pooled_sweep_killed_in_training_and_in_its_stars_resumes_to_the_same_bytes(tmp_path, mnist1d_cache):
     path = _sweep_file(tmp_path, epochs=12)
     reference = _registry(tmp_path / "reference", mnist1d_cache)

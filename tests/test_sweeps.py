@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ CPU_SWEEPS = ["width-mnist1d", "anchors-mnist1d", "t-sampling-mnist1d", "linear-
 
 def test_every_shipped_sweep_parses_validates_and_resolves_its_recipe():
     assert set(GPU_SWEEPS + CPU_SWEEPS) <= set(sweep_file.available())
+    source = {p.stem for p in (Path(__file__).resolve().parents[1] / "recipes" / "sweeps").glob("*.toml")}
+    assert set(sweep_file.available()) == source  # every sweep of the source tree is packaged
     for name in sweep_file.available():
         sweep = sweep_file.load(name)
         assert sweep.name == name and sweep.description
@@ -122,6 +125,7 @@ def tiny_sweep(tmp_path, home, mnist1d_cache):
     return path
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_runs_end_to_end_and_a_rerun_recomputes_nothing(reg, tiny_sweep, tmp_path, monkeypatch, cli):
     out = tmp_path / "report"
     before = sweep_run.missing_work(reg, sweep_file.load(str(tiny_sweep)), "cpu")
@@ -223,6 +227,7 @@ def test_regression_is_evaluated_as_mse_and_r2_percent():
     assert r2 == pytest.approx(0.0, abs=1e-4) and mse == pytest.approx(y.var(unbiased=False).item(), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_tiny_linear_toy_sweep_trains_stars_and_barriers_on_regression(reg, tmp_path):
     path = tmp_path / "lin.toml"
     path.write_text(
@@ -257,6 +262,7 @@ def test_replicates_use_disjoint_seed_blocks_and_keep_replicate_zero():
                                                                    "replicates": bad}})
 
 
+@pytest.mark.slow
 def test_a_sweep_with_replicates_reports_the_pooled_ratio_with_its_bootstrap_ci(reg, tmp_path):
     from starcli.engine import evidence
     from starcli.engine.barriers import replicates_of
@@ -302,6 +308,7 @@ def test_the_wrn_sweep_re_aligns_anchors_as_the_authors_wrn_configs_do():
     assert sweep_file.load("cifar10-wrn").star == {"preset": "paper", "realign": True}
 
 
+@pytest.mark.slow
 def test_the_shipped_linear_toy_replicates_sweep_runs_end_to_end_with_its_ci_columns(reg, tmp_path):
     """The shipped file as it is (its seeds, held-outs, preset and barrier settings), cut to one width, two
     replicates and a few epochs: every column the published table shows is filled and agrees with pairs.csv."""

@@ -58,6 +58,7 @@ def reg(trained, world):
     r.close()
 
 
+@pytest.mark.slow
 def test_history_is_the_loss_the_training_loop_reported_each_epoch(world, reg, trained, tmp_path, cli):
     import torch
 
@@ -132,6 +133,7 @@ def test_the_notebook_api_returns_dataframes_of_the_same_numbers(world, reg, cli
     assert hist["train_acc"].tolist() == [r["train_acc"] for r in records.history(reg, ids[0])]
 
 
+@pytest.mark.slow
 def test_export_to_mlflow_a_run_per_solution_and_per_pair(world, reg, tmp_path, cli):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -160,6 +162,7 @@ def test_export_to_mlflow_a_run_per_solution_and_per_pair(world, reg, tmp_path, 
     assert pair.data.params["kind"] == "star-held-out"
 
 
+@pytest.mark.slow
 def test_train_with_log_tensorboard_streams_each_epoch(world, reg, tmp_path, cli):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -178,6 +181,7 @@ def test_train_with_log_tensorboard_streams_each_epoch(world, reg, tmp_path, cli
     assert accs == [(r["epoch"], pytest.approx(r["train_acc"], rel=1e-6)) for r in sol.history]
 
 
+@pytest.mark.slow
 def test_star_with_log_wandb_offline(world, reg, tmp_path, cli, wandb_env):
     ids, _ = world
     code, out, err = cli("star", "--anchors", f"{ids[0]},{ids[1]}", "--epochs", "2", "--device", "cpu", "--json",
@@ -235,6 +239,7 @@ def _tensorboard_runs(folder, tag: str = "epoch/train_loss") -> dict[str, list[t
     return out
 
 
+@pytest.mark.slow
 def test_sweep_with_log_gives_a_run_per_training_and_star(home, mnist1d_cache, tmp_path, cli):
     pytest.importorskip("tensorboard")
     import shutil
@@ -253,6 +258,7 @@ def test_sweep_with_log_gives_a_run_per_training_and_star(home, mnist1d_cache, t
     assert sorted(len(v) for v in runs.values()) == [2, 2, 2, 2]
 
 
+@pytest.mark.slow
 def test_trainings_in_worker_processes_are_logged_from_their_stored_history(home, mnist1d_cache, tmp_path, cli):
     pytest.importorskip("tensorboard")
     import shutil
@@ -324,6 +330,7 @@ def test_the_notebook_api_never_mixes_two_protocols(world, cli):
         api.barriers(star=star.id, settings="zzzz")
 
 
+@pytest.mark.slow
 def test_barrier_reads_several_stars_as_replicates_with_a_pooled_ci(world, reg, trained, cli):
     """`barrier --star S1,S2`: each star against the held-outs, the CI over the stars as replicates; stars that
     share an anchor are refused, and shared held-outs are said beside the CI."""

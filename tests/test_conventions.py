@@ -29,6 +29,15 @@ def test_version_prints_the_package_version(cli):
     assert code == 0 and out == f"starlight {starcli.__version__}\n"
 
 
+def test_the_version_is_pyprojects_read_from_the_installed_metadata_and_py_typed_ships():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert starcli.__version__ == project["project"]["version"]
+    assert (ROOT / "starcli" / "py.typed").is_file()
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["starcli"]
+
+
 def test_global_options_after_the_command_are_moved_in_front_and_nothing_after_double_dash():
     assert hoist_globals(["list", "--home", "H", "--kind", "star", "--quiet"]) == ["--home", "H", "--quiet", "list", "--kind", "star"]
     assert hoist_globals(["--home", "H", "list", "--debug"]) == ["--home", "H", "--debug", "list"]

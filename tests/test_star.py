@@ -108,7 +108,7 @@ def test_anchors_of_different_widths_or_datasets_are_refused_with_the_mismatch_n
     assert count_solutions(reg) == before
 
 
-def test_align_anchors_realigns_every_anchor_at_each_epoch_start(reg, tiny_config, monkeypatch):
+def test_realign_realigns_every_anchor_at_each_epoch_start(reg, tiny_config, monkeypatch):
     ids = train_anchors(reg, tiny_config, [1, 2])
     calls = []
 
@@ -117,7 +117,7 @@ def test_align_anchors_realigns_every_anchor_at_each_epoch_start(reg, tiny_confi
         return state_b
 
     monkeypatch.setattr(stars, "align_state", align_state)
-    sol, _ = stars.build_star(reg, ids, epochs=2, align_anchors=True)
+    sol, _ = stars.build_star(reg, ids, epochs=2, realign=True)
     assert len(calls) == 2 * len(ids) and sol.config["star"]["align_anchors"] is True
 
 

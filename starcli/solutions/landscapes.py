@@ -22,6 +22,7 @@ from starcli.runners.options import RunOptions
 from starcli.registry import LandscapeResult, Registry
 
 from . import records
+from .barriers import SPLITS  # the torch-free copy of data.SPLITS, one for the whole wing
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -30,7 +31,6 @@ SHARPNESS = "sharpness"
 PLANE = "plane"
 CURVE = "curve"
 KINDS = (SHARPNESS, PLANE, CURVE)
-SPLITS = ("train", "test")
 ALIGN_CHOICES = ("auto", "weight", "none")
 MAX_SUBSET = 1_000_000
 

@@ -22,7 +22,6 @@ from starcli.runners.options import RunOptions
 from starcli.registry import LandscapeResult, Registry
 
 from . import records
-from .barriers import SPLITS  # the torch-free copy of data.SPLITS, one for the whole wing
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select

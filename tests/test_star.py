@@ -108,7 +108,7 @@ def test_anchors_of_different_widths_or_datasets_are_refused_with_the_mismatch_n
     assert count_solutions(reg) == before
 
 
-def test_realign_realigns_every_anchor_at_each_epoch_start(reg, tiny_config, monkeypatch):
+def test_align_anchors_realigns_every_anchor_at_each_epoch_start(reg, tiny_config, monkeypatch):
     ids = train_anchors(reg, tiny_config, [1, 2])
     calls = []
 

@@ -54,23 +54,23 @@ TASKS = {  # name: (recipe, width override or None)
 # own-loss-phase rows of docs/results/star-quality.md came from an own_epochs option that changed nothing
 # (it ran where the cosine schedule's lr is ~0) and was not kept; their settings are gone from here.
 SETTINGS = {
-    "demo": dict(align_anchors=True),
+    "demo": dict(realign=True),
     "no-align": dict(),
-    "mu1": dict(align_anchors=True, mu_star=1.0),
-    "k4": dict(align_anchors=True, samples_per_step=4),
-    "beta": dict(align_anchors=True, t_sampling="beta:0.5,0.5"),
-    "mean-init": dict(align_anchors=True, init="anchor-mean"),
-    "mean-init+mu1": dict(align_anchors=True, init="anchor-mean", mu_star=1.0),
-    "2x-epochs": dict(align_anchors=True, epochs_factor=2),
+    "mu1": dict(realign=True, mu_star=1.0),
+    "k4": dict(realign=True, samples_per_step=4),
+    "beta": dict(realign=True, t_sampling="beta:0.5,0.5"),
+    "mean-init": dict(realign=True, init="anchor-mean"),
+    "mean-init+mu1": dict(realign=True, init="anchor-mean", mu_star=1.0),
+    "2x-epochs": dict(realign=True, epochs_factor=2),
     # Second round, after the first showed (a) and (b) trading off through mu_star on the MLP:
-    "mu0.3": dict(align_anchors=True, mu_star=0.3),
-    "mu0.5": dict(align_anchors=True, mu_star=0.5),
-    "beta22": dict(align_anchors=True, t_sampling="beta:2,2"),
-    "mu0.3+beta22": dict(align_anchors=True, mu_star=0.3, t_sampling="beta:2,2"),
-    "mean-init+mu0.3": dict(align_anchors=True, init="anchor-mean", mu_star=0.3),
-    "4x-epochs": dict(align_anchors=True, epochs_factor=4),
-    "4x+mean-init+mu1": dict(align_anchors=True, init="anchor-mean", mu_star=1.0, epochs_factor=4),
-    "4x+mean-init+mu0.3": dict(align_anchors=True, init="anchor-mean", mu_star=0.3, epochs_factor=4),
+    "mu0.3": dict(realign=True, mu_star=0.3),
+    "mu0.5": dict(realign=True, mu_star=0.5),
+    "beta22": dict(realign=True, t_sampling="beta:2,2"),
+    "mu0.3+beta22": dict(realign=True, mu_star=0.3, t_sampling="beta:2,2"),
+    "mean-init+mu0.3": dict(realign=True, init="anchor-mean", mu_star=0.3),
+    "4x-epochs": dict(realign=True, epochs_factor=4),
+    "4x+mean-init+mu1": dict(realign=True, init="anchor-mean", mu_star=1.0, epochs_factor=4),
+    "4x+mean-init+mu0.3": dict(realign=True, init="anchor-mean", mu_star=0.3, epochs_factor=4),
 }
 
 

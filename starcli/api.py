@@ -54,7 +54,7 @@ def solutions(
         sols = records.query(reg, kind, arch, dataset, width, recipe=recipe, tag=tag, seeds=seeds)
         rows = []
         for sol in sols:
-            rec = records.record(reg, sol) | records.star_settings(sol)
+            rec = records.record(reg, sol) | records.star_columns(sol)
             rows.append({k: v for k, v in rec.items() if k != "metrics"} | dict(rec["metrics"] or {}))
     return pd.DataFrame(rows).set_index("id") if rows else pd.DataFrame(columns=["id"]).set_index("id")
 

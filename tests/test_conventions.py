@@ -29,6 +29,15 @@ def test_version_prints_the_package_version(cli):
     assert code == 0 and out == f"starlight {starcli.__version__}\n"
 
 
+def test_the_version_is_pyprojects_read_from_the_installed_metadata_and_py_typed_ships():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert starcli.__version__ == project["project"]["version"]
+    assert (ROOT / "starcli" / "py.typed").is_file()
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["starcli"]
+
+
 def test_global_options_after_the_command_are_moved_in_front_and_nothing_after_double_dash():
     assert hoist_globals(["list", "--home", "H", "--kind", "star", "--quiet"]) == ["--home", "H", "--quiet", "list", "--kind", "star"]
     assert hoist_globals(["--home", "H", "list", "--debug"]) == ["--home", "H", "--debug", "list"]
@@ -270,3 +279,57 @@ def test_out_is_the_output_path_spelled_o_everywhere_and_split_is_one_split_spli
                 assert not _option(cmd, "--split").multiple and "one split" in _option(cmd, "--split").help, cmd
             if long == "--splits":
                 assert "list" in _option(cmd, "--splits").help, cmd
+
+
+# One name per concept in the code too. A name listed here once named two things (or a concept the CLI
+# spells otherwise); it may be defined once at most, outside the commands (a command's function is named
+# after the command: `commands/solutions.py:train` is `starlight train`).
+ONE_DEFINITION = ("train", "star_settings", "fan_out")
+# Python names retired for the CLI's spelling. Stored keys keep their first name ("align_anchors" in a
+# star's config is part of its key), so strings are allowed: only identifiers are checked.
+RETIRED_NAMES = {"align_anchors": "realign"}
+
+
+def _package_trees():
+    import ast
+
+    root = Path(starcli.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        yield path.relative_to(root), ast.parse(path.read_text(encoding="utf-8"))
+
+
+def test_a_concept_has_one_python_name_defined_once_outside_the_commands():
+    import ast
+
+    defined: dict[str, list[str]] = {}
+    for rel, tree in _package_trees():
+        if rel.parts[0] == "commands":
+            continue
+        for node in tree.body:
+            names = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else []
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+            for name in names:
+                if name in ONE_DEFINITION:
+                    defined.setdefault(name, []).append(str(rel))
+    twice = {name: where for name, where in defined.items() if len(where) > 1}
+    assert not twice, twice
+    assert "train" in defined  # the guard looks where definitions are (anchors.train)
+
+
+def test_no_python_identifier_uses_a_retired_spelling():
+    import ast
+
+    found = []
+    for rel, tree in _package_trees():
+        for node in ast.walk(tree):
+            name = (
+                node.name if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else
+                node.arg if isinstance(node, (ast.arg, ast.keyword)) else
+                node.attr if isinstance(node, ast.Attribute) else
+                node.id if isinstance(node, ast.Name) else None
+            )  # fmt: skip
+            if name in RETIRED_NAMES:
+                found.append(f"{rel}:{node.lineno}: {name} (use {RETIRED_NAMES[name]})")
+    assert not found, found

@@ -37,7 +37,7 @@ def _check(reg, outcomes, seeds):
 
 @pytest.mark.slow
 def test_local_executor_trains_seeds_in_two_worker_processes_and_resubmitting_skips_them(reg, config):
-    outcomes = training.train(reg, config, [1, 2, 3], run=RunOptions(executor="local", jobs=2), device="cpu")
+    outcomes = training.train_where(reg, config, [1, 2, 3], run=RunOptions(executor="local", jobs=2), device="cpu")
     _check(reg, outcomes, [1, 2, 3])
     # The workers' rows carry the same (config, seed) key as this process would write.
     again = anchor_training.train(reg, config, [1, 2, 3], device="cpu")
@@ -52,7 +52,7 @@ def test_two_workers_train_stacked_seed_groups_bit_identical_to_one_seed_at_a_ti
     pooled, alone = Registry(tmp_path / "pooled"), Registry(tmp_path / "alone")
     seeds = [1, 2, 3, 4, 5]
     assert training.seed_groups(seeds, 2) == [[1, 3, 5], [2, 4]]
-    outcomes = training.train(pooled, config, seeds, run=RunOptions(executor="local", jobs=2), device="cpu")
+    outcomes = training.train_where(pooled, config, seeds, run=RunOptions(executor="local", jobs=2), device="cpu")
     assert [o.solution.seed for o in outcomes] == seeds and all(o.trained for o in outcomes)
     # The reference: each seed trained by itself in this process (no stacking, no pool).
     reference = [anchor_training.train(alone, config, [seed], device="cpu")[0] for seed in seeds]
@@ -64,14 +64,14 @@ def test_two_workers_train_stacked_seed_groups_bit_identical_to_one_seed_at_a_ti
 def test_registered_seeds_start_no_worker(reg, config, monkeypatch):
     first = anchor_training.train(reg, config, [1, 2], device="cpu")
     monkeypatch.setattr(local, "run_local", lambda *a, **k: pytest.fail("no pool when every seed is registered"))
-    again = training.train(reg, config, [2, 1], run=RunOptions(executor="local", jobs=2), device="cpu")
+    again = training.train_where(reg, config, [2, 1], run=RunOptions(executor="local", jobs=2), device="cpu")
     assert [o.solution.id for o in again] == [first[1].solution.id, first[0].solution.id]
     assert not any(o.trained for o in again)
 
 
 def test_one_slot_on_the_cpu_trains_in_this_process(reg, config, monkeypatch):
     monkeypatch.setattr(local, "run_local", lambda *a, **k: pytest.fail("no pool for one slot"))
-    [outcome] = training.train(reg, config, [5], run=RunOptions(executor="local"), device="cpu")
+    [outcome] = training.train_where(reg, config, [5], run=RunOptions(executor="local"), device="cpu")
     assert outcome.trained and outcome.solution.device == "cpu"
 
 
@@ -106,7 +106,7 @@ def test_visible_gpus_honour_cuda_visible_devices(monkeypatch):
 @pytest.mark.slow
 def test_slurm_debug_runs_one_job_per_seed_with_logs_under_home(reg, config):
     pytest.importorskip("submitit")
-    outcomes = training.train(reg, config, [1, 2], run=RunOptions(executor="slurm", slurm_cluster="debug"), device="cpu")
+    outcomes = training.train_where(reg, config, [1, 2], run=RunOptions(executor="slurm", slurm_cluster="debug"), device="cpu")
     _check(reg, outcomes, [1, 2])
     assert (reg.home / "slurm").is_dir()
 
@@ -141,7 +141,7 @@ def test_slurm_without_sbatch_says_where_to_run(reg, config, monkeypatch):
     pytest.importorskip("submitit")
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(StarlightError, match="sbatch not found"):
-        training.train(reg, config, [1], run=RunOptions(executor="slurm"), device="cpu")
+        training.train_where(reg, config, [1], run=RunOptions(executor="slurm"), device="cpu")
 
 
 # --- options and extras --------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_slurm_without_sbatch_says_where_to_run(reg, config, monkeypatch):
 def test_a_missing_optional_package_names_the_extra_to_install(reg, config, monkeypatch, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
     with pytest.raises(StarlightError, match=rf"pip install 'starlight-landscapes\[{extra}\]'"):
-        training.train(reg, config, [1], run=RunOptions(executor=extra), device="cpu")
+        training.train_where(reg, config, [1], run=RunOptions(executor=extra), device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -221,14 +221,14 @@ def local_ray():
 
 
 def test_ray_trains_seeds_as_remote_tasks_into_one_registry(reg, config, local_ray):
-    outcomes = training.train(reg, config, [1, 2, 3], run=RunOptions(executor="ray"), device="cpu")
+    outcomes = training.train_where(reg, config, [1, 2, 3], run=RunOptions(executor="ray"), device="cpu")
     _check(reg, outcomes, [1, 2, 3])
 
 
 def test_failed_seeds_are_reported_in_one_line_once_every_seed_has_run(reg, config, local_ray):
     bad = dict(config, lr=1e30)  # diverges at once: the worker refuses to register a non-finite loss
     with pytest.raises(StarlightError) as e:
-        training.train(reg, bad, [1, 2], run=RunOptions(executor="ray", jobs=1), device="cpu")
+        training.train_where(reg, bad, [1, 2], run=RunOptions(executor="ray", jobs=1), device="cpu")
     message = str(e.value)
     assert message.startswith("2 of 2 seed(s) failed (seed 1: the loss became") and "\n" not in message
     assert "rerun the same command" in message
@@ -237,7 +237,7 @@ def test_failed_seeds_are_reported_in_one_line_once_every_seed_has_run(reg, conf
 @pytest.mark.slow
 def test_ray_refuses_a_gpu_request_on_a_cluster_without_gpus_instead_of_waiting(reg, config, local_ray):
     with pytest.raises(StarlightError, match="asks for 1 GPU.*has 0"):
-        training.train(reg, config, [1], run=RunOptions(executor="ray", gpus_per_job=1), device="cpu")
+        training.train_where(reg, config, [1], run=RunOptions(executor="ray", gpus_per_job=1), device="cpu")
 
 
 # --- the runners know a job only by its protocol ---------------------------------------------------

@@ -173,7 +173,7 @@ def test_submitit_runs_train_star_and_barrier_jobs_and_a_killed_star_job_resumes
     submitit = pytest.importorskip("submitit")
     monkeypatch.setenv("STARLIGHT_RESUME_EVERY_S", "0")  # a resume file every epoch: the kill lands after one
     slurm = dict(run=RunOptions(executor="slurm", slurm_cluster="local", time="10"), device="cpu")
-    outcomes = training.train(reg, config, [1, 2, 3, 4], **slurm)
+    outcomes = training.train_where(reg, config, [1, 2, 3, 4], **slurm)
     ids = [o.solution.id for o in outcomes]
     spec = stars.StarSpec(anchor_ids=ids[:2], epochs=300, seed=7)
     plan = stars.plan_star(reg, spec)
@@ -225,7 +225,7 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_runs_train_star_and_barrier_jobs_into_one_registry(reg, config, local_ray):
-    outcomes = training.train(reg, config, [1, 2, 3, 4], run=RunOptions(executor="ray"), device="cpu")
+    outcomes = training.train_where(reg, config, [1, 2, 3, 4], run=RunOptions(executor="ray"), device="cpu")
     ids = [o.solution.id for o in outcomes]
     [(star, created)] = stars.build_stars(reg, [stars.StarSpec(anchor_ids=ids[:2], epochs=2)], run=RunOptions(executor="ray"), device="cpu")
     assert created and star.kind == "star" and star.anchors == ids[:2]  # drawn in seed order, whatever order the parallel jobs registered the seeds in

@@ -120,7 +120,7 @@ def test_align_anchors_realigns_every_anchor_at_each_epoch_start(reg, tiny_confi
         return state_b
 
     monkeypatch.setattr(stars, "align_state", align_state)
-    sol, _ = stars.build_star(reg, ids, epochs=2, align_anchors=True)
+    sol, _ = stars.build_star(reg, ids, epochs=2, realign=True)
     assert len(calls) == 2 * len(ids) and sol.config["star"]["align_anchors"] is True
 
 

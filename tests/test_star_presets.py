@@ -16,9 +16,9 @@ from starcli.solutions import records
 
 
 def test_presets_give_the_measured_default_and_the_papers_settings_with_flags_on_top():
-    assert star_settings() == {"align_anchors": True, "init": "anchor-mean", "mu_star": 1.0}
-    assert star_settings("paper") == {"align_anchors": False, "init": "random", "mu_star": 0.0}
-    assert star_settings("paper", mu_star=0.5, align_anchors=None) == dict(STAR_PRESETS["paper"], mu_star=0.5)
+    assert star_settings() == {"realign": True, "init": "anchor-mean", "mu_star": 1.0}
+    assert star_settings("paper") == {"realign": False, "init": "random", "mu_star": 0.0}
+    assert star_settings("paper", mu_star=0.5, realign=None) == dict(STAR_PRESETS["paper"], mu_star=0.5)
     with pytest.raises(UsageError, match="--preset must be one of solution, paper"):
         star_settings("best")
 

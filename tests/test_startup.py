@@ -32,9 +32,22 @@ def run_and_report_modules(args: list[str], home: Path) -> tuple[dict, str]:
 
 def test_the_barrier_module_copies_of_engine_constants_agree_with_the_engine():
     from starcli.engine import data, evaluation
-    from starcli.solutions import barriers
+    from starcli.runners import options
+    from starcli.solutions import barriers, bends, landscapes, planes
 
     assert barriers.SPLITS == data.SPLITS and barriers.EVAL_BATCH == evaluation.EVAL_BATCH
+    # One torch-free copy, not one per module: the instruments take the barrier module's.
+    assert bends.SPLITS is planes.SPLITS is barriers.SPLITS and not hasattr(landscapes, "SPLITS")
+    # The default SLURM time has one definition, which the command bundle shows as its default.
+    import typer.main
+
+    import starcli.cli  # noqa: F401  (loads every command module)
+    from starcli.commands import app
+
+    group = typer.main.get_command(app)
+    defaults = {p.default for name in group.list_commands(None) for p in group.get_command(None, name).params
+                if "--time" in getattr(p, "opts", ())}  # fmt: skip
+    assert options.RunOptions().time == options.DEFAULT_TIME and defaults == {options.DEFAULT_TIME}
 
 
 def test_our_architectures_are_built_without_timm_and_equal_timms_build(tmp_path):

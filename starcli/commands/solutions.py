@@ -58,7 +58,7 @@ def train(
     tracking = common.tracking(reg, log, log_dir)
     rep = common.reporter()
     with rep.live():
-        outcomes = training.train(
+        outcomes = training.train_where(
             reg, config, seeds, run=run, device=device, data_dir=data_dir, download=download, reporter=rep,
             tracking=tracking,
         )
@@ -148,7 +148,7 @@ def list_(
     seeds = common.ids(seed, "seed") if seed is not None else None
     reg = common.registry(create=False, read_only=True)
     sols = records.query(reg, kind, arch, dataset, width, recipe=recipe, tag=tag, seeds=seeds) if reg else []
-    rows = [records.record(reg, s) | records.star_settings(s) for s in sols]
+    rows = [records.record(reg, s) | records.star_columns(s) for s in sols]
     if fmt == "json":
         common.echo_json(rows)
     elif not rows and fmt is None:

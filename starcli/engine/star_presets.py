@@ -15,14 +15,14 @@ from typing import Any
 from starcli.errors import UsageError
 
 STAR_PRESETS: dict[str, dict[str, Any]] = {
-    "solution": {"align_anchors": True, "init": "anchor-mean", "mu_star": 1.0},
-    "paper": {"align_anchors": False, "init": "random", "mu_star": 0.0},
+    "solution": {"realign": True, "init": "anchor-mean", "mu_star": 1.0},
+    "paper": {"realign": False, "init": "random", "mu_star": 0.0},
 }
 DEFAULT_PRESET = "solution"
 
 
 def star_settings(preset: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """The preset's align_anchors, init and mu_star, with every override that is not None on top."""
+    """The preset's realign, init and mu_star, with every override that is not None on top."""
     name = preset or DEFAULT_PRESET
     if name not in STAR_PRESETS:
         raise UsageError(f"--preset must be one of {', '.join(STAR_PRESETS)}, got {name!r}")

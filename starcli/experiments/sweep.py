@@ -76,7 +76,7 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, run: RunOptio
 
     ids: dict[Any, dict[int, int]] = {}  # width → seed → solution id
     for width in sweep.widths:
-        outcomes = training.train(
+        outcomes = training.train_where(
             reg, configs[width], sweep.seeds_to_train(), run=run, device=device, data_dir=data_dir, download=download,
             reporter=reporter, tracking=tracking,
         )

@@ -299,7 +299,7 @@ def _check_star(star: dict[str, Any], where: str) -> None:
 
     settings = {k: v for k, v in star.items() if k not in ("preset", "realign", "init", "mu_star")}
     try:
-        StarSpec.check_settings(**star_settings(star.get("preset"), align_anchors=star.get("realign"),
+        StarSpec.check_settings(**star_settings(star.get("preset"), realign=star.get("realign"),
                                                 init=star.get("init"), mu_star=star.get("mu_star")), **settings)
     except UsageError as e:
         flag, _, rule = str(e).removeprefix("--").partition(" ")  # --mu-star: the file's mu_star

@@ -30,7 +30,8 @@ BASELINES = ("anchors", "none")
 
 # A query answered from the registry imports no torch (seconds of start-up): torch, alignment and the
 # evaluation engine are imported inside compute_pairs and has_spec only. So these two copies of
-# engine constants (data.SPLITS, evaluation.EVAL_BATCH) live here; tests/test_startup.py checks they agree.
+# engine constants (data.SPLITS, evaluation.EVAL_BATCH) live here, the only ones outside the engine (the
+# instruments, bends.py and planes.py, import SPLITS from here); tests/test_startup.py checks they agree.
 SPLITS = ("train", "test")
 EVAL_BATCH = 4096
 # The datasets whose task is regression (engine/data.py's DatasetInfo.task), for the solution verdict.

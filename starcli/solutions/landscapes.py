@@ -30,7 +30,6 @@ SHARPNESS = "sharpness"
 PLANE = "plane"
 CURVE = "curve"
 KINDS = (SHARPNESS, PLANE, CURVE)
-SPLITS = ("train", "test")
 ALIGN_CHOICES = ("auto", "weight", "none")
 MAX_SUBSET = 1_000_000
 

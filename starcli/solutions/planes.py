@@ -15,10 +15,10 @@ from starcli.registry import LandscapeResult, Registry
 from starcli.selectors import MAX_ID, check_int, check_seed
 
 from . import records
+from .barriers import SPLITS  # the one torch-free copy of data.SPLITS
 from .landscapes import (
     ALIGN_CHOICES,
     MAX_SUBSET,
-    SPLITS,
     PLANE,
     Plan,
     cached,

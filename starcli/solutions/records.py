@@ -332,7 +332,7 @@ def history(reg: Registry, sid: int) -> list[dict[str, Any]]:
     return [{**{c: None for c in HISTORY_COLUMNS}, **row} for row in sol.history]
 
 
-def star_settings(sol: Solution) -> dict[str, Any]:
+def star_columns(sol: Solution) -> dict[str, Any]:
     """What tells stars apart in `list`: anchor count, t-sampling, μ* and whether anchors were re-aligned."""
     star = (sol.config or {}).get("star") or {}
     if not sol.anchors:

@@ -105,7 +105,7 @@ class StarSpec:
     samples_per_step: int = 1
     mu_star: float = 0.0
     seed: int = 0
-    align_anchors: bool = False  # --realign: re-permute every anchor to the star at each epoch start
+    realign: bool = False  # --realign: re-permute every anchor to the star at each epoch start
     init: str = "random"
     compile_step: bool | None = None  # None: as the anchors were trained
 
@@ -122,8 +122,8 @@ class StarSpec:
         check_int(self.samples_per_step, "--samples-per-step", 1, 1_000)
         check_finite(self.mu_star, "--mu-star")
         check_seed(self.seed)
-        if not isinstance(self.align_anchors, bool):
-            raise UsageError(f"--realign must be true or false, got {self.align_anchors!r}")
+        if not isinstance(self.realign, bool):
+            raise UsageError(f"--realign must be true or false, got {self.realign!r}")
         object.__setattr__(self, "anchor_ids", anchor_ids)
         object.__setattr__(self, "t_sampling", str(TSampling.parse(self.t_sampling)))
         object.__setattr__(self, "mu_star", float(self.mu_star))
@@ -132,7 +132,7 @@ class StarSpec:
     def preset(cls, name: str | None = None, *, realign: bool | None = None, init: str | None = None,
                mu_star: float | None = None, **fields: Any) -> "StarSpec":
         """The spec of preset `name` (default: the default preset), with every override not None on top."""
-        return cls(**star_settings(name, align_anchors=realign, init=init, mu_star=mu_star), **fields)
+        return cls(**star_settings(name, realign=realign, init=init, mu_star=mu_star), **fields)
 
     @classmethod
     def check_settings(cls, **settings: Any) -> None:
@@ -172,7 +172,7 @@ def plan_star(reg: Registry, spec: StarSpec, reporter: Reporter | None = None) -
         "samples_per_step": spec.samples_per_step,
         "mu_star": spec.mu_star,
         "seed": spec.seed,
-        "align_anchors": spec.align_anchors,
+        "align_anchors": spec.realign,  # the stored key keeps its first name: stars are keyed by it
     }
     # Recorded only when not the paper's random start, so that stars built before the option keep their keys.
     if spec.init != "random":
@@ -197,7 +197,7 @@ def build_star(
     seed: int = 0,
     device: str = "auto",
     reporter: Reporter | None = None,
-    align_anchors: bool = False,
+    realign: bool = False,
     tracking: Callable | None = None,
     init: str = "random",
     compile_step: bool | None = None,
@@ -208,7 +208,7 @@ def build_star(
     """
     devices.resolve(device)  # before any check: a registered star must not hide --device tpu
     spec = StarSpec(anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step,
-                    mu_star=mu_star, seed=seed, align_anchors=align_anchors, init=init, compile_step=compile_step)
+                    mu_star=mu_star, seed=seed, realign=realign, init=init, compile_step=compile_step)
     return build(reg, spec, device, reporter, tracking)
 
 
@@ -227,7 +227,7 @@ def build(reg: Registry, spec: StarSpec, device: str = "auto", reporter: Reporte
         manage.clear_registered_run(run_folder(reg, key))
         return existing, False
     compilation.check_toolchain(config, dev.type)  # before the data is loaded, not at the first step
-    realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if spec.align_anchors else None
+    realign = aligner(anchors[0].arch, anchors[0].arch_kwargs, seed) if spec.realign else None
 
     train_split = load_split(config["dataset"], "train", dev, cache_dir=records.dataset_cache(reg))
     test_split = load_split(config["dataset"], "test", dev, cache_dir=records.dataset_cache(reg))

@@ -1,6 +1,6 @@
-"""Anchors trained on any runner: the seed jobs, and `train`, what `starlight train` calls.
+"""Anchors trained on any runner: the seed jobs, and `train_where`, what `starlight train` calls.
 
-`anchors.train` trains seeds in this process; `train` here sends the missing ones to a local pool, SLURM
+`anchors.train` trains seeds in this process; `train_where` here sends the missing ones to a local pool, SLURM
 or Ray as jobs (`SeedJob`, or a `SeedGroupJob` stacked inside one local worker) and gathers what they
 registered, so every executor registers exactly what a local run would.
 """
@@ -112,7 +112,7 @@ def seed_groups(seeds: list[int], workers: int) -> list[list[int]]:
     return [g for g in groups if g]
 
 
-def train(
+def train_where(
     reg,
     config: dict[str, Any],
     seeds: list[int],

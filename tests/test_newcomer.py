@@ -36,7 +36,7 @@ def test_help_lists_the_workflow_first_then_the_rest_grouped(cli):
     assert code == 0
     sections = [ln.rstrip(":") for ln in out.splitlines() if ln and not ln.startswith(" ") and ln.endswith(":")]
     assert sections[sections.index("Workflow") :] == [
-        "Workflow", "Solutions", "Results", "Experiments", "Alignment", "Moving solutions"
+        "Workflow", "Solutions", "Results", "Experiments", "Instruments", "Alignment", "Moving solutions"
     ]  # fmt: skip
     commands = [ln.split()[0] for ln in out.split("Workflow:")[1].splitlines() if ln.startswith("  ")]
     assert commands[:3] == ["train", "star", "barrier"]

@@ -145,8 +145,8 @@ COMMAND_SECTIONS = {
     "Workflow": ("train", "star", "barrier"),
     "Solutions": ("list", "show", "register", "doctor", "rm", "tag", "untag", "note"),
     "Results": ("barriers", "curves", "landscapes", "history"),
-    "Instruments": ("sharpness", "plane", "curve"),
     "Experiments": ("demo", "sweep", "soup", "bma", "report"),
+    "Instruments": ("sharpness", "plane", "curve"),
     "Alignment": ("align", "spec"),
     "Moving solutions": ("export", "import"),
 }

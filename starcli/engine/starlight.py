@@ -9,7 +9,6 @@ autograd delivers d/dθ = (1−t)·∇L((1−t)θ + tθ_i) without copying param
 from __future__ import annotations
 
 import math
-import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ def realign_all(
     workers: int | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """`[realign(target, a) for a in anchors]`, the anchors after the first on `workers` threads (default:
-    the cores this process may use).
+    one, i.e. one after another; see below).
 
     Each anchor's weight matching is independent of the others' and deterministic (its own seeded order,
     scipy's assignment, matrix products on torch's intra-op threads as before), so the list is the same,
@@ -48,16 +47,29 @@ def realign_all(
     release the GIL: threads overlap the assignments, which are most of a re-alignment. The first anchor
     is matched alone: its call derives and caches the architecture's permutation spec, which draws from
     torch's global generator, exactly once and at the same point as one anchor after another did.
+
+    Off by default: a new thread starts with OpenMP's default thread count, not the caller's
+    `torch.set_num_threads`, so its matrix products may take another kernel and another summation order.
+    Each thread is therefore given the caller's count; even so, a whole sweep on a worker pool once differed
+    from the same sweep in one process while threads were the default (tests/test_sweep_pool.py, under
+    pytest-xdist), and the measured gain was 0.84-1.70x depending on load (benchmarks/bench_realign.py).
+    Bits first: threads only when asked for.
     """
     if not anchors:
         return []
     first = realign(target, anchors[0])
     rest = anchors[1:]
-    workers = min(len(rest), workers or len(os.sched_getaffinity(0)))
+    workers = min(len(rest), workers or 1)
     if workers <= 1:
         return [first] + [realign(target, a) for a in rest]
+    threads = torch.get_num_threads()
+
+    def one(anchor):
+        torch.set_num_threads(threads)  # this thread's OpenMP count, as the caller's
+        return realign(target, anchor)
+
     with ThreadPoolExecutor(workers, thread_name_prefix="realign") as pool:
-        return [first] + list(pool.map(lambda a: realign(target, a), rest))
+        return [first] + list(pool.map(one, rest))
 
 
 @dataclass(frozen=True)

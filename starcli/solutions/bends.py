@@ -19,6 +19,7 @@ from . import records
 from .barriers import SPLITS  # the one torch-free copy of data.SPLITS
 from .landscapes import (
     ALIGN_CHOICES,
+    LandscapeJob,
     MAX_SUBSET,
     CURVE,
     Plan,
@@ -82,26 +83,16 @@ class CurveSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CurveJob:
+class CurveJob(LandscapeJob):
     """One curved path: train its bend, register it (kind bend), evaluate the path and the line."""
 
-    home: str
-    db_url: str
     a: int
     b: int
-    settings: dict[str, Any]
-    settings_hash: str
-    device: str
-    recompute: bool = False
-    store_url: str | None = None
 
     kind = CURVE
 
     def label(self) -> str:
         return f"{self.settings['bend']} curve {self.a}-{self.b}"
-
-    def weight(self) -> int:
-        return 1
 
     def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, bool]:
         """(landscape row id, computed now)."""
@@ -111,10 +102,6 @@ class CurveJob:
                 return row.id, False
         row = compute_curve(reg, self.a, self.b, self.settings, self.settings_hash, self.device, reporter or Reporter())
         return row.id, True
-
-    def describe(self, result: tuple[int, bool]) -> str:
-        row_id, computed = result
-        return f"stored as row {row_id}" if computed else f"already stored as row {row_id}"
 
 
 def plan(reg: Registry, spec: CurveSpec, device: str = "auto", recompute: bool = False) -> Plan:

@@ -38,6 +38,28 @@ def finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+@dataclass(frozen=True, kw_only=True)
+class LandscapeJob:
+    """What the instruments' jobs share (a `runners.jobs.Job`): the registry they store into, one set of
+    settings and its hash, and a result that is (landscape row id, computed now). Each kind adds what it is
+    measured on, its `kind`, `label` and `run`."""
+
+    home: str
+    db_url: str
+    settings: dict[str, Any]
+    settings_hash: str
+    device: str
+    recompute: bool = False
+    store_url: str | None = None
+
+    def weight(self) -> int:
+        return 1
+
+    def describe(self, result: tuple[int, bool]) -> str:
+        row_id, computed = result
+        return f"stored as row {row_id}" if computed else f"already stored as row {row_id}"
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a request needs: the stored row (`existing`), or the jobs that will store it (`todo`)."""

@@ -18,6 +18,7 @@ from . import records
 from .barriers import SPLITS  # the one torch-free copy of data.SPLITS
 from .landscapes import (
     ALIGN_CHOICES,
+    LandscapeJob,
     MAX_SUBSET,
     PLANE,
     Plan,
@@ -94,26 +95,16 @@ class PlaneSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PlaneJob:
+class PlaneJob(LandscapeJob):
     """One plane's grid under one set of settings. It stores the grid row by row as a partial row, so a
     killed or requeued job resumes at the first row not stored (and says so)."""
 
-    home: str
-    db_url: str
     solutions: tuple[int, ...]
-    settings: dict[str, Any]
-    settings_hash: str
-    device: str
-    recompute: bool = False
-    store_url: str | None = None
 
     kind = PLANE
 
     def label(self) -> str:
         return f"plane {'-'.join(map(str, self.solutions))}"
-
-    def weight(self) -> int:
-        return 1
 
     def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, bool]:
         """(landscape row id, computed now)."""
@@ -125,10 +116,6 @@ class PlaneJob:
         row = compute_plane(reg, list(self.solutions), self.settings, self.settings_hash, self.device,
                             reporter or Reporter(), partial)
         return row.id, True
-
-    def describe(self, result: tuple[int, bool]) -> str:
-        row_id, computed = result
-        return f"stored as row {row_id}" if computed else f"already stored as row {row_id}"
 
 
 def plan(reg: Registry, spec: PlaneSpec, device: str = "auto", recompute: bool = False) -> Plan:

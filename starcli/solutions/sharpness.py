@@ -17,6 +17,7 @@ from starcli.selectors import MAX_ID, check_int, check_seed
 from . import records
 from .landscapes import (
     ALIGN_CHOICES,
+    LandscapeJob,
     MAX_SUBSET,
     SHARPNESS,
     Plan,
@@ -90,17 +91,10 @@ class SharpnessSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SharpnessJob:
+class SharpnessJob(LandscapeJob):
     """Sharpness of one solution under one set of settings; stores its row when it finishes."""
 
-    home: str
-    db_url: str
     solution: int
-    settings: dict[str, Any]
-    settings_hash: str
-    device: str
-    recompute: bool = False
-    store_url: str | None = None
     along: int | None = None
 
     kind = SHARPNESS
@@ -111,9 +105,6 @@ class SharpnessJob:
     def label(self) -> str:
         where = f"solution {self.solution}" if self.along is None else f"the segment {self.solution}-{self.along}"
         return f"sharpness of {where}"
-
-    def weight(self) -> int:
-        return 1
 
     def run(self, reg: Registry, reporter: Reporter | None = None) -> tuple[int, bool]:
         """(landscape row id, computed now)."""
@@ -129,10 +120,6 @@ class SharpnessJob:
         ids = [self.solution] if self.along is None else [self.solution, self.along]
         row = store(reg, SHARPNESS, ids, self.settings, self.settings_hash, result)
         return row.id, True
-
-    def describe(self, result: tuple[int, bool]) -> str:
-        row_id, computed = result
-        return f"stored as row {row_id}" if computed else f"already stored as row {row_id}"
 
 
 def plan(reg: Registry, spec: SharpnessSpec, device: str = "auto", recompute: bool = False) -> Plan:

@@ -129,8 +129,7 @@ def measure(reg: Registry, specs: list[CurveSpec], device: str = "auto", recompu
     run_plans(reg, plans, run, device, reporter, "curve job")
     out = []
     for p, spec in zip(plans, specs):
-        settings_hash = p.todo[0].settings_hash if p.todo else p.existing.settings_hash
-        row = cached(reg, CURVE, f"{spec.a}-{spec.b}", settings_hash)
+        row = cached(reg, CURVE, f"{spec.a}-{spec.b}", p.settings_hash)
         if row is None:
             raise StarlightError(f"the curve {spec.a}-{spec.b} was not stored; rerun to retry it")
         out.append(row_record(row))

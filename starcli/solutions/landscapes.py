@@ -67,6 +67,11 @@ class Plan:
     existing: LandscapeResult | None
     todo: list = field(default_factory=list)
 
+    @property
+    def settings_hash(self) -> str:
+        """The hash the request's row is stored under: the stored row's, else its job's."""
+        return self.todo[0].settings_hash if self.todo else self.existing.settings_hash
+
 
 def same_network_and_task(sols: list, what: str) -> None:
     """One line when the solutions differ in dataset (task) or architecture."""

@@ -147,8 +147,7 @@ def measure(reg: Registry, specs: list[PlaneSpec], device: str = "auto", recompu
     out = []
     for p in plans:
         subject = "-".join(map(str, p.todo[0].solutions)) if p.todo else p.existing.subject
-        settings_hash = p.todo[0].settings_hash if p.todo else p.existing.settings_hash
-        row = cached(reg, PLANE, subject, settings_hash)
+        row = cached(reg, PLANE, subject, p.settings_hash)
         if row is None or not row.result.get("complete"):
             raise StarlightError(f"the plane {subject} was not stored whole; rerun to resume it")
         out.append(row_record(row))

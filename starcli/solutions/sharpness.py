@@ -158,8 +158,7 @@ def measure(reg: Registry, specs: list[SharpnessSpec], device: str = "auto", rec
     out = []
     kinds = {sol.id: sol.kind for sol in records.get_many(reg, list(dict.fromkeys(spec.solution for spec in specs)))}
     for p, spec in zip(plans, specs):
-        settings_hash = p.todo[0].settings_hash if p.todo else p.existing.settings_hash
-        row = cached(reg, SHARPNESS, spec.subject(), settings_hash)
+        row = cached(reg, SHARPNESS, spec.subject(), p.settings_hash)
         if row is None:  # stored by a worker, then removed by someone else before we read it
             raise StarlightError(f"the sharpness of {spec.subject()} was not stored; rerun to retry it")
         out.append(row_record(row) | {"solution_kind": kinds[spec.solution]})

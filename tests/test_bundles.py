@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import tarfile
 
 import pytest
@@ -15,6 +14,7 @@ from sqlmodel import select
 from starcli.registry import BarrierResult, Solution, open_registry
 from starcli.errors import StarlightError
 from starcli.solutions import barriers, bundles, records
+from star_copies import reg, source  # noqa: F401  (fixtures: a copy of the session's star registry)
 
 
 def solutions(reg) -> list[Solution]:
@@ -25,23 +25,6 @@ def solutions(reg) -> list[Solution]:
 def barrier_rows(reg) -> list[BarrierResult]:
     with reg.session() as s:
         return list(s.exec(select(BarrierResult)))
-
-
-@pytest.fixture
-def reg(home, request):
-    """The test's registry: when the test uses `source`, a copy of conftest's `star_home` (trained once per
-    session instead of once per test), else empty."""
-    if "source" in request.fixturenames:
-        shutil.copytree(request.getfixturevalue("star_home")[0], home, dirs_exist_ok=True)  # database, blobs, dataset cache
-    r = open_registry(home)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def source(reg, star_home):
-    """Anchors 1-2, a held-out 3, a star from 1-2, and its measured barriers: (star id, ids)."""
-    return star_home[1]
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from sqlmodel import select
 from starcli.registry import BarrierResult, Solution, open_registry
 from starcli.solutions import anchors as anchor_training
 from starcli.solutions import barriers, bundles, stars
+from star_copies import reg, source  # noqa: F401  (fixtures: a copy of the session's star registry)
 
 
 def state(reg) -> tuple:
@@ -28,23 +28,6 @@ def state(reg) -> tuple:
     files = {str(p.relative_to(reg.home)): hashlib.sha256(p.read_bytes()).hexdigest()
              for p in sorted(reg.home.rglob("*")) if p.is_file() and not p.name.startswith("registry.db")}
     return rows, bars, files
-
-
-@pytest.fixture
-def reg(home, request):
-    """The test's registry: when the test uses `source`, a copy of conftest's `star_home` (trained once per
-    session instead of once per test), else empty."""
-    if "source" in request.fixturenames:
-        shutil.copytree(request.getfixturevalue("star_home")[0], home, dirs_exist_ok=True)  # database, blobs, dataset cache
-    r = open_registry(home)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def source(reg, star_home):
-    """Anchors 1-2, a held-out 3, a star 4 from 1-2, and its measured barriers: (star id, ids)."""
-    return star_home[1]
 
 
 @pytest.fixture

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import torch
 
 from starcli.engine import recipes
 from starcli.errors import StarlightError, UsageError
@@ -291,3 +294,40 @@ def test_a_new_kind_of_job_runs_here_and_on_a_local_pool_with_no_change_to_the_r
         said = _Lines()
         assert run_jobs(reg, todo, run, "cpu", said) == [(0, 2), (1, 2), (2, 2)]  # in submission order
         assert sorted(said.lines) == [f"count {t}: 2 solution(s)" for t in range(3)]  # each described by itself
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Threads(_CountRows):
+    """Report the intra-op thread count the job computes with."""
+
+    kind: ClassVar[str] = "threads"
+
+    def run(self, reg, reporter=None) -> int:
+        import torch
+
+        return torch.get_num_threads()
+
+    def describe(self, result) -> str:
+        return f"{self.label()}: {result} thread(s)"
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_worker_computes_with_the_thread_count_of_the_process_that_submitted_its_job(reg, executor, monkeypatch, request):
+    """The count changes a CPU product's rounding and is not in any key, so a job run on a worker must use
+    the submitter's count, not $OMP_NUM_THREADS's (or Ray's one per task): else a sweep on a pool differs
+    bit for bit from the same sweep in a library caller's process (the bug found at stop 28)."""
+    from starcli.runners.run import run_jobs
+
+    if executor == "ray":
+        # Ray's workers import this test module to unpickle the job: they inherit the driver's environment.
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
+        request.getfixturevalue("local_ray")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        todo = [_Threads(home=str(reg.home), db_url=reg.url, device="cpu", store_url=reg.store_url, tag=t) for t in range(2)]
+        run = RunOptions(jobs=2) if executor == "local" else RunOptions(executor="ray", jobs=2)
+        assert run_jobs(reg, todo, run, "cpu", _Lines()) == [3, 3]
+    finally:
+        torch.set_num_threads(before)

@@ -43,6 +43,17 @@ def resolve(threads: int | None = None) -> int:
     return DEFAULT
 
 
+def current() -> int:
+    """This process's intra-op thread count: torch's where torch is loaded (a library caller may have set
+    it, or left torch's default of one per core), else the policy's. What a runner hands to the
+    processes that run its jobs, so a job computes the bits it would compute here (MKL splits a matrix
+    product by thread count)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_num_threads"):
+        return int(torch.get_num_threads())
+    return resolve()
+
+
 def apply(threads: int | None = None) -> int:
     """Apply the policy to this process (and to the processes it spawns); return the thread count."""
     n = resolve(threads)

@@ -45,8 +45,15 @@ class Job(Protocol):
         """`run`'s result as log lines (one per line; empty: nothing to say)."""
 
 
-def run_job(job: Job) -> Any:
-    """Run one job of any kind into the shared registry (what every worker calls)."""
+def run_job(job: Job, threads: int | None = None) -> Any:
+    """Run one job of any kind into the shared registry (what every worker calls). `threads`: the intra-op
+    thread count of the process that submitted it (`threads.current()`), applied here first, so a job
+    run on a worker gives the bits it gives in the submitting process (the count changes a CPU product's
+    rounding; it is not part of any key)."""
+    if threads is not None:
+        from starcli.engine import threads as thread_policy
+
+        thread_policy.apply(threads)
     reg = Registry(Path(job.home), job.db_url, job.store_url)
     try:
         return job.run(reg)
@@ -57,10 +64,13 @@ def run_job(job: Job) -> Any:
 class RunJob:
     """`run_job` for submitit, which requeues a job whose callable has `checkpoint`: a seed or a star that
     hits the SLURM time limit or is preempted goes back in the queue and resumes from its last finished
-    epoch (a barrier batch keeps the pairs it stored and computes the rest)."""
+    epoch (a barrier batch keeps the pairs it stored and computes the rest). `threads`: as `run_job`'s."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
 
     def __call__(self, job: Job) -> Any:
-        return run_job(job)
+        return run_job(job, self.threads)
 
     def checkpoint(self, job: Job):
         from submitit.helpers import DelayedSubmission

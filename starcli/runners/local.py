@@ -1,7 +1,7 @@
 """The local runner: a spawn process pool, one slot per visible GPU (or --jobs CPU workers).
 
-Each worker is pinned to its GPU before torch starts in it, runs on one thread policy, and dies with
-the process that started it.
+Each worker is pinned to its GPU before torch starts in it, computes with the intra-op thread count of
+the process that started it (so a job's bits do not depend on where it ran), and dies with that process.
 """
 
 from __future__ import annotations
@@ -55,8 +55,10 @@ def pin_worker(slots_queue, threads: int, parent: int) -> None:
     visible, _ = slots_queue.get()
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
-    # Without this every worker starts one thread per core and N workers fight over the same cores.
-    thread_policy.apply()  # the policy: --threads / $OMP_NUM_THREADS, inherited from the parent, else 1
+    # The parent's count, not torch's default of one thread per core: N workers would fight over the cores,
+    # and a matrix product's rounding depends on the count, so the worker's bits would differ from the
+    # parent's for the same job (a library caller may run torch with any count).
+    thread_policy.apply(threads)
 
 
 def die_with(parent: int) -> None:
@@ -102,7 +104,7 @@ class LocalPool:
         queue = ctx.Queue()
         for slot in self.slots:
             queue.put(slot)
-        threads = max(1, (os.cpu_count() or 1) // len(self.slots))
+        threads = thread_policy.current()
         self._pool = ProcessPoolExecutor(
             len(self.slots), mp_context=ctx, initializer=pin_worker, initargs=(queue, threads, os.getpid())
         )

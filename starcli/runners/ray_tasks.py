@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Iterator
 
+from starcli.engine import threads as thread_policy
 from starcli.errors import StarlightError, UsageError
 
 from .jobs import Job, Results, job_error, require, run_job
@@ -68,6 +69,7 @@ def run_ray(todo: list[Job], device, jobs, gpus_per_job, address, reporter) -> R
         task = ray.remote(num_gpus=gpus_per_job, num_cpus=1, max_retries=0)(run_job)
         # Ray pins each GPU task with CUDA_VISIBLE_DEVICES; a CPU task must not grab a GPU by `auto`.
         job_device = device if gpus_per_job else "cpu"
+        threads = thread_policy.current()  # each task computes with this process's thread count (its bits)
         queue = list(range(len(todo)))
         in_flight: dict[Any, int] = {}
         results = Results(reporter, todo, "Ray")
@@ -75,7 +77,7 @@ def run_ray(todo: list[Job], device, jobs, gpus_per_job, address, reporter) -> R
         while queue or in_flight:
             while queue and len(in_flight) < limit:
                 i = queue.pop(0)
-                in_flight[task.remote(replace(todo[i], device=job_device))] = i
+                in_flight[task.remote(replace(todo[i], device=job_device), threads)] = i
             done, _ = ray.wait(list(in_flight), num_returns=1)
             i = in_flight.pop(done[0])
             try:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from starcli.engine import threads as thread_policy
 from starcli.errors import StarlightError
 
 from .jobs import Job, Results, RunJob, job_error, require
@@ -34,7 +35,7 @@ def run_slurm(todo: list[Job], device, jobs, home: Path, partition, time, gpus_p
             params["slurm_partition"] = partition
     executor.update_parameters(**params)
     # In the job, SLURM exposes the allocated GPUs as cuda:0..; `auto` finds them, cpu stays cpu.
-    submitted = executor.map_array(RunJob(), [replace(job, device=device) for job in todo])
+    submitted = executor.map_array(RunJob(thread_policy.current()), [replace(job, device=device) for job in todo])
     by_id = {job.job_id: i for i, job in enumerate(submitted)}
     reporter.log(f"submitted {len(todo)} job(s) to {cluster}: {submitted[0].job_id.split('_')[0]} (logs in {folder.parent})")
     results = Results(reporter, todo, cluster)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 from typing import ClassVar
@@ -319,9 +318,13 @@ def test_a_worker_computes_with_the_thread_count_of_the_process_that_submitted_i
     from starcli.runners.run import run_jobs
 
     if executor == "ray":
-        # Ray's workers import this test module to unpickle the job: they inherit the driver's environment.
-        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
-        request.getfixturevalue("local_ray")
+        # Ray's workers import this test module to unpickle the job: its folder goes on their path.
+        ray = pytest.importorskip("ray")
+        if ray.is_initialized():  # a session another test left (its workers lack this path)
+            ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}})
+        request.addfinalizer(ray.shutdown)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(3)

@@ -77,15 +77,20 @@ def test_the_environment_overrides_the_default_in_a_fresh_process(tmp_path):
     assert out.stdout.split()[-1] == "2"
 
 
-def test_a_local_worker_takes_the_policy_not_one_thread_per_core(monkeypatch, restore_threads):
+def test_a_local_worker_takes_the_count_its_pool_gives_not_one_thread_per_core(monkeypatch, restore_threads):
+    from starcli.engine import threads as thread_policy
     from starcli.runners import local
 
+    # The pool gives its workers the count of the process that opens it (tests/test_executors.py checks
+    # that end to end), which may differ from $OMP_NUM_THREADS in a library caller's process.
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    torch.set_num_threads(3)
+    assert thread_policy.current() == 3
     torch.set_num_threads(1)
     slots: queue.Queue = queue.Queue()
     slots.put((None, "cpu"))
-    local.pin_worker(slots, 16, os.getppid())
-    assert torch.get_num_threads() == 2
+    local.pin_worker(slots, 3, os.getppid())
+    assert torch.get_num_threads() == 3 and os.environ["OMP_NUM_THREADS"] == "3"
 
 
 def test_a_thread_count_below_one_is_a_usage_error(cli, home, restore_threads):

@@ -90,6 +90,7 @@ def test_bad_input_is_one_line_on_stderr_with_a_non_zero_exit_and_no_change(trai
     got, out, err = cli(*args)
     assert got == code, err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert (reg.home / "registry.db").read_bytes() == before  # not a row, not a page written
     from starcli.solutions import records
 
     assert len(records.query(reg)) == len(trained)

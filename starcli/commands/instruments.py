@@ -17,6 +17,10 @@ SHARPNESS_COLUMNS = ["id", "kind", "subject", "top_k", "subset", "probes", "seed
                      "trace_se", "settings_hash", "created_at"]
 CURVE_COLUMNS = ["id", "kind", "subject", "bend", "epochs", "align", "bend_solution", "split", "curve_loss_barrier",
                  "line_loss_barrier", "settings_hash", "created_at"]
+# The options plane and curve declare alike (sharpness's --align applies to --along only, so it keeps its own).
+SplitsOpt = typer.Option("train,test", "--splits", help="The splits to measure, a list: train, test or train,test.")
+AlignOpt = typer.Option("auto", "--align", help="auto (weight where the architecture has a spec) | weight | none.")
+
 PLANE_COLUMNS = ["id", "kind", "subject", "basis", "resolution", "align", "complete", "min_loss", "max_loss",
                  "settings_hash", "created_at"]
 
@@ -101,10 +105,10 @@ def plane(
     margin: float = typer.Option(0.2, "--margin", help="Three solutions: the grid's border, a fraction of their extent."),
     span: float = typer.Option(1.0, "--span", help="--random: the grid covers [-span, span] along each direction."),
     seed: int = typer.Option(0, "--seed", "-s", help="--random: the directions' seed."),
-    splits: str = typer.Option("train,test", "--splits", help="The splits to measure, a list: train, test or train,test."),
+    splits: str = SplitsOpt,
     bn_calibration: str = common.BnCalibrationOpt,
     batch_size: int = typer.Option(4096, "--batch-size", help="Evaluation and BN-calibration batch."),
-    align: str = typer.Option("auto", "--align", help="auto (weight where the architecture has a spec) | weight | none."),
+    align: str = AlignOpt,
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and measure again."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the train-loss contours as a figure (this file).",
                                        rich_help_panel=common.OUTPUT),
@@ -165,9 +169,9 @@ def curve(
     batch_size: int = typer.Option(128, "--batch-size", help="Training batch; every batch draws its own t."),
     seed: int = typer.Option(0, "--seed", "-s", help="Seeds the draws of t and the batch order."),
     points: int = typer.Option(11, "--points", help="Evaluation grid: t = linspace(0, 1, N), for the curve and the line."),
-    splits: str = typer.Option("train,test", "--splits", help="The splits to measure, a list: train, test or train,test."),
+    splits: str = SplitsOpt,
     bn_calibration: str = common.BnCalibrationOpt,
-    align: str = typer.Option("auto", "--align", help="auto (weight where the architecture has a spec) | weight | none."),
+    align: str = AlignOpt,
     recompute: bool = typer.Option(False, "--recompute", help="Ignore stored results and train and measure again."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write the curve's and the line's losses as a figure (this file).",
                                        rich_help_panel=common.OUTPUT),

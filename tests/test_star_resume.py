@@ -121,7 +121,9 @@ def _cli(home: Path, *args: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_a_star_killed_at_a_random_epoch_resumes_and_matches_an_uninterrupted_one(tmp_path, mnist1d_cache):
+# --realign-every 7: the kill most likely lands between two re-alignments (the file then carries their star).
+@pytest.mark.parametrize("every", [(), ("--realign-every", "7")], ids=["every-epoch", "every-7"])
+def test_a_star_killed_at_a_random_epoch_resumes_and_matches_an_uninterrupted_one(tmp_path, mnist1d_cache, every):
     base = tmp_path / "base"
     (base / "datasets").mkdir(parents=True)
     shutil.copy(mnist1d_cache, base / "datasets" / "mnist1d.npz")
@@ -130,7 +132,7 @@ def test_a_star_killed_at_a_random_epoch_resumes_and_matches_an_uninterrupted_on
     homes = {name: tmp_path / name for name in ("killed", "clean")}
     for h in homes.values():
         shutil.copytree(base, h)
-    args = ("star", "--anchors", "1,2", "--epochs", "120", "--t-sampling", "beta:2,2", "--json")
+    args = ("star", "--anchors", "1,2", "--epochs", "120", "--t-sampling", "beta:2,2", *every, "--json")
 
     proc = _cli(homes["killed"], *args)
     runs = homes["killed"] / "runs"

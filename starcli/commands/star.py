@@ -39,8 +39,8 @@ def star(
         help="Re-permute every anchor to the star at each epoch start (solution: on, paper: off).",
     ),
     realign_every: int = typer.Option(
-        1, "--realign-every", metavar="K",
-        help="Re-align only at the start of every K-th epoch; between, the anchors keep their last permutation. "
+        1, "--realign-every",
+        help="K: re-align only at the start of epochs 0, K, 2K, ...; between, the anchors keep their last permutation. "
         "Cheaper, but another star (K > 1 is part of the key; docs/benchmarks.md measures its effect).",
     ),
     compile_: Optional[bool] = typer.Option(

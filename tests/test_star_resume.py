@@ -99,7 +99,8 @@ def test_a_resume_file_write_leaves_no_temp_file_behind_when_it_fails(tmp_path, 
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     resume = loop.ResumeFile(tmp_path / "run")
-    resume.save(net, opt, 1, {"draws": [1, 2]})
+    kept = {"aligned_to.weight": torch.arange(6.0).reshape(2, 3)}
+    resume.save(net, opt, 1, {"draws": [1, 2]}, kept)
 
     def broken_fsync(fd):
         raise OSError("disk full")
@@ -110,6 +111,7 @@ def test_a_resume_file_write_leaves_no_temp_file_behind_when_it_fails(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["last.safetensors"]
     monkeypatch.undo()
     assert resume.load(net, opt, torch.device("cpu")) == 1 and resume.extra == {"draws": [1, 2]}
+    assert resume.extra_tensors.keys() == kept.keys() and torch.equal(resume.extra_tensors["aligned_to.weight"], kept["aligned_to.weight"])
 
 
 def _cli(home: Path, *args: str) -> subprocess.Popen:

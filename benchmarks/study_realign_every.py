@@ -3,8 +3,9 @@
 `--realign-every K` makes a star epoch cheaper (benchmarks/bench_realign.py) but builds another star, so
 its effect on star quality is measured here before anyone relies on it (issue 25, item 3). Task: the
 default recipe (mnist1d-mlp, width 256), anchors and held-outs trained for --epochs (default 40, a tenth
-of the recipe's 400, so the study fits in ~15 minutes on a loaded 2-core machine; the star trains as long
-as its anchors). REPLICATES replicates, with disjoint seeds: replicate r uses anchors SEED_FROM + 10r +
+of the recipe's 400: 8 minutes with 4 replicates on the 2-core machine at load 8-11; `--epochs 400
+--replicates 3`, the recipe, took 13; the star trains as long as its anchors). --replicates replicates,
+with disjoint seeds: replicate r uses anchors SEED_FROM + 10r +
 0..ANCHORS-1 and held-outs the next HELD_OUTS seeds, star seed r. Per replicate and per K in --every, one
 star (the default preset, `--realign-every K`) from the same anchors; then train-loss barriers, weight-
 matched, 11 points (`barrier --star S --held-out H`: the star to each held-out and the regular baseline,
@@ -21,6 +22,8 @@ answers finished work from it:
 
     OMP_NUM_THREADS=1 python benchmarks/study_realign_every.py --home /tmp/study-realign-every \
         --out docs/results/realign-every
+    OMP_NUM_THREADS=1 python benchmarks/study_realign_every.py --home /tmp/study-realign-every-400 \
+        --epochs 400 --replicates 3 --out docs/results/realign-every-400-epochs
 """
 
 from __future__ import annotations

@@ -146,8 +146,10 @@ def test_a_star_that_re_aligns_every_k_epochs_stores_k_and_is_algorithm_1_with_t
 ])
 def test_a_bad_realign_every_is_one_line_and_builds_nothing(reg, tiny_config, cli, args, says):
     _train(reg, dict(tiny_config, epochs=1), [1, 2])
+    before = (reg.home / "registry.db").read_bytes()
     code, out, err = cli("star", "--anchors", "1-2", "--epochs", "1", *args)
     assert code != 0 and out == "" and err.count("\n") == 1 and says in err and "Traceback" not in err, err
+    assert (reg.home / "registry.db").read_bytes() == before  # not a row, not a page written
     assert records.query(reg, kind="star") == []
 
 

@@ -8,7 +8,6 @@ autograd delivers d/dθ = (1−t)·∇L((1−t)θ + tθ_i) without copying param
 
 from __future__ import annotations
 
-import math
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass

@@ -106,7 +106,7 @@ class StarSpec:
     mu_star: float = 0.0
     seed: int = 0
     realign: bool = False  # --realign: re-permute every anchor to the star at each epoch start
-    realign_every: int = 1  # --realign-every K: ... at the start of every K-th epoch only (K > 1: in the key)
+    realign_every: int = 1  # --realign-every K: re-align at epochs 0, K, 2K, ... only (K > 1: in the key)
     init: str = "random"
     compile_step: bool | None = None  # None: as the anchors were trained
 

@@ -45,8 +45,8 @@ bench: $(VENV)/.dev
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 # Every published table and figure of docs/results, regenerated from an empty registry of its own (about 52
-# minutes on 2 cores; the instruments study, benchmarks/study_instruments.py, runs last in registries of its
-# own). Order matters only for reuse: the anchors and t-sampling sweeps reuse width-mnist1d's models,
+# minutes on 2 cores; the instruments study, benchmarks/study_instruments.py, and the --realign-every study,
+# benchmarks/study_realign_every.py (about 8 + 13 minutes loaded), run last in registries of their own). Order matters only for reuse: the anchors and t-sampling sweeps reuse width-mnist1d's models,
 # width-mnist1d-cnn reuses anchors-mnist1d-cnn's width 32.
 PUBLISHED := linear-toy-replicates linear-toy-replicates-solution linear-toy width-mnist1d anchors-mnist1d \
 	t-sampling-mnist1d anchors-mnist1d-cnn width-mnist1d-cnn
@@ -61,6 +61,11 @@ results: $(VENV)/.core
 		--out docs/results/instruments-on-the-star
 	OMP_NUM_THREADS=1 $(PY) benchmarks/study_instruments.py --home $(RESULTS_HOME)-instruments-30 --epochs 30 \
 		--out docs/results/instruments-on-the-star-30-epochs
+	OMP_NUM_THREADS=1 $(PY) benchmarks/study_realign_every.py --home $(RESULTS_HOME)-realign-every \
+		--out docs/results/realign-every
+	OMP_NUM_THREADS=1 $(PY) benchmarks/study_realign_every.py --home $(RESULTS_HOME)-realign-every-400 --epochs 400 \
+		--replicates 3 --out docs/results/realign-every-400-epochs
 
 clean:
-	rm -rf $(VENV) .starlight .starlight-results .starlight-results-instruments .starlight-results-instruments-30 demo-out .pytest_cache
+	rm -rf $(VENV) .starlight .starlight-results .starlight-results-instruments .starlight-results-instruments-30 \
+		.starlight-results-realign-every .starlight-results-realign-every-400 demo-out .pytest_cache

@@ -1,14 +1,21 @@
 """Cost of the default star preset's re-alignment: every anchor weight-matched to the star at the start
-of every epoch (`starlight.realign_all`), one anchor after another vs on threads, against an epoch.
+of every epoch (`starlight.realign_all`), one anchor after another vs on threads, against an epoch; and of
+re-aligning only every K epochs (`star --realign-every K`).
 
 Anchors: the default recipe (MNIST-1D MLP) trained for a few epochs on the real data; the star: their
 aligned mean (the preset's start). Per anchor count, interleaved and repeated, medians:
 - a plain epoch (`training.fit`, one epoch) and a star epoch without re-alignment (`fit_star`, one epoch),
 - re-aligning all anchors one after another (workers 1) and on threads (workers = the cores here).
+Then, per anchor count and K in --every, whole runs of --run-epochs epochs, interleaved and repeated:
+a plain training (`training.fit`) against a star that re-aligns every K epochs (`fit_star(realign_every=K)`,
+the anchors re-aligned one after another), with the seconds spent inside re-alignment clocked in the run:
+star run / plain run (the per-epoch ratio, re-alignment amortised over K) and re-alignment's share of the
+star run; and, in a K = 1 run, how many re-alignments after the first changed an anchor's permutation. Both stars here are Algorithm 1's core (random start, no own-loss term), as in the first table.
 Targets (issue 25): star epoch with re-alignment ≤ 1.3× a plain epoch at 5 anchors; re-alignment ≤ 10%
-of the star epoch at 20 anchors. Equal results are tests/test_star.py's business (bit for bit).
+of the star epoch at 20 anchors. Equal results are tests/test_star.py's business (bit for bit); what K > 1
+does to the star is benchmarks/study_realign_every.py's.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_realign.py [--anchors 5,20] [--repeats 5]
+    OMP_NUM_THREADS=1 python benchmarks/bench_realign.py [--anchors 5,20] [--repeats 5] [--every 1,5,10]
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ def main() -> None:
     parser.add_argument("--anchors", default="5,20", help="Anchor counts, comma-separated.")
     parser.add_argument("--epochs", type=int, default=5, help="Epochs each anchor is trained for.")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--every", default="1,5,10", help="K values of the whole-run comparison, comma-separated.")
+    parser.add_argument("--run-epochs", type=int, default=10, help="Epochs of each whole run (a multiple of every K).")
     args = parser.parse_args()
     counts = [int(n) for n in args.anchors.split(",")]
     device = torch.device("cpu")
@@ -79,7 +88,59 @@ def main() -> None:
         print(f"{n:>7} {m['plain']:>9.3f} {m['star']:>8.3f} {m['seq']:>10.3f} {m['threads']:>10.3f} "
               f"{(m['star'] + m['threads']) / m['plain']:>14.2f} {m['seq'] / m['threads']:>7.2f}x "
               f"{m['threads'] / (m['star'] + m['threads']):>13.0%}")
+    print(f"load {os.getloadavg()[0]:.1f} after the per-epoch table")
+    every_k(args, counts, anchors, realign, config, device, split, sampling)
     print(f"load {os.getloadavg()[0]:.1f} at the end")
+
+
+def every_k(args, counts, anchors, realign, config, device, split, sampling) -> None:
+    """Whole runs: plain training vs stars re-aligning every K epochs, re-alignment clocked inside the run."""
+    ks = [int(k) for k in args.every.split(",")]
+    run = dict(config, epochs=args.run_epochs)
+    print(f"\nwhole runs of {args.run_epochs} epochs; medians of {args.repeats} interleaved repeats")
+    print(f"{'anchors':>7} {'K':>3} {'plain run':>10} {'star run':>9} {'realign':>8} {'star/plain':>11} {'realign share':>14}")
+    for n in counts:
+        group = anchors[:n]
+        spent = [0.0]
+
+        def timed(a, b):
+            start = time.perf_counter()
+            out = realign(a, b)
+            spent[0] += time.perf_counter() - start
+            return out
+
+        def star_run(k):
+            spent[0] = 0.0
+            start = time.perf_counter()
+            starlight.fit_star(run, group, 0, device, split, sampling, realign=timed, realign_every=k)
+            return time.perf_counter() - start, spent[0]
+
+        # Warm-up, and why K matters little or much: how many of the re-alignments after the first leave an
+        # anchor permuted otherwise than the previous one did (at K = 1: every epoch's, anchor by anchor).
+        seen: list[dict] = []
+
+        def recording(a, b):
+            out = realign(a, b)
+            seen.append(out)
+            return out
+
+        starlight.fit_star(run, group, 0, device, split, sampling, realign=recording)
+        changed = sum(any(not torch.equal(seen[i][k], seen[i - n][k]) for k in seen[i]) for i in range(n, len(seen)))
+        print(f"{n:>7}   re-alignments after epoch 0 that permuted an anchor otherwise than the epoch before: "
+              f"{changed} of {len(seen) - n}")
+        plain, stars_ = [], {k: [] for k in ks}
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            training.fit(run, 0, device, split)
+            plain.append(time.perf_counter() - start)
+            for k in ks:
+                stars_[k].append(star_run(k))
+        p = statistics.median(plain)
+        for k in ks:
+            total = statistics.median(t for t, _ in stars_[k])
+            inside = statistics.median(r for _, r in stars_[k])
+            share = statistics.median(r / t for t, r in stars_[k])
+            print(f"{n:>7} {k:>3} {p:>10.3f} {total:>9.3f} {inside:>8.3f} {total / p:>11.2f} {share:>13.0%}")
 
 
 if __name__ == "__main__":

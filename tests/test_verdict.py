@@ -95,6 +95,7 @@ def test_a_star_of_under_fitted_anchors_is_called_a_solution_only_with_a_warning
     "settings, advice",
     [({"mu_star": 0.0, "align_anchors": False, "init": "random"}, "--mu-star 1"),
      ({"mu_star": 1.0, "align_anchors": False, "init": "random"}, "--realign"),
+     ({"mu_star": 1.0, "align_anchors": True, "realign_every": 10, "init": "anchor-mean"}, "--realign-every 1"),
      ({"mu_star": 1.0, "align_anchors": True, "init": "random"}, "--init anchor-mean"),
      ({"mu_star": 1.0, "align_anchors": True, "init": "anchor-mean"}, "already uses the default preset")],
 )

@@ -38,6 +38,11 @@ def star(
         None, "--realign/--no-realign",
         help="Re-permute every anchor to the star at each epoch start (solution: on, paper: off).",
     ),
+    realign_every: int = typer.Option(
+        1, "--realign-every",
+        help="K: re-align only at the start of epochs 0, K, 2K, ...; between, the anchors keep their last permutation. "
+        "Cheaper, but another star (K > 1 is part of the key; docs/benchmarks.md measures its effect).",
+    ),
     compile_: Optional[bool] = typer.Option(
         None, "--compile/--no-compile",
         help="Compile the star's step with torch.compile (part of the key). Default: as the anchors were trained.",
@@ -57,7 +62,7 @@ def star(
     anchor_ids = common.solution_ids(anchors, "anchor id", unique=True)
     spec = stars.StarSpec.preset(
         preset, realign=realign, init=init, mu_star=mu_star, anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling,
-        samples_per_step=samples_per_step, seed=seed, compile_step=compile_,
+        samples_per_step=samples_per_step, seed=seed, compile_step=compile_, realign_every=realign_every,
     )
     common.device(device)
     reg = common.existing_registry()

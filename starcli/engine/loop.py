@@ -140,8 +140,9 @@ def resume_every_s() -> float:
 
 
 class ResumeFile:
-    """The last saved epoch of one run: model, optimizer state, epoch and any extra JSON state (a star's
-    draw position), as safetensors + JSON metadata.
+    """The last saved epoch of one run: model, optimizer state, epoch, any extra JSON state (a star's
+    draw position) and any extra tensors (the star a `--realign-every K` star last re-aligned to), as
+    safetensors + JSON metadata.
 
     Lives outside the content-addressed store (under $STARLIGHT_HOME/runs/<key>/) and is removed once
     the solution is registered.
@@ -163,6 +164,8 @@ class ResumeFile:
         self.tensors = folder / "last.safetensors"
         # The extra state of the last `load` (empty when there was nothing to resume).
         self.extra: dict[str, Any] = {}
+        # The extra tensors of the last `load`, by the names they were saved under (empty likewise).
+        self.extra_tensors: dict[str, torch.Tensor] = {}
         self.share = share
         # Wall seconds of the segments before this one, as the file recorded them (set by `load`).
         self.earlier_seconds = 0.0
@@ -184,10 +187,12 @@ class ResumeFile:
             self._last_write = now  # the run's start (its first epoch) counts as the last write
         return now - self._last_write >= self.every_s
 
-    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, extra: dict[str, Any] | None = None) -> None:
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, extra: dict[str, Any] | None = None,
+             extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
         from safetensors.torch import save
 
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        tensors |= {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
         scalars: dict[str, Any] = {}
         for idx, state in optimizer.state_dict()["state"].items():
             for key, value in state.items():
@@ -247,9 +252,11 @@ class ResumeFile:
         except FileNotFoundError:
             # Nothing to resume, or another run of the same seed just finished and removed it.
             self.extra = {}
+            self.extra_tensors = {}
             self.earlier_seconds = 0.0
             return 0
         self.extra = json.loads(meta.get("extra", "{}"))
+        self.extra_tensors = {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("extra.")}
         self.earlier_seconds = _seconds(meta.get("seconds"))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict[str, Any]] = {}
@@ -315,6 +322,7 @@ def run_epochs(
     before_epoch: Callable[[int], None] | None = None,
     on_epoch: Callable[[int, float, float | None], None] | None = None,
     resume_extra: Callable[[], dict[str, Any]] | None = None,
+    resume_tensors: Callable[[], dict[str, torch.Tensor]] | None = None,
 ) -> nn.Module:
     """Epochs `start`..config["epochs"] of minibatch descent on `step_loss(x_batch, y_batch)`, which returns
     the step's loss and how many of the batch's samples it classified right (`evaluation.correct_count`,
@@ -323,7 +331,7 @@ def run_epochs(
     `seed` fixes every epoch's shuffle and augmentation (and the global RNG that dropout draws from);
     `before_epoch(epoch)` runs first in each epoch (the star re-aligns its anchors there); the resume
     file, when given, is written after the epochs its cadence picks (`ResumeFile.due`), with
-    `resume_extra()` (JSON) beside the weights when given. `on_epoch(epoch, mean_loss, train_acc)`: the
+    `resume_extra()` (JSON) and `resume_tensors()` beside the weights when given. `on_epoch(epoch, mean_loss, train_acc)`: the
     mean of the epoch's step losses and the percentage of the epoch's samples classified right as each
     step saw them (train mode, augmented, before that step's update: the running accuracy, free because
     the logits were computed anyway), or None.
@@ -356,7 +364,8 @@ def run_epochs(
                 correct = right.to(total.dtype) if correct is None else correct + right
         loss_sum, right_sum = epoch_sums(total, correct, who, epoch + 1, advice)
         if resume and resume.due(final=epoch + 1 == config["epochs"]):
-            resume.save(model, optimizer, epoch + 1, resume_extra() if resume_extra else None)
+            resume.save(model, optimizer, epoch + 1, resume_extra() if resume_extra else None,
+                        resume_tensors() if resume_tensors else None)
         if on_epoch:
             acc = None if right_sum is None else 100.0 * right_sum / len(split.x)
             on_epoch(epoch + 1, loss_sum / steps_per_epoch, acc)

@@ -18,7 +18,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from starcli import models
-from starcli.errors import UsageError
+from starcli.errors import StarlightError, UsageError
 
 from . import compilation, evaluation, loop
 from .data import Split
@@ -29,6 +29,8 @@ from .interpolation import average
 STAR_SEED_OFFSET = 1_000_000_007
 STAR_INITS = ("random", "anchor-mean")
 BETA_RANGE = (1e-3, 1e4)  # the Beta parameters t may be drawn with (see TSampling.parse)
+# The resume file's name prefix for the star the anchors were last re-aligned to (realign_every > 1).
+ALIGNED_TO = "aligned_to."
 
 
 def realign_all(
@@ -160,6 +162,7 @@ def fit_star(
     on_epoch: Callable[[int, float, float | None], None] | None = None,
     resume: loop.ResumeFile | None = None,
     init: str = "random",
+    realign_every: int = 1,
 ) -> nn.Module:
     """Train a star toward `anchors` (state dicts); returns it (train mode).
 
@@ -168,10 +171,14 @@ def fit_star(
     with the star's own loss in the objective, this is what makes the star a solution that still connects).
 
     `realign(star_state, anchor_state)`, when given, re-permutes every anchor to the current star at the
-    start of each epoch (Algorithm 1; off in the paper's released configs). With `resume`, every finished
-    epoch is checkpointed (weights, optimizer state and the position of the anchor/t draws) and a rerun
-    continues from the last one, bit for bit as if it had never stopped: the re-aligned anchors need no
-    saving, since they are recomputed from the restored star at the start of the next epoch.
+    start of each epoch (Algorithm 1; off in the paper's released configs), or with `realign_every` K > 1
+    at the start of epochs 0, K, 2K, ... only: between those the anchors keep their last permutation
+    (a cheaper star, but another one: K is in the star's key). With `resume`, finished epochs are
+    checkpointed (weights, optimizer state and the position of the anchor/t draws) and a rerun continues
+    from the last one, bit for bit as if it had never stopped. The re-aligned anchors are not saved: they
+    are recomputed, as weight matching is deterministic, from the star they were aligned to: at K = 1 the
+    restored star itself (the next epoch re-aligns anyway); at K > 1 the star of the last re-alignment,
+    which the resume file then carries beside the weights (one more copy of the star, not one per anchor).
 
     `on_epoch(epoch, mean_loss, train_acc)`: the loss is the mean of the steps' objective; the accuracy is
     that of the interpolated networks each step descended (anchor and t as drawn), averaged over the
@@ -180,6 +187,8 @@ def fit_star(
     """
     if init not in STAR_INITS:
         raise UsageError(f"--init must be one of {', '.join(STAR_INITS)}, got {init!r}")
+    if isinstance(realign_every, bool) or not isinstance(realign_every, int) or realign_every < 1:
+        raise UsageError(f"--realign-every must be a whole number of epochs ≥ 1, got {realign_every!r}")
     init_seed = STAR_SEED_OFFSET + seed
     torch.manual_seed(init_seed)
     model = loop.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
@@ -204,10 +213,29 @@ def fit_star(
         version, internal, gauss = resume.extra["draws"]
         draws.setstate((version, tuple(internal), gauss))
 
+    # The star the anchors were last re-aligned to (only kept when realign_every > 1: the resume file needs it).
+    aligned_to: dict[str, torch.Tensor] | None = None
+    if start and realign is not None and realign_every > 1 and start % realign_every:
+        # Resumed between two re-alignments: the anchors as the last one left them.
+        aligned_to = {k[len(ALIGNED_TO):]: v for k, v in resume.extra_tensors.items() if k.startswith(ALIGNED_TO)}
+        if not aligned_to:
+            raise StarlightError(
+                f"the resume file {resume.tensors} has no record of the star its anchors were re-aligned to; "
+                f"delete the folder {resume.folder} to train this star from its start"
+            )
+        targets = anchor_params(realign_all(realign, aligned_to, anchors))
+
     def realign_anchors(epoch: int) -> None:
-        nonlocal targets
+        nonlocal targets, aligned_to
+        if epoch % realign_every:
+            return  # between re-alignments: the anchors keep their last permutation
         star_state = {k: v.detach() for k, v in model.state_dict().items()}
+        if realign_every > 1:
+            aligned_to = {k: v.clone() for k, v in star_state.items()}
         targets = anchor_params(realign_all(realign, star_state, anchors))
+
+    def resume_tensors() -> dict[str, torch.Tensor]:
+        return {ALIGNED_TO + k: v for k, v in (aligned_to or {}).items()}
 
     def network_at(weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(model, dict(zip(names, weights)), (x,), tie_weights=tied)
@@ -240,4 +268,5 @@ def fit_star(
         "Check the anchors, or lower the recipe's lr",
         start=start, resume=resume, before_epoch=realign_anchors if realign is not None else None,
         on_epoch=on_epoch, resume_extra=lambda: {"draws": list(draws.getstate())},
+        resume_tensors=resume_tensors if realign is not None and realign_every > 1 else None,
     )

@@ -325,6 +325,7 @@ def _star_spec(sweep: Sweep, cell: Cell, anchor_ids: list[int]) -> stars.StarSpe
         options.get("preset"), realign=options.get("realign"), init=options.get("init"), mu_star=options.get("mu_star"),
         anchor_ids=anchor_ids, epochs=options.get("epochs"), t_sampling=cell.t_sampling,
         samples_per_step=options.get("samples_per_step", 1), seed=sweep.star_seed_of(cell),
+        realign_every=options.get("realign_every", 1),
     )
 
 

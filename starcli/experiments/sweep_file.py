@@ -17,7 +17,7 @@ sampled, which seeds are held out. Running it is sweep.py.
     star_seeds = [0]
     replicates = 3                    # independent repeats of every star: replicate r shifts every anchor and
                                       # held-out seed by r × the seed block's span, and the star seed by r
-    [star]                            # preset (solution | paper) and build_star options: epochs, samples_per_step, mu_star, realign, init
+    [star]                            # preset (solution | paper) and build_star options: epochs, samples_per_step, mu_star, realign, realign_every, init
     [barriers]                        # measure options: points, splits, bn_calibration, batch_size, align
     [baselines]
     soup = true                       # also test the aligned average of each star's anchors (baselines.py)
@@ -43,7 +43,7 @@ SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers"
 GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds", "replicates"}
 # Replicates per cell: enough for a CI over anchor sets, bounded so a typo cannot plan a million stars.
 MAX_REPLICATES = 100
-STAR_KEYS = {"epochs", "samples_per_step", "mu_star", "realign", "init", "preset"}
+STAR_KEYS = {"epochs", "samples_per_step", "mu_star", "realign", "realign_every", "init", "preset"}
 # [star] keys renamed, still read with their old meaning: {old: new}.
 RENAMED_STAR_KEYS = {"align_anchors": "realign"}
 BARRIER_KEYS = {"points", "splits", "bn_calibration", "batch_size", "align"}

@@ -124,6 +124,8 @@ def _advice(settings: dict[str, Any]) -> str:
         return "Give its own loss a weight (--mu-star 1, as the default preset solution does)."
     if not settings.get("align_anchors"):
         return "Re-align the anchors to it every epoch (--realign, as the default preset solution does)."
+    if (settings.get("realign_every") or 1) > 1:  # absent: every epoch (stars built before the option)
+        return "Re-align the anchors to it every epoch, not every few (--realign-every 1, as the default preset does)."
     if settings.get("init") != "anchor-mean":
         return "Start it from the anchors' aligned mean (--init anchor-mean)."
     return "It already uses the default preset's settings: train it longer (--epochs) or from more anchors."

@@ -368,7 +368,7 @@ def finish(plan: BarrierPlan, computed: dict[tuple[int, int], dict] | None = Non
         task = "regression" if by_id[star].dataset in REGRESSION_DATASETS else "classification"
         summary["verdict"] = verdict(summary["star_metrics"], summary["anchor_metrics"], task)
         built = (by_id[star].config or {}).get("star") or {}
-        summary["verdict"]["star_settings"] = {k: built.get(k) for k in ("mu_star", "align_anchors", "init", "epochs")}
+        summary["verdict"]["star_settings"] = {k: built.get(k) for k in ("mu_star", "align_anchors", "realign_every", "init", "epochs")}
     return {"star": star, "settings": plan.settings, "pairs": pairs_out, "summary": summary}
 
 

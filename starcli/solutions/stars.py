@@ -106,6 +106,7 @@ class StarSpec:
     mu_star: float = 0.0
     seed: int = 0
     realign: bool = False  # --realign: re-permute every anchor to the star at each epoch start
+    realign_every: int = 1  # --realign-every K: re-align at epochs 0, K, 2K, ... only (K > 1: in the key)
     init: str = "random"
     compile_step: bool | None = None  # None: as the anchors were trained
 
@@ -124,6 +125,14 @@ class StarSpec:
         check_seed(self.seed)
         if not isinstance(self.realign, bool):
             raise UsageError(f"--realign must be true or false, got {self.realign!r}")
+        check_int(self.realign_every, "--realign-every", 1, 100_000)
+        if self.realign_every is None:
+            object.__setattr__(self, "realign_every", 1)
+        if self.realign_every > 1 and not self.realign:
+            raise UsageError(
+                f"--realign-every {self.realign_every} says how often to re-align the anchors, but re-alignment is off "
+                "(--no-realign or --preset paper); add --realign or leave --realign-every out"
+            )
         object.__setattr__(self, "anchor_ids", anchor_ids)
         object.__setattr__(self, "t_sampling", str(TSampling.parse(self.t_sampling)))
         object.__setattr__(self, "mu_star", float(self.mu_star))
@@ -174,6 +183,9 @@ def plan_star(reg: Registry, spec: StarSpec, reporter: Reporter | None = None) -
         "seed": spec.seed,
         "align_anchors": spec.realign,  # the stored key keeps its first name: stars are keyed by it
     }
+    # Recorded only when not every epoch (Algorithm 1's), so that every star built before the option keeps its key.
+    if spec.realign_every != 1:
+        config["star"]["realign_every"] = spec.realign_every
     # Recorded only when not the paper's random start, so that stars built before the option keep their keys.
     if spec.init != "random":
         config["star"]["init"] = spec.init
@@ -201,6 +213,7 @@ def build_star(
     tracking: Callable | None = None,
     init: str = "random",
     compile_step: bool | None = None,
+    realign_every: int = 1,
 ) -> tuple[Solution, bool]:
     """Train and register a star from the anchors (a `StarSpec`'s fields); returns (solution, created).
 
@@ -208,7 +221,8 @@ def build_star(
     """
     devices.resolve(device)  # before any check: a registered star must not hide --device tpu
     spec = StarSpec(anchor_ids=anchor_ids, epochs=epochs, t_sampling=t_sampling, samples_per_step=samples_per_step,
-                    mu_star=mu_star, seed=seed, realign=realign, init=init, compile_step=compile_step)
+                    mu_star=mu_star, seed=seed, realign=realign, init=init, compile_step=compile_step,
+                    realign_every=realign_every)
     return build(reg, spec, device, reporter, tracking)
 
 
@@ -244,7 +258,7 @@ def build(reg: Registry, spec: StarSpec, device: str = "auto", reporter: Reporte
         resume = ResumeFile(run_folder(reg, key))
         model = fit_star(
             config, states, seed, dev, train_split, sampling, spec.samples_per_step, spec.mu_star, realign, on_epoch=history, init=init,
-            resume=resume,
+            resume=resume, realign_every=spec.realign_every,
         )
         # The running statistics gathered during training describe interpolated networks, not the star.
         evaluation.recalibrate_bn(model, train_split.x, config=config)

@@ -9,7 +9,7 @@ import numpy as np
 
 from starcli.engine.barriers import FITTED_TRAIN_ACC, replicates_of
 from starcli.engine.evidence import describe_trend, trend
-from starcli.reports.sweep_report import AXIS_LABELS, SETTING, settings_of
+from starcli.reports.sweep_report import AXIS_LABELS, setting_keys, settings_of
 
 
 def star_against_regular(rows: list[dict[str, Any]], split: str = "train") -> tuple[list[float], list[float]]:
@@ -97,10 +97,10 @@ def findings(rows: list[dict[str, Any]], x: str, split: str = "train", cells: li
 def trend_findings(rows: list[dict[str, Any]], x: str, split: str, cells: list[dict[str, Any]] | None) -> list[str]:
     """The star/regular ratio's trend along x, with CIs on the slope and on Spearman ρ from resampling every
     setting's replicates and held-outs; only when x is the one axis that varies and is numeric."""
-    if not cells or x not in SETTING:
+    if not cells or x not in setting_keys(cells):
         return []
     groups = settings_of(cells)
-    others = [k for k in SETTING if k != x]
+    others = [k for k in setting_keys(cells) if k != x]
     if len({tuple(g[0][k] for k in others) for g in groups}) != 1:
         return []
     xs = [g[0][x] for g in groups]

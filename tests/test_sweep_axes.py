@@ -141,7 +141,7 @@ def test_a_renorm_by_align_sweep_measures_one_star_under_every_protocol(reg, tmp
     result = sweep_run.run(reg, sweep, out, device="cpu")
     plan = sweep.plan()
     assert result["computed"] == {k: plan[k] for k in result["computed"]} == {
-        "training_runs": 4, "stars": 1, "soups": 1, "barrier_pairs": 16}
+        "training_runs": 4, "stars": 1, "soups": 1, "barrier_pairs": 4 * 2 * 4}
     cells = result["cells"]
     assert [(c["align"], c["renorm"]) for c in cells] == [(p["align"], p["renorm"]) for p in sweep.protocols()]
     assert len({c["star"] for c in cells}) == 1 and len({c["soup"]["id"] for c in cells}) == 1  # built once
@@ -174,7 +174,7 @@ def test_a_renorm_by_align_sweep_measures_one_star_under_every_protocol(reg, tmp
                 if (p["align"], p["renorm"], p["group"]) == (cell["align"], cell["renorm"], "star-held-out")]
         assert mine == [pair["train"]["loss_barrier"] for pair in cell["pairs"] if pair["kind"] == "star-held-out"]
     text = (out / "summary.md").read_text()
-    assert "Barrier-protocol axes" in text and "| alignment | renormalisation |" in text and "Renorm repair: REPAIR" in text
+    assert "Barrier-protocol axes" in text and "| alignment | renormalisation |" in text and "Renorm repair: each hidden channel" in text
     assert (out / "barrier-train.png").stat().st_size > 1000
     payload = json.loads((out / "results.json").read_text())
     assert payload["protocol_axes"] == sweep.protocol and payload["x"] == "align"

@@ -230,10 +230,11 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path, fit: dict[s
 
 
 def _categories(rows: list[dict[str, Any]], x: str, keys: tuple[str, ...]) -> list[str]:
-    """Bar labels: the x value, and where it repeats (another axis varies too, e.g. renorm × align), the
-    values of the other axes that vary, so that no two bars read alike."""
+    """Bar labels: the x value, and where it repeats in a sweep with barrier-protocol axes (another axis
+    varies too, e.g. renorm × align), the values of the other axes that vary, so that no two bars read alike."""
     xs = [str(r[x]) for r in rows]
-    if len(set(xs)) == len(xs):
+    if len(set(xs)) == len(xs) or keys == SETTING:
+        # Without barrier-protocol axes, the labels (and so the figures' bytes) are the x values, as always.
         return xs
     others = [k for k in keys if k != x and len({r[k] for r in rows}) > 1]
     return [" / ".join([str(r[x])] + [str(r[k]) for k in others]) for r in rows]
@@ -243,8 +244,8 @@ def _categories(rows: list[dict[str, Any]], x: str, keys: tuple[str, ...]) -> li
 RENORM_WORDS = {
     "none": "the interpolated network as it is (BatchNorm statistics, where there are any, interpolated with the weights)",
     "reset": "BatchNorm statistics re-estimated at each t",
-    "repair": "REPAIR: each hidden channel's pre-activation given the mean and standard deviation interpolated between "
-    "the endpoints', on the calibration samples",
+    "repair": "each hidden channel's pre-activation given the mean and standard deviation interpolated between the "
+    "endpoints', on the calibration samples (REPAIR, Jordan et al. 2022)",
     "rescale": "each hidden channel's pre-activation standard deviation set to the one interpolated between the endpoints'",
     "reshift": "each hidden channel's pre-activation mean set to the one interpolated between the endpoints'",
 }

@@ -231,3 +231,24 @@ def test_protocol_axes_on_a_worker_pool_equal_the_sweep_in_one_process(tmp_path,
     assert len(barriers.stored(pooled, definition="endpoint-mean")) == len(barriers.stored(pooled, definition="eq1"))
     here.close()
     pooled.close()
+
+
+def test_the_documented_protocol_sweep_parses_as_the_page_says():
+    import re
+    import tomllib
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "instruments-alignment.md").read_text()
+    section = page[page.index("## As sweep axes"):]
+    sweep = sweep_file.parse(tomllib.loads(re.search(r"```toml\n(.*?)```", section, re.S).group(1)), "my-renorm")
+    assert sweep.protocol == {"align": ["weight", "activation"], "renorm": ["none", "repair"]} and sweep.x_axis() == "renorm"
+    shipped = sweep_file.load("renorm-mnist1d")
+    assert shipped.protocol == sweep.protocol and shipped.soup and shipped.replicates >= 3
+    # The shipped example's stars are t-sampling-mnist1d's uniform ones: nothing new to train for replicate 0.
+    other = sweep_file.load("t-sampling-mnist1d")
+    assert shipped.config(64) == other.config(64) and shipped.star == other.star
+    assert (shipped.anchor_seeds, shipped.held_out_seeds) == (other.anchor_seeds, other.held_out_seeds)
+    with pytest.raises(StarlightError) as e:
+        sweep_file.parse({"recipe": "mnist1d-cnn", "grid": {"anchor_seeds": "1-5", "held_out_seeds": "11-13",
+                                                            "renorm": ["repair"]}}, "my-renorm")
+    said = "[grid] renorm 'repair' does not apply to mnist1d-cnn at width 32: it is for networks without BatchNorm"
+    assert said in str(e.value) and said in " ".join(section.split())  # the page quotes the error as it is

@@ -252,3 +252,35 @@ def test_the_documented_protocol_sweep_parses_as_the_page_says():
                                                             "renorm": ["repair"]}}, "my-renorm")
     said = "[grid] renorm 'repair' does not apply to mnist1d-cnn at width 32: it is for networks without BatchNorm"
     assert said in str(e.value) and said in " ".join(section.split())  # the page quotes the error as it is
+
+
+def test_a_protocol_axis_finding_is_the_paired_ratio_with_its_ci_computed_plainly():
+    """The finding on what an axis does: per replicate and held-out, the barrier under the second value over
+    the first's, on the same pairs, with evidence.compare's CI; checked against sums and a t-interval."""
+    import statistics as stats
+
+    from scipy import stats as sps
+
+    from starcli.experiments.statistics import protocol_findings
+
+    def cell(renorm: str, replicate: int, star: list[float], regular: list[list[float]]) -> dict:
+        held = [100 + 10 * replicate + h for h in range(len(star))]
+        pairs = [{"kind": "star-held-out", "a": 1, "b": h, "train": {"loss_barrier": v}} for h, v in zip(held, star)]
+        pairs += [{"kind": "regular-held-out", "a": 2 + k, "b": h, "train": {"loss_barrier": v}}
+                  for h, vs in zip(held, regular) for k, v in enumerate(vs)]
+        return {"width": 8, "n_anchors": 2, "t_sampling": "uniform", "star_seed": 0, "replicate": replicate,
+                "align": "weight", "renorm": renorm, "protocol_axes": ["renorm"], "pairs": pairs}
+
+    none = [([0.4, 0.2], [[0.5, 0.7], [0.6, 0.2]]), ([0.3, 0.5], [[0.9, 0.5], [0.4, 0.4]]), ([0.2, 0.6], [[0.8, 0.6], [0.3, 0.5]])]
+    repair = [([0.1, 0.1], [[0.2, 0.4], [0.3, 0.1]]), ([0.2, 0.2], [[0.5, 0.3], [0.2, 0.2]]), ([0.1, 0.3], [[0.4, 0.2], [0.1, 0.3]])]
+    cells = [cell("none", r, *none[r]) for r in range(3)] + [cell("repair", r, *repair[r]) for r in range(3)]
+    (line,) = protocol_findings(cells, "train")
+    # star: per replicate Σ repair / Σ none, the mean of the three, and a t-interval over them
+    ratios = [sum(repair[r][0]) / sum(none[r][0]) for r in range(3)]
+    mean, half = stats.fmean(ratios), sps.t.ppf(0.975, 2) * stats.stdev(ratios) / 3 ** 0.5
+    assert f"star–held-out {mean:.3f}, 95% CI [{max(0.0, mean - half):.3f}, {mean + half:.3f}]" in line
+    regular = [sum(map(stats.fmean, repair[r][1])) / sum(map(stats.fmean, none[r][1])) for r in range(3)]
+    assert f"regular–held-out {stats.fmean(regular):.3f}" in line
+    assert line.startswith("renorm repair against none: train loss barrier ratio repair/none") and "3 replicates" in line
+    # Without protocol axes there is no such finding.
+    assert protocol_findings([{k: v for k, v in c.items() if k != "protocol_axes"} for c in cells]) == []

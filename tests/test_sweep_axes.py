@@ -108,6 +108,7 @@ def test_a_sweep_without_protocol_axes_plans_as_before(tmp_path):
          "[barriers] renorm 'rescale' does not apply"),
         ('renorm = ["repair"]', {"points = 5": "points = 5\ntemperature = 0"}, "[barriers] temperature must be a positive number"),
         ('align = ["weight"]', {"[baselines]": '[report]\nx = "renorms"\n[baselines]'}, "[report] x must be one of"),
+        ('align = ["weight"]', {"[baselines]": '[report]\nx = "renorm"\n[baselines]'}, "[report] x = 'renorm' needs a [grid] renorm axis"),
     ],
 )
 def test_a_bad_protocol_axis_is_one_line_at_plan_with_nothing_stored(tmp_path, home, cli, axes, replace, needle):

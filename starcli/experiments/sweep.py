@@ -155,11 +155,11 @@ def missing_work(reg: Registry | None, sweep: Sweep, device: str = "auto", run: 
         "barrier_pairs_of_built_stars": len(pairs),
     }
     if sweep.protocol:  # per barrier protocol and per (star, protocol) cell: what is left to measure
-        by_protocol: dict[str, set] = {_label(p).strip(" ()"): set() for p in sweep.protocols()}
+        by_protocol: dict[str, set] = {_protocol_name(p): set() for p in sweep.protocols()}
         cells = []
         for cell, protocol, key, found in todo:
             left = [pair for pair in found if (key, pair) in pairs]
-            by_protocol[_label(protocol).strip(" ()")].update((key, pair) for pair in left)
+            by_protocol[_protocol_name(protocol)].update((key, pair) for pair in left)
             if left:
                 cells.append(dataclasses.asdict(cell) | protocol | {"barrier_pairs": len(left)})
         missing["barrier_pairs_by_protocol"] = {k: len(v) for k, v in by_protocol.items()}
@@ -172,9 +172,14 @@ def _curves_key(settings: dict[str, Any]) -> str:
     return config_hash({k: v for k, v in settings.items() if k != "definition"})
 
 
+def _protocol_name(protocol: dict[str, str]) -> str:
+    """"align=activation, renorm=repair": one barrier protocol of the grid, as --plan names it."""
+    return ", ".join(f"{k}={v}" for k, v in protocol.items())
+
+
 def _label(protocol: dict[str, str]) -> str:
     """" (align=activation, renorm=repair)": a barrier protocol in a progress line; "" for none."""
-    return f" ({', '.join(f'{k}={v}' for k, v in protocol.items())})" if protocol else ""
+    return f" ({_protocol_name(protocol)})" if protocol else ""
 
 
 def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: dict[str, int], start: float, device: str):

@@ -44,8 +44,8 @@ from starcli.errors import StarlightError, UsageError
 from starcli.selectors import MAX_IDS, MAX_SEED, parse_ids
 
 SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers", "baselines", "paper", "report"}
-# The barrier protocol's axes: how a star's pairs are measured, not how the star is built. A value of one is
-# a summary cell like a width, but it trains nothing: every value measures the same stars and anchors.
+# The barrier protocol's axes: how a star's pairs are measured, not how the star is built. Each value of one
+# is a summary cell like a width, but trains nothing: every value measures the same stars and anchors.
 PROTOCOL_AXES = ("align", "renorm", "definition")
 GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds", "replicates"} | set(PROTOCOL_AXES)
 # Replicates per cell: enough for a CI over anchor sets, bounded so a typo cannot plan a million stars.
@@ -273,6 +273,9 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
     protocol = _protocol_axes(grid, barriers, where)
     if report.get("x") is not None and report["x"] not in AXES:
         raise UsageError(f"sweep {where}: [report] x must be one of {', '.join(AXES)}")
+    if report.get("x") in PROTOCOL_AXES and report["x"] not in protocol:
+        raise UsageError(f"sweep {where}: [report] x = {report['x']!r} needs a [grid] {report['x']} axis, "
+                         f"e.g. {report['x']} = [...]; the grid has none")
     train = _table(table, "train", where)
     if widths == [None]:
         # No width grid: the recipe's own width, named so the report's tables and CSV show it.

@@ -231,13 +231,14 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path, fit: dict[s
 
 def _categories(rows: list[dict[str, Any]], x: str, keys: tuple[str, ...]) -> list[str]:
     """Bar labels: the x value, and where it repeats in a sweep with barrier-protocol axes (another axis
-    varies too, e.g. renorm × align), the values of the other axes that vary, so that no two bars read alike."""
+    varies too, e.g. renorm × align), below it the values of the other axes that vary, so that no two bars
+    read alike."""
     xs = [str(r[x]) for r in rows]
     if len(set(xs)) == len(xs) or keys == SETTING:
         # Without barrier-protocol axes, the labels (and so the figures' bytes) are the x values, as always.
         return xs
     others = [k for k in keys if k != x and len({r[k] for r in rows}) > 1]
-    return [" / ".join([str(r[x])] + [str(r[k]) for k in others]) for r in rows]
+    return ["\n".join([str(r[x])] + [str(r[k]) for k in others]) for r in rows]  # one line each: they fit
 
 
 # What each barrier-protocol value does, for the report's preamble (barrier's own wording: engine/barriers.py).

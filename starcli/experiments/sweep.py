@@ -3,6 +3,8 @@
 The sweep walks its grid (sweep_file.py) with the registry's idempotent calls: `anchors.train` skips
 (config, seed) pairs already registered, `build_star` returns an existing star, and `measure` reads
 cached curves. So a finished sweep re-runs in seconds, and an interrupted one resumes where it stopped.
+The barrier-protocol axes (sweep_file.PROTOCOL_AXES: align, renorm, definition) measure every star once
+per combination of their values; the anchors, stars and soups are built once, whatever the protocol.
 The report folder (CSV, markdown, PNG) is rewritten each time.
 """
 

@@ -126,23 +126,29 @@ def protocol_findings(cells: list[dict[str, Any]], split: str = "train") -> list
         return []
     keys = setting_keys(cells)
     by_key = {(tuple(c[k] for k in keys), c["replicate"]): c for c in cells}
+    replicates = sorted({c["replicate"] for c in cells})
+
+    def cell_at(setting: dict[str, Any], replicate: int) -> dict[str, Any] | None:
+        return by_key.get((tuple(setting[k] for k in keys), replicate))
+
     lines = []
     for axis in axes:
         values = list(dict.fromkeys(c[axis] for c in cells))
+        # Every setting of the other axes, in grid order.
         rests = list(dict.fromkeys(tuple((k, c[k]) for k in keys if k != axis) for c in cells))
         for other in values[1:]:
-            for rest in rests:
+            for rest in map(dict, rests):
                 found = {}
                 for kind, name in ((STAR_PAIRS, "star–held-out"), (REGULAR_PAIRS, "regular–held-out")):
                     reps = []
-                    for r in sorted({c["replicate"] for c in cells}):
-                        ends = [by_key.get((tuple(dict(rest, **{axis: v})[k] for k in keys), r)) for v in (values[0], other)]
-                        if None not in ends:
-                            reps += _paired(ends[0]["pairs"], ends[1]["pairs"], kind, split)
+                    for r in replicates:
+                        base, then = cell_at(rest | {axis: values[0]}, r), cell_at(rest | {axis: other}, r)
+                        if base is not None and then is not None:
+                            reps += _paired(base["pairs"], then["pairs"], kind, split)
                     if reps:
                         found[name] = compare(reps)
                 if found:
-                    shown = {k: v for k, v in rest if len({c[k] for c in cells}) > 1}  # the other axes that vary
+                    shown = {k: v for k, v in rest.items() if len({c[k] for c in cells}) > 1}  # the other axes that vary
                     lines.append(_protocol_line(axis, values[0], other, shown, found, split))
     return lines
 

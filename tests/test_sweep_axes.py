@@ -279,9 +279,9 @@ def test_a_protocol_axis_finding_is_the_paired_ratio_with_its_ci_computed_plainl
     # star: per replicate Σ repair / Σ none, the mean of the three, and a t-interval over them
     ratios = [sum(repair[r][0]) / sum(none[r][0]) for r in range(3)]
     mean, half = stats.fmean(ratios), sps.t.ppf(0.975, 2) * stats.stdev(ratios) / 3 ** 0.5
-    assert f"star–held-out {mean:.3f}, 95% CI [{max(0.0, mean - half):.3f}, {mean + half:.3f}]" in line
+    assert f"star-held-out {mean:.3f}, 95% CI [{max(0.0, mean - half):.3f}, {mean + half:.3f}]" in line
     regular = [sum(map(stats.fmean, repair[r][1])) / sum(map(stats.fmean, none[r][1])) for r in range(3)]
-    assert f"regular–held-out {stats.fmean(regular):.3f}" in line
+    assert f"regular-held-out {stats.fmean(regular):.3f}" in line
     assert line.startswith("renorm repair against none: train loss barrier ratio repair/none") and "3 replicates" in line
     # Without protocol axes there is no such finding.
     assert protocol_findings([{k: v for k, v in c.items() if k != "protocol_axes"} for c in cells]) == []

@@ -116,8 +116,8 @@ def trend_findings(rows: list[dict[str, Any]], x: str, split: str, cells: list[d
 
 def protocol_findings(cells: list[dict[str, Any]], split: str = "train") -> list[str]:
     """What a barrier-protocol axis does to the barriers, per setting of every other axis: for each value
-    after the axis's first, the ratio of its barriers to the first value's on the same pairs (star–held-out,
-    and regular–held-out with each held-out's anchors averaged), with its 95% CI as every ratio of the report
+    after the axis's first, the ratio of its barriers to the first value's on the same pairs (star-held-out,
+    and regular-held-out with each held-out's anchors averaged), with its 95% CI as every ratio of the report
     has (engine/evidence.py: a t-interval over replicates, or with one a bootstrap over its held-outs). Only
     within a setting: cells of other align values measure the same stars, so pooling them would count one
     star several times."""
@@ -139,7 +139,7 @@ def protocol_findings(cells: list[dict[str, Any]], split: str = "train") -> list
         for other in values[1:]:
             for rest in map(dict, rests):
                 found = {}
-                for kind, name in ((STAR_PAIRS, "star–held-out"), (REGULAR_PAIRS, "regular–held-out")):
+                for kind, name in ((STAR_PAIRS, "star-held-out"), (REGULAR_PAIRS, "regular-held-out")):
                     reps = []
                     for r in replicates:
                         base, then = cell_at(rest | {axis: values[0]}, r), cell_at(rest | {axis: other}, r)

@@ -239,7 +239,9 @@ def _missing_line(missing: dict) -> str:
     if missing["stars"]:
         parts.append(f"{missing['stars']} star(s)")
     if missing["barrier_pairs_of_built_stars"]:
-        parts.append(f"{missing['barrier_pairs_of_built_stars']} barrier pair(s) of built stars")
+        by_protocol = missing.get("barrier_pairs_by_protocol")  # a sweep with barrier-protocol axes
+        per = f" ({'; '.join(f'{k}: {n}' for k, n in by_protocol.items() if n)})" if by_protocol else ""
+        parts.append(f"{missing['barrier_pairs_of_built_stars']} barrier pair(s) of built stars{per}")
     return ", ".join(parts) or "nothing: every run, star and pair is registered"
 
 

@@ -7,9 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from starcli.engine.barriers import FITTED_TRAIN_ACC, replicates_of
-from starcli.engine.evidence import describe_trend, trend
-from starcli.reports.sweep_report import AXIS_LABELS, SETTING, settings_of
+from starcli.engine.barriers import FITTED_TRAIN_ACC, REGULAR_PAIRS, STAR_PAIRS, replicates_of
+from starcli.engine.evidence import Replicate, compare, describe_trend, trend
+from starcli.reports.sweep_report import AXIS_LABELS, setting_keys, settings_of
 
 
 def star_against_regular(rows: list[dict[str, Any]], split: str = "train") -> tuple[list[float], list[float]]:
@@ -91,16 +91,17 @@ def findings(rows: list[dict[str, Any]], x: str, split: str = "train", cells: li
             affine += f" (R² {fit['r2']:.2f})" if fit["r2"] is not None else ""
         lines.append(f"least squares through the origin: star ≈ {fit['slope_origin']:.2f} × regular{affine}.")
     lines += trend_findings(rows, x, split, cells)
+    lines += protocol_findings(cells or [], split)
     return lines
 
 
 def trend_findings(rows: list[dict[str, Any]], x: str, split: str, cells: list[dict[str, Any]] | None) -> list[str]:
     """The star/regular ratio's trend along x, with CIs on the slope and on Spearman ρ from resampling every
     setting's replicates and held-outs; only when x is the one axis that varies and is numeric."""
-    if not cells or x not in SETTING:
+    if not cells or x not in setting_keys(cells):
         return []
     groups = settings_of(cells)
-    others = [k for k in SETTING if k != x]
+    others = [k for k in setting_keys(cells) if k != x]
     if len({tuple(g[0][k] for k in others) for g in groups}) != 1:
         return []
     xs = [g[0][x] for g in groups]
@@ -111,3 +112,76 @@ def trend_findings(rows: list[dict[str, Any]], x: str, split: str, cells: list[d
         return []
     result = trend(xs, per_setting)
     return [describe_trend(result, f"the star/regular {split} loss-barrier ratio", AXIS_LABELS.get(x, x))]
+
+
+def protocol_findings(cells: list[dict[str, Any]], split: str = "train") -> list[str]:
+    """What a barrier-protocol axis does to the barriers, per setting of every other axis: for each value
+    after the axis's first, the ratio of its barriers to the first value's on the same pairs (star-held-out,
+    and regular-held-out with each held-out's anchors averaged), with its 95% CI as every ratio of the report
+    has (engine/evidence.py: a t-interval over replicates, or with one a bootstrap over its held-outs). Only
+    within a setting: cells of other align values measure the same stars, so pooling them would count one
+    star several times."""
+    axes = cells[0].get("protocol_axes") if cells else None
+    if not axes:
+        return []
+    keys = setting_keys(cells)
+    by_key = {(tuple(c[k] for k in keys), c["replicate"]): c for c in cells}
+    replicates = sorted({c["replicate"] for c in cells})
+
+    def cell_at(setting: dict[str, Any], replicate: int) -> dict[str, Any] | None:
+        return by_key.get((tuple(setting[k] for k in keys), replicate))
+
+    lines = []
+    for axis in axes:
+        values = list(dict.fromkeys(c[axis] for c in cells))
+        # Every setting of the other axes, in grid order.
+        rests = list(dict.fromkeys(tuple((k, c[k]) for k in keys if k != axis) for c in cells))
+        for other in values[1:]:
+            for rest in map(dict, rests):
+                found = {}
+                for kind, name in ((STAR_PAIRS, "star-held-out"), (REGULAR_PAIRS, "regular-held-out")):
+                    reps = []
+                    for r in replicates:
+                        base, then = cell_at(rest | {axis: values[0]}, r), cell_at(rest | {axis: other}, r)
+                        if base is not None and then is not None:
+                            reps += _paired(base["pairs"], then["pairs"], kind, split)
+                    if reps:
+                        found[name] = compare(reps)
+                if found:
+                    shown = {k: v for k, v in rest.items() if len({c[k] for c in cells}) > 1}  # the other axes that vary
+                    lines.append(_protocol_line(axis, values[0], other, shown, found, split))
+    return lines
+
+
+def _paired(base: list[dict], other: list[dict], kind: str, split: str) -> list[Replicate]:
+    """One replicate's barriers of `kind` per held-out under two protocols (regular: the anchors' mean),
+    as an evidence.Replicate(star=other's, regular=base's) so that its ratio reads other / base."""
+    def per_held_out(pairs: list[dict]) -> dict[int, float]:
+        values: dict[int, list[float]] = {}
+        for p in pairs:
+            if p["kind"] == kind and split in p and np.isfinite(p[split]["loss_barrier"]):
+                values.setdefault(p["b"], []).append(p[split]["loss_barrier"])
+        return {b: float(np.mean(v)) for b, v in values.items()}
+
+    a, b = per_held_out(base), per_held_out(other)
+    held = [h for h in a if h in b]
+    return [Replicate(tuple(b[h] for h in held), tuple(a[h] for h in held))] if held else []
+
+
+def _protocol_line(axis: str, base: str, other: str, rest: dict[str, Any], found: dict[str, dict], split: str) -> str:
+    where = " (" + ", ".join(f"{AXIS_LABELS.get(k, k)} {v}" for k, v in rest.items()) + ")" if rest else ""
+    parts = []
+    for name, result in found.items():
+        ratio, ci = result["ratio"], result["ratio_ci"]
+        if ratio is None:
+            parts.append(f"{name} undefined (barriers at 0)")
+        elif ci is None:  # as evidence.describe: some resamples had no barrier on either side
+            parts.append(f"{name} {ratio:.3f}, no CI (a resample of barriers at 0 has no ratio)")
+        else:
+            high = "∞" if not np.isfinite(ci[1]) else f"{ci[1]:.3f}"
+            parts.append(f"{name} {ratio:.3f}, 95% CI [{ci[0]:.3f}, {high}]")
+    design = next(iter(found.values()))
+    unit = (f"{design['replicates']} replicates" if design["replicates"] > 1
+            else "1 replicate, so the CI covers held-out variation only")
+    return (f"{axis} {other} against {base}{where}: {split} loss barrier ratio {other}/{base} "
+            f"{'; '.join(parts)} ({unit}; below 1: lower with {other}).")

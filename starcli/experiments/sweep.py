@@ -3,6 +3,8 @@
 The sweep walks its grid (sweep_file.py) with the registry's idempotent calls: `anchors.train` skips
 (config, seed) pairs already registered, `build_star` returns an existing star, and `measure` reads
 cached curves. So a finished sweep re-runs in seconds, and an interrupted one resumes where it stopped.
+The barrier-protocol axes (sweep_file.PROTOCOL_AXES: align, renorm, definition) measure every star once
+per combination of their values; the anchors, stars and soups are built once, whatever the protocol.
 The report folder (CSV, markdown, PNG) is rewritten each time.
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 
 from starcli import models
 from starcli.engine import data, devices, stacked
+from starcli.engine.recipes import config_hash
 from starcli.progress import Reporter
 from starcli.registry import Registry
 from starcli.reports import sweep_report
@@ -63,7 +66,9 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, run: RunOptio
     start = time.perf_counter()
     cells = sweep.cells()
     computed = {"training_runs": 0, "stars": 0, "soups": 0, "barrier_pairs": 0}
-    overall = reporter.task(f"sweep {sweep.name}", len(sweep.widths) + (3 if sweep.soup else 2) * len(cells))
+    # A star, then per barrier protocol its barriers (and its soup's).
+    per_star = 1 + len(sweep.protocols()) * (2 if sweep.soup else 1)
+    overall = reporter.task(f"sweep {sweep.name}", len(sweep.widths) + per_star * len(cells))
 
     configs = width_configs(sweep, run.policy_device(device))
     pool = local_pool(device, run.jobs) if run.executor == "local" else None
@@ -97,13 +102,15 @@ def _run(reg, sweep: Sweep, out: Path, device, data_dir, download, run: RunOptio
         held_out = _held_out_ids(sweep, cell, ids)
         computed["stars"] += int(created)
         overall.advance(step=f"star {star.id}")
-        measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter, run)
-        computed["barrier_pairs"] += n_computed
-        overall.advance(step=f"barriers of star {star.id}")
-        result = _cell_result(reg, cell, star, anchor_ids, held_out, measured)
-        if sweep.soup:
-            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall, run=run)
-        results.append(result)
+        for protocol in sweep.protocols():  # one star, measured under every barrier protocol of the grid
+            measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter, run, protocol)
+            computed["barrier_pairs"] += n_computed
+            overall.advance(step=f"barriers of star {star.id}{_label(protocol)}")
+            result = _cell_result(reg, cell, star, anchor_ids, held_out, measured, protocol)
+            if sweep.soup:
+                _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall, run=run,
+                          protocol=protocol)
+            results.append(result)
     overall.done()
     return _finish(sweep, out, results, computed, start, device)
 
@@ -122,7 +129,10 @@ def missing_work(reg: Registry | None, sweep: Sweep, device: str = "auto", run: 
         lacking = [s for s, sol in found.items() if sol is None]
         if lacking:
             seeds[str(width)] = lacking
-    stars_missing, pairs = [], set()
+    stars_missing = []
+    # (cell, protocol, curves' key, pairs to measure); (curves' key, pair) already stored under any definition
+    todo: list[tuple[Cell, dict[str, str], str, list[tuple[int, int]]]] = []
+    stored: set[tuple[str, tuple[int, int]]] = set()
     for cell in sweep.cells():
         wanted = sweep.replicate_seeds(cell.replicate)
         if any(s not in ids[cell.width] for s in wanted[0][: cell.n_anchors] + wanted[1]):
@@ -132,15 +142,46 @@ def missing_work(reg: Registry | None, sweep: Sweep, device: str = "auto", run: 
         if plan.existing is None:
             stars_missing.append(cell)
             continue
-        found = barriers.plan_barriers(reg, _barrier_spec(sweep, plan.existing.id, _held_out_ids(sweep, cell, ids)))
-        pairs.update((found.settings_hash, pair) for pair in found.todo)
-    return {
+        for protocol in sweep.protocols():
+            found = barriers.plan_barriers(reg, _barrier_spec(sweep, plan.existing.id, _held_out_ids(sweep, cell, ids), protocol))
+            key = _curves_key(found.settings)
+            stored.update((key, pair) for pair in found.cached)
+            todo.append((cell, protocol, key, found.todo))
+    # A pair stored under another definition is copied, not measured (barriers.reuse_other_definitions).
+    pairs = {(key, pair) for _, _, key, found in todo for pair in found} - stored
+    missing = {
         "training_runs": sum(len(v) for v in seeds.values()),
         "training_seeds": seeds,  # width -> seeds not trained yet
         "stars": len(stars_missing),
         "star_cells": [dataclasses.asdict(cell) for cell in stars_missing],
         "barrier_pairs_of_built_stars": len(pairs),
     }
+    if sweep.protocol:  # per barrier protocol and per (star, protocol) cell: what is left to measure
+        by_protocol: dict[str, set] = {_protocol_name(p): set() for p in sweep.protocols()}
+        cells = []
+        for cell, protocol, key, found in todo:
+            left = [pair for pair in found if (key, pair) in pairs]
+            by_protocol[_protocol_name(protocol)].update((key, pair) for pair in left)
+            if left:
+                cells.append(dataclasses.asdict(cell) | protocol | {"barrier_pairs": len(left)})
+        missing["barrier_pairs_by_protocol"] = {k: len(v) for k, v in by_protocol.items()}
+        missing["barrier_cells"] = cells
+    return missing
+
+
+def _curves_key(settings: dict[str, Any]) -> str:
+    """What a pair's stored curves depend on: its settings but the definition, which only reads them."""
+    return config_hash({k: v for k, v in settings.items() if k != "definition"})
+
+
+def _protocol_name(protocol: dict[str, str]) -> str:
+    """"align=activation, renorm=repair": one barrier protocol of the grid, as --plan names it."""
+    return ", ".join(f"{k}={v}" for k, v in protocol.items())
+
+
+def _label(protocol: dict[str, str]) -> str:
+    """" (align=activation, renorm=repair)": a barrier protocol in a progress line; "" for none."""
+    return f" ({_protocol_name(protocol)})" if protocol else ""
 
 
 def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: dict[str, int], start: float, device: str):
@@ -153,6 +194,7 @@ def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: di
         "star": sweep.star,
         # As measured: "auto" alignment is reported as what it resolved to.
         "barriers": _barrier_settings(sweep) | ({"align": results[0]["align"]} if results else {}),
+        **({"protocol_axes": dict(sweep.protocol)} if sweep.protocol else {}),  # only then: earlier reports unchanged
         "x": sweep.x_axis(),
         "replicates": sweep.replicates,
         "task": _task(sweep),
@@ -193,15 +235,19 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
     )
     built: list[tuple[Any, bool]] = [(plan.existing, False) for plan in plans]
     flow = Submissions(pool)  # tagged (kind, cell index)
-    sent: set[tuple[str, tuple[int, int]]] = set()  # (settings hash, pair) already on the pool
+    sent: set[tuple[str, tuple[int, int]]] = set()  # (curves' key, pair) already on the pool
     failed: dict[str, list[tuple[Any, BaseException]]] = {"star": [], "pairs": []}
 
     def send_pairs(i: int) -> None:
-        plan = barriers.plan_barriers(reg, _barrier_spec(sweep, built[i][0].id, held_outs[i]))
-        todo = [pair for pair in plan.todo if (plan.settings_hash, pair) not in sent]
-        sent.update((plan.settings_hash, pair) for pair in todo)
-        for job in barriers.barrier_jobs(reg, todo, plan.settings, plan.settings_hash, device, len(pool.slots)) if todo else []:
-            flow.submit(job, ("pairs", i))
+        for protocol in sweep.protocols():
+            plan = barriers.plan_barriers(reg, _barrier_spec(sweep, built[i][0].id, held_outs[i], protocol))
+            # Keyed by the curves, not the definition: a pair sent under one definition is copied under the
+            # others once stored (barriers.reuse_other_definitions), not measured again.
+            key = _curves_key(plan.settings)
+            todo = [pair for pair in plan.todo if (key, pair) not in sent]
+            sent.update((key, pair) for pair in todo)
+            for job in barriers.barrier_jobs(reg, todo, plan.settings, plan.settings_hash, device, len(pool.slots)) if todo else []:
+                flow.submit(job, ("pairs", i))
 
     for i, plan in enumerate(plans):
         if plan.existing is not None:
@@ -227,13 +273,16 @@ def _run_on_pool(reg, sweep: Sweep, cells: list[Cell], configs: dict, pool, devi
     for cell, anchor_ids, held_out, (star, created) in zip(cells, anchor_sets, held_outs, built):
         computed["stars"] += int(created)
         overall.advance(step=f"star {star.id}")
-        measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter)  # stored: read back
-        computed["barrier_pairs"] += n_computed
-        overall.advance(step=f"barriers of star {star.id}")
-        result = _cell_result(reg, cell, star, anchor_ids, held_out, measured)
-        if sweep.soup:
-            _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall, pool=pool)
-        results.append(result)
+        for protocol in sweep.protocols():
+            # Stored: read back (other definitions than the one sent are copied from it here).
+            measured, n_computed = _measure(reg, sweep, star.id, held_out, device, reporter, protocol=protocol)
+            computed["barrier_pairs"] += n_computed
+            overall.advance(step=f"barriers of star {star.id}{_label(protocol)}")
+            result = _cell_result(reg, cell, star, anchor_ids, held_out, measured, protocol)
+            if sweep.soup:
+                _add_soup(reg, sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall, pool=pool,
+                          protocol=protocol)
+            results.append(result)
     overall.done()
     return results
 
@@ -338,42 +387,50 @@ def _barrier_settings(sweep: Sweep) -> dict[str, Any]:
 
 
 def _measure(reg, sweep: Sweep, star_id: int, held_out: list[int], device: str, reporter,
-             run: RunOptions = LOCAL) -> tuple[dict[str, Any], int]:
-    """A star's barriers, with how many pairs were computed now (the others were stored)."""
-    plan = barriers.plan_barriers(reg, _barrier_spec(sweep, star_id, held_out), reporter)
+             run: RunOptions = LOCAL, protocol: dict[str, str] | None = None) -> tuple[dict[str, Any], int]:
+    """A star's barriers under one barrier protocol, with how many pairs were computed now (the others were
+    stored)."""
+    plan = barriers.plan_barriers(reg, _barrier_spec(sweep, star_id, held_out, protocol), reporter)
     computed = barriers.compute(reg, plan, run, device, reporter)
     return barriers.finish(plan, computed), len(computed)
 
 
-def _barrier_spec(sweep: Sweep, star_id: int, held_out: list[int]) -> barriers.BarrierSpec:
-    settings = _barrier_settings(sweep)
-    return barriers.BarrierSpec(
-        star=star_id,
-        held_out=held_out,
-        baseline="anchors",
-        points=settings["points"],
-        splits=tuple(settings["splits"]),
-        bn_calibration=settings["bn_calibration"],
-        batch_size=settings.get("batch_size"),
-        align=settings["align"],
-    )
+def _barrier_spec(sweep: Sweep, star_id: int, held_out: list[int], protocol: dict[str, str] | None = None) -> barriers.BarrierSpec:
+    """The measurement of one star's pairs: the [barriers] settings, with `protocol` (one value of each
+    barrier-protocol axis of the grid) over them."""
+    return barriers.BarrierSpec(star=star_id, held_out=held_out, baseline="anchors", **_measure_options(sweep, protocol))
+
+
+def _measure_options(sweep: Sweep, protocol: dict[str, str] | None) -> dict[str, Any]:
+    """BarrierSpec's options of the sweep under `protocol`: renorm, definition and temperature only where
+    the file or the axis names them (otherwise the spec's defaults, which keep earlier rows' hashes)."""
+    settings = _barrier_settings(sweep) | (protocol or {})
+    return {
+        "points": settings["points"],
+        "splits": tuple(settings["splits"]),
+        "bn_calibration": settings["bn_calibration"],
+        "batch_size": settings.get("batch_size"),
+        "align": settings["align"],
+    } | {k: settings[k] for k in ("renorm", "definition", "temperature") if k in settings}
 
 
 def _soup(reg, sweep: Sweep, anchor_ids: list[int], held_out: list[int], align: str, device: str, reporter,
-          run: RunOptions = LOCAL, pool=None) -> dict[str, Any]:
+          run: RunOptions = LOCAL, pool=None, protocol: dict[str, str] | None = None) -> dict[str, Any]:
     """The reviewers' baseline for one star: the average of the same anchors, aligned when the star's pairs
-    were (`align`, as `measure` resolved it), tested on the same held-outs with the same barrier settings."""
-    settings = _barrier_settings(sweep)
+    were (`align`, as `measure` resolved it), tested on the same held-outs with the same barrier settings
+    and protocol. The soup's anchors are aligned by weight matching, as the star's are when it re-aligns
+    them, whichever matching aligns the pairs (weight or activation): the protocol is how pairs are measured,
+    not how centers are built; so one soup serves both."""
+    options = _measure_options(sweep, protocol) | {"align": align}
     return soup_center(
-        reg, anchor_ids, held_out, align_soup=align == "weight", bn_calibration=settings["bn_calibration"],
-        points=settings["points"], splits=tuple(settings["splits"]), batch_size=settings.get("batch_size"),
-        align=align, device=device, reporter=reporter, run=run, pool=pool,
+        reg, anchor_ids, held_out, align_soup=align != "none", device=device, reporter=reporter, run=run, pool=pool,
+        **options,
     )
 
 
 def _add_soup(reg, sweep: Sweep, result, anchor_ids, held_out, measured, device, reporter, computed, overall,
-              run: RunOptions = LOCAL, pool=None) -> None:
-    soup = _soup(reg, sweep, anchor_ids, held_out, measured["settings"]["align"], device, reporter, run, pool)
+              run: RunOptions = LOCAL, pool=None, protocol: dict[str, str] | None = None) -> None:
+    soup = _soup(reg, sweep, anchor_ids, held_out, measured["settings"]["align"], device, reporter, run, pool, protocol)
     computed["soups"] += int(soup["created"])
     computed["barrier_pairs"] += soup["computed"]
     result["soup"] = {k: soup[k] for k in ("summary", "pairs")} | {
@@ -382,8 +439,13 @@ def _add_soup(reg, sweep: Sweep, result, anchor_ids, held_out, measured, device,
     overall.advance(step=f"soup {result['soup']['id']}")
 
 
-def _cell_result(reg, cell: Cell, star, anchors: list[int], held_out: list[int], measured: dict[str, Any]) -> dict[str, Any]:
+def _cell_result(reg, cell: Cell, star, anchors: list[int], held_out: list[int], measured: dict[str, Any],
+                 protocol: dict[str, str] | None = None) -> dict[str, Any]:
+    """One (star, barrier protocol) measurement: the star's grid values, and with barrier-protocol axes
+    their values (the align axis's is the resolved `align`) and `protocol_axes`, naming them for the report."""
     anchor_mean = records.anchor_mean_metrics(records.get_many(reg, anchors))
+    axes = {k: v for k, v in (protocol or {}).items() if k != "align"} | (
+        {"protocol_axes": list(protocol)} if protocol else {})
     return {
         "width": cell.width,
         "n_anchors": cell.n_anchors,
@@ -392,6 +454,7 @@ def _cell_result(reg, cell: Cell, star, anchors: list[int], held_out: list[int],
         "replicate": cell.replicate,
         "star": star.id,
         "align": measured["settings"]["align"],
+        **axes,
         "anchors": anchors,
         "held_out": held_out,
         "star_metrics": dict(star.metrics or {}),

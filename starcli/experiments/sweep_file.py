@@ -15,10 +15,14 @@ sampled, which seeds are held out. Running it is sweep.py.
     held_out_seeds = "101-103"
     t_sampling = ["uniform"]          # uniform | beta:A,B | constant:T
     star_seeds = [0]
+    align = ["weight", "activation"]  # barrier-protocol axes (optional): how each star's pairs are measured,
+    renorm = ["none", "repair"]       # none | reset | repair | rescale | reshift (as barrier --renorm)
+    definition = ["eq1"]              # eq1 | endpoint-mean | error; stars and anchors are shared by every value
     replicates = 3                    # independent repeats of every star: replicate r shifts every anchor and
                                       # held-out seed by r × the seed block's span, and the star seed by r
     [star]                            # preset (solution | paper) and build_star options: epochs, samples_per_step, mu_star, realign, realign_every, init
-    [barriers]                        # measure options: points, splits, bn_calibration, batch_size, align
+    [barriers]                        # measure options: points, splits, bn_calibration, batch_size, align, renorm,
+                                      # definition, temperature (one value each; a [grid] axis varies one of them)
     [baselines]
     soup = true                       # also test the aligned average of each star's anchors (baselines.py)
     [paper]                           # optional reference numbers quoted in the report
@@ -40,17 +44,20 @@ from starcli.errors import StarlightError, UsageError
 from starcli.selectors import MAX_IDS, MAX_SEED, parse_ids
 
 SECTIONS = {"name", "description", "recipe", "train", "grid", "star", "barriers", "baselines", "paper", "report"}
-GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds", "replicates"}
+# The barrier protocol's axes: how a star's pairs are measured, not how the star is built. Each value of one
+# is a summary cell like a width, but trains nothing: every value measures the same stars and anchors.
+PROTOCOL_AXES = ("align", "renorm", "definition")
+GRID_KEYS = {"widths", "anchor_seeds", "anchors", "held_out_seeds", "t_sampling", "star_seeds", "replicates"} | set(PROTOCOL_AXES)
 # Replicates per cell: enough for a CI over anchor sets, bounded so a typo cannot plan a million stars.
 MAX_REPLICATES = 100
 STAR_KEYS = {"epochs", "samples_per_step", "mu_star", "realign", "realign_every", "init", "preset"}
 # [star] keys renamed, still read with their old meaning: {old: new}.
 RENAMED_STAR_KEYS = {"align_anchors": "realign"}
-BARRIER_KEYS = {"points", "splits", "bn_calibration", "batch_size", "align"}
+BARRIER_KEYS = {"points", "splits", "bn_calibration", "batch_size", "align", "renorm", "definition", "temperature"}
 BASELINE_KEYS = {"soup"}
 REPORT_KEYS = {"x"}
 # The grid axes a figure can put on its x axis, in the order the summary table lists them.
-AXES = ("width", "n_anchors", "t_sampling", "star_seed")
+AXES = ("width", "n_anchors", "t_sampling", "star_seed") + PROTOCOL_AXES
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,9 @@ class Sweep:
     soup: bool = False  # [baselines] soup: also test the aligned average of each star's anchors
     source: str = ""
     replicates: int = 1
+    # The barrier-protocol axes the [grid] names (PROTOCOL_AXES order): axis → its values. Empty: every star's
+    # pairs are measured once, with the [barriers] settings, exactly as before these axes existed.
+    protocol: dict[str, list[str]] = field(default_factory=dict)
 
     def config(self, width: int | None, device: str | None = None) -> dict[str, Any]:
         """The resolved training config of every anchor and held-out at `width` (on `device`: the
@@ -101,6 +111,12 @@ class Sweep:
             Cell(*c)
             for c in itertools.product(self.widths, self.anchors, self.t_sampling, self.star_seeds, range(self.replicates))
         ]
+
+    def protocols(self) -> list[dict[str, str]]:
+        """Every combination of the barrier-protocol axes' values, each one measurement of every star
+        ([{}]: the one measurement of a sweep without such axes)."""
+        axes = list(self.protocol)
+        return [dict(zip(axes, values)) for values in itertools.product(*(self.protocol[a] for a in axes))]
 
     def seed_span(self) -> int:
         """How far replicate r+1's seeds sit from replicate r's: the span of replicate 0's seed block, so blocks
@@ -119,7 +135,8 @@ class Sweep:
     def varying(self) -> list[str]:
         """The grid axes with more than one value: what the report's figures are about."""
         values = {"width": self.widths, "n_anchors": self.anchors, "t_sampling": self.t_sampling, "star_seed": self.star_seeds}
-        return [a for a in AXES if len(values[a]) > 1]
+        values |= self.protocol
+        return [a for a in AXES if len(values.get(a, ())) > 1]
 
     def x_axis(self) -> str:
         return self.report.get("x") or (self.varying() or ["width"])[0]
@@ -131,22 +148,38 @@ class Sweep:
             seeds += anchor_seeds[: max(self.anchors)] + held_out
         return seeds
 
+    def measured_protocols(self) -> int:
+        """How many protocols measure curves of their own: the definition only reads stored curves another
+        way (a pair measured under one is copied under the others), so it multiplies no measurement."""
+        return len({tuple((k, v) for k, v in p.items() if k != "definition") for p in self.protocols()})
+
+    def soups_per_cell(self) -> int:
+        """Distinct soups per star's anchors: one aligned by weight matching for every aligning protocol
+        (weight or activation), one plain average for align none."""
+        aligns = self.protocol.get("align")
+        return len({a != "none" for a in aligns}) if aligns else 1
+
     def plan(self) -> dict[str, Any]:
         """What a full run needs, cached or not: training runs, stars, soups and distinct barrier pairs
-        (regular pairs are shared by every star of a width)."""
-        per_width = len(self.cells()) // len(self.widths)
-        centers = per_width * (2 if self.soup else 1)
-        n_pairs = len(self.widths) * self.replicates * len(self.held_out_seeds) * (centers + max(self.anchors))
-        return {
+        (regular pairs are shared by every star of a width; every barrier protocol measures its own)."""
+        stars = len(self.anchors) * len(self.t_sampling) * len(self.star_seeds)  # per width and replicate
+        centers = stars * (2 if self.soup else 1)
+        n_pairs = len(self.widths) * self.replicates * len(self.held_out_seeds) * self.measured_protocols() * (
+            centers + max(self.anchors))
+        plan = {
             "sweep": self.name,
             "recipe": self.recipe,
             "widths": self.widths,
             "training_runs": len(self.widths) * len(self.seeds_to_train()),
             "replicates": self.replicates,
             "stars": len(self.cells()),
-            "soups": len(self.cells()) if self.soup else 0,
+            "soups": len(self.cells()) * self.soups_per_cell() if self.soup else 0,
             "barrier_pairs": n_pairs,
         }
+        if self.protocol:  # only then: the plan of a sweep without these axes reads as it always did
+            plan["barrier_axes"] = dict(self.protocol)
+            plan["protocols"] = len(self.protocols())  # measurements of every star
+        return plan
 
 
 # --- finding and reading sweep files ----------------------------------------------------------------
@@ -237,8 +270,12 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
     _check_replicates(replicates, anchor_seeds, held_out, star_seeds, where)
     _check_star(star, where)
     _check_barriers(barriers, where)
+    protocol = _protocol_axes(grid, barriers, where)
     if report.get("x") is not None and report["x"] not in AXES:
         raise UsageError(f"sweep {where}: [report] x must be one of {', '.join(AXES)}")
+    if report.get("x") in PROTOCOL_AXES and report["x"] not in protocol:
+        raise UsageError(f"sweep {where}: [report] x = {report['x']!r} needs a [grid] {report['x']} axis, "
+                         f"e.g. {report['x']} = [...]; the grid has none")
     train = _table(table, "train", where)
     if widths == [None]:
         # No width grid: the recipe's own width, named so the report's tables and CSV show it.
@@ -266,6 +303,7 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
         soup=baselines.get("soup", False),
         source=source,
         replicates=replicates,
+        protocol=protocol,
     )
     # Resolving every width's config checks the recipe, its overrides and the dataset name now,
     # before anything is trained (and needs no data: GPU sweeps validate on a laptop).
@@ -274,6 +312,8 @@ def parse(table: dict[str, Any], default_name: str = "sweep", source: str = "") 
             sweep.config(w)
         except StarlightError as e:
             raise type(e)(f"sweep {where}: {e}") from None
+    if "renorm" in protocol or "renorm" in barriers:
+        _check_renorm_applies(sweep, where)
     return sweep
 
 
@@ -311,10 +351,6 @@ def _check_barriers(options: dict[str, Any], where: str) -> None:
     measurement checks them with (`barriers.BarrierSpec`)."""
     from starcli.solutions.barriers import BarrierSpec
 
-    # Not activation matching yet: a sweep's soup baseline aligns its anchors by weight matching only
-    # (soups.py), so star and soup rows would be aligned differently.
-    if options.get("align") == "activation":
-        raise UsageError(f"sweep {where}: [barriers] align must be auto, none or weight (a sweep's soup aligns by weight matching)")
     if "splits" in options and not isinstance(options["splits"], list):
         raise UsageError(f"sweep {where}: [barriers] splits must be a list of train and/or test")
     if options.get("bn_calibration") is not None and isinstance(options["bn_calibration"], str) and options["bn_calibration"] != "full":
@@ -325,6 +361,63 @@ def _check_barriers(options: dict[str, Any], where: str) -> None:
     except UsageError as e:
         flag, _, rule = str(e).removeprefix("--").partition(" ")  # --bn-calibration: the file's bn_calibration
         raise UsageError(f"sweep {where}: [barriers] {flag.replace('-', '_')} {rule}") from None
+
+
+def _protocol_axes(grid: dict[str, Any], barriers: dict[str, Any], where: str) -> dict[str, list[str]]:
+    """The barrier-protocol axes of the [grid] (align, renorm, definition): each a list of values (or one
+    value), every combination checked with the [barriers] options by the rules a measurement checks them
+    with (`barriers.BarrierSpec`). An axis and a [barriers] key for the same setting are refused: one is
+    fixed, the other varies it.
+
+    Alignment "auto" is no axis value: it resolves to weight or none, which may repeat another value.
+    With activation matching the pairs are aligned by activations; the stars and soups are built as always
+    (their anchors aligned by weight matching where they align), since the axis is how the pairs are measured."""
+    from starcli.solutions.barriers import ALIGN_CHOICES, RENORM_CHOICES, BarrierSpec
+    from starcli.engine.barriers import DEFINITION_CHOICES
+
+    choices = {"align": ALIGN_CHOICES, "renorm": RENORM_CHOICES, "definition": DEFINITION_CHOICES}
+    axes: dict[str, list[str]] = {}
+    for axis in PROTOCOL_AXES:
+        if axis not in grid:
+            continue
+        if axis in barriers:
+            raise UsageError(f"sweep {where}: {axis} is both a [grid] axis and a [barriers] key; keep one "
+                             f"(the [grid] list varies it, the [barriers] value fixes it)")
+        values = grid[axis]
+        values = [values] if isinstance(values, str) else values
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise UsageError(f"sweep {where}: [grid] {axis} must be a list of {', '.join(choices[axis])}, "
+                             f"e.g. {axis} = [\"{choices[axis][0]}\", \"{choices[axis][1]}\"]")
+        unknown = [v for v in values if v not in choices[axis]]
+        if unknown:
+            raise UsageError(f"sweep {where}: [grid] {axis} must be a list of {', '.join(choices[axis])}, got {unknown[0]!r}")
+        axes[axis] = list(dict.fromkeys(values))
+    for values in itertools.product(*axes.values()):
+        try:
+            BarrierSpec(**barriers, **dict(zip(axes, values)))
+        except UsageError as e:
+            flag, _, rule = str(e).removeprefix("--").partition(" ")
+            raise UsageError(f"sweep {where}: [grid] {flag.replace('-', '_')} {rule}") from None
+    return axes
+
+
+def _check_renorm_applies(sweep: Sweep, where: str) -> None:
+    """Every renormalisation the sweep names applies to every width's network (REPAIR and its halves are
+    for networks without BatchNorm, reset for those with it): refused now, not after the training. Builds
+    each network on the meta device, so only sweeps that name a renorm import torch here."""
+    from starcli.solutions.barriers import canonical_renorm
+
+    renorms = sweep.protocol.get("renorm") or [sweep.barriers["renorm"]]
+    section = "[grid]" if "renorm" in sweep.protocol else "[barriers]"
+    for width in sweep.widths:
+        config = sweep.config(width)
+        for renorm in renorms:
+            try:
+                canonical_renorm(renorm, config["arch"], config["arch_kwargs"])
+            except UsageError as e:
+                rule = str(e).removeprefix(f"--renorm {renorm} ")
+                raise UsageError(f"sweep {where}: {section} renorm {renorm!r} does not apply to {sweep.recipe} "
+                                 f"at width {width}: it {rule}") from None
 
 
 def _t_samplings(values: Any, where: str) -> list[str]:

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from starcli.engine.barriers import REGRESSION_RULE, SOLUTION_RULE, compare_pairs, peak_loss, summarize, verdict
+from starcli.engine.barriers import (
+    DEFINITION_SENTENCE, REGRESSION_RULE, SOLUTION_RULE, compare_pairs, peak_loss, summarize, verdict,
+)
 from starcli.engine.evidence import describe
 
 from .figures import bar_plot, curves_plot, line_plot, scatter_fit
@@ -18,17 +20,28 @@ GROUPS = ("star-held-out", "regular-held-out", "soup-held-out")
 LOG_AXES = ("width", "n_anchors")  # grids that double
 # (pair kind, column prefix): the centers every summary compares.
 CENTERS = (("star-held-out", "star"), ("regular-held-out", "regular"), ("soup-held-out", "soup"))
-AXIS_LABELS = {"width": "width", "n_anchors": "anchors", "t_sampling": "t sampling", "star_seed": "star seed"}
+AXIS_LABELS = {"width": "width", "n_anchors": "anchors", "t_sampling": "t sampling", "star_seed": "star seed",
+               "align": "alignment", "renorm": "renormalisation", "definition": "barrier definition"}
 
 
 SETTING = ("width", "n_anchors", "t_sampling", "star_seed")
+# The barrier-protocol axes (sweep_file.PROTOCOL_AXES), in the order their columns follow SETTING's.
+PROTOCOL_AXES = ("align", "renorm", "definition")
+
+
+def setting_keys(cells: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The keys of one grid setting: SETTING, and the barrier-protocol axes the cells were measured over
+    (each cell names them in `protocol_axes`; a sweep without such axes has SETTING alone)."""
+    axes = set(cells[0].get("protocol_axes", ())) if cells else set()
+    return SETTING + tuple(a for a in PROTOCOL_AXES if a in axes)
 
 
 def settings_of(cells: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """The cells grouped by grid setting (every replicate of one setting together), in grid order."""
+    keys = setting_keys(cells)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for cell in cells:
-        groups.setdefault(tuple(cell[k] for k in SETTING), []).append(cell)
+        groups.setdefault(tuple(cell[k] for k in keys), []).append(cell)
     return list(groups.values())
 
 
@@ -55,7 +68,7 @@ def write_sweep(
     cells, x = payload["cells"], payload["x"]
     splits = list(payload["barriers"]["splits"])
     pairs = [row for cell in cells for row in pair_rows(cell)]
-    write_csv(out / "pairs.csv", pairs, PAIR_COLUMNS)
+    write_csv(out / "pairs.csv", pairs, pair_columns(setting_keys(cells)))
     write_csv(out / "summary.csv", rows)
     for stale in [f for suffix in ("png", "pdf", "svg") for f in out.glob(f"*.{suffix}")]:
         # Figures of an earlier run of another grid would sit next to a report that no longer shows them.
@@ -74,9 +87,15 @@ PAIR_COLUMNS = [
 ]
 
 
+def pair_columns(keys: tuple[str, ...] = SETTING) -> list[str]:
+    """pairs.csv's columns: the barrier-protocol axes' (when the sweep has them) after the star's grid values."""
+    return PAIR_COLUMNS[:4] + list(keys[len(SETTING):]) + PAIR_COLUMNS[4:]
+
+
 def pair_rows(cell: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (pair, split) of a sweep cell, labelled with the cell's grid values."""
-    base = {k: cell.get(k, 0) for k in ("width", "n_anchors", "t_sampling", "star_seed", "replicate", "star")}
+    labels = pair_columns(setting_keys([cell]))
+    base = {k: cell.get(k, 0) for k in labels[: labels.index("star") + 1]}  # the cell's grid values and its star
     rows = []
     for pair in cell["pairs"] + (cell.get("soup") or {}).get("pairs", []):
         for split, values in _pair_splits(pair).items():
@@ -102,7 +121,7 @@ def summary_row(cells: list[dict[str, Any]] | dict[str, Any], splits: list[str],
     the paired difference, the sign and permutation tests and the verdict worded from the CI."""
     cells = [cells] if isinstance(cells, dict) else cells
     first = cells[0]
-    row: dict[str, Any] = {k: first[k] for k in SETTING}
+    row: dict[str, Any] = {k: first[k] for k in setting_keys(cells)}
     row["star"] = first["star"] if len(cells) == 1 else " ".join(str(c["star"]) for c in cells)
     row["replicates"] = len(cells)
     row["held_outs"] = sum(len(c["held_out"]) for c in cells)
@@ -165,6 +184,7 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path, fit: dict[s
     xs = [r[x] for r in rows]
     numeric = all(isinstance(v, (int, float)) for v in xs) and len(set(xs)) == len(xs)
     label = AXIS_LABELS.get(x, x)
+    categories = _categories(rows, x, setting_keys(cells))
     for split in splits:
         series = {
             f"{short}-held-out": (
@@ -179,7 +199,7 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path, fit: dict[s
         if numeric:
             figures.append(line_plot(path, xs, series, label, f"{split} loss barrier", title, logx=x in LOG_AXES))
         else:
-            figures.append(bar_plot(path, [str(v) for v in xs], series, f"{split} loss barrier", title))
+            figures.append(bar_plot(path, categories, series, f"{split} loss barrier", title))
     pts = [(r["regular_train_loss_barrier_mean"], r["star_train_loss_barrier_mean"], r[x]) for r in rows]
     pts = [p for p in pts if p[0] is not None and p[1] is not None]
     if len(pts) >= 2 and fit is not None:  # see statistics.findings(): the fit is the width study's
@@ -200,13 +220,61 @@ def sweep_figures(cells, rows, x: str, splits: list[str], out: Path, fit: dict[s
         if numeric:
             figures.append(line_plot(path, xs, series, label, "train loss", title, logx=x in LOG_AXES))
         else:
-            figures.append(bar_plot(path, [str(v) for v in xs], series, "train loss", title))
+            figures.append(bar_plot(path, categories, series, "train loss", title))
     curves = curve_groups(cells, "train")
     if curves:
         path = out / "curves-train.png"
         where = f"{label} {cells[-1][x]}"
         figures.append(curves_plot(path, curves["ts"], curves["groups"], "train loss", f"train loss along every segment ({where})"))
     return figures
+
+
+def _categories(rows: list[dict[str, Any]], x: str, keys: tuple[str, ...]) -> list[str]:
+    """Bar labels: the x value, and where it repeats in a sweep with barrier-protocol axes (another axis
+    varies too, e.g. renorm × align), below it the values of the other axes that vary, so that no two bars
+    read alike."""
+    xs = [str(r[x]) for r in rows]
+    if len(set(xs)) == len(xs) or keys == SETTING:
+        # Without barrier-protocol axes, the labels (and so the figures' bytes) are the x values, as always.
+        return xs
+    others = [k for k in keys if k != x and len({r[k] for r in rows}) > 1]
+    return ["\n".join([str(r[x])] + [str(r[k]) for k in others]) for r in rows]  # one line each: they fit
+
+
+# What each barrier-protocol value does, for the report's preamble (barrier's own wording: engine/barriers.py).
+RENORM_WORDS = {
+    "none": "the interpolated network as it is (BatchNorm statistics, where there are any, interpolated with the weights)",
+    "reset": "BatchNorm statistics re-estimated at each t",
+    "repair": "each hidden channel's pre-activation given the mean and standard deviation interpolated between the "
+    "endpoints', on the calibration samples (REPAIR, Jordan et al. 2022)",
+    "rescale": "each hidden channel's pre-activation standard deviation set to the one interpolated between the endpoints'",
+    "reshift": "each hidden channel's pre-activation mean set to the one interpolated between the endpoints'",
+}
+ALIGN_WORDS = {"weight": "weight matching", "activation": "activation matching on the calibration samples",
+               "none": "nothing (raw weights)"}
+
+
+def _aligned_by(align: str | None) -> str:
+    return ALIGN_WORDS["none"] if align is None else ALIGN_WORDS.get(align, ALIGN_WORDS["none"])
+
+
+def protocol_sentence(payload: dict[str, Any]) -> str:
+    """The barrier protocol's part of the report's preamble: the axes the sweep varies (each a column) and
+    the renorm and definition its [barriers] fixes; "" for a sweep with neither (its report as before)."""
+    axes, fixed = payload.get("protocol_axes") or {}, payload["barriers"]
+    parts = []
+    if axes:
+        listed = "; ".join(f"{k} = {', '.join(v)}" for k, v in axes.items())
+        parts.append(f"Barrier-protocol axes (a column each; every value measures the same stars, anchors and held-outs): {listed}.")
+    if "align" in axes:
+        parts.append("Pairs aligned as the align column says (" + ", ".join(f"{a}: {ALIGN_WORDS[a]}" for a in axes["align"])
+                     + "); the stars and soups align their anchors by weight matching whichever it is.")
+    for renorm in axes.get("renorm") or ([fixed["renorm"]] if fixed.get("renorm") else []):
+        parts.append(f"Renorm {renorm}: {RENORM_WORDS[renorm]}.")
+    for definition in axes.get("definition") or ([fixed["definition"]] if fixed.get("definition") else []):
+        sentence = DEFINITION_SENTENCE[definition] or " Definition eq1: the paper's Eq. 1 below."
+        parts.append(f"Definition {definition}:{sentence.split(':', 1)[1]}")
+    return " ".join(parts)
 
 
 def curve_groups(cells, split: str) -> dict[str, Any] | None:
@@ -233,7 +301,7 @@ def score_name(task: str) -> str:
 def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], found: list[str], paper: dict[str, Any]) -> str:
     x = payload["x"]
     splits = list(payload["barriers"]["splits"])
-    grid_cols = [c for c in ("width", "n_anchors", "t_sampling", "star_seed") if c == x or len({r[c] for r in rows}) > 1]
+    grid_cols = [c for c in setting_keys(payload["cells"]) if c == x or len({r[c] for r in rows}) > 1]
     grid_cols = grid_cols or ["width"]
     score = score_name(payload.get("task", "classification"))
     shorts = ["star", "regular"] + (["soup"] if any(r["soup"] is not None for r in rows) else [])
@@ -268,6 +336,7 @@ def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], found: li
     columns = list(table[0]) if table else []
     headers = [AXIS_LABELS.get(c, c) for c in columns]
     c = payload["computed"]
+    axes, protocol = payload.get("protocol_axes") or {}, protocol_sentence(payload)
     train = ", ".join(f"{k}={v}" for k, v in payload["train"].items()) or "as the recipe"
     lines = [
         f"# Sweep `{payload['sweep']}`",
@@ -276,8 +345,9 @@ def sweep_markdown(payload: dict[str, Any], rows, figures: list[Path], found: li
         "",
         f"Recipe `{payload['recipe']}` (overrides: {train}); star options: {payload['star'] or 'defaults'}; "
         f"barriers: {payload['barriers']['points']} points, BN calibration {payload['barriers'].get('bn_calibration')}. "
-        f"Pairs aligned by {'weight matching' if payload['barriers'].get('align') == 'weight' else 'nothing (raw weights)'}. "
-        f"Loss ({'mean squared error' if payload.get('task') == 'regression' else 'cross-entropy'}) barrier = "
+        + (f"Pairs aligned by {_aligned_by(payload['barriers'].get('align'))}. " if "align" not in axes else "")
+        + (f"{protocol} " if protocol else "")
+        + f"Loss ({'mean squared error' if payload.get('task') == 'regression' else 'cross-entropy'}) barrier = "
         "max over t of L((1−t)θA + tθB) − [(1−t)L(θA) + tL(θB)], floored at 0 (paper Eq. 1); "
         "cells are mean ± std over pairs (n pairs, pooled over replicates). Ratio = Σ star / Σ regular barriers, "
         "with a regular baseline per held-out (the mean of the star's anchors to it); with several replicates the ratio is "

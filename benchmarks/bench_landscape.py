@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -262,23 +263,35 @@ def bench_plane(args) -> None:
     xs, ys = planes.grid_axes(basis, args.resolution, 0.2)
     points = [(x, y) for y in ys for x in xs]
     others = {k: v for k, v in nets[0].state_dict().items() if not v.is_floating_point()}
-    times: dict[str, list[float]] = {"plain": [], "walk": [], "ours": []}
+    times: dict[str, list[float]] = {"plain": [], "walk": [], "general": [], "ours": []}
     for _ in range(args.repeats):
         t, plain = timed(lambda: plain_plane(nets[0], basis, points, splits))
         times["plain"].append(t)
         t, walk = timed(lambda: walking_plane(nets[0], basis, xs, ys, splits))
         times["walk"].append(t)
         ev = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), splits, None)
+        assert ev.stack is not None, "the MLP should take the Linear/ReLU path"
         t, grid = timed(lambda: planes.evaluate_grid(ev, basis, others, xs, ys))
         times["ours"].append(t)
+        ev = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), splits, None)
+        ev.stack = None  # the general path: every point's weights through the whole network
+        t, general = timed(lambda: planes.evaluate_grid(ev, basis, others, xs, ys))
+        times["general"].append(t)
     flat = [v for row in grid["train"]["loss"] for v in row]
     worst = max(abs(a - b[ "train"][0]) / abs(b["train"][0]) for a, b in zip(flat, plain))
     worst_walk = max(abs(a - b["train"][0]) / abs(b["train"][0]) for a, b in zip(flat, walk))
     acc_equal = all(a == b["train"][1] for a, b in zip([v for r in grid["train"]["acc"] for v in r], plain))
+    worst_general = max(abs(a - b) / abs(b) for split in splits for ra, rb in zip(grid[split]["loss"], general[split]["loss"])
+                        for a, b in zip(ra, rb))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"plane {args.resolution}x{args.resolution} through three MNIST-1D MLPs (width {args.plane_width}), train and test:")
     print(f"  deep copy per point {med['plain']:.3f} s ({med['plain'] / med['ours']:.2f}x ours); loss-landscapes walk "
-          f"{med['walk']:.3f} s ({med['walk'] / med['ours']:.2f}x ours); ours {med['ours']:.3f} s")
+          f"{med['walk']:.3f} s ({med['walk'] / med['ours']:.2f}x ours); ours {med['ours']:.3f} s; "
+          f"ours on the general path (whole network per point) {med['general']:.3f} s ({med['general'] / med['ours']:.2f}x ours)")
+    print(f"  ratios per repeat, deep copy / ours: {', '.join(f'{a / b:.2f}' for a, b in zip(times['plain'], times['ours']))}; "
+          f"walk / ours: {', '.join(f'{a / b:.2f}' for a, b in zip(times['walk'], times['ours']))}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"  Linear/ReLU path vs general path: largest relative loss difference {worst_general:.1e} (train and test)")
     print(f"  train loss: largest relative difference {worst:.1e} to the deep-copy loop, {worst_walk:.1e} to the walk "
           f"(its accumulated steps); accuracies equal to the deep-copy loop: {acc_equal}")
 

@@ -66,6 +66,7 @@ def test_the_grid_equals_a_plain_loop_at_the_same_points(bn):
     basis = planes.three_point_basis(a, b, c)
     xs, ys = planes.grid_axes(basis, 5, 0.25)
     ev = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), {"train": (x, y)}, calibration)
+    assert (ev.stack is None) == bn  # without BatchNorm this net takes the Linear/ReLU path
     others = {k: v for k, v in a.items() if not v.is_floating_point()}
     grid = planes.evaluate_grid(ev, basis, others, xs, ys)
     for i, py in enumerate(ys):
@@ -73,6 +74,51 @@ def test_the_grid_equals_a_plain_loop_at_the_same_points(bn):
             loss, acc = _plain_eval(nets[0], _plain_point(a, b, c, px, py), x, y, calibration)
             assert grid["train"]["loss"][i][j] == pytest.approx(loss, rel=1e-5, abs=1e-6)
             assert grid["train"]["acc"][i][j] == pytest.approx(acc, abs=1e-9)
+
+
+def _deeper(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 16, bias=False), nn.ReLU(),
+                         nn.Linear(16, 4))
+
+
+def test_the_linear_relu_path_equals_the_plain_loop_and_the_general_path():
+    """A deeper stack (Flatten first, a Linear without bias, two splits, samples in several column chunks):
+    the row-at-a-time path from P0 + x·P1 + y·P2 gives the plain loop's numbers, and the general path's
+    (whole network per point) to 1e-6 relative, so a grid stored by either reads the same; accuracies exact."""
+    nets = [_deeper(s) for s in (0, 1, 2)]
+    a, b, c = (n.state_dict() for n in nets)
+    g = torch.Generator().manual_seed(0)
+    splits = {"train": (torch.randn(500, 2, 5, generator=g), torch.randint(0, 4, (500,), generator=g)),
+              "test": (torch.randn(130, 2, 5, generator=g), torch.randint(0, 4, (130,), generator=g))}
+    basis = planes.three_point_basis(a, b, c)
+    xs, ys = planes.grid_axes(basis, 6, 0.3)
+    fast = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), splits, None)
+    assert fast.stack is not None
+    fast.stack.columns = 128  # several chunks per split, a short last one
+    general = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), splits, None)
+    general.stack = None
+    grid = planes.evaluate_grid(fast, basis, {}, xs, ys)
+    reference = planes.evaluate_grid(general, basis, {}, xs, ys)
+    for split, (x, y) in splits.items():
+        for i, py in enumerate(ys):
+            for j, px in enumerate(xs):
+                loss, acc = _plain_eval(nets[0], _plain_point(a, b, c, px, py), x, y, None)
+                assert grid[split]["loss"][i][j] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+                assert grid[split]["loss"][i][j] == pytest.approx(reference[split]["loss"][i][j], rel=1e-6)
+                assert grid[split]["acc"][i][j] == acc == reference[split]["acc"][i][j]
+
+
+@pytest.mark.parametrize("net, why", [
+    (nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)), "BatchNorm is re-estimated per point"),
+    (nn.Sequential(nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 3)), "only ReLU between the layers"),
+    (nn.Sequential(nn.Linear(5, 8), nn.ReLU()), "the last layer must be a Linear"),
+])
+def test_other_networks_take_the_general_path(net, why):
+    splits = {"train": (torch.randn(20, 5), torch.randint(0, 3, (20,)))}
+    assert planes.PlaneEvaluator(net, torch.device("cpu"), splits, splits["train"][0]).stack is None, why
+    regression = {"train": (torch.randn(20, 5), torch.randn(20, 3))}
+    assert planes.PlaneEvaluator(_state(0, False), torch.device("cpu"), regression, None).stack is None
 
 
 def test_the_basis_is_orthonormal_and_places_the_solutions_at_their_distances():

@@ -5,6 +5,9 @@ three MLPs of the default recipe, train and test splits): "deep copy" builds eac
 loads it into a deep copy of the network and evaluates each split in one batch under `no_grad` with
 `F.cross_entropy` (what research scripts do); "loss-landscapes" walks the grid as its
 `planar_interpolation` does, adding the step to every parameter tensor in place, one point after another.
+"general path" is ours with the Linear/ReLU path turned off (each point written into one network and the
+whole network evaluated), which is what BatchNorm nets and CNNs get. Wall-clock and CPU (process) time
+are both reported: on a shared machine the wall clock includes time the process waited for a core.
 
 Sharpness: `engine/sharpness.py` against a PyHessian-style implementation written here from the algorithm
 (PyHessian is GPL; none of its code is used): the parameters as a list of tensors, the gradient built once
@@ -263,38 +266,49 @@ def bench_plane(args) -> None:
     xs, ys = planes.grid_axes(basis, args.resolution, 0.2)
     points = [(x, y) for y in ys for x in xs]
     others = {k: v for k, v in nets[0].state_dict().items() if not v.is_floating_point()}
-    times: dict[str, list[float]] = {"plain": [], "walk": [], "general": [], "ours": []}
-    for _ in range(args.repeats):
-        t, plain = timed(lambda: plain_plane(nets[0], basis, points, splits))
-        times["plain"].append(t)
-        t, walk = timed(lambda: walking_plane(nets[0], basis, xs, ys, splits))
-        times["walk"].append(t)
+    def ours(general: bool):
         ev = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), splits, None)
         assert ev.stack is not None, "the MLP should take the Linear/ReLU path"
-        t, grid = timed(lambda: planes.evaluate_grid(ev, basis, others, xs, ys))
-        times["ours"].append(t)
-        ev = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), splits, None)
-        ev.stack = None  # the general path: every point's weights through the whole network
-        t, general = timed(lambda: planes.evaluate_grid(ev, basis, others, xs, ys))
-        times["general"].append(t)
+        if general:
+            ev.stack = None  # every point's weights through the whole network, as before the Linear/ReLU path
+        return planes.evaluate_grid(ev, basis, others, xs, ys)
+
+    variants = {"plain": lambda: plain_plane(nets[0], basis, points, splits),
+                "walk": lambda: walking_plane(nets[0], basis, xs, ys, splits),
+                "general": lambda: ours(True), "ours": lambda: ours(False)}
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    out: dict[str, object] = {}
+    loads = []
+    for r in range(args.repeats):  # interleaved, the order rotated every round
+        names = list(variants)
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            c0, w0 = time.process_time(), time.perf_counter()
+            out[name] = variants[name]()
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+        loads.append(os.getloadavg()[0])
+    plain, walk, grid, general = out["plain"], out["walk"], out["ours"], out["general"]
     flat = [v for row in grid["train"]["loss"] for v in row]
-    worst = max(abs(a - b[ "train"][0]) / abs(b["train"][0]) for a, b in zip(flat, plain))
+    worst = max(abs(a - b["train"][0]) / abs(b["train"][0]) for a, b in zip(flat, plain))
     worst_walk = max(abs(a - b["train"][0]) / abs(b["train"][0]) for a, b in zip(flat, walk))
     acc_equal = all(a == b["train"][1] for a, b in zip([v for r in grid["train"]["acc"] for v in r], plain))
     worst_general = max(abs(a - b) / abs(b) for split in splits for ra, rb in zip(grid[split]["loss"], general[split]["loss"])
                         for a, b in zip(ra, rb))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"plane {args.resolution}x{args.resolution} through three MNIST-1D MLPs (width {args.plane_width}), train and test:")
-    print(f"  deep copy per point {med['plain']:.3f} s ({med['plain'] / med['ours']:.2f}x ours); loss-landscapes walk "
-          f"{med['walk']:.3f} s ({med['walk'] / med['ours']:.2f}x ours); ours {med['ours']:.3f} s; "
-          f"ours on the general path (whole network per point) {med['general']:.3f} s ({med['general'] / med['ours']:.2f}x ours)")
-    print(f"  ratios per repeat, deep copy / ours: {', '.join(f'{a / b:.2f}' for a, b in zip(times['plain'], times['ours']))}; "
-          f"walk / ours: {', '.join(f'{a / b:.2f}' for a, b in zip(times['walk'], times['ours']))}; "
-          f"load average {os.getloadavg()[0]:.2f}")
-    print(f"  Linear/ReLU path vs general path: largest relative loss difference {worst_general:.1e} (train and test)")
+    acc_general = all(grid[sp]["acc"] == general[sp]["acc"] for sp in splits)
+    print(f"plane {args.resolution}x{args.resolution} through three MNIST-1D MLPs (width {args.plane_width}), train and test, "
+          f"torch threads {torch.get_num_threads()}, load average {min(loads):.1f}-{max(loads):.1f}:")
+    for label, times in (("wall", wall), ("CPU", cpu)):
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"  {label}: deep copy per point {med['plain']:.3f} s ({med['plain'] / med['ours']:.2f}x ours), "
+              f"loss-landscapes walk {med['walk']:.3f} s ({med['walk'] / med['ours']:.2f}x), general path (whole "
+              f"network per point) {med['general']:.3f} s ({med['general'] / med['ours']:.2f}x), ours {med['ours']:.3f} s")
+        print(f"    per round, deep copy / ours: {', '.join(f'{a / b:.2f}' for a, b in zip(times['plain'], times['ours']))}; "
+              f"walk / ours: {', '.join(f'{a / b:.2f}' for a, b in zip(times['walk'], times['ours']))}")
     print(f"  train loss: largest relative difference {worst:.1e} to the deep-copy loop, {worst_walk:.1e} to the walk "
           f"(its accumulated steps); accuracies equal to the deep-copy loop: {acc_equal}")
-
+    print(f"  Linear/ReLU path vs general path: largest relative loss difference {worst_general:.1e} (train and test), "
+          f"accuracies equal: {acc_general}")
 
 if __name__ == "__main__":
     main()

@@ -18,11 +18,13 @@
   with P0 = W_origin·s + b_origin, P1 = W_e1·s + b_e1, P2 = W_e2·s + b_e2 for every sample s, so the three
   are computed once per plane and split (in float64), P0 + y·P2 once per grid row, and each point adds
   x·P1 instead of multiplying the inputs by its weights. The layers after it run on the point's weights
-  with samples as columns (features × samples), where the small last layer's product and the per-sample
-  log-sum-exp over classes are each one vectorised pass (the row layout spent more in those two than in
-  the first layer on MNIST-1D). Equal to the plain loop to float rounding (tests/test_planes.py: 1e-6
-  relative at the benchmark's scale); nets with BatchNorm, bf16 autocast, regression targets or
-  first-layer outputs over STACK_BYTES take the general path.
+  with samples as columns (features × samples), where the per-sample log-sum-exp over classes is a
+  vectorised pass over samples (on a (samples, 10) layout it took ~5× longer on this CPU). A grid row is computed at once, chunk of samples by chunk, every point
+  of the row in turn. Equal to the plain loop to float rounding: tests/test_planes.py holds it to 1e-5
+  relative of a plain loop and 1e-6 of the general path, so grids stored by either path read the same
+  (benchmarks/bench_landscape.py measures ~1e-8 between the paths, ~2e-7 to the plain loop). Nets with
+  BatchNorm, bf16 autocast, regression targets or first-layer outputs over STACK_BYTES take the general
+  path.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ COLLINEAR = 1e-6
 # The Linear/ReLU path keeps P0, P1, P2 and the row's P0 + y·P2 of every split's first-layer outputs (float32,
 # and the float64 products they come from while they are made): above this many bytes it is not taken.
 STACK_BYTES = 512 << 20
-# Samples per pass of that path on a CPU (columns of its features × samples chunks). MEASURED below.
+# Samples per pass of that path on a CPU (columns of its features × samples chunks). 512, 1,024, 2,048 and
+# whole splits (5,000) ran within noise of each other on the benchmark (one thread, shared machine); 2,048
+# bounds a pass's activations (8 MB at width 1,024) without a measured cost. A GPU takes whole splits.
 STACK_COLUMNS = 2048
 
 
@@ -207,8 +211,8 @@ class LinearStack:
             for tensors in (basis.origin, basis.e1, basis.e2):
                 w = self._tensor(tensors, basis.keys, 0, "weight").double()
                 b = self._tensor(tensors, basis.keys, 0, "bias")
-                out.append(w @ xt if b is None else torch.addmm(b.double().unsqueeze(1), w, xt))
-            self.terms[split] = (out[0].float(), out[1].float(), out[2].float())
+                out.append((w @ xt if b is None else torch.addmm(b.double().unsqueeze(1), w, xt)).float())
+            self.terms[split] = (out[0], out[1], out[2])
 
     def _weights(self, basis: Basis, x: float, y: float) -> list[tuple[torch.Tensor, torch.Tensor | None] | None]:
         """Each later Linear's (weight, bias as a column) at (x, y), in the general path's order of

@@ -293,18 +293,19 @@ def bench_plane(args) -> None:
     worst = max(abs(a - b["train"][0]) / abs(b["train"][0]) for a, b in zip(flat, plain))
     worst_walk = max(abs(a - b["train"][0]) / abs(b["train"][0]) for a, b in zip(flat, walk))
     acc_equal = all(a == b["train"][1] for a, b in zip([v for r in grid["train"]["acc"] for v in r], plain))
-    worst_general = max(abs(a - b) / abs(b) for split in splits for ra, rb in zip(grid[split]["loss"], general[split]["loss"])
-                        for a, b in zip(ra, rb))
+    worst_general = max(abs(a - b) / abs(b) for split in splits
+                        for ra, rb in zip(grid[split]["loss"], general[split]["loss"]) for a, b in zip(ra, rb))
     acc_general = all(grid[sp]["acc"] == general[sp]["acc"] for sp in splits)
-    print(f"plane {args.resolution}x{args.resolution} through three MNIST-1D MLPs (width {args.plane_width}), train and test, "
-          f"torch threads {torch.get_num_threads()}, load average {min(loads):.1f}-{max(loads):.1f}:")
+    print(f"plane {args.resolution}x{args.resolution} through three MNIST-1D MLPs (width {args.plane_width}), "
+          f"train and test, torch threads {torch.get_num_threads()}, load average {min(loads):.1f}-{max(loads):.1f}:")
     for label, times in (("wall", wall), ("CPU", cpu)):
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"  {label}: deep copy per point {med['plain']:.3f} s ({med['plain'] / med['ours']:.2f}x ours), "
               f"loss-landscapes walk {med['walk']:.3f} s ({med['walk'] / med['ours']:.2f}x), general path (whole "
-              f"network per point) {med['general']:.3f} s ({med['general'] / med['ours']:.2f}x), ours {med['ours']:.3f} s")
-        print(f"    per round, deep copy / ours: {', '.join(f'{a / b:.2f}' for a, b in zip(times['plain'], times['ours']))}; "
-              f"walk / ours: {', '.join(f'{a / b:.2f}' for a, b in zip(times['walk'], times['ours']))}")
+              f"network per point) {med['general']:.3f} s ({med['general'] / med['ours']:.2f}x), "
+              f"ours {med['ours']:.3f} s")
+        rounds = {k: ", ".join(f"{a / b:.2f}" for a, b in zip(times[k], times["ours"])) for k in ("plain", "walk")}
+        print(f"    per round, deep copy / ours: {rounds['plain']}; walk / ours: {rounds['walk']}")
     print(f"  train loss: largest relative difference {worst:.1e} to the deep-copy loop, {worst_walk:.1e} to the walk "
           f"(its accumulated steps); accuracies equal to the deep-copy loop: {acc_equal}")
     print(f"  Linear/ReLU path vs general path: largest relative loss difference {worst_general:.1e} (train and test), "

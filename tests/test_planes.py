@@ -110,7 +110,8 @@ def test_the_linear_relu_path_equals_the_plain_loop_and_the_general_path():
 
 
 @pytest.mark.parametrize("net, why", [
-    (nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)), "BatchNorm is re-estimated per point"),
+    (nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)),
+     "BatchNorm is re-estimated per point"),
     (nn.Sequential(nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 3)), "only ReLU between the layers"),
     (nn.Sequential(nn.Linear(5, 8), nn.ReLU()), "the last layer must be a Linear"),
 ])

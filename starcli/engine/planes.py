@@ -16,15 +16,15 @@
 - Stacks of Linear and ReLU layers (our MLP without BatchNorm, or such an nn.Sequential; `LinearStack`): the
   first layer's output is affine in the plane's coordinates, W(x, y)·s + b(x, y) = P0 + x·P1 + y·P2 with P0
   = W_origin·s + b_origin, P1 = W_e1·s + b_e1, P2 = W_e2·s + b_e2 for every sample s, so the three are
-  computed once per plane and split (in float64, kept in float32), P0 + y·P2 once per grid row, and each point adds x·P1
-  instead of multiplying the inputs by its weights. The layers after it run on the point's weights with
-  samples as columns (features × samples), where the per-sample log-sum-exp over classes is a vectorised
-  pass over samples (on a (samples, 10) layout it took ~5× longer on this CPU). A grid row is computed at
-  once, chunk of samples by chunk, every point of the row in turn. Equal to the plain loop to float
-  rounding: tests/test_planes.py holds it to 1e-5 relative of a plain loop and 1e-6 of the general path, so
-  grids stored by either path read the same (benchmarks/bench_landscape.py measures ~1e-8 between the paths,
-  ~2e-7 to the plain loop). Nets with BatchNorm, bf16 autocast, regression targets or first-layer outputs
-  over STACK_BYTES take the general path.
+  computed once per plane and split (in float64, kept in float32), P0 + y·P2 once per grid row, and each
+  point adds x·P1 instead of multiplying the inputs by its weights. The layers after it run on the point's
+  weights with samples as columns (features × samples), where the per-sample log-sum-exp over classes is a
+  vectorised pass over samples (on a (samples, 10) layout it took ~5× longer on this CPU). A grid row is
+  computed at once, chunk of samples by chunk, every point of the row in turn. Equal to the plain loop to
+  float rounding: tests/test_planes.py holds it to 1e-5 relative of a plain loop and 1e-6 of the general
+  path, so grids stored by either path read the same (benchmarks/bench_landscape.py measures ~1e-8 between
+  the paths, ~2e-7 to the plain loop). Nets with BatchNorm, bf16 autocast, regression targets or first-layer
+  outputs over STACK_BYTES take the general path.
 """
 
 from __future__ import annotations

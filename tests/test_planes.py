@@ -114,6 +114,7 @@ def test_the_linear_relu_path_equals_the_plain_loop_and_the_general_path():
      "BatchNorm is re-estimated per point"),
     (nn.Sequential(nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 3)), "only ReLU between the layers"),
     (nn.Sequential(nn.Linear(5, 8), nn.ReLU()), "the last layer must be a Linear"),
+    (nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).double(), "it computes in float32"),
 ])
 def test_other_networks_take_the_general_path(net, why):
     splits = {"train": (torch.randn(20, 5), torch.randint(0, 3, (20,)))}

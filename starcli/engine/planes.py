@@ -46,8 +46,11 @@ COLLINEAR = 1e-6
 STACK_BYTES = 512 << 20
 # Samples per pass of that path on a CPU (columns of its features × samples chunks). 512, 1,024, 2,048 and
 # whole splits (5,000) ran within noise of each other on the benchmark (one thread, shared machine); 2,048
-# bounds a pass's activations (8 MB at width 1,024) without a measured cost. A GPU takes whole splits.
+# bounds a pass's activations (8 MB at width 1,024) without a measured cost.
 STACK_COLUMNS = 2048
+# On a GPU (not measured: no GPU was lent to this work), chunks this large: one split of most datasets at
+# once, with a chunk's activations within 256 MB at width 1,024.
+STACK_GPU_COLUMNS = 1 << 16
 
 
 class DegeneratePlane(ValueError):
@@ -195,6 +198,8 @@ class LinearStack:
         layers, flattens = found
         if not flattens and any(x.dim() != 2 for x, _ in splits.values()):
             return None
+        if any(m.weight.dtype != torch.float32 for m in layers if isinstance(m, torch.nn.Linear)):
+            return None  # it computes in float32
         width = layers[0].out_features
         total = sum(len(y) for _, y in splits.values()) * width * (4 + 4 + 4 + 4 + 8)
         return layers if total <= STACK_BYTES else None
@@ -207,12 +212,13 @@ class LinearStack:
         """P0, P1, P2 of every split for `basis` (float64 products, kept in float32)."""
         self.basis, self.row, self.terms = basis, None, {}
         for split, (x, _) in self.splits.items():
-            xt = x.double().T
+            wide = torch.float32 if x.device.type == "mps" else torch.float64  # MPS has no float64
+            xt = x.to(wide).T
             out = []
             for tensors in (basis.origin, basis.e1, basis.e2):
-                w = self._tensor(tensors, basis.keys, 0, "weight").double()
+                w = self._tensor(tensors, basis.keys, 0, "weight").to(wide)
                 b = self._tensor(tensors, basis.keys, 0, "bias")
-                out.append((w @ xt if b is None else torch.addmm(b.double().unsqueeze(1), w, xt)).float())
+                out.append((w @ xt if b is None else torch.addmm(b.to(wide).unsqueeze(1), w, xt)).float())
             self.terms[split] = (out[0], out[1], out[2])
 
     def _weights(self, basis: Basis, x: float, y: float) -> list[tuple[torch.Tensor, torch.Tensor | None] | None]:
@@ -241,21 +247,21 @@ class LinearStack:
         for split, (_, labels) in self.splits.items():
             p1 = self.terms[split][1]
             rows = [self._row(split, y) for _, y in points]  # P0 + y·P2, shared by a grid row's points
-            logits = torch.empty(len(points), classes, len(labels), dtype=p1.dtype, device=p1.device)
+            tally = Tally(labels, len(points))
+            logits = torch.empty(len(points), classes, min(self.columns, len(labels)), dtype=p1.dtype, device=p1.device)
             for start in range(0, len(labels), self.columns):
                 end = min(start + self.columns, len(labels))
                 for k, (x, _) in enumerate(points):
                     h = torch.add(rows[k][:, start:end], p1[:, start:end], alpha=x)
                     for i, at in enumerate(weights[k], 1):
-                        out = logits[k, :, start:end] if i == len(self.rest) else None
+                        out = logits[k, :, : end - start] if i == len(self.rest) else None
                         if at is None:
                             h = h.relu_()
                         elif at[1] is None:
                             h = torch.mm(at[0], h, out=out)
                         else:
                             h = torch.addmm(at[1], at[0], h, out=out)
-            tally = Tally(labels, len(points))
-            tally.add_transposed(logits, 0)
+                tally.add_transposed(logits[:, :, : end - start], start)  # every point's scores on this chunk
             for k, r in enumerate(tally.results()):
                 results[k][split] = r
         return results
@@ -287,7 +293,7 @@ class PlaneEvaluator:
         # The Linear/ReLU path where it applies and computes what the general one would (fp32 here).
         bf16 = bool(config) and config.get("precision") == "bf16" and device.type == "cuda"
         layers = None if self.has_bn or bf16 else LinearStack.fits(self.net, splits)
-        columns = STACK_COLUMNS if device.type == "cpu" else max([len(y) for _, y in splits.values()] or [1])
+        columns = STACK_COLUMNS if device.type == "cpu" else STACK_GPU_COLUMNS
         self.stack = LinearStack(self.net, layers, splits, columns) if layers else None
 
     @classmethod

@@ -172,8 +172,8 @@ def linear_stack(net: torch.nn.Module) -> tuple[list[torch.nn.Module], bool] | N
 class LinearStack:
     """The plane's grid for a Linear/ReLU stack (see the module's docstring), a list of points at a time:
     the first layer's outputs P0, P1, P2 per split, computed once per basis; then, chunk of samples by
-    chunk, every point's pass through the layers after the first, so that a chunk's P0 + y·P2 and P1
-    stay in cache across the points and each point's activations never leave it."""
+    chunk, every point's pass through the layers after the first and the tally of all the points' scores,
+    so that memory is bounded by the chunk, not by points × samples."""
 
     def __init__(self, net: torch.nn.Module, layers: list[torch.nn.Module],
                  splits: dict[str, tuple[torch.Tensor, torch.Tensor]], columns: int):
@@ -222,8 +222,8 @@ class LinearStack:
             self.terms[split] = (out[0], out[1], out[2])
 
     def _weights(self, basis: Basis, x: float, y: float) -> list[tuple[torch.Tensor, torch.Tensor | None] | None]:
-        """Each later Linear's (weight, bias as a column) at (x, y), in the general path's order of
-        operations (origin, + x·e1, + y·e2), so that they are the same numbers; None for a ReLU."""
+        """Each later Linear's (weight, bias as a column) at (x, y), by the general path's operations in
+        its order (origin, + x·e1, + y·e2); None for a ReLU."""
         out: list[tuple[torch.Tensor, torch.Tensor | None] | None] = []
         for i, layer in enumerate(self.rest, 1):
             if not isinstance(layer, torch.nn.Linear):
@@ -248,7 +248,8 @@ class LinearStack:
             p1 = self.terms[split][1]
             rows = [self._row(split, y) for _, y in points]  # P0 + y·P2, shared by a grid row's points
             tally = Tally(labels, len(points))
-            logits = torch.empty(len(points), classes, min(self.columns, len(labels)), dtype=p1.dtype, device=p1.device)
+            chunk = min(self.columns, len(labels))
+            logits = torch.empty(len(points), classes, chunk, dtype=p1.dtype, device=p1.device)
             for start in range(0, len(labels), self.columns):
                 end = min(start + self.columns, len(labels))
                 for k, (x, _) in enumerate(points):

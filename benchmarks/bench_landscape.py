@@ -26,7 +26,7 @@ estimate changes by less than `tol` relative), the trace by Hutchinson's estimat
 Variants interleaved in one process, repeated; the median of each and their ratio.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_landscape.py [--repeats 5] [--subset 1000] [--width 128]
-        [--plane-width 256] [--resolution 21] [--only sharpness|plane]
+        [--plane-width 256] [--resolution 21] [--plane-epochs 0] [--only sharpness|plane]
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ def main() -> None:
     ap.add_argument("--dense", action="store_true", help="also the dense Hessian's spectrum (slow: one backward per parameter)")
     ap.add_argument("--plane-width", type=int, default=256)
     ap.add_argument("--resolution", type=int, default=21)
+    ap.add_argument("--plane-epochs", type=int, default=0, help="train the plane's three MLPs this many epochs first")
     ap.add_argument("--only", choices=("sharpness", "plane"))
     args = ap.parse_args()
     if args.only != "sharpness":
@@ -257,11 +258,19 @@ def walking_plane(net, basis, xs_axis, ys_axis, splits) -> list[dict]:
 def bench_plane(args) -> None:
     config = recipes.resolve(recipes.DEFAULT_RECIPE, width=args.plane_width)
     cache = Path.home() / ".cache" / "starlight-bench"
+    splits = {s: data.load(config["dataset"], s, cache_dir=cache) for s in ("train", "test")}
     nets = []
     for seed in (1, 2, 3):
         torch.manual_seed(seed)
-        nets.append(models.create(config["arch"], **config["arch_kwargs"]).eval())
-    splits = {s: data.load(config["dataset"], s, cache_dir=cache) for s in ("train", "test")}
+        net = models.create(config["arch"], **config["arch_kwargs"])
+        x, y = splits["train"]
+        opt = torch.optim.Adam(net.parameters(), 3e-3)
+        for _ in range(args.plane_epochs):  # trained solutions: realistic losses to compare (the cost is the same)
+            for i in range(0, len(x), 128):
+                opt.zero_grad()
+                evaluation.loss_fn(net(x[i : i + 128]), y[i : i + 128]).backward()
+                opt.step()
+        nets.append(net.eval())
     basis = planes.three_point_basis(*(n.state_dict() for n in nets))
     xs, ys = planes.grid_axes(basis, args.resolution, 0.2)
     points = [(x, y) for y in ys for x in xs]
@@ -306,6 +315,8 @@ def bench_plane(args) -> None:
               f"ours {med['ours']:.3f} s")
         rounds = {k: ", ".join(f"{a / b:.2f}" for a, b in zip(times[k], times["ours"])) for k in ("plain", "walk")}
         print(f"    per round, deep copy / ours: {rounds['plain']}; walk / ours: {rounds['walk']}")
+    train = [v for row in grid["train"]["loss"] for v in row]
+    print(f"  train loss over the grid {min(train):.4g} to {max(train):.4g} ({args.plane_epochs} training epochs)")
     print(f"  train loss: largest relative difference {worst:.1e} to the deep-copy loop, {worst_walk:.1e} to the walk "
           f"(its accumulated steps); accuracies equal to the deep-copy loop: {acc_equal}")
     print(f"  Linear/ReLU path vs general path: largest relative loss difference {worst_general:.1e} (train and test), "

@@ -76,6 +76,53 @@ def test_the_grid_equals_a_plain_loop_at_the_same_points(bn):
             assert grid["train"]["acc"][i][j] == pytest.approx(acc, abs=1e-9)
 
 
+def test_batchnorm_is_re_estimated_in_row_slices_with_the_numbers_of_whole_batches(monkeypatch):
+    """On a CPU the calibration streams in cache-sized row slices (as a barrier's line does): with slices
+    smaller than the calibration set, the grid equals the plain loop (1e-5) and the unsliced estimate
+    (PyTorch's train-mode kernel) to 1e-6 relative, so grids stored before and after read the same."""
+    nets = [_state(s, True) for s in (0, 1, 2)]
+    a, b, c = (n.state_dict() for n in nets)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(300, 5, generator=g), torch.randint(0, 3, (300,), generator=g)
+    calibration = x[:200]
+    basis = planes.three_point_basis(a, b, c)
+    xs, ys = planes.grid_axes(basis, 4, 0.25)
+    others = {k: v for k, v in a.items() if not v.is_floating_point()}
+    grids = {}
+    for streamed in (True, False):
+        monkeypatch.setattr(planes.interpolation, "STREAM_CALIBRATION", streamed)
+        ev = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), {"train": (x, y)}, calibration, 128)
+        ev.rows = 48  # slices of 48 rows within calibration batches of 100 (200 samples, batch size 128)
+        grids[streamed] = planes.evaluate_grid(ev, basis, others, xs, ys)
+    for i, py in enumerate(ys):
+        for j, px in enumerate(xs):
+            state = _plain_point(a, b, c, px, py)
+            net = copy.deepcopy(nets[0])
+            net.load_state_dict(state)
+            loss, acc = _plain_eval_batches(net, x, y, calibration, 128)
+            got = grids[True]["train"]
+            assert got["loss"][i][j] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+            assert got["loss"][i][j] == pytest.approx(grids[False]["train"]["loss"][i][j], rel=1e-6)
+            assert got["acc"][i][j] == acc == grids[False]["train"]["acc"][i][j]
+
+
+def _plain_eval_batches(net: nn.Module, x, y, calibration, batch_size: int) -> tuple[float, float]:
+    """swa_utils.update_bn's recipe over near-equal calibration batches (a cumulative average), then a
+    plain evaluation."""
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for chunk in torch.tensor_split(calibration, -(-len(calibration) // batch_size)):
+            net(chunk)
+    net.eval()
+    with torch.no_grad():
+        out = net(x)
+    return F.cross_entropy(out, y).item(), 100.0 * (out.argmax(1) == y).sum().item() / len(y)
+
+
 def _deeper(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 16, bias=False), nn.ReLU(),
@@ -117,7 +164,7 @@ def test_the_linear_relu_path_equals_the_plain_loop_and_the_general_path():
     (nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).double(), "it computes in float32"),
 ])
 def test_other_networks_take_the_general_path(net, why):
-    splits = {"train": (torch.randn(20, 5), torch.randint(0, 3, (20,)))}
+    splits = {"train": (torch.randn(20, 5, dtype=next(net.parameters()).dtype), torch.randint(0, 3, (20,)))}
     assert planes.PlaneEvaluator(net, torch.device("cpu"), splits, splits["train"][0]).stack is None, why
     regression = {"train": (torch.randn(20, 5), torch.randn(20, 3))}
     assert planes.PlaneEvaluator(_state(0, False), torch.device("cpu"), regression, None).stack is None

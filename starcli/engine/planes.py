@@ -12,7 +12,8 @@
   re-estimated at every point, as on a line); integer buffers are A's.
 - Points are written in place into one network (`torch._foreach_*`, no copy per point) and evaluated
   with `interpolation.Tally` on the device; BatchNorm is re-estimated at every point
-  (`evaluation.recalibrate_bn`), exactly as an interior point of a barrier's line.
+  (`evaluation.recalibrate_bn`), exactly as an interior point of a barrier's line (on a CPU in the same
+  cache-sized row slices).
 - Stacks of Linear and ReLU layers (our MLP without BatchNorm, or such an nn.Sequential; `LinearStack`): the
   first layer's output is affine in the plane's coordinates, W(x, y)·s + b(x, y) = P0 + x·P1 + y·P2 with P0
   = W_origin·s + b_origin, P1 = W_e1·s + b_e1, P2 = W_e2·s + b_e2 for every sample s, so the three are
@@ -37,7 +38,8 @@ import torch
 from starcli import models
 
 from . import evaluation, precision
-from .interpolation import CPU_ROWS, Tally
+from . import interpolation
+from .interpolation import Tally
 
 # Below this, C − A is taken to lie on the line through A and B (relative to ‖C − A‖): no plane.
 COLLINEAR = 1e-6
@@ -288,7 +290,12 @@ class PlaneEvaluator:
         self.splits = splits
         self.calibration = calibration
         self.batch_size = batch_size
-        self.rows = min(batch_size, CPU_ROWS) if device.type == "cpu" else batch_size
+        # On a CPU, rows per chunk sized to the cache as a barrier's line does (~200 for the MNIST-1D CNN),
+        # and BatchNorm re-estimated in the same row slices: the demo CNN's plane took 1.4× less CPU time
+        # than with 1,024-row chunks and PyTorch's train-mode kernel over 4,096-row batches, losses within
+        # 2e-7 relative, accuracies equal (a 4×4 plane through three trained mnist1d-cnn, one thread).
+        self.rows = min(batch_size, interpolation._cache_rows(self.net, splits, config)) if device.type == "cpu" \
+            else batch_size
         self.has_bn = evaluation.has_batchnorm(self.net)
         self.own = self.net.state_dict()  # shares storage with the network
         # The Linear/ReLU path where it applies and computes what the general one would (fp32 here).
@@ -317,7 +324,8 @@ class PlaneEvaluator:
             torch._foreach_add_(targets, basis.e1, alpha=x)
             torch._foreach_add_(targets, basis.e2, alpha=y)
             if self.has_bn:
-                evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size, config=self.config)
+                rows = self.rows if self.device.type == "cpu" and interpolation.STREAM_CALIBRATION else None
+                evaluation.recalibrate_bn(self.net, self.calibration, self.batch_size, config=self.config, rows=rows)
             yield self._evaluate()
 
     def _evaluate(self) -> dict[str, tuple[float, float]]:

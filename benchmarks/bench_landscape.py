@@ -1,10 +1,16 @@
 """The instruments against the plain implementations researchers use, same network, same data, same work.
 
 Plane: `engine/planes.py`'s grid against two plain loops at the same points (the orthonormal plane through
-three MLPs of the default recipe, train and test splits): "deep copy" builds each point's state dict,
-loads it into a deep copy of the network and evaluates each split in one batch under `no_grad` with
-`F.cross_entropy` (what research scripts do); "loss-landscapes" walks the grid as its
+three networks of the default recipe or of --plane-recipe, train and test splits): "deep copy" builds each
+point's state dict, loads it into a deep copy of the network and evaluates each split in one batch under
+`no_grad` with `F.cross_entropy` (what research scripts do); "loss-landscapes" walks the grid as its
 `planar_interpolation` does, adding the step to every parameter tensor in place, one point after another.
+"ours as before" is ours without its two speed-ups: for the MLP, the Linear/ReLU path turned off (each point
+written into one network and the whole network evaluated); for a BatchNorm net (`--plane-recipe
+mnist1d-cnn`, BatchNorm re-estimated at every point by all variants, the references as swa_utils.update_bn
+does), 1,024-row chunks and PyTorch's train-mode kernel instead of cache-sized rows and streamed
+re-estimation. Wall-clock and CPU (process) time are both reported: on a shared machine the wall clock
+includes time the process waited for a core.
 
 Sharpness: `engine/sharpness.py` against a PyHessian-style implementation written here from the algorithm
 (PyHessian is GPL; none of its code is used): the parameters as a list of tensors, the gradient built once
@@ -23,13 +29,15 @@ estimate changes by less than `tol` relative), the trace by Hutchinson's estimat
 Variants interleaved in one process, repeated; the median of each and their ratio.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_landscape.py [--repeats 5] [--subset 1000] [--width 128]
-        [--plane-width 256] [--resolution 21] [--only sharpness|plane]
+        [--plane-width 256] [--resolution 21] [--plane-epochs 0] [--plane-recipe mnist1d-cnn]
+        [--only sharpness|plane]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -40,7 +48,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from starcli import models  # noqa: E402
-from starcli.engine import data, evaluation, recipes  # noqa: E402
+from starcli.engine import data, evaluation, interpolation, recipes  # noqa: E402
 from starcli.engine import planes  # noqa: E402
 from starcli.engine import sharpness as ours  # noqa: E402
 
@@ -145,8 +153,11 @@ def main() -> None:
     ap.add_argument("--hvps", type=int, default=32)
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--dense", action="store_true", help="also the dense Hessian's spectrum (slow: one backward per parameter)")
-    ap.add_argument("--plane-width", type=int, default=256)
+    ap.add_argument("--plane-width", type=int, default=None, help="the recipe's width unless given (256 for the MLP)")
+    ap.add_argument("--plane-recipe", default=recipes.DEFAULT_RECIPE,
+                    help="e.g. mnist1d-cnn (BatchNorm; use --resolution 5)")
     ap.add_argument("--resolution", type=int, default=21)
+    ap.add_argument("--plane-epochs", type=int, default=0, help="train the plane's three MLPs this many epochs first")
     ap.add_argument("--only", choices=("sharpness", "plane"))
     args = ap.parse_args()
     if args.only != "sharpness":
@@ -204,14 +215,31 @@ def main() -> None:
 # --- planes -------------------------------------------------------------------------------------------
 
 
-def plain_plane(net, basis, points, splits) -> list[dict]:
-    """A deep copy per point, the point's state loaded, each split evaluated in one batch."""
+def update_bn(model, calibration, batch_size: int) -> None:
+    """swa_utils.update_bn's recipe: statistics reset, a cumulative average over the calibration batches
+    (near-equal ones, as starlight takes them) in train mode."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for chunk in torch.tensor_split(calibration, -(-len(calibration) // batch_size)):
+            model(chunk)
+    model.eval()
+
+
+def plain_plane(net, basis, points, splits, calibration=None, batch_size: int = 4096) -> list[dict]:
+    """A deep copy per point, the point's state loaded (BatchNorm re-estimated where there is
+    `calibration`), each split evaluated in one batch."""
     out = []
     for x, y in points:
         model = copy.deepcopy(net)
         state = dict(model.state_dict())
         state.update(basis.point(x, y))
         model.load_state_dict(state)
+        if calibration is not None:
+            update_bn(model, calibration, batch_size)
         model.eval()
         row = {}
         with torch.no_grad():
@@ -223,11 +251,12 @@ def plain_plane(net, basis, points, splits) -> list[dict]:
     return out
 
 
-def walking_plane(net, basis, xs_axis, ys_axis, splits) -> list[dict]:
+def walking_plane(net, basis, xs_axis, ys_axis, splits, calibration=None, batch_size: int = 4096) -> list[dict]:
     """loss-landscapes' planar_interpolation walk: start at the grid's corner, add the x step to every
-    parameter in place along a row, then step y and walk back to the row's start."""
+    parameter in place along a row, then step y and walk back to the row's start (loss-landscapes does not
+    re-estimate BatchNorm; with `calibration` this walk does, so that it computes what ours does)."""
     model = copy.deepcopy(net).eval()
-    params = dict(model.named_parameters())
+    params = model.state_dict()  # parameters and BatchNorm's statistics, sharing the model's storage
     dx = xs_axis[1] - xs_axis[0]
     dy = ys_axis[1] - ys_axis[0]
     out = []
@@ -237,6 +266,8 @@ def walking_plane(net, basis, xs_axis, ys_axis, splits) -> list[dict]:
             params[k].copy_(start[k])
         for _ in ys_axis:
             for _ in xs_axis:
+                if calibration is not None:
+                    update_bn(model, calibration, batch_size)
                 row = {}
                 for split, (xs, ys) in splits.items():
                     logits = model(xs)
@@ -251,37 +282,84 @@ def walking_plane(net, basis, xs_axis, ys_axis, splits) -> list[dict]:
 
 
 def bench_plane(args) -> None:
-    config = recipes.resolve(recipes.DEFAULT_RECIPE, width=args.plane_width)
+    config = recipes.resolve(args.plane_recipe, width=args.plane_width)
     cache = Path.home() / ".cache" / "starlight-bench"
+    splits = {s: data.load(config["dataset"], s, cache_dir=cache) for s in ("train", "test")}
     nets = []
     for seed in (1, 2, 3):
         torch.manual_seed(seed)
-        nets.append(models.create(config["arch"], **config["arch_kwargs"]).eval())
-    splits = {s: data.load(config["dataset"], s, cache_dir=cache) for s in ("train", "test")}
+        net = models.create(config["arch"], **config["arch_kwargs"])
+        x, y = splits["train"]
+        opt = torch.optim.Adam(net.parameters(), 3e-3)
+        for _ in range(args.plane_epochs):  # trained solutions: realistic losses to compare (the cost is the same)
+            for i in range(0, len(x), 128):
+                opt.zero_grad()
+                evaluation.loss_fn(net(x[i : i + 128]), y[i : i + 128]).backward()
+                opt.step()
+        nets.append(net.eval())
+    bn = evaluation.has_batchnorm(nets[0])
+    calibration = splits["train"][0] if bn else None  # --bn-calibration full
+    batch = 4096  # PlaneSpec's batch_size
     basis = planes.three_point_basis(*(n.state_dict() for n in nets))
     xs, ys = planes.grid_axes(basis, args.resolution, 0.2)
     points = [(x, y) for y in ys for x in xs]
     others = {k: v for k, v in nets[0].state_dict().items() if not v.is_floating_point()}
-    times: dict[str, list[float]] = {"plain": [], "walk": [], "ours": []}
-    for _ in range(args.repeats):
-        t, plain = timed(lambda: plain_plane(nets[0], basis, points, splits))
-        times["plain"].append(t)
-        t, walk = timed(lambda: walking_plane(nets[0], basis, xs, ys, splits))
-        times["walk"].append(t)
-        ev = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), splits, None)
-        t, grid = timed(lambda: planes.evaluate_grid(ev, basis, others, xs, ys))
-        times["ours"].append(t)
+    def ours(general: bool):
+        """general: for an MLP, the Linear/ReLU path off (every point's weights through the whole network);
+        with BatchNorm, as before the cache-sized rows and streamed re-estimation (1,024-row chunks,
+        PyTorch's train-mode kernel)."""
+        ev = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), splits, calibration, batch)
+        assert (ev.stack is None) == bn, "MLPs without BatchNorm take the Linear/ReLU path"
+        streamed = interpolation.STREAM_CALIBRATION
+        if general and bn:
+            ev.rows, interpolation.STREAM_CALIBRATION = min(batch, 1024), False
+        elif general:
+            ev.stack = None
+        try:
+            return planes.evaluate_grid(ev, basis, others, xs, ys)
+        finally:
+            interpolation.STREAM_CALIBRATION = streamed
+
+    variants = {"plain": lambda: plain_plane(nets[0], basis, points, splits, calibration, batch),
+                "walk": lambda: walking_plane(nets[0], basis, xs, ys, splits, calibration, batch),
+                "general": lambda: ours(True), "ours": lambda: ours(False)}
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    out: dict[str, object] = {}
+    loads = []
+    for r in range(args.repeats):  # interleaved, the order rotated every round
+        names = list(variants)
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            c0, w0 = time.process_time(), time.perf_counter()
+            out[name] = variants[name]()
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+        loads.append(os.getloadavg()[0])
+    plain, walk, grid, general = out["plain"], out["walk"], out["ours"], out["general"]
     flat = [v for row in grid["train"]["loss"] for v in row]
-    worst = max(abs(a - b[ "train"][0]) / abs(b["train"][0]) for a, b in zip(flat, plain))
+    worst = max(abs(a - b["train"][0]) / abs(b["train"][0]) for a, b in zip(flat, plain))
     worst_walk = max(abs(a - b["train"][0]) / abs(b["train"][0]) for a, b in zip(flat, walk))
     acc_equal = all(a == b["train"][1] for a, b in zip([v for r in grid["train"]["acc"] for v in r], plain))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"plane {args.resolution}x{args.resolution} through three MNIST-1D MLPs (width {args.plane_width}), train and test:")
-    print(f"  deep copy per point {med['plain']:.3f} s ({med['plain'] / med['ours']:.2f}x ours); loss-landscapes walk "
-          f"{med['walk']:.3f} s ({med['walk'] / med['ours']:.2f}x ours); ours {med['ours']:.3f} s")
+    worst_general = max(abs(a - b) / abs(b) for split in splits
+                        for ra, rb in zip(grid[split]["loss"], general[split]["loss"]) for a, b in zip(ra, rb))
+    acc_general = all(grid[sp]["acc"] == general[sp]["acc"] for sp in splits)
+    print(f"plane {args.resolution}x{args.resolution} through three {args.plane_recipe} (width "
+          f"{config['arch_kwargs'].get('width')}, BatchNorm re-estimated per point: {bn}), "
+          f"train and test, torch threads {torch.get_num_threads()}, load average {min(loads):.1f}-{max(loads):.1f}:")
+    for label, times in (("wall", wall), ("CPU", cpu)):
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"  {label}: deep copy per point {med['plain']:.3f} s ({med['plain'] / med['ours']:.2f}x ours), "
+              f"loss-landscapes walk {med['walk']:.3f} s ({med['walk'] / med['ours']:.2f}x), ours as before "
+              f"{med['general']:.3f} s ({med['general'] / med['ours']:.2f}x), "
+              f"ours {med['ours']:.3f} s")
+        rounds = {k: ", ".join(f"{a / b:.2f}" for a, b in zip(times[k], times["ours"])) for k in ("plain", "walk")}
+        print(f"    per round, deep copy / ours: {rounds['plain']}; walk / ours: {rounds['walk']}")
+    train = [v for row in grid["train"]["loss"] for v in row]
+    print(f"  train loss over the grid {min(train):.4g} to {max(train):.4g} ({args.plane_epochs} training epochs)")
     print(f"  train loss: largest relative difference {worst:.1e} to the deep-copy loop, {worst_walk:.1e} to the walk "
           f"(its accumulated steps); accuracies equal to the deep-copy loop: {acc_equal}")
-
+    print(f"  ours vs ours as before: largest relative loss difference {worst_general:.1e} (train and test), "
+          f"accuracies equal: {acc_general}")
 
 if __name__ == "__main__":
     main()

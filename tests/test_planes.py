@@ -66,6 +66,7 @@ def test_the_grid_equals_a_plain_loop_at_the_same_points(bn):
     basis = planes.three_point_basis(a, b, c)
     xs, ys = planes.grid_axes(basis, 5, 0.25)
     ev = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), {"train": (x, y)}, calibration)
+    assert (ev.stack is None) == bn  # without BatchNorm this net takes the Linear/ReLU path
     others = {k: v for k, v in a.items() if not v.is_floating_point()}
     grid = planes.evaluate_grid(ev, basis, others, xs, ys)
     for i, py in enumerate(ys):
@@ -73,6 +74,100 @@ def test_the_grid_equals_a_plain_loop_at_the_same_points(bn):
             loss, acc = _plain_eval(nets[0], _plain_point(a, b, c, px, py), x, y, calibration)
             assert grid["train"]["loss"][i][j] == pytest.approx(loss, rel=1e-5, abs=1e-6)
             assert grid["train"]["acc"][i][j] == pytest.approx(acc, abs=1e-9)
+
+
+def test_batchnorm_is_re_estimated_in_row_slices_with_the_numbers_of_whole_batches(monkeypatch):
+    """On a CPU the calibration streams in cache-sized row slices (as a barrier's line does): with slices
+    smaller than the calibration set, the grid equals the plain loop (1e-5) and the unsliced estimate
+    (PyTorch's train-mode kernel) to 1e-6 relative, so grids stored before and after read the same."""
+    nets = [_state(s, True) for s in (0, 1, 2)]
+    a, b, c = (n.state_dict() for n in nets)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(300, 5, generator=g), torch.randint(0, 3, (300,), generator=g)
+    calibration = x[:200]
+    basis = planes.three_point_basis(a, b, c)
+    xs, ys = planes.grid_axes(basis, 4, 0.25)
+    others = {k: v for k, v in a.items() if not v.is_floating_point()}
+    grids = {}
+    for streamed in (True, False):
+        monkeypatch.setattr(planes.interpolation, "STREAM_CALIBRATION", streamed)
+        ev = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), {"train": (x, y)}, calibration, 128)
+        ev.rows = 48  # slices of 48 rows within calibration batches of 100 (200 samples, batch size 128)
+        grids[streamed] = planes.evaluate_grid(ev, basis, others, xs, ys)
+    for i, py in enumerate(ys):
+        for j, px in enumerate(xs):
+            state = _plain_point(a, b, c, px, py)
+            net = copy.deepcopy(nets[0])
+            net.load_state_dict(state)
+            loss, acc = _plain_eval_batches(net, x, y, calibration, 128)
+            got = grids[True]["train"]
+            assert got["loss"][i][j] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+            assert got["loss"][i][j] == pytest.approx(grids[False]["train"]["loss"][i][j], rel=1e-6)
+            assert got["acc"][i][j] == acc == grids[False]["train"]["acc"][i][j]
+
+
+def _plain_eval_batches(net: nn.Module, x, y, calibration, batch_size: int) -> tuple[float, float]:
+    """swa_utils.update_bn's recipe over near-equal calibration batches (a cumulative average), then a
+    plain evaluation."""
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm1d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for chunk in torch.tensor_split(calibration, -(-len(calibration) // batch_size)):
+            net(chunk)
+    net.eval()
+    with torch.no_grad():
+        out = net(x)
+    return F.cross_entropy(out, y).item(), 100.0 * (out.argmax(1) == y).sum().item() / len(y)
+
+
+def _deeper(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 16, bias=False), nn.ReLU(),
+                         nn.Linear(16, 4))
+
+
+def test_the_linear_relu_path_equals_the_plain_loop_and_the_general_path():
+    """A deeper stack (Flatten first, a Linear without bias, two splits, samples in several column chunks):
+    the row-at-a-time path from P0 + x·P1 + y·P2 gives the plain loop's numbers, and the general path's
+    (whole network per point) to 1e-6 relative, so a grid stored by either reads the same; accuracies exact."""
+    nets = [_deeper(s) for s in (0, 1, 2)]
+    a, b, c = (n.state_dict() for n in nets)
+    g = torch.Generator().manual_seed(0)
+    splits = {"train": (torch.randn(500, 2, 5, generator=g), torch.randint(0, 4, (500,), generator=g)),
+              "test": (torch.randn(130, 2, 5, generator=g), torch.randint(0, 4, (130,), generator=g))}
+    basis = planes.three_point_basis(a, b, c)
+    xs, ys = planes.grid_axes(basis, 6, 0.3)
+    fast = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), splits, None)
+    assert fast.stack is not None
+    fast.stack.columns = 128  # several chunks per split, a short last one
+    general = planes.PlaneEvaluator(copy.deepcopy(nets[0]), torch.device("cpu"), splits, None)
+    general.stack = None
+    grid = planes.evaluate_grid(fast, basis, {}, xs, ys)
+    reference = planes.evaluate_grid(general, basis, {}, xs, ys)
+    for split, (x, y) in splits.items():
+        for i, py in enumerate(ys):
+            for j, px in enumerate(xs):
+                loss, acc = _plain_eval(nets[0], _plain_point(a, b, c, px, py), x, y, None)
+                assert grid[split]["loss"][i][j] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+                assert grid[split]["loss"][i][j] == pytest.approx(reference[split]["loss"][i][j], rel=1e-6)
+                assert grid[split]["acc"][i][j] == acc == reference[split]["acc"][i][j]
+
+
+@pytest.mark.parametrize("net, why", [
+    (nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)),
+     "BatchNorm is re-estimated per point"),
+    (nn.Sequential(nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 3)), "only ReLU between the layers"),
+    (nn.Sequential(nn.Linear(5, 8), nn.ReLU()), "the last layer must be a Linear"),
+    (nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).double(), "it computes in float32"),
+])
+def test_other_networks_take_the_general_path(net, why):
+    splits = {"train": (torch.randn(20, 5, dtype=next(net.parameters()).dtype), torch.randint(0, 3, (20,)))}
+    assert planes.PlaneEvaluator(net, torch.device("cpu"), splits, splits["train"][0]).stack is None, why
+    regression = {"train": (torch.randn(20, 5), torch.randn(20, 3))}
+    assert planes.PlaneEvaluator(_state(0, False), torch.device("cpu"), regression, None).stack is None
 
 
 def test_the_basis_is_orthonormal_and_places_the_solutions_at_their_distances():

@@ -47,9 +47,9 @@ bench: $(VENV)/.dev
 # Every published table and figure of docs/results, regenerated from an empty registry of its own (about 52
 # minutes on 2 cores; the instruments study, benchmarks/study_instruments.py, and the --realign-every study,
 # benchmarks/study_realign_every.py (about 8 + 13 minutes loaded), run last in registries of their own). Order matters only for reuse: the anchors and t-sampling sweeps reuse width-mnist1d's models,
-# width-mnist1d-cnn reuses anchors-mnist1d-cnn's width 32.
+# renorm-mnist1d reuses t-sampling-mnist1d's uniform stars, width-mnist1d-cnn reuses anchors-mnist1d-cnn's width 32.
 PUBLISHED := linear-toy-replicates linear-toy-replicates-solution linear-toy width-mnist1d anchors-mnist1d \
-	t-sampling-mnist1d anchors-mnist1d-cnn width-mnist1d-cnn
+	t-sampling-mnist1d renorm-mnist1d anchors-mnist1d-cnn width-mnist1d-cnn
 RESULTS_HOME ?= .starlight-results
 
 results: $(VENV)/.core

@@ -129,7 +129,8 @@ def pytest_configure(config):
     the workers do not fight over the cores. Decided here, not when this file is imported: under xdist the
     controller imports it too, before it starts its workers, and they inherit its environment, so a controller
     that set its serial default ("2") gave every worker two threads (setdefault then kept it). Two workers of
-    two threads on two cores made OpenMP's spinning threads compete: test_barriers.py took 166 CPU-seconds
-    under `make test` and 12 in one process. An $OMP_NUM_THREADS already set is kept."""
+    two threads on two cores made OpenMP's spinning threads compete: the same 763 tests took 447 CPU-seconds
+    with two threads per worker and 210 with one (two runs on a shared machine; the files that train in the
+    test process, 8-10 times less). tests/test_suite_threads.py holds it. An $OMP_NUM_THREADS already set is kept."""
     distributed = os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None)
     os.environ.setdefault("OMP_NUM_THREADS", "1" if distributed else "2")

@@ -122,6 +122,15 @@ def cli():
 # Tables fit $COLUMNS when it is set (starcli/reports/tables.py); pytest-xdist exports COLUMNS=80 to its workers
 # and a shell may export its own, so the tests start without it (a test that wants a width sets it).
 os.environ.pop("COLUMNS", None)
-# Two intra-op threads in a serial run; one per worker under pytest-xdist (`make test` runs two workers), so the
-# workers do not fight over the cores.
-os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+
+
+def pytest_configure(config):
+    """Two intra-op threads in a serial run; one per worker under pytest-xdist (`make test` runs two workers), so
+    the workers do not fight over the cores. Decided here, not when this file is imported: under xdist the
+    controller imports it too, before it starts its workers, and they inherit its environment, so a controller
+    that set its serial default ("2") gave every worker two threads (setdefault then kept it). Two workers of
+    two threads on two cores made OpenMP's spinning threads compete: the same 763 tests took 447 CPU-seconds
+    with two threads per worker and 210 with one (two runs on a shared machine; the files that train in the
+    test process, 8-10 times less). tests/test_suite_threads.py holds it. An $OMP_NUM_THREADS already set is kept."""
+    distributed = os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None)
+    os.environ.setdefault("OMP_NUM_THREADS", "1" if distributed else "2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -181,12 +182,40 @@ def test_curve_endpoints_equal_each_models_own_metrics(reg, tiny_config):
         assert pair[split]["acc"][-1] == pytest.approx(mb[f"{split}_acc"], abs=1e-5)
 
 
+@pytest.fixture(scope="module")
+def star_setup_home(anchor_home, tmp_path_factory):
+    """(home, (star id, anchors, held-outs)): `tiny_config` anchors 1-4 (conftest's session `anchor_home`) and a
+    star from 1-2, no barrier yet. Built once per module, not once per test: the 13 tests that start from it each
+    get a copy in their own home (the `reg` below), so each still starts from an untouched registry."""
+    from starcli.registry import open_registry
+
+    h = tmp_path_factory.mktemp("barrier-star") / "home"
+    shutil.copytree(anchor_home((1, 2, 3, 4)), h)
+    r = open_registry(h)
+    try:
+        ids = [s.id for s in sorted(records.query(r, kind="anchor"), key=lambda s: s.seed)]
+        sol, _ = stars.build_star(r, ids[:2], epochs=1)
+    finally:
+        r.close()
+    return h, (sol.id, ids[:2], ids[2:])
+
+
 @pytest.fixture
-def star_setup(reg, tiny_config):
+def reg(home, request):
+    """The test's registry: when the test uses `star_setup`, a copy of the module's `star_setup_home`, else empty."""
+    from starcli.registry import open_registry
+
+    if "star_setup" in request.fixturenames:
+        shutil.copytree(request.getfixturevalue("star_setup_home")[0], home, dirs_exist_ok=True)  # database, blobs, dataset cache
+    r = open_registry(home)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def star_setup(reg, star_setup_home):
     """A star from anchors 1-2 and held-outs 3-4 (ids), tiny and quick."""
-    ids = train_anchors(reg, tiny_config, [1, 2, 3, 4])
-    sol, _ = stars.build_star(reg, ids[:2], epochs=1)
-    return sol.id, ids[:2], ids[2:]
+    return star_setup_home[1]
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def clean_sha(tmp_path_factory, mnist1d_cache) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", faults.POINTS)
-def test_a_train_killed_at_a_named_point_reruns_to_the_uninterrupted_checkpoint(point, tmp_path, mnist1d_cache, clean_sha):
+def test_a_train_killed_at_a_named_point_reruns_to_the_uninterrupted_checkpoint(point, tmp_path, mnist1d_cache, clean_sha, cli, monkeypatch):
     home = _home(tmp_path, "home", mnist1d_cache)
     killed = faults.run(home, point, *TRAIN)
     assert killed.returncode == -9, f"the fault at {point} never fired: {killed.stderr}"
@@ -60,13 +60,16 @@ def test_a_train_killed_at_a_named_point_reruns_to_the_uninterrupted_checkpoint(
     blobs = sorted(p.name for p in (home / "blobs").rglob("*.safetensors"))
     assert blobs == [clean_sha[2:] + ".safetensors"], "one blob, the row's: nothing orphaned"
 
-    # doctor agrees there is nothing to collect, and a third run skips as registered.
-    doctor = faults.run(home, None, "doctor", "--json")
-    assert doctor.returncode == 0, doctor.stderr
-    report = json.loads(doctor.stdout)
+    # doctor agrees there is nothing to collect, and a third run skips as registered. Both in this process:
+    # only a kill needs a process of its own, and each spawn costs a Python + torch start (seconds of CPU).
+    for name in ("STARLIGHT_DB_URL", "STARLIGHT_STORE_URL", "STARLIGHT_DATA_DIR"):  # as faults.run clears them
+        monkeypatch.delenv(name, raising=False)
+    code, out, err = cli("--home", str(home), "doctor", "--json")
+    assert code == 0, err
+    report = json.loads(out)
     assert report["orphan_checkpoints_found"] == [] and report["stale_runs_found"] == [], report
-    third = faults.run(home, None, *TRAIN)
-    assert third.returncode == 0 and "already registered" in third.stderr
+    code, _, err = cli("--home", str(home), *TRAIN)
+    assert code == 0 and "already registered" in err
     assert _rows(home) == rows
 
 

@@ -41,9 +41,9 @@ def _written_epochs(tmp_path, every: str, monkeypatch, epochs: int = 6) -> list[
     written = []
     original = resume.save
 
-    def save(model, optimizer, epoch, extra=None):
+    def save(model, optimizer, epoch, extra=None, extra_tensors=None):
         written.append(epoch)
-        original(model, optimizer, epoch, extra)
+        original(model, optimizer, epoch, extra, extra_tensors)
 
     resume.save = save
     training.fit(config, 1, torch.device("cpu"), split, resume)

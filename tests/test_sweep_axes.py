@@ -285,3 +285,20 @@ def test_a_protocol_axis_finding_is_the_paired_ratio_with_its_ci_computed_plainl
     assert line.startswith("renorm repair against none: train loss barrier ratio repair/none") and "3 replicates" in line
     # Without protocol axes there is no such finding.
     assert protocol_findings([{k: v for k, v in c.items() if k != "protocol_axes"} for c in cells]) == []
+
+
+def test_the_star_against_regular_line_is_not_fitted_across_protocols():
+    """The width study's line (star ≈ a × regular) pools every row: with a protocol axis beside the widths it
+    would mix barriers that mean different things, so it is fitted only where every row has one protocol."""
+    from starcli.experiments import statistics
+
+    def row(width, renorm, regular, star):
+        return {"width": width, "renorm": renorm, "regular_train_loss_barrier_mean": regular,
+                "star_train_loss_barrier_mean": star, "star_train_loss": 0.1, "anchor_train_loss": 0.1}
+
+    one = [row(4, "none", 1.0, 0.5), row(8, "none", 2.0, 0.9)]
+    two = one + [row(4, "repair", 1.5, 0.2), row(8, "repair", 2.5, 0.3)]
+    assert statistics.one_protocol(one) and not statistics.one_protocol(two)
+    fitted = [line for line in statistics.findings(one, "width") if line.startswith("least squares")]
+    assert fitted == ["least squares through the origin: star ≈ 0.46 × regular; affine fit star = 0.40 × regular + 0.100 (R² 1.00)."]
+    assert not [line for line in statistics.findings(two, "width") if line.startswith("least squares")]

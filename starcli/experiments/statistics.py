@@ -11,12 +11,20 @@ from starcli.engine.barriers import FITTED_TRAIN_ACC, REGULAR_PAIRS, STAR_PAIRS,
 from starcli.engine.evidence import Replicate, compare, describe_trend, trend
 from starcli.reports.sweep_report import AXIS_LABELS, setting_keys, settings_of
 
+from .sweep_file import PROTOCOL_AXES
+
 
 def star_against_regular(rows: list[dict[str, Any]], split: str = "train") -> tuple[list[float], list[float]]:
     """(regular, star) mean loss barriers of the rows that have both: what `fit_line` fits."""
     pts = [(r.get(f"regular_{split}_loss_barrier_mean"), r.get(f"star_{split}_loss_barrier_mean")) for r in rows]
     pts = [p for p in pts if p[0] is not None and p[1] is not None]
     return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def one_protocol(rows: list[dict[str, Any]]) -> bool:
+    """Whether every row's barriers were measured under one protocol (align, renorm, definition): a line
+    fitted through rows of several would mix numbers that mean different things."""
+    return len({tuple(r.get(axis) for axis in PROTOCOL_AXES) for r in rows}) <= 1
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> dict[str, float | None]:
@@ -84,7 +92,7 @@ def findings(rows: list[dict[str, Any]], x: str, split: str = "train", cells: li
     fit = fit_line([g for _, g, _ in valid], [s for s, _, _ in valid])
     # The paper fits star against regular across widths (and depths), where the regular barrier varies;
     # across anchor counts or t schemes it is one baseline and a line through it means nothing.
-    if fit["slope_origin"] is not None and len(valid) >= 2 and x == "width":
+    if fit["slope_origin"] is not None and len(valid) >= 2 and x == "width" and one_protocol(rows):
         affine = ""
         if fit["slope"] is not None:
             affine = f"; affine fit star = {fit['slope']:.2f} × regular + {fit['intercept']:.3f}"

@@ -204,7 +204,9 @@ def _finish(sweep: Sweep, out: Path, results: list[dict[str, Any]], computed: di
         "device": device,
     }
     rows = sweep_report.summary_rows(payload, sweep.paper)
-    fit = statistics.fit_line(*statistics.star_against_regular(rows)) if payload["x"] == "width" else None
+    # The star-vs-regular line pools every row: not across barrier protocols, whose numbers mean other things.
+    fit = (statistics.fit_line(*statistics.star_against_regular(rows))
+           if payload["x"] == "width" and statistics.one_protocol(rows) else None)
     written = sweep_report.write_sweep(payload, out, rows, statistics.findings(rows, payload["x"], cells=results, task=payload["task"]), fit)
     return payload | {"out": str(out), "files": written["files"], "rows": written["rows"]}
 

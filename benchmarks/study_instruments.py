@@ -30,7 +30,6 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,42 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from starcli.engine import evidence  # noqa: E402
 from starcli.engine.evidence import Replicate  # noqa: E402
+from study_cli import fmt_ci, per_held_out, replicate_seeds, starlight  # noqa: E402  (this folder)
 
 REPLICATES, ANCHORS, HELD_OUTS, SEED_FROM = 3, 4, 3, 301
 WIDTH, DEPTH = 64, 2
 RENORMS = ("none", "repair")
 
 
-def starlight(home: str, *args: str) -> object:
-    """One CLI command with --json, its stdout parsed; progress goes to our stderr."""
-    exe = Path(sys.executable).with_name("starlight")
-    cmd = [str(exe) if exe.exists() else "starlight", "--home", home, *args, "--json"]
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}")
-    return json.loads(done.stdout)
-
-
 def seeds(r: int) -> tuple[list[int], list[int]]:
-    base = SEED_FROM + 10 * r
-    return list(range(base, base + ANCHORS)), list(range(base + ANCHORS, base + ANCHORS + HELD_OUTS))
-
-
-def per_held_out(result: dict, held_outs: list[int]) -> tuple[list[float], list[float]]:
-    """(star[h], regular[h] = mean over the anchors of anchor–h) train-loss barriers, in held_outs' order."""
-    star = {p["b"]: p["train"]["loss_barrier"] for p in result["pairs"] if p["kind"] == "star-held-out"}
-    regular: dict[int, list[float]] = {}
-    for p in result["pairs"]:
-        if p["kind"] == "regular-held-out":
-            regular.setdefault(p["b"], []).append(p["train"]["loss_barrier"])
-    return [star[h] for h in held_outs], [sum(regular[h]) / len(regular[h]) for h in held_outs]
-
-
-def fmt_ci(result: dict) -> str:
-    ci = result["ratio_ci"]
-    if result["ratio"] is None or ci is None:
-        return "undefined"
-    return f"{result['ratio']:.3f} [{ci[0]:.3f}–{ci[1]:.3f}]"
+    return replicate_seeds(r, ANCHORS, HELD_OUTS, SEED_FROM)
 
 
 def main() -> None:

@@ -29,6 +29,20 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def seed_global_rng(seed: int, device: torch.device) -> None:
+    """Seed the global generators that dropout and other global-RNG users draw from on `device`.
+
+    On a CPU that is the default generator alone, seeded exactly as `torch.manual_seed` seeds it. The
+    full call also queues a seed for every accelerator not yet initialised (CUDA, XPU, MTIA), formatting a
+    stack trace for each: 0.36 ms an epoch from 45 frames deep, ~1.5% of a default-recipe epoch, for
+    generators a CPU run never draws from (the default generator's state is the same either way).
+    Elsewhere the full call, as before."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 def build_optimizer(params, config: dict[str, Any]) -> torch.optim.Optimizer:
     if config["optimizer"] == "sgd":
         return torch.optim.SGD(
@@ -342,7 +356,7 @@ def run_epochs(
         if before_epoch is not None:
             before_epoch(epoch)
         g = epoch_generator(seed, epoch)
-        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and other global-RNG users
+        seed_global_rng(seed * 1_000_003 + epoch, device)  # dropout and other global-RNG users
         # The epoch's shuffle and augmentation draws, drawn from g in the order the steps used to draw
         # them (same values) and uploaded once: no step waits on a host-to-device copy.
         parts = batches(len(split.x), config["batch_size"], g)

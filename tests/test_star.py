@@ -173,3 +173,27 @@ def test_anchors_realigned_on_threads_equal_one_after_another():
             assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
     # The permutations are real ones: at least one anchor's units moved.
     assert any(not torch.equal(s["layers.1.weight"], a["layers.1.weight"]) for s, a in zip(sequential, anchors))
+
+
+@pytest.mark.slow
+def test_a_star_realigned_on_threads_is_the_star_realigned_one_after_another(anchor_home, tmp_path):
+    """The default preset's star (anchor-mean start, re-aligned every epoch) trained with its re-alignments
+    on 1 and on 3 threads: the same checkpoint, byte for byte, so the thread count stays out of the key."""
+    import shutil
+
+    from starcli.registry import open_registry
+
+    built = []
+    for workers in (1, 3):
+        home = tmp_path / f"workers-{workers}"
+        shutil.copytree(anchor_home((1, 2, 3, 4), "cpu"), home)
+        reg = open_registry(home)
+        try:
+            spec = stars.StarSpec.preset(anchor_ids=tuple(s.id for s in records.query(reg)), epochs=3, seed=2)
+            assert spec.realign and spec.init == "anchor-mean"
+            sol, created = stars.build(reg, spec, "cpu", realign_workers=workers)
+            assert created
+            built.append((sol.key, sol.sha256))
+        finally:
+            reg.close()
+    assert built[0] == built[1]

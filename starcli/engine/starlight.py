@@ -40,7 +40,7 @@ def realign_all(
     workers: int | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """`[realign(target, a) for a in anchors]`, the anchors after the first on `workers` threads (default:
-    one, i.e. one after another; see below).
+    one, i.e. one after another).
 
     Each anchor's weight matching is independent of the others' and deterministic (its own seeded order,
     scipy's assignment, matrix products on torch's intra-op threads as before), so the list is the same,
@@ -49,12 +49,14 @@ def realign_all(
     is matched alone: its call derives and caches the architecture's permutation spec, which draws from
     torch's global generator, exactly once and at the same point as one anchor after another did.
 
-    Off by default: a new thread starts with OpenMP's default thread count, not the caller's
-    `torch.set_num_threads`, so its matrix products may take another kernel and another summation order.
-    Each thread is therefore given the caller's count; even so, a whole sweep on a worker pool once differed
-    from the same sweep in one process while threads were the default (tests/test_sweep_pool.py, under
-    pytest-xdist), and the measured gain was 0.84-1.70x depending on load (benchmarks/bench_realign.py).
-    Bits first: threads only when asked for.
+    A new thread starts with OpenMP's default thread count, not the caller's `torch.set_num_threads`, and
+    the count can change a matrix product's summation order: each thread is therefore given the caller's
+    count. (A sweep once differed between a worker pool and one process while threads were on; the cause
+    was the test suite's thread policy, which gave pool workers two intra-op threads, fixed in 017e821.)
+    Threads pay only on cores nothing else uses (benchmarks/bench_realign.py, 20 anchors on 2 cores:
+    1.2-1.5x idle, 0.97x at load 9; at 5 anchors the 6 ms are too little to share), so the caller decides:
+    `stars.build` gives a star trained in its own process the spare cores (`threads.spare_workers`), a
+    star in a worker pool one.
     """
     if not anchors:
         return []
@@ -163,6 +165,7 @@ def fit_star(
     resume: loop.ResumeFile | None = None,
     init: str = "random",
     realign_every: int = 1,
+    realign_workers: int = 1,
 ) -> nn.Module:
     """Train a star toward `anchors` (state dicts); returns it (train mode).
 
@@ -179,6 +182,7 @@ def fit_star(
     are recomputed, as weight matching is deterministic, from the star they were aligned to: at K = 1 the
     restored star itself (the next epoch re-aligns anyway); at K > 1 the star of the last re-alignment,
     which the resume file then carries beside the weights (one more copy of the star, not one per anchor).
+    `realign_workers` threads share an epoch's re-alignments (`realign_all`): the same bits, not in the key.
 
     `on_epoch(epoch, mean_loss, train_acc)`: the loss is the mean of the steps' objective; the accuracy is
     that of the interpolated networks each step descended (anchor and t as drawn), averaged over the
@@ -194,7 +198,7 @@ def fit_star(
     model = loop.prepare_model(models.create(config["arch"], **config["arch_kwargs"]), device, config)
     if init == "anchor-mean":
         first = anchors[0]
-        model.load_state_dict(average([first] + (realign_all(realign, first, anchors[1:]) if realign else anchors[1:])))
+        model.load_state_dict(average([first] + (realign_all(realign, first, anchors[1:], realign_workers) if realign else anchors[1:])))
     optimizer = loop.build_optimizer(model.parameters(), config)
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
@@ -223,7 +227,7 @@ def fit_star(
                 f"the resume file {resume.tensors} has no record of the star its anchors were re-aligned to; "
                 f"delete the folder {resume.folder} to train this star from its start"
             )
-        targets = anchor_params(realign_all(realign, aligned_to, anchors))
+        targets = anchor_params(realign_all(realign, aligned_to, anchors, realign_workers))
 
     def realign_anchors(epoch: int) -> None:
         nonlocal targets, aligned_to
@@ -232,7 +236,7 @@ def fit_star(
         star_state = {k: v.detach() for k, v in model.state_dict().items()}
         if realign_every > 1:
             aligned_to = {k: v.clone() for k, v in star_state.items()}
-        targets = anchor_params(realign_all(realign, star_state, anchors))
+        targets = anchor_params(realign_all(realign, star_state, anchors, realign_workers))
 
     def resume_tensors() -> dict[str, torch.Tensor]:
         return {ALIGNED_TO + k: v for k, v in (aligned_to or {}).items()}

@@ -62,3 +62,18 @@ def apply(threads: int | None = None) -> int:
     if torch is not None and hasattr(torch, "set_num_threads") and torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a SLURM allocation, a container's cpuset,
+    `taskset`), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity call (macOS): every core
+        return os.cpu_count() or 1
+
+
+def spare_workers() -> int:
+    """How many host threads of `current()` intra-op threads each fit on the usable cores: for work this
+    process alone runs beside nothing else of its own (a lone star's re-alignment), never below one."""
+    return max(1, usable_cores() // current())

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from starcli.alignment import align_state
-from starcli.engine import compilation, devices, evaluation
+from starcli.engine import compilation, devices, evaluation, threads
 from starcli.engine.data import load_split
 from starcli.engine.loop import ResumeFile
 from starcli.engine.starlight import STAR_INITS, TSampling, fit_star
@@ -227,8 +227,11 @@ def build_star(
 
 
 def build(reg: Registry, spec: StarSpec, device: str = "auto", reporter: Reporter | None = None,
-          tracking: Callable | None = None) -> tuple[Solution, bool]:
-    """`build_star` of a spec: train and register the star, or return the registered one."""
+          tracking: Callable | None = None, realign_workers: int | None = None) -> tuple[Solution, bool]:
+    """`build_star` of a spec: train and register the star, or return the registered one.
+
+    `realign_workers`: threads for each epoch's re-alignments (the same bits whatever the number, so not in
+    the key); None: the cores this process's torch threads leave free, as a star trained alone has them."""
     reporter = reporter or Reporter()
     dev = devices.resolve(device)  # before any lookup: a registered star must not hide --device tpu
     seed, init = spec.seed, spec.init
@@ -259,6 +262,7 @@ def build(reg: Registry, spec: StarSpec, device: str = "auto", reporter: Reporte
         model = fit_star(
             config, states, seed, dev, train_split, sampling, spec.samples_per_step, spec.mu_star, realign, on_epoch=history, init=init,
             resume=resume, realign_every=spec.realign_every,
+            realign_workers=threads.spare_workers() if realign_workers is None else realign_workers,
         )
         # The running statistics gathered during training describe interpolated networks, not the star.
         evaluation.recalibrate_bn(model, train_split.x, config=config)
@@ -305,9 +309,12 @@ class StarJob:
         sid, trained = result
         return f"{self.label()}: {'solution' if trained else 'already registered as solution'} {sid}"
 
-    def run(self, reg: Registry, reporter: Reporter | None = None, tracking=None) -> tuple[int, bool]:
-        """(solution id, trained); `tracking` streams its epochs to a live tracker when it runs here."""
-        sol, created = build(reg, self.spec, self.device, reporter, tracking)
+    def run(self, reg: Registry, reporter: Reporter | None = None, tracking=None,
+            realign_workers: int = 1) -> tuple[int, bool]:
+        """(solution id, trained); `tracking` streams its epochs to a live tracker when it runs here.
+
+        One re-alignment thread by default: a job shares its machine with the pool's other jobs."""
+        sol, created = build(reg, self.spec, self.device, reporter, tracking, realign_workers)
         return sol.id, created
 
 
@@ -325,8 +332,9 @@ def build_stars(
     plans, jobs_of = star_jobs(reg, specs, device, reporter)
     where, todo = [i for i, _ in jobs_of], [job for _, job in jobs_of]
     if run.executor == "local" and todo and not pool_slots(device, run.jobs):
-        # One slot: here, with this process's progress bars, exactly as `build_star` runs.
-        results = [job.run(reg, reporter, tracking) for job in todo]
+        # One slot: here, with this process's progress bars, exactly as `build_star` runs (its spare cores
+        # re-align the anchors).
+        results = [job.run(reg, reporter, tracking, threads.spare_workers()) for job in todo]
     else:
         results = run_jobs(reg, todo, run, device, reporter)
     raise_failures(todo, results, "star")

@@ -354,3 +354,39 @@ def test_weight_alignment_connects_a_solution_to_its_own_permutation(reg, tiny_c
     assert aligned["pairs"][0]["train"]["loss_barrier"] == pytest.approx(0.0, abs=1e-5)
     assert aligned["settings"]["align"] == "weight"
     assert barriers.measure(reg, pairs=[(a, b.id)], points=5) == aligned  # auto: weight, as the paper measures
+
+
+def test_a_calibration_larger_than_the_memory_available_is_refused_naming_the_batch_that_fits(reg, tiny_config, cli, monkeypatch):
+    """BatchNorm re-estimation holds ~6 copies of the widest layer for the whole calibration batch; one that
+    would not fit in the memory available ($STARLIGHT_MEMORY_LIMIT here, a small machine's budget) is refused
+    before any pair is measured, in one line naming a --batch-size that fits, which then measures."""
+    from starcli.engine import memory
+
+    config = recipes.resolve("mnist1d-cnn", width=8, epochs=1, overrides={"arch_kwargs.depth": 2})
+    a, b = train_anchors(reg, config, [1, 2])
+    # The widest layer: 8 channels × 40 positions × 4 bytes = 1,280 bytes a sample; 6 × 4,000 samples ≈ 29 MiB.
+    monkeypatch.setenv(memory.ENV, "1M")
+    fits = (1 << 20) // (interpolation.CALIBRATION_COPIES * 1280)
+    code, out, err = cli("barrier", "--pair", str(a), str(b), "--points", "3", "--align", "none")
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    assert f"--batch-size {fits} or lower" in err and "29.3 MB" in err and "1.0 MB available" in err
+    assert barrier_rows(reg) == 0
+    code, out, err = cli("barrier", "--pair", str(a), str(b), "--points", "3", "--align", "none", "--batch-size", str(fits))
+    assert code == 0, err
+    assert barrier_rows(reg) == 1
+    # Without BatchNorm nothing is re-estimated, so nothing is refused at the same budget.
+    (c, d) = train_anchors(reg, tiny_config, [3, 4])
+    code, _, err = cli("barrier", "--pair", str(c), str(d), "--points", "3", "--align", "none")
+    assert code == 0, err
+
+
+def test_memory_sizes_parse_and_a_bad_limit_is_a_usage_error(monkeypatch):
+    from starcli.engine import memory
+
+    assert [memory.parse_size(t) for t in ("500", "500B", "2K", "2KB", "1.5GiB", "4g")] == [
+        500, 500, 2048, 2048, 3 << 29, 4 << 30]
+    for bad in ("", "G", "x", "-1", "0", "inf", "1.5Q"):
+        with pytest.raises(UsageError, match="STARLIGHT_MEMORY_LIMIT"):
+            memory.parse_size(bad)
+    monkeypatch.setenv(memory.ENV, "3M")
+    assert memory.available_bytes() == 3 << 20  # the smallest of what the machine has and the limit

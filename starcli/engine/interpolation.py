@@ -29,7 +29,9 @@ from torch.func import functional_call, vmap
 
 from starcli import models
 
-from . import evaluation, precision, renormalisation
+from starcli.errors import StarlightError
+
+from . import evaluation, memory, precision, renormalisation
 
 Curves = dict[str, dict[str, list[float]]]  # split -> {"loss": [...], "acc": [...]}
 # Rows per chunk on a CPU: a chunk's activations stay in cache between the layers' passes. The widest
@@ -44,6 +46,11 @@ CPU_CHUNK_BYTES = 1 << 20
 STREAM_CALIBRATION = True
 # Input features from which the first layer's outputs are computed once per solution (see above).
 WIDE_INPUT = 256
+# BatchNorm re-estimation on a CPU holds about this many copies of the widest layer's output for the whole
+# calibration batch (the layer's output, its normalised copy, the activation, a residual branch): measured
+# peak resident memory grew by 4.5-6x batch x widest bytes (MNIST-1D CNN width 128, CIFAR ResNet-18 widths
+# 8 and 16, batches 256-4096). A calibration that would need more than the memory available is refused.
+CALIBRATION_COPIES = 6
 
 
 class LineEvaluator:
@@ -74,13 +81,16 @@ class LineEvaluator:
         self.splits = splits
         self.calibration = calibration
         self.batch_size = batch_size
-        self.rows = min(batch_size, _cache_rows(self.net, splits, config)) if device.type == "cpu" else batch_size
+        widest = widest_output_bytes(self.net, splits, config)
+        self.rows = min(batch_size, cache_rows(widest)) if device.type == "cpu" else batch_size
         self.has_bn = evaluation.has_batchnorm(self.net)
         self.t_batch = 1 if self.has_bn or renorm else max(1, t_batch)
         # --renorm (engine/renormalisation.py); None: BatchNorm statistics reset where there is BatchNorm.
         policy = renorm or renormalisation.default_policy(self.has_bn)
         renormalisation.check(policy, self.has_bn)
         self.reset_bn = policy == "reset"
+        if self.reset_bn and calibration is not None and device.type == "cpu":
+            check_calibration_memory(arch, min(batch_size, len(calibration)), widest)
         self.renorm = None
         if policy in renormalisation.STATISTICS_POLICIES:
             self.renorm = renormalisation.Renormaliser(self.net, policy, calibration, batch_size)
@@ -237,11 +247,10 @@ class Tally:
 
 
 @torch.inference_mode()
-def _cache_rows(net: torch.nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], config) -> int:
-    """Rows per CPU chunk: CPU_CHUNK_BYTES over the bytes per sample of the network's widest layer output
-    (found by one forward pass of two samples), within [CPU_MIN_ROWS, CPU_ROWS]."""
+def widest_output_bytes(net: torch.nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], config) -> int:
+    """Bytes per sample of the network's widest layer output (one forward pass of two samples); 1 without splits."""
     if not splits:
-        return CPU_ROWS
+        return 1
     widest = 1
     x = next(iter(splits.values()))[0][:2]
 
@@ -256,7 +265,30 @@ def _cache_rows(net: torch.nn.Module, splits: dict[str, tuple[torch.Tensor, torc
     finally:
         for hook in hooks:
             hook.remove()
+    return widest
+
+
+def cache_rows(widest: int) -> int:
+    """Rows per CPU chunk: CPU_CHUNK_BYTES over the widest layer output's bytes per sample, within
+    [CPU_MIN_ROWS, CPU_ROWS]."""
     return max(CPU_MIN_ROWS, min(CPU_ROWS, CPU_CHUNK_BYTES // widest))
+
+
+def check_calibration_memory(label: str, batch: int, widest: int) -> None:
+    """Refuse a BatchNorm re-estimation whose calibration batch would not fit in the memory available
+    (engine/memory.py), naming the batch that would: the kernel would otherwise kill the run mid-pair."""
+    available = memory.available_bytes()
+    need = CALIBRATION_COPIES * batch * widest
+    if available is None or need <= available:
+        return
+    fits = available // (CALIBRATION_COPIES * widest)
+    advice = (f"pass --batch-size {fits} or lower (stored with each result: it sets the calibration batches)"
+              if fits >= 2 else "free memory or raise $STARLIGHT_MEMORY_LIMIT")
+    raise StarlightError(
+        f"re-estimating {label}'s BatchNorm at each t on batches of {batch:,} samples needs about "
+        f"{memory.human(need)} ({CALIBRATION_COPIES} copies of its widest layer, {memory.human(widest)} a sample), "
+        f"more than the {memory.human(available)} available; {advice}, or calibrate on fewer samples (--bn-calibration N)"
+    )
 
 
 def _wide_first_layer(net: torch.nn.Module) -> tuple[str, torch.nn.Module] | None:

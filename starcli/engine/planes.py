@@ -294,9 +294,11 @@ class PlaneEvaluator:
         # and BatchNorm re-estimated in the same row slices: the demo CNN's plane took 1.4× less CPU time
         # than with 1,024-row chunks and PyTorch's train-mode kernel over 4,096-row batches, losses within
         # 2e-7 relative, accuracies equal (a 4×4 plane through three trained mnist1d-cnn, one thread).
-        self.rows = min(batch_size, interpolation._cache_rows(self.net, splits, config)) if device.type == "cpu" \
-            else batch_size
+        widest = interpolation.widest_output_bytes(self.net, splits, config)
+        self.rows = min(batch_size, interpolation.cache_rows(widest)) if device.type == "cpu" else batch_size
         self.has_bn = evaluation.has_batchnorm(self.net)
+        if self.has_bn and calibration is not None and device.type == "cpu":
+            interpolation.check_calibration_memory(type(self.net).__name__, min(batch_size, len(calibration)), widest)
         self.own = self.net.state_dict()  # shares storage with the network
         # The Linear/ReLU path where it applies and computes what the general one would (fp32 here).
         bf16 = bool(config) and config.get("precision") == "bf16" and device.type == "cuda"

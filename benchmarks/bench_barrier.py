@@ -13,6 +13,10 @@ separate that one gain from the others (in-place lerp into one network, endpoint
 the interior points alone with several t per vmapped pass. Target: ≥ 3× on the MNIST-1D MLP.
 
     python benchmarks/bench_barrier.py [--device cpu|cuda] [--batch-norm] [--recipe mnist1d-cnn --held-out 1]
+        [--malloc-default]
+
+Both implementations run under the allocator policy every `starlight` process applies (freed memory kept
+for reuse, starcli/engine/allocator.py); --malloc-default leaves glibc's adaptive behaviour instead.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from starcli.registry import open_registry  # noqa: E402
-from starcli.engine import data, devices, evaluation, interpolation, recipes
+from starcli.engine import allocator, data, devices, evaluation, interpolation, recipes
 from starcli.solutions import anchors as anchor_training
 from starcli.solutions import (
     barriers,  # noqa: E402
@@ -141,7 +145,11 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=3, help="Held-out solutions (pairs: 6 per held-out).")
     parser.add_argument("--max-pairs", type=int, default=None, help="Time only the first N pairs (a loaded machine).")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="Leave glibc's adaptive allocator as it is (the CLI applies starcli/engine/allocator.py).")
     args = parser.parse_args()
+    if not args.malloc_default:
+        allocator.apply()  # as every `starlight` process does; both implementations run under it
     device = devices.resolve(args.device)
     overrides = {"arch_kwargs.batch_norm": True} if args.batch_norm else {}
     config = recipes.resolve(args.recipe, epochs=3, overrides=overrides)

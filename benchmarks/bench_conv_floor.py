@@ -23,7 +23,10 @@ interleaved and repeated (medians), one torch thread:
 A convolution at the peak's rate leaves no arithmetic to save by packing seeds or t into bigger kernels:
 what is left above the floor is the calibration's and evaluation's elementwise passes.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_conv_floor.py [--repeats 7]
+It runs under the allocator policy every `starlight` process applies (starcli/engine/allocator.py: freed
+memory reused rather than faulted in again); --malloc-default leaves glibc's adaptive behaviour.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_conv_floor.py [--repeats 7] [--malloc-default]
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from starcli import models  # noqa: E402
-from starcli.engine import data, recipes  # noqa: E402
+from starcli.engine import allocator, data, recipes  # noqa: E402
 from starcli.engine.interpolation import LineEvaluator  # noqa: E402
 
 
@@ -89,7 +92,10 @@ def forward_flops(net: nn.Module, length: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--malloc-default", action="store_true", help="Leave glibc's adaptive allocator as it is.")
     args = parser.parse_args()
+    if not args.malloc_default:
+        allocator.apply()
     torch.manual_seed(0)
     device = torch.device("cpu")
     config = recipes.resolve("mnist1d-cnn")
@@ -97,7 +103,8 @@ def main() -> None:
         train = data.load_split(config["dataset"], "train", device, cache_dir=Path(cache))
         test = data.load_split(config["dataset"], "test", device, cache_dir=Path(cache))
     length = train.x.shape[-1]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), load {os.getloadavg()[0]:.1f} at "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), allocator "
+          f"{'glibc default' if args.malloc_default else 'policy'}, load {os.getloadavg()[0]:.1f} at "
           f"start; {config['arch']} {config['arch_kwargs']}; {len(train.x)} train + {len(test.x)} test samples; "
           f"medians of {args.repeats} interleaved repeats")
 

@@ -11,10 +11,12 @@ repeat), medians of the wall time:
 
 Default recipe (MNIST-1D, MLP 40 → 256 → 10, SGD nesterov, cosine), its epochs cut to EPOCHS. One thread:
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_train_io.py [--epochs 40] [--repeats 3] [--before DIR]
+    OMP_NUM_THREADS=1 python benchmarks/bench_train_io.py [--epochs 40] [--repeats 3] [--before DIR] [--malloc-default]
 
 --before DIR also runs `starlight` from another checkout's tree (e.g. `git archive` of an earlier
 commit), interleaved with the others: a before and an after against the same plain script.
+--malloc-default also runs `starlight` with glibc's adaptive allocator (STARLIGHT_MALLOC=default: the
+allocator policy, starcli/engine/allocator.py, left off), interleaved.
 """
 
 from __future__ import annotations
@@ -115,12 +117,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", type=Path, help="another tree to run `starlight` from as well, interleaved")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="also run `starlight` with glibc's own allocator behaviour (STARLIGHT_MALLOC=default), interleaved")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-train-io-"))
     try:
         cache = dataset_cache(scratch)
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-        env.pop("STARLIGHT_RESUME_EVERY_S", None)
+        for name in ("STARLIGHT_RESUME_EVERY_S", "STARLIGHT_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+            env.pop(name, None)
         runs = 0
 
         def fresh() -> Path:
@@ -131,11 +136,11 @@ def main() -> None:
             shutil.copy(cache, folder / "datasets" / "mnist1d.npz")
             return folder
 
-        def starlight(seeds: str, code: Path = ROOT):
+        def starlight(seeds: str, code: Path = ROOT, extra: dict[str, str] | None = None):
             def go() -> float:
                 home = fresh()
                 return timed([sys.executable, "-m", "starcli", "train", "--seed", seeds, "--epochs", str(args.epochs)],
-                             dict(env, STARLIGHT_HOME=str(home), PYTHONPATH=str(code.resolve())), home)
+                             dict(env, STARLIGHT_HOME=str(home), PYTHONPATH=str(code.resolve()), **(extra or {})), home)
             return go
 
         def plain(seeds: int, guarded: bool):
@@ -152,6 +157,10 @@ def main() -> None:
         if args.before is not None:
             comparisons["8 seeds"]["before: --seed 1-8"] = starlight("1-8", args.before)
             comparisons["1 seed"]["before: --seed 1"] = starlight("1", args.before)
+        if args.malloc_default:
+            default = {"STARLIGHT_MALLOC": "default"}
+            comparisons["8 seeds"]["malloc default: --seed 1-8"] = starlight("1-8", extra=default)
+            comparisons["1 seed"]["malloc default: --seed 1"] = starlight("1", extra=default)
         times = {name: {way: [] for way in ways} for name, ways in comparisons.items()}
         for r in range(args.repeats):
             for name, ways in comparisons.items():

@@ -58,3 +58,6 @@ def _global(
     common.state.quiet = quiet
     # Every command runs through this callback, so every entry point that computes gets the policy.
     common.state.threads = thread_policy.apply(threads)
+    from starcli.engine import allocator  # torch-free too (ctypes)
+
+    allocator.apply()

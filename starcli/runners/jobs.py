@@ -50,6 +50,9 @@ def run_job(job: Job, threads: int | None = None) -> Any:
     thread count of the process that submitted it (`threads.current()`), applied here first, so a job
     run on a worker gives the bits it gives in the submitting process (the count changes a CPU product's
     rounding; it is not part of any key)."""
+    from starcli.engine import allocator
+
+    allocator.apply()  # freed memory reused, not faulted in again (the bits do not depend on it)
     if threads is not None:
         from starcli.engine import threads as thread_policy
 

@@ -44,6 +44,16 @@ def test_starlight_malloc_default_leaves_the_allocator_alone():
     assert out.strip() == "False None"
 
 
+def test_a_bad_starlight_malloc_is_one_line_and_a_usage_error(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "STARLIGHT_"))}
+    done = subprocess.run([sys.executable, "-m", "starcli", "--home", str(tmp_path / "home"), "list"],
+                          env=dict(environ, PYTHONPATH=str(ROOT), STARLIGHT_MALLOC="off"),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "error: $STARLIGHT_MALLOC must be policy or default (glibc's own behaviour), got 'off'\n"
+    assert not (tmp_path / "home").exists()
+
+
 @pytest.mark.slow
 def test_a_bn_barrier_is_the_same_bits_with_and_without_the_policy(reg, tiny_config, home):
     """The demo CNN's barrier (BatchNorm re-estimated on 4,000 rows at each t: the allocations the policy is

@@ -31,8 +31,10 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # glibc's maximum on 64-bit (HEAP_MAX_SIZE / 2); mallopt refuses more
 TRIM_THRESHOLD = 256 << 20
 ENV = {"MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD, "MALLOC_TRIM_THRESHOLD_": TRIM_THRESHOLD}
-# $STARLIGHT_MALLOC=default leaves glibc's adaptive behaviour alone (to compare, or where memory is tight).
+# $STARLIGHT_MALLOC=default leaves glibc's adaptive behaviour alone (to compare, or where memory is tight);
+# unset or "policy": the policy. Anything else is refused rather than read as one of the two.
 SWITCH = "STARLIGHT_MALLOC"
+CHOICES = ("policy", "default")
 
 _applied: bool | None = None
 
@@ -55,7 +57,12 @@ def apply() -> bool:
     global _applied
     if _applied is not None:
         return _applied
-    if os.environ.get(SWITCH, "").strip().lower() == "default":
+    choice = os.environ.get(SWITCH, "").strip().lower() or "policy"
+    if choice not in CHOICES:
+        from starcli.errors import UsageError
+
+        raise UsageError(f"${SWITCH} must be policy or default (glibc's own behaviour), got {os.environ[SWITCH]!r}")
+    if choice == "default":
         _applied = False
         return False
     libc = _glibc()

@@ -22,11 +22,12 @@ UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 def parse_size(text: str) -> int:
     """Bytes from `123`, `512M`, `1.5G` (binary units; an optional trailing B or iB)."""
     raw = text.strip().upper()
-    if raw.endswith("IB") and raw[-3:-2] in ("K", "M", "G", "T"):
+    letters = ("K", "M", "G", "T")
+    if raw.endswith("IB") and raw[-3:-2] in letters:
         raw = raw[:-2]  # 4GiB
-    elif raw.endswith("B") and raw[-2:-1] in ("K", "M", "G", "T") or raw.endswith("B") and raw[-2:-1].isdigit():
+    elif raw.endswith("B") and (raw[-2:-1] in letters or raw[-2:-1].isdigit()):
         raw = raw[:-1]  # 4GB, 500B
-    unit = raw[-1:] if raw[-1:] in ("K", "M", "G", "T") else ""
+    unit = raw[-1:] if raw[-1:] in letters else ""
     try:
         value = float(raw[: len(raw) - len(unit)])
     except ValueError:

@@ -52,7 +52,7 @@ def run_job(job: Job, threads: int | None = None) -> Any:
     rounding; it is not part of any key)."""
     from starcli.engine import allocator
 
-    allocator.apply()  # freed memory reused, not faulted in again (the bits do not depend on it)
+    allocator.apply()  # in every worker (local pool, Ray, SLURM): freed memory reused; the bits do not depend on it
     if threads is not None:
         from starcli.engine import threads as thread_policy
 

@@ -18,7 +18,6 @@ from typing import Any, Iterator
 import torch
 
 from starcli.engine import devices
-from starcli.engine import allocator
 from starcli.engine import threads as thread_policy
 
 from .jobs import Job, Results, run_job
@@ -60,7 +59,6 @@ def pin_worker(slots_queue, threads: int, parent: int) -> None:
     # and a matrix product's rounding depends on the count, so the worker's bits would differ from the
     # parent's for the same job (a library caller may run torch with any count).
     thread_policy.apply(threads)
-    allocator.apply()  # freed memory reused, not faulted in again (the bits do not depend on it)
 
 
 def die_with(parent: int) -> None:

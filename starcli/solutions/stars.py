@@ -310,10 +310,11 @@ class StarJob:
         return f"{self.label()}: {'solution' if trained else 'already registered as solution'} {sid}"
 
     def run(self, reg: Registry, reporter: Reporter | None = None, tracking=None,
-            realign_workers: int = 1) -> tuple[int, bool]:
+            realign_workers: int | None = 1) -> tuple[int, bool]:
         """(solution id, trained); `tracking` streams its epochs to a live tracker when it runs here.
 
-        One re-alignment thread by default: a job shares its machine with the pool's other jobs."""
+        One re-alignment thread by default: a job shares its machine with the pool's other jobs (None:
+        `build`'s default, the spare cores of a star trained alone)."""
         sol, created = build(reg, self.spec, self.device, reporter, tracking, realign_workers)
         return sol.id, created
 
@@ -334,7 +335,7 @@ def build_stars(
     if run.executor == "local" and todo and not pool_slots(device, run.jobs):
         # One slot: here, with this process's progress bars, exactly as `build_star` runs (its spare cores
         # re-align the anchors).
-        results = [job.run(reg, reporter, tracking, threads.spare_workers()) for job in todo]
+        results = [job.run(reg, reporter, tracking, realign_workers=None) for job in todo]
     else:
         results = run_jobs(reg, todo, run, device, reporter)
     raise_failures(todo, results, "star")
